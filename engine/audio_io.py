@@ -1,0 +1,118 @@
+"""Reading source audio and writing takes, without ever touching the source file.
+
+Takes are written to a temporary name in the destination folder and renamed into place, so a reader (REAPER,
+the daemon's status) never sees half a file. No torch here: the daemon probes files on its answering path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from engine.errors import InputError
+from engine.params import EditRequest, Region
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Header facts of an audio file, or :class:`InputError` saying why it cannot be used."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"audio file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"not a file: {p}")
+    try:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise InputError(f"cannot read {p.name} as audio ({_short(exc)})") from None
+    if info.frames <= 0:
+        raise InputError(f"{p.name} holds no audio")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def region_frames(info: AudioInfo, region: Region) -> tuple[int, int]:
+    """(first frame, frame count) of ``region`` in a file, or :class:`InputError` if it falls outside."""
+    start = round(region.start * info.sample_rate)
+    if start >= info.frames:
+        raise InputError(f"the region starts at {region.start:.3f} s, after the end of the file "
+                         f"({info.seconds:.3f} s)")
+    if region.length is None:
+        count = info.frames - start
+    else:
+        count = round(region.length * info.sample_rate)
+        if start + count > info.frames + 1:  # one frame of rounding slack
+            raise InputError(f"the region {region.start:.3f}+{region.length:.3f} s runs past the end of the file "
+                             f"({info.seconds:.3f} s)")
+        count = min(count, info.frames - start)
+    if count <= 0:
+        raise InputError("the region is empty")
+    return start, count
+
+
+def check_request(request: EditRequest) -> AudioInfo:
+    """Everything about a request that can be checked without a model: audio, region, inpaint range."""
+    request.validate()
+    info = probe(request.source)
+    _, count = region_frames(info, request.region)
+    inp = request.params.inpaint
+    if inp is not None:
+        length = count / info.sample_rate
+        if inp.start >= length or inp.end > length + 1.0 / info.sample_rate:
+            raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
+                             f"({length:.3f} s long)")
+    return info
+
+
+def read_region(path: str | os.PathLike[str], region: Region) -> tuple[np.ndarray, int]:
+    """(frames, channels) float64 samples of the region and the file's sample rate. Opens read-only."""
+    info = probe(path)
+    start, count = region_frames(info, region)
+    try:
+        data, sr = sf.read(str(path), start=start, frames=count, dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise InputError(f"cannot read {Path(path).name} ({_short(exc)})") from None
+    if data.shape[0] == 0:
+        raise InputError(f"{Path(path).name} holds no audio in that region")
+    if not np.all(np.isfinite(data)):
+        data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
+    return data, int(sr)
+
+
+def write_wav_atomic(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int) -> Path:
+    """Write 32-bit float WAV via a temporary file in the same folder, then rename into place.
+
+    32-bit float keeps 16- and 24-bit sources sample-exact and never clips an edit that got louder.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".wav", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

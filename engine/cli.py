@@ -1,0 +1,153 @@
+"""``aiedit edit``: run one edit from the command line and write the takes next to a JSON sidecar.
+
+Everything the user typed is checked (audio, region, η, prompt, steps, model name) before the model loads, and
+nothing is written unless the whole edit succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import Cancelled, EngineError, InputError
+from engine.params import EditParams, EditRequest, Inpaint, Region
+from engine.progress import Progress
+
+STAGE_LABEL = {"preparing": "prepare", "embedding": "stage 1 embed", "finetune": "stage 2 tune",
+               "sampling": "stage 3 sample", "decoding": "decode", "scoring": "score"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aiedit edit", description="Edit an audio file with a text prompt.")
+    ap.add_argument("input", help="audio file (anything libsndfile reads); never modified")
+    ap.add_argument("--prompt", required=True, help="what the sound should become")
+    ap.add_argument("--eta", type=float, nargs="+", default=[0.25, 0.5, 0.75],
+                    help="edit strengths η in [0, 1.5], one take each (sdedit: noise strengths in (0, 1])")
+    ap.add_argument("--mode", choices=["lora", "full", "sdedit"], default="lora")
+    ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
+    ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
+    ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
+    ap.add_argument("--model", default="tiny", help="tiny | audioldm | audioldm2 | tango | hub id | folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
+    ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default 500)")
+    ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps (default 1500)")
+    ap.add_argument("--sample-steps", type=int, default=None, help="stage 3 steps (default: the model's)")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aiedit" / "stages"),
+                    help="stage 1-2 cache folder ('' disables the disk cache)")
+    ap.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
+    return ap
+
+
+def request_from_args(a: argparse.Namespace) -> EditRequest:
+    inpaint = None
+    if a.inpaint:
+        try:
+            s, e = (float(v) for v in a.inpaint.split(":"))
+        except ValueError:
+            raise InputError(f"--inpaint wants START:END in seconds, got {a.inpaint!r}") from None
+        inpaint = Inpaint(s, e)
+    params = EditParams(prompt=a.prompt, etas=tuple(a.eta), mode=a.mode, seed=a.seed, inpaint=inpaint,
+                        sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler)
+    if a.embed_steps is not None:
+        params = params.with_(embed_steps=a.embed_steps)
+    if a.tune_steps is not None:
+        params = params.with_(tune_steps=a.tune_steps)
+    return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params).validate()
+
+
+class ProgressBar:
+    """One line on stderr, redrawn in place: stage, bar, step count."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.last = ""
+
+    def __call__(self, p: Progress) -> None:
+        width = 28
+        filled = int(width * p.fraction)
+        win = f" [window {p.window + 1}/{p.windows}]" if p.windows > 1 else ""
+        line = f"\r{STAGE_LABEL.get(p.stage, p.stage):<15} |{'█' * filled}{'·' * (width - filled)}| " \
+               f"{p.step}/{p.total}{win}"
+        if line != self.last:
+            self.stream.write(line.ljust(len(self.last)))
+            self.stream.flush()
+            self.last = line
+
+    def close(self) -> None:
+        if self.last:
+            self.stream.write("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from engine.audio_io import check_request
+        from engine.models.registry import resolve
+
+        request = request_from_args(args)
+        check_request(request)
+        resolve(args.model)
+        return _run(args, request)
+    except EngineError as exc:
+        print(f"aiedit: error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("aiedit: cancelled", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, request: EditRequest) -> int:
+    from engine.audio_io import write_wav_atomic
+    from engine.editor import load_editor
+
+    t0 = time.perf_counter()
+    editor = load_editor(args.model, device=args.device, cache_dir=args.cache or None,
+                         allow_download=args.allow_download)
+    load_s = time.perf_counter() - t0
+    bar = ProgressBar()
+    try:
+        result = editor.edit(request, progress=bar)
+    finally:
+        bar.close()
+    out = Path(args.out)
+    stem = Path(request.source).stem
+    sidecar = {"input": request.source, "region": {"start": request.region.start, "length": request.region.length},
+               "model": editor.model_name, "params": request.params.to_dict(), "sample_rate": result.sample_rate,
+               "channels": result.channels, "frames": result.frames, "cache_hit": result.cache_hit,
+               "timings": {k: round(v, 3) for k, v in result.timings.items()} | {"load": round(load_s, 3)},
+               "takes": [], "best": result.best}
+    for take in result.takes:
+        path = write_wav_atomic(out / f"{stem}_{request.params.mode}_eta{take.eta:.2f}.wav", take.audio,
+                                result.sample_rate)
+        sidecar["takes"].append({"eta": take.eta, "path": str(path.resolve()),
+                                 "scores": take.scores.to_dict() if take.scores else None})
+    side = out / f"{stem}_aiedit.json"
+    tmp = side.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False))
+    tmp.replace(side)
+    _summary(sidecar, side)
+    return 0
+
+
+def _summary(sidecar: dict, side: Path) -> None:
+    p = sidecar["params"]
+    print(f"edited {sidecar['input']} with {sidecar['model']} ({p['mode']}, seed {p['seed']}): \"{p['prompt']}\"")
+    print(f"{'η':>6}  {'text':>7} {'audio':>7} {'sum':>7}  take")
+    for i, t in enumerate(sidecar["takes"]):
+        s = t["scores"] or {}
+        mark = " ← best" if i == sidecar["best"] else ""
+        print(f"{t['eta']:>6.2f}  {s.get('text', float('nan')):>7.3f} {s.get('audio', float('nan')):>7.3f} "
+              f"{s.get('sum', float('nan')):>7.3f}  {t['path']}{mark}")
+    total = sum(v for k, v in sidecar["timings"].items())
+    print(f"sidecar: {side.resolve()}   ({total:.1f} s{', stages 1-2 from cache' if sidecar['cache_hit'] else ''})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

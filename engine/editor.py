@@ -1,0 +1,264 @@
+"""The edit, end to end: audio region in, one aligned take per η out, scored.
+
+``Editor`` holds a loaded model (and optionally a CLAP scorer and a stage cache) and runs requests one at a time.
+It owns the audio bookkeeping around the stages: the model hears mono at its own rate, peak-normalised as in
+training; every take comes back at the input's rate, channel count and exact length, time-aligned; an inpainting
+take equals the input sample for sample outside the selected range.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+import torch
+
+from engine.audio_io import read_region
+from engine.cache import StageCache, cache_key
+from engine.errors import InputError, OutOfMemory
+from engine.models.base import AudioModel, Conditioning
+from engine.params import EditParams, EditRequest
+from engine.progress import CancelToken, Progress, ProgressFn
+from engine.result import EditResult, Take
+from engine.splice import Window, overlap_add, plan_windows, splice
+from engine.stages import finetune, optimize_embedding, sample, tuned
+
+log = logging.getLogger("aiedit.engine")
+
+WINDOW_OVERLAP_S = 1.0  # crossfade between windows of a long clip
+INPAINT_FADE_S = 0.02  # equal-power ramps at the inpainting edges, inside the range
+
+
+@dataclass
+class _Span:
+    """An inpainting range in input samples and in model samples."""
+
+    start: int
+    end: int
+    model_start: int
+    model_end: int
+
+
+class Editor:
+    """Runs edits on one loaded model. Not thread-safe: one edit at a time (a GPU holds one model)."""
+
+    def __init__(self, model: AudioModel, scorer=None, cache: StageCache | None = None) -> None:
+        self.model = model
+        self.scorer = scorer
+        self.cache = cache if cache is not None else StageCache()
+        self._prompt_cache: dict[str, Conditioning] = {}
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    def edit(self, request: EditRequest, progress: ProgressFn | None = None,
+             cancel: CancelToken | None = None) -> EditResult:
+        """Run one request; raises InputError, OutOfMemory, Cancelled (all before anything is returned)."""
+        request.validate()
+        report = progress or (lambda p: None)
+        token = cancel or CancelToken()
+        try:
+            return self._edit(request, report, token)
+        except torch.cuda.OutOfMemoryError:
+            raise self._oom() from None
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise self._oom() from None
+            raise
+
+    def _oom(self) -> OutOfMemory:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return OutOfMemory("the GPU ran out of memory: try LoRA mode, a shorter region or fewer η values; "
+                           "the model itself is unchanged")
+
+    # -- the pipeline ------------------------------------------------------------------------------------------
+
+    def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken) -> EditResult:
+        p = request.params
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        report(Progress("preparing", 0, 1))
+        data, sr = read_region(request.source, request.region)
+        frames, channels = data.shape
+        span = self._inpaint_span(p, frames, sr)
+        msr = self.model.sample_rate
+        mono = soxr.resample(data.mean(axis=1), sr, msr, quality="VHQ") if sr != msr else data.mean(axis=1)
+        dc = float(mono.mean())
+        peak = float(np.max(np.abs(mono - dc))) if mono.size else 0.0
+        gain = 0.5 / peak if peak > 1e-6 else 1.0  # AudioLDM's training normalisation; undone on the way out
+        x = (mono - dc) * gain
+        window = int(self.model.max_seconds * msr)
+        focus = (span.model_start, span.model_end) if span else (0, len(x))
+        overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
+        windows = plan_windows(len(x), focus, window, overlap)
+        e_target = self._encode(p.prompt)
+        uncond = self._encode("")
+        timings["prepare"] = time.perf_counter() - t0
+        report(Progress("preparing", 1, 1))
+
+        pieces: list[list[tuple[Window, np.ndarray]]] = [[] for _ in p.etas]
+        cache_hits = 0
+        for k, win in enumerate(windows):
+            waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, e_target,
+                                           uncond, report, token, timings)
+            cache_hits += hit
+            for j, w in enumerate(waves):
+                pieces[j].append((win, w))
+
+        t0 = time.perf_counter()
+        takes: list[Take] = []
+        for eta, parts in zip(p.etas, pieces, strict=True):
+            y = overlap_add(parts, len(x)) / gain + dc
+            y = soxr.resample(y, msr, sr, quality="VHQ") if sr != msr else y
+            y = _fit_length(y, frames)
+            if span is not None:
+                audio = splice(data, y, span.start, span.end, round(INPAINT_FADE_S * sr))
+            else:
+                audio = np.repeat(y[:, None], channels, axis=1)
+            takes.append(Take(float(eta), audio.astype(np.float32)))
+        timings["assemble"] = time.perf_counter() - t0
+
+        result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and p.mode != "sdedit",
+                            timings=timings, windows=len(windows))
+        if self.scorer is not None:
+            token.check()
+            t0 = time.perf_counter()
+            report(Progress("scoring", 0, 1))
+            scores = self.scorer.score([t.audio for t in takes], sr, data, p.prompt)
+            for take, s in zip(takes, scores, strict=True):
+                take.scores = s
+            result.pick_best()
+            timings["score"] = time.perf_counter() - t0
+            report(Progress("scoring", 1, 1))
+        return result
+
+    def _inpaint_span(self, p: EditParams, frames: int, sr: int) -> _Span | None:
+        if p.inpaint is None:
+            return None
+        length = frames / sr
+        a, b = p.inpaint.start, p.inpaint.end
+        if a >= length or b > length + 1.0 / sr:
+            raise InputError(f"the inpaint range {a:.3f}-{b:.3f} s lies outside the clip ({length:.3f} s long)")
+        start, end = round(a * sr), min(frames, round(b * sr))
+        if end <= start:
+            raise InputError(f"the inpaint range {a:.3f}-{b:.3f} s is shorter than one sample")
+        msr = self.model.sample_rate
+        return _Span(start, end, int(start * msr / sr), int(np.ceil(end * msr / sr)))
+
+    def _encode(self, prompt: str) -> Conditioning:
+        if prompt not in self._prompt_cache:
+            if len(self._prompt_cache) > 64:
+                self._prompt_cache.clear()
+            self._prompt_cache[prompt] = self.model.encode_prompt([prompt])
+        return self._prompt_cache[prompt]
+
+    def _edit_window(self, seg: np.ndarray, win: Window, k: int, nwin: int, span: _Span | None, p: EditParams,
+                     e_target: Conditioning, uncond: Conditioning, report: ProgressFn, token: CancelToken,
+                     timings: dict[str, float]) -> tuple[list[np.ndarray], bool]:
+        """Stages 1-3 on one window; returns one model-rate waveform per η and whether the cache was hit."""
+        m = self.model
+        n = len(seg)
+        nframes = m.frames_for(n)
+        wave = torch.zeros(1, nframes * m.mel.hop_length)
+        wave[0, :n] = torch.from_numpy(seg.astype(np.float32))
+        z0 = m.encode_audio(wave)
+        shape = tuple(z0.shape[1:])
+        keep = None
+        if span is not None:
+            per_latent = m.mel.hop_length * nframes // z0.shape[2]
+            a = max(0, span.model_start - win.start) // per_latent
+            b = -(-(min(win.end, span.model_end) - win.start) // per_latent)
+            keep = torch.ones(1, 1, z0.shape[2], 1, device=m.device, dtype=m.dtype)
+            keep[:, :, a:b] = 0
+        steps = p.sample_steps or m.default_steps
+        guidance = p.guidance if p.guidance is not None else m.default_guidance
+        seed = p.seed + 7919 * k
+
+        def stepper(stage: str) -> Callable[[int, int, float | None], None]:
+            def on_step(i: int, total: int, loss: float | None) -> None:
+                token.check()
+                report(Progress(stage, i, total, k, nwin))
+            return on_step
+
+        hit = False
+        if p.mode == "sdedit":
+            t0 = time.perf_counter()
+            latents = torch.cat([
+                sample(m, [e_target], uncond, latent_shape=shape, steps=steps, guidance=guidance, seed=seed,
+                       sampler=p.sampler, z_ref=z0, keep=keep, strength=float(s), on_step=stepper("sampling"))
+                for s in p.etas])
+            timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
+        else:
+            key = cache_key(m.name, seg, p.stage_key())
+            cached = self.cache.get(key)
+            if cached is not None:
+                hit = True
+                e_opt, tuning = cached[0].to(m.device, m.dtype), cached[1]
+            else:
+                t0 = time.perf_counter()
+                e_opt, _ = optimize_embedding(m, z0, e_target, steps=p.embed_steps, lr=p.embed_lr, seed=seed,
+                                              on_step=stepper("embedding"))
+                timings["embedding"] = timings.get("embedding", 0.0) + time.perf_counter() - t0
+                t0 = time.perf_counter()
+                tune_steps, tune_lr = p.resolved_tune()
+                tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=tune_steps, lr=tune_lr, rank=p.lora_rank,
+                                     seed=seed, on_step=stepper("finetune"))
+                timings["finetune"] = timings.get("finetune", 0.0) + time.perf_counter() - t0
+                self.cache.put(key, e_opt, tuning)
+            t0 = time.perf_counter()
+            conds = [e_opt.lerp(e_target, float(eta)) for eta in p.etas]
+            with tuned(m, tuning):
+                latents = self._sample_batched(conds, uncond, shape, steps, guidance, seed, p, z0, keep,
+                                               stepper("sampling"))
+            timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
+        token.check()
+        t0 = time.perf_counter()
+        report(Progress("decoding", 0, 1, k, nwin))
+        waves = m.decode_latent(latents)[:, :n].cpu().numpy().astype(np.float64)
+        timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
+        report(Progress("decoding", 1, 1, k, nwin))
+        return list(waves), hit
+
+    def _sample_batched(self, conds: list[Conditioning], uncond: Conditioning, shape: tuple, steps: int,
+                        guidance: float, seed: int, p: EditParams, z0: torch.Tensor, keep: torch.Tensor | None,
+                        on_step: Callable[[int, int, float | None], None]) -> torch.Tensor:
+        """All η in one batch; on a GPU out-of-memory, fall back to one η at a time (same noise, same result)."""
+        kwargs = dict(latent_shape=shape, steps=steps, guidance=guidance, seed=seed, sampler=p.sampler,
+                      z_ref=z0 if keep is not None else None, keep=keep)
+        try:
+            return sample(self.model, conds, uncond, on_step=on_step, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            if len(conds) == 1:
+                raise
+            torch.cuda.empty_cache()
+            log.warning("batched sampling ran out of memory; sampling one η at a time")
+            return torch.cat([sample(self.model, [c], uncond, on_step=on_step, **kwargs) for c in conds])
+
+
+def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
+    if len(y) >= frames:
+        return y[:frames]
+    return np.pad(y, (0, frames - len(y)))
+
+
+def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,
+                scorer: str | None = "auto", allow_download: bool = False) -> Editor:
+    """Load a model by name, hub id or folder (see ``engine.models.registry``) and wrap it in an Editor.
+
+    ``scorer="auto"`` uses the model's own CLAP where it has one, else ``laion/clap-htsat-unfused`` (a tiny CLAP
+    for the tiny model); if those weights are missing the edit still runs and takes carry no scores.
+    """
+    from engine.models.registry import load_model, load_scorer_for
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m = load_model(model, device=dev, allow_download=allow_download)
+    clap = None
+    if scorer is not None:
+        clap = load_scorer_for(m, scorer, device=dev, allow_download=allow_download)
+    return Editor(m, clap, StageCache(cache_dir))

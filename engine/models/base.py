@@ -1,0 +1,203 @@
+"""The interface the three edit stages need from a latent audio diffusion model.
+
+Stages see only this: audio ⇄ latent, prompt → conditioning, noise prediction, the training noise schedule and a
+few facts (sample rate, window, defaults). Each model family maps its own text encoders and UNet call onto it, the
+way a diffusers pipeline composes components, so the stage code is written once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from engine.mel import MelConfig, wav_to_logmel
+
+
+@dataclass
+class Conditioning:
+    """Everything the UNet consumes for a batch of prompts.
+
+    ``tensors`` are the embeddings the edit optimises and interpolates (batch first). ``masks`` hold attention
+    masks keyed by the tensor they belong to (``(B, L)``, 1 = real token); they never train and travel along.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def detach(self) -> Conditioning:
+        return Conditioning({k: v.detach().clone() for k, v in self.tensors.items()},
+                            {k: v.clone() for k, v in self.masks.items()})
+
+    def trainable(self) -> Conditioning:
+        """A detached copy whose tensors require grad (stage 1 optimises these)."""
+        c = self.detach()
+        for v in c.tensors.values():
+            v.requires_grad_(True)
+        return c
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.tensors.values())
+
+    def lerp(self, other: Conditioning, eta: float) -> Conditioning:
+        """η·other + (1−η)·self, the paper's Eq. (2) with self = e_opt and other = e_target.
+
+        Written as a sum of two products so η = 0 and η = 1 give exactly e_opt and e_target, bit for bit.
+        """
+        a, b = self.aligned_with(other)
+        out = {}
+        for k in a.tensors:
+            if eta == 0:
+                out[k] = a.tensors[k].clone()
+            elif eta == 1:
+                out[k] = b.tensors[k].clone()
+            else:
+                out[k] = (1.0 - eta) * a.tensors[k] + eta * b.tensors[k]
+        masks = {k: torch.maximum(a.masks[k], b.masks[k]) for k in a.masks}
+        return Conditioning(out, masks)
+
+    def aligned_with(self, other: Conditioning) -> tuple[Conditioning, Conditioning]:
+        """Pad masked sequences of both to a common length so they can be mixed or batched."""
+        return Conditioning.cat([self, other]).split([self.batch_size, other.batch_size])  # type: ignore[return-value]
+
+    @staticmethod
+    def cat(items: list[Conditioning]) -> Conditioning:
+        """Concatenate along the batch, zero-padding masked sequences (mask 0) to the longest."""
+        keys = items[0].tensors.keys()
+        tensors, masks = {}, {}
+        for k in keys:
+            parts = [c.tensors[k] for c in items]
+            if k in items[0].masks:
+                length = max(p.shape[1] for p in parts)
+                parts = [_pad_seq(p, length) for p in parts]
+                masks[k] = torch.cat([_pad_seq(c.masks[k], length) for c in items])
+            tensors[k] = torch.cat(parts)
+        return Conditioning(tensors, masks)
+
+    def split(self, sizes: list[int]) -> list[Conditioning]:
+        out: list[Conditioning] = []
+        start = 0
+        for n in sizes:
+            out.append(Conditioning({k: v[start:start + n] for k, v in self.tensors.items()},
+                                    {k: v[start:start + n] for k, v in self.masks.items()}))
+            start += n
+        return out
+
+    def repeat(self, n: int) -> Conditioning:
+        return Conditioning({k: v.repeat_interleave(n, 0) for k, v in self.tensors.items()},
+                            {k: v.repeat_interleave(n, 0) for k, v in self.masks.items()})
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
+        return Conditioning({k: v.to(device=device, dtype=dtype or v.dtype) for k, v in self.tensors.items()},
+                            {k: v.to(device) for k, v in self.masks.items()})
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Flat tensors for saving (cache); inverse of :meth:`from_state`."""
+        d = {f"t.{k}": v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+        d.update({f"m.{k}": v.detach().cpu().contiguous() for k, v in self.masks.items()})
+        return d
+
+    @staticmethod
+    def from_state(state: dict[str, torch.Tensor]) -> Conditioning:
+        return Conditioning({k[2:]: v for k, v in state.items() if k.startswith("t.")},
+                            {k[2:]: v for k, v in state.items() if k.startswith("m.")})
+
+
+def _pad_seq(x: torch.Tensor, length: int) -> torch.Tensor:
+    if x.shape[1] == length:
+        return x
+    pad = torch.zeros((x.shape[0], length - x.shape[1], *x.shape[2:]), dtype=x.dtype, device=x.device)
+    return torch.cat([x, pad], dim=1)
+
+
+class AudioModel(ABC):
+    """A latent audio diffusion model as the edit sees it.
+
+    Subclasses set the attributes below and implement prompt encoding and the UNet call. The VAE/vocoder path is
+    shared by every model of the AudioLDM family (a log-mel VAE plus a HiFi-GAN vocoder).
+    """
+
+    name: str
+    unet: nn.Module
+    vae: nn.Module
+    vocoder: nn.Module
+    scheduler: object  # a diffusers scheduler holding the training noise schedule
+    mel: MelConfig = MelConfig()
+    max_seconds: float = 10.24  # the window the model was trained on; longer clips are edited in windows
+    frame_multiple: int = 16  # mel frames must be a multiple of this (VAE × UNet downsampling)
+    default_steps: int = 100
+    default_guidance: float = 3.0
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.prediction_type  # type: ignore[attr-defined]
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)  # type: ignore[attr-defined]
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)  # type: ignore[attr-defined]
+
+    @abstractmethod
+    def encode_prompt(self, prompts: list[str]) -> Conditioning:
+        """Text → conditioning, exactly as the model's own pipeline builds it (no guidance duplication)."""
+
+    @abstractmethod
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """The UNet's output (ε or v, per ``prediction_type``) for noisy latents at timesteps ``t``."""
+
+    def lora_target_modules(self) -> list[str]:
+        """Module-name suffixes that get LoRA adapters (attention projections by default)."""
+        return ["to_q", "to_k", "to_v", "to_out.0"]
+
+    # -- audio ⇄ latent (shared by the AudioLDM family) -------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveform at ``sample_rate`` → scaled latent (B, C, T/4, F/4); N must fill whole frames."""
+        mel = wav_to_logmel(wave.to(self.device, torch.float32), self.mel)  # (B, T, n_mels)
+        mel = mel.unsqueeze(1).to(self.dtype)
+        posterior = self.vae.encode(mel).latent_dist
+        return posterior.mode() * self.scaling_factor
+
+    @torch.no_grad()
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Scaled latent → (B, N) waveform at ``sample_rate``."""
+        mel = self.vae.decode(latent / self.scaling_factor).sample  # (B, 1, T, n_mels)
+        wave = self.vocoder(mel.squeeze(1).to(next(self.vocoder.parameters()).dtype))
+        return wave.float()
+
+    def frames_for(self, num_samples: int) -> int:
+        """Mel frames (rounded up to ``frame_multiple``) needed to cover ``num_samples``."""
+        hop = self.mel.hop_length
+        frames = -(-num_samples // hop)
+        m = self.frame_multiple
+        return max(m, -(-frames // m) * m)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> AudioModel:
+        self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = dtype
+        for module in self.modules().values():
+            params = list(module.parameters())
+            if params and (params[0].device != self.device or params[0].dtype != self.dtype):
+                module.to(self.device, dtype=self.dtype)
+        return self
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every torch module the model owns (for moving, freezing and memory accounting)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, nn.Module)}

@@ -1,0 +1,137 @@
+"""Model names → loaders. Offline by default: a missing model fails at once with how to get it, never hangs.
+
+A spec is a short name (``tiny``, ``audioldm``, ``audioldm2``, ``tango``…), a hub id (``cvssp/audioldm2``), or a
+local folder (diffusers layout with ``model_index.json``, or TANGO's snapshot layout with ``main_config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import InputError, ModelUnavailable
+
+ALIASES: dict[str, tuple[str, str]] = {
+    "audioldm": ("audioldm", "cvssp/audioldm-s-full-v2"),
+    "audioldm-m": ("audioldm", "cvssp/audioldm-m-full"),
+    "audioldm-l": ("audioldm", "cvssp/audioldm-l-full"),
+    "audioldm2": ("audioldm2", "cvssp/audioldm2"),
+    "audioldm2-music": ("audioldm2", "cvssp/audioldm2-music"),
+    "audioldm2-large": ("audioldm2", "cvssp/audioldm2-large"),
+    "tango": ("tango", "declare-lab/tango"),
+    "tango-full": ("tango", "declare-lab/tango-full"),
+    "tango2": ("tango", "declare-lab/tango2"),
+    "tango2-full": ("tango", "declare-lab/tango2-full"),
+}
+BUILTIN = ("tiny",)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # "tiny" | "audioldm" | "audioldm2" | "tango"
+    source: str  # hub id or folder
+    name: str  # what results and caches call it
+
+
+def resolve(spec: str) -> ModelSpec:
+    """Decide what a model spec means without loading anything (cheap; used to validate early)."""
+    s = spec.strip()
+    if s in BUILTIN:
+        return ModelSpec(s, s, s)
+    if s in ALIASES:
+        family, hub = ALIASES[s]
+        return ModelSpec(family, hub, s)
+    path = Path(os.path.expanduser(s))
+    if path.is_dir():
+        return ModelSpec(_family_of_folder(path), str(path.resolve()), path.resolve().name)
+    if _HUB_ID.match(s) and not s.startswith(("/", ".")):
+        low = s.lower()
+        family = "audioldm2" if "audioldm2" in low else "tango" if "tango" in low else \
+            "audioldm" if "audioldm" in low else None
+        if family is None:
+            raise InputError(f"cannot tell which model family {s!r} is: name a folder or one of "
+                             f"{', '.join((*BUILTIN, *ALIASES))}")
+        return ModelSpec(family, s, s)
+    if "/" in s or s.startswith("."):
+        raise ModelUnavailable(f"model folder not found: {s}")
+    raise InputError(f"unknown model {s!r}: use one of {', '.join((*BUILTIN, *ALIASES))}, a hub id or a folder")
+
+
+def _family_of_folder(path: Path) -> str:
+    index = path / "model_index.json"
+    if index.exists():
+        cls = json.loads(index.read_text()).get("_class_name", "")
+        if cls == "AudioLDM2Pipeline":
+            return "audioldm2"
+        if cls == "AudioLDMPipeline":
+            return "audioldm"
+        raise ModelUnavailable(f"{path} holds a {cls or 'unknown'} pipeline, not AudioLDM, AudioLDM 2 or TANGO")
+    if (path / "main_config.json").exists() and (path / "vae_config.json").exists():
+        return "tango"
+    raise ModelUnavailable(f"{path} is not a model folder: expected model_index.json (AudioLDM, AudioLDM 2) or "
+                           "main_config.json + vae_config.json (TANGO)")
+
+
+def _missing(spec: ModelSpec, exc: BaseException) -> ModelUnavailable:
+    if Path(spec.source).is_dir():
+        return ModelUnavailable(f"cannot load the model in {spec.source}: {str(exc).splitlines()[0][:200]}")
+    return ModelUnavailable(
+        f"the weights of {spec.source} are not on this machine: on a connected machine run "
+        f"`huggingface-cli download {spec.source}` and copy the cache here, or pass --model /path/to/folder")
+
+
+def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = False):
+    """Load and move a model; raises InputError (unknown name) or ModelUnavailable (weights missing/broken)."""
+    import torch
+
+    spec = resolve(spec_text)
+    local_only = not allow_download
+    # float32 everywhere: stages 1-2 train with Adam, which is unreliable on half-precision weights.
+    dtype = torch.float32
+    try:
+        if spec.family == "tiny":
+            from engine.models.audioldm import tiny_audioldm
+
+            model = tiny_audioldm()
+        elif spec.family == "audioldm":
+            from engine.models.audioldm import load_audioldm
+
+            model = load_audioldm(spec.source, name=spec.name, local_files_only=local_only)
+        elif spec.family == "audioldm2":
+            from engine.models.audioldm2 import load_audioldm2
+
+            model = load_audioldm2(spec.source, local_files_only=local_only)
+        else:
+            from engine.models.tango import load_tango
+
+            model = load_tango(spec.source, local_files_only=local_only)
+    except (ModelUnavailable, InputError):
+        raise
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise _missing(spec, exc) from None
+    model.name = spec.name
+    return model.to(device, dtype)
+
+
+def load_scorer_for(model, choice: str = "auto", *, device: str = "cpu", allow_download: bool = False):
+    """The CLAP scorer for a model, or None (with a warning) when its weights are not available."""
+    import logging
+
+    from engine.scoring import ClapScorer
+
+    if choice == "auto":
+        if getattr(model, "name", "") == "tiny":
+            return ClapScorer.tiny()
+        own = getattr(model, "clap_scorer", None)
+        if callable(own):
+            return own(device)
+        choice = "laion/clap-htsat-unfused"
+    try:
+        return ClapScorer.load(choice, device=device, local_files_only=not allow_download)
+    except ModelUnavailable as exc:
+        logging.getLogger("aiedit.engine").warning("takes will not be scored: %s", exc)
+        return None

@@ -1,0 +1,152 @@
+"""Edit parameters and their validation.
+
+Pure Python on purpose: the daemon validates jobs on its answering path, where importing torch would cost seconds.
+Defaults follow the paper (§3.3) unless noted; every number can be overridden.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from engine.errors import InputError
+
+Mode = Literal["lora", "full", "sdedit"]
+MODES: tuple[str, ...] = ("lora", "full", "sdedit")
+ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as in Imagic
+MAX_STEPS = 20_000
+MAX_TAKES = 16
+
+
+@dataclass(frozen=True)
+class Region:
+    """The part of the source file to edit, in seconds; ``length=None`` means to the end."""
+
+    start: float = 0.0
+    length: float | None = None
+
+
+@dataclass(frozen=True)
+class Inpaint:
+    """A time range to regenerate, in seconds relative to the region start; outside it the input is kept."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class EditParams:
+    """What to do to the audio. ``etas`` are edit strengths (η), or noise strengths in ``sdedit`` mode."""
+
+    prompt: str
+    etas: tuple[float, ...] = (0.25, 0.5, 0.75)
+    mode: Mode = "lora"
+    seed: int = 0
+    inpaint: Inpaint | None = None
+    # Stage 1: embedding optimisation (paper: Adam 2e-3, 500 steps).
+    embed_steps: int = 500
+    embed_lr: float = 2e-3
+    # Stage 2: UNet fine-tuning. None picks the mode's default (full: 1500 @ 1e-6 as the paper; lora: see below).
+    tune_steps: int | None = None
+    tune_lr: float | None = None
+    lora_rank: int = 8
+    # Stage 3: sampling. None picks the model's own default.
+    sample_steps: int | None = None
+    guidance: float | None = None
+    sampler: Literal["ddim", "dpm"] = "ddim"
+
+    def resolved_tune(self) -> tuple[int, float]:
+        """Stage-2 steps and learning rate for this mode.
+
+        LoRA defaults: 1500 steps like the full fine-tune (the paper keeps the schedule and reports the speed-up per
+        step), at lr 1e-4 — LoRA's adapters start at zero and need a far larger rate than the full model's 1e-6.
+        """
+        if self.mode == "full":
+            return (self.tune_steps if self.tune_steps is not None else 1500,
+                    self.tune_lr if self.tune_lr is not None else 1e-6)
+        return (self.tune_steps if self.tune_steps is not None else 1500,
+                self.tune_lr if self.tune_lr is not None else 1e-4)
+
+    def stage_key(self) -> dict[str, Any]:
+        """The parameters that determine stages 1-2 (the cache key); stage-3 settings are left out."""
+        steps, lr = self.resolved_tune()
+        return {"prompt": self.prompt, "mode": self.mode, "seed": self.seed, "embed_steps": self.embed_steps,
+                "embed_lr": self.embed_lr, "tune_steps": steps, "tune_lr": lr, "lora_rank": self.lora_rank}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["etas"] = list(self.etas)
+        return d
+
+    def validate(self) -> EditParams:
+        """Raise :class:`InputError` naming the first problem; return self so calls chain."""
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("the prompt is empty: describe what the sound should become")
+        if len(self.prompt) > 1000:
+            raise InputError(f"the prompt is too long ({len(self.prompt)} characters, at most 1000)")
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if not self.etas:
+            raise InputError("no edit strengths given: pass at least one η")
+        if len(self.etas) > MAX_TAKES:
+            raise InputError(f"too many edit strengths ({len(self.etas)}, at most {MAX_TAKES})")
+        lo, hi = ETA_RANGE if self.mode != "sdedit" else (0.0, 1.0)
+        name = "η" if self.mode != "sdedit" else "strength"
+        for eta in self.etas:
+            if not _is_number(eta) or not lo <= eta <= hi:
+                raise InputError(f"{name} {eta!r} is outside [{lo:g}, {hi:g}]")
+        if self.mode == "sdedit" and any(e <= 0 for e in self.etas):
+            raise InputError("an SDEdit strength of 0 changes nothing: use values in (0, 1]")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise InputError(f"seed {self.seed!r} must be a whole number ≥ 0")
+        steps, lr = self.resolved_tune()
+        _check_steps("embedding steps", self.embed_steps, allow_zero=True)
+        _check_steps("fine-tuning steps", steps, allow_zero=True)
+        if self.sample_steps is not None:
+            _check_steps("sampling steps", self.sample_steps, allow_zero=False)
+        for label, value in (("embedding learning rate", self.embed_lr), ("fine-tuning learning rate", lr)):
+            if not _is_number(value) or not 0 < value <= 1:
+                raise InputError(f"{label} {value!r} must be in (0, 1]")
+        if not isinstance(self.lora_rank, int) or not 1 <= self.lora_rank <= 256:
+            raise InputError(f"LoRA rank {self.lora_rank!r} must be between 1 and 256")
+        if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 50):
+            raise InputError(f"guidance {self.guidance!r} must be between 0 and 50")
+        if self.sampler not in ("ddim", "dpm"):
+            raise InputError(f"unknown sampler {self.sampler!r}: use ddim or dpm")
+        if self.inpaint is not None:
+            a, b = self.inpaint.start, self.inpaint.end
+            if not (_is_number(a) and _is_number(b)) or a < 0 or b <= a:
+                raise InputError(f"inpaint range {a!r}:{b!r} is empty or negative")
+        return self
+
+    def with_(self, **changes: Any) -> EditParams:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit: which audio, which part of it, what to do."""
+
+    source: str
+    region: Region = field(default_factory=Region)
+    params: EditParams = field(default_factory=lambda: EditParams(prompt=""))
+
+    def validate(self) -> EditRequest:
+        r = self.region
+        if not _is_number(r.start) or r.start < 0:
+            raise InputError(f"region start {r.start!r} must be ≥ 0 seconds")
+        if r.length is not None and (not _is_number(r.length) or r.length <= 0):
+            raise InputError(f"region length {r.length!r} must be > 0 seconds")
+        self.params.validate()
+        return self
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_steps(label: str, value: object, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_STEPS:
+        raise InputError(f"{label} {value!r} must be a whole number between {low} and {MAX_STEPS}")

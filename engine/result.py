@@ -1,0 +1,45 @@
+"""What an edit returns: one take per η, aligned with the input, with its scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scores:
+    """CLAP cosine similarities (paper §3.2): take vs prompt, take vs input, and their sum."""
+
+    text: float
+    audio: float
+
+    @property
+    def sum(self) -> float:
+        return self.text + self.audio
+
+    def to_dict(self) -> dict[str, float]:
+        return {"text": round(self.text, 6), "audio": round(self.audio, 6), "sum": round(self.sum, 6)}
+
+
+@dataclass
+class Take:
+    eta: float
+    audio: np.ndarray  # (frames, channels) float32 at the input's sample rate, same length as the input region
+    scores: Scores | None = None
+
+
+@dataclass
+class EditResult:
+    takes: list[Take]
+    sample_rate: int
+    channels: int
+    frames: int
+    best: int | None = None  # index of the take with the highest score sum
+    cache_hit: bool = False  # stages 1-2 came from the cache
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    windows: int = 1
+
+    def pick_best(self) -> None:
+        scored = [(t.scores.sum, i) for i, t in enumerate(self.takes) if t.scores is not None]
+        self.best = max(scored)[1] if scored else None

@@ -1,0 +1,80 @@
+"""Time-domain bookkeeping: windows for long clips, equal-power crossfades, and the inpainting splice.
+
+The VAE decoder is global (GroupNorm, attention), so decoded audio differs everywhere from the input even where the
+latent was kept. Outside an inpainting range the take therefore takes the input's samples verbatim; the edit is
+faded in over short equal-power ramps that lie *inside* the range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # sample offsets in the model-rate signal
+    end: int
+
+
+def plan_windows(total: int, span: tuple[int, int], window: int, overlap: int) -> list[Window]:
+    """Windows of at most ``window`` samples covering ``span`` (clamped to [0, total]), overlapping by ``overlap``.
+
+    A span that fits is widened symmetrically to a whole window where the clip allows, giving the model context.
+    """
+    a, b = max(0, span[0]), min(total, span[1])
+    if b - a <= window:
+        grow = min(window, total) - (b - a)
+        a = max(0, a - grow // 2)
+        b = min(total, a + min(window, total))
+        a = max(0, b - min(window, total))
+        return [Window(a, b)]
+    hop = window - overlap
+    count = int(np.ceil((b - a - overlap) / hop))
+    starts = np.linspace(a, b - window, count).round().astype(int)
+    return [Window(int(s), int(s) + window) for s in starts]
+
+
+def equal_power(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fade-out, fade-in) gains whose squares sum to 1."""
+    x = (np.arange(n) + 0.5) / max(n, 1)
+    return np.cos(0.5 * np.pi * x), np.sin(0.5 * np.pi * x)
+
+
+def overlap_add(pieces: list[tuple[Window, np.ndarray]], total: int) -> np.ndarray:
+    """Join windowed results, crossfading each overlap with equal-power ramps."""
+    out = np.zeros(total, dtype=np.float64)
+    covered_to = None
+    for win, audio in pieces:
+        seg = audio[: win.end - win.start].astype(np.float64)
+        if covered_to is None or covered_to <= win.start:
+            out[win.start:win.end] = seg
+        else:
+            n = covered_to - win.start
+            fade_out, fade_in = equal_power(n)
+            out[win.start:covered_to] = out[win.start:covered_to] * fade_out + seg[:n] * fade_in
+            out[covered_to:win.end] = seg[n:]
+        covered_to = win.end
+    return out
+
+
+def splice(original: np.ndarray, edit: np.ndarray, start: int, end: int, fade: int) -> np.ndarray:
+    """The original (frames, channels) with [start, end) replaced by ``edit`` (frames,) or (frames, channels).
+
+    Ramps of ``fade`` samples at both edges sit inside [start, end): every sample outside is the original's.
+    """
+    out = original.copy()
+    edit2 = edit if edit.ndim == 2 else np.repeat(edit[:, None], original.shape[1], axis=1)
+    n = end - start
+    fade = max(0, min(fade, n // 2))
+    seg = edit2[start:end].astype(np.float64)
+    gain = np.ones(n)
+    if fade:
+        _, fade_in = equal_power(fade)
+        gain[:fade] = fade_in
+        gain[n - fade:] = fade_in[::-1]
+    g = gain[:, None]
+    keep = np.sqrt(np.clip(1 - g**2, 0, 1))
+    out[start:end] = original[start:end] * keep + seg * g
+    return out

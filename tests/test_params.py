@@ -1,0 +1,52 @@
+"""Parameter validation: every absurd value is refused with a message naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import InputError
+from engine.params import EditParams, EditRequest, Inpaint, Region
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"prompt": "   "}, "prompt is empty"),
+    ({"etas": ()}, "no edit strengths"),
+    ({"etas": (0.5, 1.7)}, "outside [0, 1.5]"),
+    ({"etas": (-0.1,)}, "outside"),
+    ({"etas": (float("nan"),)}, "outside"),
+    ({"etas": tuple([0.5] * 17)}, "too many"),
+    ({"mode": "magic"}, "unknown mode"),
+    ({"embed_steps": 10**9}, "embedding steps"),
+    ({"tune_steps": -1}, "fine-tuning steps"),
+    ({"sample_steps": 0}, "sampling steps"),
+    ({"embed_lr": 0.0}, "embedding learning rate"),
+    ({"seed": -3}, "seed"),
+    ({"guidance": 500.0}, "guidance"),
+    ({"inpaint": Inpaint(1.0, 1.0)}, "inpaint range"),
+    ({"mode": "sdedit", "etas": (0.0,)}, "SDEdit strength of 0"),
+    ({"mode": "sdedit", "etas": (1.2,)}, "strength 1.2 is outside"),
+])
+def test_bad_params_are_refused_with_a_named_reason(changes, needle):
+    params = EditParams(prompt="a dog barking").with_(**changes)
+    with pytest.raises(InputError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        params.validate()
+
+
+def test_good_params_pass_and_defaults_follow_the_paper():
+    p = EditParams(prompt="knocking on a wooden door").validate()
+    assert (p.embed_steps, p.embed_lr) == (500, 2e-3)
+    assert p.with_(mode="full").resolved_tune() == (1500, 1e-6)
+    assert p.resolved_tune()[0] == 1500
+
+
+def test_stage_key_ignores_stage_three_settings():
+    a = EditParams(prompt="x", etas=(0.1,), sample_steps=10, guidance=2.0)
+    b = EditParams(prompt="x", etas=(0.9, 1.0), sample_steps=50, guidance=4.0)
+    assert a.stage_key() == b.stage_key()
+    assert a.stage_key() != a.with_(seed=1).stage_key()
+
+
+@pytest.mark.parametrize("region", [Region(-1.0), Region(0.0, 0.0), Region(0.0, float("inf"))])
+def test_bad_regions(region):
+    with pytest.raises(InputError, match="region"):
+        EditRequest("/x.wav", region, EditParams(prompt="x")).validate()
