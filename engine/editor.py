@@ -50,7 +50,7 @@ class Editor:
         self.model = model
         self.scorer = scorer
         self.cache = cache if cache is not None else StageCache()
-        self._prompt_cache: dict[str, Conditioning] = {}
+        self._prompt_cache: dict[str, tuple[Conditioning, Conditioning]] = {}
 
     @property
     def model_name(self) -> str:
@@ -97,8 +97,7 @@ class Editor:
         focus = (span.model_start, span.model_end) if span else (0, len(x))
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
         windows = plan_windows(len(x), focus, window, overlap)
-        e_target = self._encode(p.prompt)
-        uncond = self._encode("")
+        e_target, uncond = self._encode(p.prompt)
         timings["prepare"] = time.perf_counter() - t0
         report(Progress("preparing", 1, 1))
 
@@ -151,11 +150,14 @@ class Editor:
         msr = self.model.sample_rate
         return _Span(start, end, int(start * msr / sr), int(np.ceil(end * msr / sr)))
 
-    def _encode(self, prompt: str) -> Conditioning:
+    def _encode(self, prompt: str) -> tuple[Conditioning, Conditioning]:
+        """(target, empty-prompt) conditioning, encoded in one batch as the models' own pipelines do for
+        guidance (AudioLDM 2's GPT-2 states depend on the batch's padded length)."""
         if prompt not in self._prompt_cache:
             if len(self._prompt_cache) > 64:
                 self._prompt_cache.clear()
-            self._prompt_cache[prompt] = self.model.encode_prompt([prompt])
+            target, empty = self.model.encode_prompt([prompt, ""]).split([1, 1])
+            self._prompt_cache[prompt] = (target, empty)
         return self._prompt_cache[prompt]
 
     def _edit_window(self, seg: np.ndarray, win: Window, k: int, nwin: int, span: _Span | None, p: EditParams,

@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and OpenMP's spinning threads collapse throughput when the
+# daemon subprocess and pytest compete for 2 cores (measured 50x slower). Subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path
 

@@ -27,6 +27,12 @@ ALIASES: dict[str, tuple[str, str]] = {
     "tango2-full": ("tango", "declare-lab/tango2-full"),
 }
 BUILTIN = ("tiny",)
+# Models shipped in the repo (diffusers layout under engine/weights/), trained here by ``python -m toyworld.train``.
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED: dict[str, tuple[str, Path]] = {"toy": ("audioldm", WEIGHTS_DIR / "toy")}
+# Their own CLAP scorers (a folder ``ClapScorer.load`` reads) and the edit defaults that suit them.
+SHIPPED_CLAP: dict[str, Path] = {"toy": WEIGHTS_DIR / "toy_clap"}
+SHIPPED_DEFAULTS: dict[str, dict] = {"toy": {"max_seconds": 2.56, "default_steps": 50, "default_guidance": 2.5}}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -42,6 +48,12 @@ def resolve(spec: str) -> ModelSpec:
     s = spec.strip()
     if s in BUILTIN:
         return ModelSpec(s, s, s)
+    if s in SHIPPED:
+        family, folder = SHIPPED[s]
+        if not (folder / "model_index.json").exists():
+            raise ModelUnavailable(f"the {s} model is missing from {folder}: train it with "
+                                   f"`python -m toyworld.train --out {folder}`")
+        return ModelSpec(family, str(folder), s)
     if s in ALIASES:
         family, hub = ALIASES[s]
         return ModelSpec(family, hub, s)
@@ -54,11 +66,12 @@ def resolve(spec: str) -> ModelSpec:
             "audioldm" if "audioldm" in low else None
         if family is None:
             raise InputError(f"cannot tell which model family {s!r} is: name a folder or one of "
-                             f"{', '.join((*BUILTIN, *ALIASES))}")
+                             f"{', '.join((*BUILTIN, *SHIPPED, *ALIASES))}")
         return ModelSpec(family, s, s)
     if "/" in s or s.startswith("."):
         raise ModelUnavailable(f"model folder not found: {s}")
-    raise InputError(f"unknown model {s!r}: use one of {', '.join((*BUILTIN, *ALIASES))}, a hub id or a folder")
+    raise InputError(f"unknown model {s!r}: use one of {', '.join((*BUILTIN, *SHIPPED, *ALIASES))}, a hub id or "
+                     "a folder")
 
 
 def _family_of_folder(path: Path) -> str:
@@ -114,6 +127,8 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise _missing(spec, exc) from None
     model.name = spec.name
+    for key, value in SHIPPED_DEFAULTS.get(spec.name, {}).items():
+        setattr(model, key, value)
     return model.to(device, dtype)
 
 
@@ -126,9 +141,10 @@ def load_scorer_for(model, choice: str = "auto", *, device: str = "cpu", allow_d
     if choice == "auto":
         if getattr(model, "name", "") == "tiny":
             return ClapScorer.tiny()
-        own = getattr(model, "clap_scorer", None)
-        if callable(own):
-            return own(device)
+        if getattr(model, "name", "") in SHIPPED_CLAP:  # a shipped model scores with its own CLAP
+            return load_scorer_for(model, str(SHIPPED_CLAP[model.name]), device=device, allow_download=allow_download)
+        if getattr(model, "clap", None) is not None:  # AudioLDM 2 carries a full CLAP: score with its own
+            return ClapScorer.from_components(model.clap, model.clap_tokenizer, model.clap_feature_extractor, device)
         choice = "laion/clap-htsat-unfused"
     try:
         return ClapScorer.load(choice, device=device, local_files_only=not allow_download)
