@@ -1,0 +1,1 @@
+"""Speed benchmarks: printed tables, ratios measured within one run. Not tests."""

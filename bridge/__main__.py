@@ -1,0 +1,7 @@
+"""``python -m bridge ...`` is the ``aiedit`` console script (useful before the package is installed)."""
+
+import sys
+
+from bridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client) and ``edit`` (one edit, no
+daemon).
+
+Imports are deferred per subcommand so ``aiedit send`` and ``aiedit serve`` start in a fraction of a second;
+only ``edit`` (and the daemon's worker thread) ever import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aiedit", description="Text-prompted AI audio editing for REAPER.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the engine daemon (OSC on 127.0.0.1:9050 and the spool folder)")
+    s.add_argument("--model", default="tiny", help="model name or folder (default: tiny)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on; non-loopback needs --token")
+    s.add_argument("--port", type=int, default=9050, help="UDP port (0: any free port, see daemon.json)")
+    s.add_argument("--spool", default=None, help="spool folder (default: $AIEDIT_SPOOL or ~/.aiedit/spool)")
+    s.add_argument(
+        "--preload", action="store_true", help="load the model at start instead of at the first job"
+    )
+    s.add_argument("--token", default=None, help="shared secret every job and cancel must carry")
+    s.add_argument(
+        "--map-path",
+        action="append",
+        default=[],
+        metavar="CLIENT=SERVER",
+        help="translate client path prefixes to the daemon's (repeatable)",
+    )
+    s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
+    s.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; 1-2 on a busy shared CPU)")
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    c = sub.add_parser("send", help="send a request to a running daemon")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=9050)
+    c.add_argument("--timeout", type=float, default=None, help="seconds to wait for an answer")
+    c.add_argument("--token", default=None, help="the daemon's shared secret, if it has one")
+    what = c.add_subparsers(dest="what", required=True)
+    j = what.add_parser("job", help="send a job file (JSON, see docs/protocol.md); '-' reads stdin")
+    j.add_argument("file")
+    j.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    k = what.add_parser("cancel", help="cancel a queued or running job")
+    k.add_argument("id")
+    st = what.add_parser("status", help="list running, queued and recent jobs")
+    st.add_argument("--json", action="store_true", help="print the raw status JSON")
+    p = what.add_parser("ping", help="check that the daemon answers")
+    p.add_argument("--wait", action="store_true", help="keep trying until --timeout (default 30 s)")
+    for sp in (j, k, st, p):  # options also accepted after the subcommand
+        sp.add_argument("--host", default=argparse.SUPPRESS)
+        sp.add_argument("--port", type=int, default=argparse.SUPPRESS)
+        sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
+        sp.add_argument("--token", default=argparse.SUPPRESS)
+    sub.add_parser("edit", help="run one edit without a daemon (see `aiedit edit --help`)", add_help=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["edit"]:
+        from engine.cli import main as edit_main  # heavy (torch) only for this subcommand
+
+        return int(edit_main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from bridge.daemon import ServeConfig, serve
+
+        return serve(
+            ServeConfig(
+                model=args.model,
+                host=args.host,
+                port=args.port,
+                spool=args.spool,
+                preload=args.preload,
+                token=args.token,
+                map_path=args.map_path,
+                device=args.device,
+                cache_dir=args.cache_dir,
+                verbose=args.verbose,
+            )
+        )
+    from bridge.client import run_send
+
+    return run_send(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

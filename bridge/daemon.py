@@ -1,0 +1,180 @@
+"""``aiedit serve``: wires the spool, the service, the OSC front end, the inbox watcher and the worker
+together.
+
+Threads: main (waits for a stop signal, then shuts down in order), OSC (answers requests), inbox (spool
+files), heartbeat (daemon.json every 2 s), worker (the model and the edits). Only the worker ever imports
+torch.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from logging.handlers import RotatingFileHandler
+
+from bridge.osc_server import OscFrontend
+from bridge.protocol import PathMap
+from bridge.service import Service
+from bridge.spool import Heartbeat, InboxWatcher, Spool, default_spool
+from bridge.worker import Worker
+
+log = logging.getLogger("aiedit.daemon")
+
+STOP_WAIT_S = 10.0  # how long a stop waits for the running job to notice its cancel token
+STOP_REASON = "the engine was stopped during this job"
+
+
+@dataclass
+class ServeConfig:
+    model: str = "tiny"
+    host: str = "127.0.0.1"
+    port: int = 9050
+    spool: str | None = None
+    preload: bool = False
+    token: str | None = None
+    map_path: list[str] = field(default_factory=list)
+    device: str | None = None
+    cache_dir: str | None = None
+    threads: int | None = None
+    verbose: bool = False
+
+
+class StartupError(Exception):
+    """A configuration problem that stops ``aiedit serve`` before it serves (one line for the console)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def setup_logging(spool: Spool, verbose: bool) -> None:
+    root = logging.getLogger("aiedit")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    try:
+        fh = RotatingFileHandler(spool.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    except OSError as exc:
+        root.warning("cannot write %s: %s", spool.log_file, exc)
+
+
+class Daemon:
+    def __init__(self, cfg: ServeConfig) -> None:
+        if not is_loopback(cfg.host) and not cfg.token:
+            raise StartupError(
+                f"refusing to listen on {cfg.host}: a non-loopback address needs --token SECRET "
+                "(anyone on the network could otherwise send jobs)"
+            )
+        try:
+            path_map = PathMap.parse(cfg.map_path)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        self.cfg = cfg
+        self.spool = Spool(cfg.spool or default_spool())
+        try:
+            self.spool.create()
+        except OSError as exc:
+            raise StartupError(f"cannot create the spool folder {self.spool.root}: {exc}") from None
+        other = self.spool.live_daemon()
+        if other:
+            raise StartupError(
+                f"another aiedit daemon (pid {other.get('pid')}, port {other.get('port')}) is "
+                f"serving {self.spool.root}; stop it or use another --spool"
+            )
+        setup_logging(self.spool, cfg.verbose)
+        try:
+            self.osc = OscFrontend(cfg.host, cfg.port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+                + (" (is another aiedit serve running?)" if _in_use(exc) else "")
+            ) from None
+        self.service = Service(
+            self.spool,
+            model=cfg.model,
+            send=self.osc.send,
+            token=cfg.token,
+            path_map=path_map,
+            host=cfg.host,
+            port=self.osc.port,
+        )
+        self.osc.attach(self.service)
+        self.heartbeat = Heartbeat(self.spool, self.service.daemon_info)
+        self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
+        self.worker = Worker(
+            self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload
+        )
+        self.stop_event = threading.Event()
+        self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)
+
+    def start(self) -> None:
+        self.service.recover()
+        self._osc_thread.start()
+        self.heartbeat.beat()  # daemon.json appears once the port answers
+        self.heartbeat.start()
+        self.worker.start()
+        self.inbox.start()
+        log.info(
+            "aiedit serving model %s on %s:%d, spool %s",
+            self.cfg.model,
+            self.cfg.host,
+            self.osc.port,
+            self.spool.root,
+        )
+
+    def stop(self) -> None:
+        """Stop in order: no new work, cancel the running job, keep queued ones, remove daemon.json."""
+        log.info("stopping")
+        self.inbox.stop()
+        running = self.service.stop_running(STOP_REASON)
+        self.worker.join(timeout=STOP_WAIT_S)
+        if self.worker.is_alive() and running:
+            log.warning("job %s did not stop within %.0f s; marking it cancelled", running, STOP_WAIT_S)
+            self.service.abandon_running(STOP_REASON)
+        self.osc.close()
+        self.heartbeat.stop()
+        log.info("stopped")
+
+    def serve(self) -> int:
+        """Run until SIGINT/SIGTERM (or :meth:`request_stop`)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        self.start()
+        while not self.stop_event.wait(0.5):
+            pass
+        self.stop()
+        return 0
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+
+def _in_use(exc: OSError) -> bool:
+    import errno
+
+    return exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1))
+
+
+def serve(cfg: ServeConfig) -> int:
+    try:
+        daemon = Daemon(cfg)
+    except StartupError as exc:
+        print(f"aiedit serve: {exc}", file=sys.stderr)
+        return 2
+    return daemon.serve()

@@ -1,0 +1,259 @@
+"""The spool folder: the daemon's durable state and the file transport for clients without sockets.
+
+Every file a client may read is replaced atomically (temporary name in the same folder, then
+``os.replace``), so a reader sees the old or the new content, never a mix. The inbox is watched with
+watchdog for latency and rescanned every second as a backstop (events can be lost, and a file written in
+place may be caught half-written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+log = logging.getLogger("aiedit.spool")
+
+HEARTBEAT_S = 2.0
+STALE_S = 10.0
+SETTLE_S = 2.0  # an unparseable inbox file younger than this may still be being written: retry, don't reject
+
+
+def default_spool() -> Path:
+    return Path(os.environ.get("AIEDIT_SPOOL") or Path.home() / ".aiedit" / "spool")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON via a temporary file beside ``path`` and rename it into place (no fsync: readers need
+    atomicity, and a status lost to a power cut is rebuilt as ``failed`` at the next start)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, ensure_ascii=False, allow_nan=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; clients may run as another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+class Spool:
+    """Paths and reads/writes of one spool folder; job ids must already be validated (they name folders)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.inbox = self.root / "inbox"
+        self.rejected = self.inbox / "rejected"
+        self.jobs = self.root / "jobs"
+        self.daemon_file = self.root / "daemon.json"
+        self.log_file = self.root / "aiedit.log"
+
+    def create(self) -> None:
+        for d in (self.root, self.inbox, self.rejected, self.jobs):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs / job_id
+
+    def takes_dir(self, job_id: str) -> Path:
+        return self.jobs / job_id / "takes"
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        write_json_atomic(self.job_dir(status["id"]) / "status.json", status)
+
+    def write_job(self, job_id: str, raw: dict[str, Any]) -> None:
+        clean = {k: v for k, v in raw.items() if k != "token"}  # never store the shared secret
+        write_json_atomic(self.job_dir(job_id) / "job.json", clean)
+
+    def read_job(self, job_id: str) -> dict[str, Any]:
+        return read_json(self.job_dir(job_id) / "job.json")
+
+    def iter_statuses(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """(id, status or None when unreadable) for every job folder."""
+        if not self.jobs.is_dir():
+            return
+        for d in sorted(self.jobs.iterdir()):
+            if not d.is_dir():
+                continue
+            try:
+                st = read_json(d / "status.json")
+                yield d.name, st if isinstance(st, dict) else None
+            except (OSError, ValueError):
+                yield d.name, None
+
+    def remove_partials(self) -> int:
+        """Delete half-written takes left by a killed daemon (hidden ``.partial-*`` names); return how
+        many."""
+        n = 0
+        for p in self.jobs.glob("*/takes/.partial-*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+        return n
+
+    def reject(self, path: Path, message: str) -> None:
+        """Move an inbox file to ``inbox/rejected/`` with a ``.error.txt`` beside it (nothing is lost)."""
+        self.rejected.mkdir(parents=True, exist_ok=True)
+        dest = self.rejected / path.name
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.rejected / f"{path.stem}-{n}{path.suffix}"
+        try:
+            os.replace(path, dest)
+        except OSError as exc:
+            log.warning("cannot move %s to rejected/: %s", path.name, exc)
+            return
+        with contextlib.suppress(OSError):
+            dest.with_name(dest.name + ".error.txt").write_text(message + "\n", encoding="utf-8")
+
+    def inbox_files(self) -> list[Path]:
+        """Messages waiting in the inbox, oldest first; temporary names (``.x``, not ``*.json``) are
+        skipped."""
+        try:
+            files = [p for p in self.inbox.iterdir() if is_message_name(p) and p.is_file()]
+        except OSError:
+            return []
+        return sorted(files, key=_mtime_name)
+
+    # -- daemon.json -----------------------------------------------------------------------------------------
+
+    def read_daemon(self) -> dict[str, Any] | None:
+        try:
+            d = read_json(self.daemon_file)
+        except (OSError, ValueError):
+            return None
+        return d if isinstance(d, dict) else None
+
+    def live_daemon(self) -> dict[str, Any] | None:
+        """daemon.json of another daemon that is still serving this spool (fresh heartbeat, pid alive), else
+        None."""
+        d = self.read_daemon()
+        if not d:
+            return None
+        beat = d.get("heartbeat")
+        pid = d.get("pid")
+        if not isinstance(beat, int | float) or time.time() - beat > STALE_S or not isinstance(pid, int):
+            return None
+        if pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return d
+
+
+def is_message_name(p: Path) -> bool:
+    return p.suffix.lower() == ".json" and not p.name.startswith(".")
+
+
+def _mtime_name(p: Path) -> tuple[float, str]:
+    try:
+        return p.stat().st_mtime, p.name
+    except OSError:
+        return 0.0, p.name
+
+
+class Heartbeat(threading.Thread):
+    """Rewrites daemon.json every 2 s so clients can tell a live daemon from a stale file."""
+
+    def __init__(self, spool: Spool, info: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(name="aiedit-heartbeat", daemon=True)
+        self.spool, self.info = spool, info
+        self.stop_event = threading.Event()
+
+    def beat(self) -> dict[str, Any]:
+        d = self.info()
+        d["heartbeat"] = time.time()
+        try:
+            write_json_atomic(self.spool.daemon_file, d)
+        except OSError as exc:
+            log.warning("cannot write daemon.json: %s", exc)
+        return d
+
+    def run(self) -> None:
+        while not self.stop_event.wait(HEARTBEAT_S):
+            self.beat()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.spool.daemon_file.unlink(missing_ok=True)
+
+
+class InboxWatcher:
+    """Calls ``handle(path)`` for every message file in the inbox: those present at start, new ones as they
+    land.
+
+    ``handle`` returns True when it consumed the file (moved or removed it), False to see it again at the next
+    scan (e.g. JSON still being written). Calls are serialised on one thread, in arrival order.
+    """
+
+    def __init__(self, spool: Spool, handle: Callable[[Path], bool], rescan_s: float = 1.0) -> None:
+        self.spool, self.handle, self.rescan_s = spool, handle, rescan_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._observer: Any = None
+        self._thread = threading.Thread(target=self._run, name="aiedit-inbox", daemon=True)
+
+    def start(self) -> None:
+        self.spool.inbox.mkdir(parents=True, exist_ok=True)
+        try:
+            observer = Observer()
+            observer.schedule(_Wake(self._wake), str(self.spool.inbox), recursive=False)
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+        except Exception as exc:  # an unusual filesystem: the periodic scan still works
+            log.warning("inbox watching unavailable (%s); scanning every %.0f s", exc, self.rescan_s)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            with contextlib.suppress(RuntimeError):
+                self._observer.join(timeout=2)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            for path in self.spool.inbox_files():
+                if self._stop.is_set():
+                    return
+                try:
+                    self.handle(path)
+                except Exception:  # a bug must not stop the inbox
+                    log.exception("inbox: unexpected error handling %s", path.name)
+                    with contextlib.suppress(Exception):
+                        self.spool.reject(path, "internal error while reading this file (see aiedit.log)")
+            self._wake.wait(self.rescan_s)
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("created", "moved", "closed", "modified"):
+            self.wake.set()

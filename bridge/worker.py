@@ -1,0 +1,190 @@
+"""The one worker thread: loads the model on first need, runs jobs one at a time, writes takes into the spool.
+
+One thread because one model on one device runs one edit at a time; the queue decides the order. The model is
+loaded here, never on the answering path: ``engine.load_editor`` imports torch and diffusers (seconds), and
+the daemon must answer ping within a second of starting.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from typing import Any
+
+from bridge.protocol import Job, take_name
+from bridge.service import Service
+from engine.errors import Cancelled, EngineError, ModelUnavailable
+from engine.progress import CancelToken, Progress
+
+log = logging.getLogger("aiedit.worker")
+
+# Shares of the whole job's progress bar for the fixed-cost stages; the step-driven stages share the rest.
+LOADING, PREPARING, SCORING, WRITING = 0.10, 0.03, 0.04, 0.03
+WINDOW_STAGES = ("embedding", "finetune", "sampling", "decoding")
+
+
+class ProgressMap:
+    """Maps the engine's per-stage :class:`Progress` to one never-decreasing fraction for the whole job.
+
+    The engine runs embedding → finetune → sampling → decoding per window (long clips are edited in windows),
+    preceded by ``preparing`` and followed by ``scoring``. Step-driven stages are weighted by their step
+    counts (a fine-tuning step costs about 1.5 embedding steps, a sampling step about 0.7 per η); stages
+    skipped by a cache hit just make the bar jump. In SDEdit mode sampling restarts once per η, which is
+    counted.
+    """
+
+    def __init__(self, job: Job, *, loading: bool, default_sample_steps: int = 50) -> None:
+        p = job.params
+        n = len(p.etas)
+        self.loading = LOADING if loading else 0.0
+        tune_steps = 0 if p.mode == "sdedit" else p.resolved_tune()[0]
+        embed_steps = 0 if p.mode == "sdedit" else p.embed_steps
+        sample_cost = (p.sample_steps or default_sample_steps) * n * 0.7
+        costs = {"embedding": float(embed_steps), "finetune": tune_steps * 1.5, "sampling": sample_cost}
+        costs["decoding"] = 0.03 * sum(costs.values()) + 1e-9
+        total = sum(costs.values())
+        self.share = {k: v / total for k, v in costs.items()}
+        self.offset, acc = {}, 0.0
+        for k in WINDOW_STAGES:
+            self.offset[k] = acc
+            acc += self.share[k]
+        self.core = 1.0 - self.loading - PREPARING - SCORING - WRITING
+        self.runs = n if p.mode == "sdedit" else 1
+        self._run = 0
+        self._last: tuple[int, str, int] = (-1, "", -1)
+
+    def loaded(self) -> float:
+        return self.loading
+
+    def writing(self) -> float:
+        return 1.0 - WRITING
+
+    def __call__(self, pr: Progress) -> tuple[str, float]:
+        f = min(1.0, max(0.0, pr.fraction))
+        if pr.stage == "preparing":
+            return "preparing", self.loading + PREPARING * f
+        if pr.stage == "scoring":
+            return "scoring", self.loading + PREPARING + self.core + SCORING * f
+        if pr.stage not in self.share:
+            return pr.stage, 0.0  # unknown stage: name passes, the bar holds (progress is kept monotone)
+        window, stage = pr.window, pr.stage
+        if stage == "sampling" and self.runs > 1:
+            last_w, last_s, last_step = self._last
+            if (last_w, last_s) == (window, stage) and pr.step < last_step:
+                self._run += 1
+            elif (last_w, last_s) != (window, stage):
+                self._run = 0
+            f = (min(self._run, self.runs - 1) + f) / self.runs
+        self._last = (window, stage, pr.step)
+        within = self.offset[stage] + self.share[stage] * f
+        windows = max(1, pr.windows)
+        return stage, self.loading + PREPARING + self.core * (window + within) / windows
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        service: Service,
+        model: str,
+        *,
+        device: str | None = None,
+        cache_dir: str | None = None,
+        preload: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(name="aiedit-worker", daemon=True)
+        self.threads = threads
+        self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
+        self.preload = preload
+        self.editor: Any = None
+
+    def run(self) -> None:
+        if self.preload:
+            try:
+                self._load()
+            except EngineError as exc:
+                log.error("preloading failed: %s", exc)
+        while not self.service.closed.is_set():
+            item = self.service.next_job(timeout=0.5)
+            if item is not None:
+                self._run_job(*item)
+
+    def _load(self) -> Any:
+        if self.editor is None:
+            log.info("loading model %s ...", self.model)
+            try:
+                import engine
+
+                if self.threads:  # torch is imported here anyway (by load_editor), on this thread only
+                    import torch
+
+                    torch.set_num_threads(self.threads)
+                self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir)
+            except EngineError:
+                raise
+            except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
+                log.exception("loading model %s failed", self.model)
+                raise ModelUnavailable(f"could not load model {self.model!r}: {_short(exc)}") from None
+            self.service.set_model_name(self.editor.model_name)
+            log.info("model %s loaded", self.editor.model_name)
+        return self.editor
+
+    def _run_job(self, job: Job, token: CancelToken) -> None:
+        sv, jid = self.service, job.id
+        takes_dir = sv.spool.takes_dir(jid)
+        try:
+            pm = ProgressMap(job, loading=self.editor is None)
+            if self.editor is None:
+                sv.progress(jid, "loading", 0.0)
+            editor = self._load()
+            token.check()
+            result = editor.edit(job.request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
+            token.check()
+            sv.progress(jid, "writing", pm.writing())
+            takes = self._write_takes(job, result, token)
+            sv.finish(
+                jid,
+                "done",
+                takes=takes,
+                best=result.best,
+                sample_rate=result.sample_rate,
+                channels=result.channels,
+                frames=result.frames,
+            )
+            return
+        except Cancelled:
+            state, msg = "cancelled", token.reason or "cancelled"
+        except EngineError as exc:
+            state, msg = "failed", str(exc)
+        except MemoryError:
+            state, msg = "failed", "out of memory: try a shorter region or fewer η values"
+        except Exception as exc:  # a bug: log it, fail this job, keep serving
+            log.exception("job %s: unexpected error", jid)
+            state, msg = "failed", f"internal error ({type(exc).__name__}: {_short(exc)}); see aiedit.log"
+        shutil.rmtree(takes_dir, ignore_errors=True)  # a failed or cancelled job leaves no takes
+        sv.finish(jid, state, msg)
+
+    def _write_takes(self, job: Job, result: Any, token: CancelToken) -> list[dict[str, Any]]:
+        from engine.audio_io import write_wav_atomic
+
+        takes_dir = self.service.spool.takes_dir(job.id)
+        used: set[str] = set()
+        out = []
+        for take in result.takes:
+            token.check()
+            path = write_wav_atomic(takes_dir / take_name(take.eta, used), take.audio, result.sample_rate)
+            path.chmod(0o644)  # written via mkstemp (0600); REAPER may run as another user
+            out.append(
+                {
+                    "eta": take.eta,
+                    "path": self.service.path_map.to_client(str(path)),
+                    "scores": take.scores.to_dict() if take.scores is not None else None,
+                }
+            )
+        return out
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
