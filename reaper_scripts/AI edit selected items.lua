@@ -1,0 +1,75 @@
+-- @description AI edit selected items
+-- @version 0.1.0
+-- @author aiedit
+-- @about
+--   # AI edit selected items
+--   Text-prompted AI edit of the selected media items with the local aiedit engine.
+--   One dialog: prompt, edit strengths η, mode, seed. Each selected item becomes one job;
+--   if the time selection covers part of an item, only that part is regenerated (inpainting).
+--   Results come back as new takes (one per η) through the "AI edit jobs" window.
+--   Needs the engine: `aiedit serve` (see docs/reaper.md). No extensions required.
+-- @provides
+--   [main] AI edit selected items.lua
+--   [main] AI batch re-take.lua
+--   [main] AI edit jobs.lua
+--   [main] AI edit settings.lua
+--   [nomain] aiedit_lib.lua
+-- @changelog
+--   First release.
+
+local lib = dofile((select(2, reaper.get_action_context()):match("^(.*[/\\])") or "") .. "aiedit_lib.lua")
+
+local TITLE = "AI edit selected items"
+
+-- Snapshot the selection first: adding takes or rendering can change what is selected.
+local function selected_items()
+  local items = {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do items[#items + 1] = reaper.GetSelectedMediaItem(0, i) end
+  return items
+end
+
+-- The dialog; remembers the last values. Returns params or nil (cancelled).
+local function ask_params()
+  local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"),
+                     lib.get_setting("last_mode"), lib.get_setting("last_seed") }
+  while true do
+    local v = lib.user_inputs(TITLE, { "Prompt", "η values (e.g. 0.3, 0.5, 0.7)",
+      "Mode (lora / full / preview)", "Seed (empty = random)" }, defaults, 320)
+    if not v then return nil end
+    defaults = v
+    local prompt = lib.trim(v[1])
+    local mode = lib.parse_mode(v[3])
+    local etas, eerr = lib.parse_etas(v[2], mode)
+    local seed, serr = lib.parse_seed(v[4])
+    local err = (prompt == "" and "Please type a prompt.")
+      or (#prompt > 1000 and "The prompt is longer than 1000 characters.")
+      or (not mode and "Mode must be lora, full or preview.")
+      or eerr or serr
+    if not err then
+      lib.set_setting("last_prompt", prompt)
+      lib.set_setting("last_etas", lib.trim(v[2]))
+      lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
+      lib.set_setting("last_seed", lib.trim(v[4]))
+      return { prompt = prompt, etas = etas, mode = mode, seed = seed, priority = "interactive" }
+    end
+    reaper.ShowMessageBox(err, TITLE, 0) -- then show the dialog again with what was typed
+  end
+end
+
+local function main()
+  local items = selected_items()
+  if #items == 0 then
+    reaper.ShowMessageBox("Select one or more audio items first.", TITLE, 0)
+    return
+  end
+  local spool = lib.spool_dir()
+  if not lib.ensure_engine(spool) then return end
+  local params = ask_params()
+  if not params then return end
+  local ts, te = reaper.GetSet_LoopTimeRange(false, false, 0, 0, false)
+  local ok_list, failed = lib.submit_items(items, function() return params end, spool, ts, te)
+  if #failed > 0 then reaper.ShowMessageBox(lib.summary(ok_list, failed), TITLE, 0) end
+  if #ok_list > 0 then lib.run_jobs_window() end
+end
+
+main()

@@ -1,0 +1,74 @@
+--[[
+Runs aiedit REAPER scripts against the fake REAPER.
+
+  lua5.4 tests/lua/runner.lua SCENARIO.json
+
+The scenario holds the project (tracks/items/takes/sources), time selection, ExtState, queued
+dialog answers and a list of steps:
+  {"run": "AI edit selected items.lua"}      run a script (from scenario.script_dir)
+  {"defer": N}                               run N defer cycles (REAPER UI ticks)
+  {"click": "cancel:<id>" | "cancel_all"}    click a button in the jobs window
+  {"key": 27}                                queue a key for gfx.getchar (then run a cycle)
+  {"delete_item": "<guid>"}                  the user deletes an item
+  {"defer_until_idle": {"timeout": 60, "sleep": 0.2}}  run cycles until no job is active
+Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
+]]
+
+local here = arg[0]:match("^(.*[/\\])") or "./"
+local F = dofile(here .. "fake_reaper.lua")
+reaper, gfx = F.reaper, F.gfx
+
+local scenario_path = assert(arg[1], "usage: runner.lua SCENARIO.json")
+local script_dir = here .. "../../reaper_scripts/"
+local lib = dofile(script_dir .. "aiedit_lib.lua") -- for JSON only; scripts load their own copy
+local fh = assert(io.open(scenario_path, "rb"))
+local scenario = assert(lib.json_decode(fh:read("a")))
+fh:close()
+script_dir = scenario.script_dir or script_dir
+F.load(scenario)
+if scenario.dt then F.dt = scenario.dt end
+
+local errors = lib.array()
+local function guarded(what, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then errors[#errors + 1] = what .. ": " .. tostring(err) end
+  return ok
+end
+
+local function run_cycles(n) for _ = 1, n do guarded("defer", F.run_defer_cycle) end end
+
+local function until_idle(opts)
+  local deadline = os.time() + (opts.timeout or 60)
+  local cycles = 0
+  while os.time() < deadline do
+    run_cycles(1)
+    cycles = cycles + 1
+    if #F.deferred == 0 then break end
+    if cycles > 2 and AIEDIT_JOBS_ACTIVE == 0 then break end
+    if opts.sleep and opts.sleep > 0 then os.execute("sleep " .. opts.sleep) end
+  end
+  return cycles
+end
+
+for _, step in ipairs(scenario.steps or {}) do
+  if step.run then
+    F.script_path = script_dir .. step.run
+    guarded("run " .. step.run, dofile, F.script_path)
+  elseif step.defer then
+    run_cycles(step.defer)
+  elseif step.click then
+    guarded("click " .. step.click, F.click, step.click)
+  elseif step.key then
+    F.keys[#F.keys + 1] = step.key
+  elseif step.delete_item then
+    F.delete_item(step.delete_item)
+  elseif step.defer_until_idle then
+    until_idle(step.defer_until_idle)
+  else
+    errors[#errors + 1] = "unknown step " .. lib.json_encode(step)
+  end
+end
+
+local out = F.dump(lib)
+out.errors = errors
+io.write(lib.json_encode(out), "\n")

@@ -1,0 +1,112 @@
+"""Runs the REAPER scripts under lua5.4 with the fake REAPER (tests/lua) and reads the result back.
+
+Used by tests/test_reaper_scripts.py and tests/test_reaper_e2e.py. Installs nothing: lua5.4 must be on PATH
+(scripts/dev setup installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = ROOT / "tests" / "lua" / "runner.lua"
+SCRIPTS = ROOT / "reaper_scripts"
+
+EDIT = "AI edit selected items.lua"
+BATCH = "AI batch re-take.lua"
+JOBS = "AI edit jobs.lua"
+SETTINGS = "AI edit settings.lua"
+
+
+def lua() -> str:
+    exe = shutil.which("lua5.4")
+    if exe is None:
+        pytest.fail("lua5.4 is not installed: the REAPER script tests need it "
+                    "(`sudo apt-get install lua5.4`, or run `bash scripts/dev setup`)", pytrace=False)
+    return exe
+
+
+def run(tmp: Path, scenario: dict, timeout: float = 60) -> dict:
+    """Runs one scenario (a fresh Lua process = a fresh REAPER session) and returns its dump."""
+    path = tmp / f"scenario-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(scenario), encoding="utf-8")
+    proc = subprocess.run([lua(), str(RUNNER), str(path)], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+    assert proc.returncode == 0, f"lua failed:\n{proc.stderr}\n{proc.stdout[-2000:]}"
+    out = json.loads(proc.stdout)
+    return out
+
+
+def persisted(out: dict) -> dict:
+    """The ExtState a REAPER restart keeps (persist=true), in scenario form."""
+    return {k: v["value"] for k, v in out["extstate"].items() if v["persist"]}
+
+
+def registry(out: dict) -> dict:
+    """Job bookkeeping records by job id."""
+    ids = json.loads(out["extstate"].get("aiedit.jobs/_index", {"value": "[]"})["value"])
+    return {i: json.loads(out["extstate"][f"aiedit.jobs/{i}"]["value"]) for i in ids}
+
+
+def write_wav(path: Path, seconds: float, sr: int = 48000, channels: int = 2, value: float = 0.1) -> Path:
+    frames = round(seconds * sr)
+    sf.write(str(path), np.full((frames, channels), value, dtype=np.float32), sr, subtype="FLOAT")
+    return path
+
+
+def heartbeat(spool: Path, age: float = 0.0, model: str = "tiny") -> None:
+    spool.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    (spool / "daemon.json").write_text(json.dumps({
+        "version": 1, "pid": 1, "host": "127.0.0.1", "port": 9050, "spool": str(spool), "model": model,
+        "started": now - 100, "heartbeat": now - age}))
+
+
+def inbox_jobs(spool: Path) -> dict:
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted((spool / "inbox").glob("*.json")) if "op" not in p.read_text(encoding="utf-8")}
+
+
+def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None, progress: float = 0.0,
+                 error: str | None = None, best: int | None = None, model: str = "tiny") -> dict:
+    """A status.json as the daemon writes it (docs/protocol.md); for "done", real take WAVs are written."""
+    jdir = spool / "jobs" / job["id"]
+    (jdir / "takes").mkdir(parents=True, exist_ok=True)
+    info = sf.info(job["source"]["path"])
+    frames = round(job["source"]["length"] * info.samplerate)
+    takes = []
+    if state == "done":
+        for i, eta in enumerate(job["etas"]):
+            p = jdir / "takes" / f"eta{eta:.2f}.wav"
+            sf.write(str(p), np.full((frames, info.channels), 0.01 * (i + 1), dtype=np.float32),
+                     info.samplerate, subtype="FLOAT")
+            takes.append({"eta": eta, "path": str(p),
+                          "scores": {"text": 0.3 + 0.1 * i, "audio": 0.9 - 0.01 * i, "sum": 1.2 + 0.09 * i}})
+    status = {
+        "version": 1, "id": job["id"], "label": job.get("label"), "state": state,
+        "stage": stage or state, "progress": 1.0 if state == "done" else progress, "error": error,
+        "priority": job.get("priority", "interactive"), "prompt": job["prompt"], "mode": job.get("mode", "lora"),
+        "model": model, "seed": job.get("seed", 0), "source": job["source"], "sample_rate": info.samplerate,
+        "channels": info.channels, "frames": frames, "takes": takes,
+        "best": (best if best is not None else (len(takes) - 1 if takes else None)),
+        "created": time.time() - 5, "updated": time.time(),
+    }
+    (jdir / "status.json").write_text(json.dumps(status), encoding="utf-8")
+    return status
+
+
+def pick_up(spool: Path, job_id: str) -> None:
+    """What the daemon does when it takes a job: the inbox file goes away."""
+    (spool / "inbox" / f"{job_id}.json").unlink()
+
+
+def items_by_guid(out: dict) -> dict:
+    return {it["guid"]: it for tr in out["tracks"] for it in tr["items"]}

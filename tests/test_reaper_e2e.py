@@ -1,0 +1,79 @@
+"""End to end: REAPER scripts (fake REAPER, lua5.4) -> spool inbox -> a real `aiedit serve --model tiny` -> status.json
+-> takes imported into the fake project. Tiny step counts come from the scripts' steps setting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+from reaper_harness import EDIT, JOBS, items_by_guid, persisted, registry, run
+
+try:
+    from bridge_helpers import TINY_STEPS, Daemon, make_wav
+
+    READY = True
+except Exception:  # the daemon or its helpers are not there yet
+    READY = False
+
+pytestmark = pytest.mark.skipif(not READY, reason="bridge daemon / tests/bridge_helpers.py not available")
+
+GUID = "{E2E00000-0000-0000-0000-000000000001}"
+
+
+def scenario(spool, src, steps, **extra):
+    info = sf.info(str(src))
+    return {
+        "tracks": [{"name": "T", "items": [{
+            "guid": GUID, "position": 4.0, "length": 0.5, "selected": True,
+            "takes": [{"name": "Knock", "startoffs": 0.25, "playrate": 1.0,
+                       "source": {"file": str(src), "type": "WAVE", "samplerate": info.samplerate,
+                                  "channels": info.channels, "length": info.duration}}]}]}],
+        "time_selection": [4.1, 4.3],
+        "extstate": {"aiedit/spool": str(spool), "aiedit/steps": json.dumps(TINY_STEPS)},
+        "user_inputs": [["a knock on a metal door", "0.4, 0.8", "lora", "3"]],
+        "steps": steps, "dt": 0.5, **extra,
+    }
+
+
+def test_scripts_with_the_real_daemon(tmp_path):
+    spool = tmp_path / "spool"
+    src = make_wav(tmp_path / "src.wav", seconds=1.0)
+    with Daemon(spool) as d:
+        out = run(tmp_path, scenario(spool, src, [{"run": EDIT}, {"defer_until_idle": {"timeout": 240, "sleep": 0.2}}]),
+                  timeout=300)
+        assert out["errors"] == [] and out["messages"] == []
+        (rec,) = registry(out).values()
+        assert rec["state"] == "imported", (rec, d.stderr()[-3000:])
+        status = d.status(rec["id"])
+    assert status["state"] == "done" and status["source"]["start"] == pytest.approx(0.25)
+    item = items_by_guid(out)[GUID]
+    assert len(item["takes"]) == 3
+    info = sf.info(str(src))
+    for take, t in zip(item["takes"][1:], status["takes"], strict=True):
+        assert take["source"]["file"] == t["path"]
+        assert take["source"]["samplerate"] == info.samplerate and take["source"]["channels"] == info.channels
+        # the take covers exactly the item (rate 1): frames of the region
+        assert take["source"]["length"] == pytest.approx(0.5, abs=1 / info.samplerate)
+        assert take["ext"]["aiedit_job"] == rec["id"] and take["ext"]["aiedit_model"] == status["model"]
+    best = status["best"]
+    assert item["active_take"] == item["takes"][1 + best]["guid"]
+    assert out["undo"][0::2] == ["begin"] and out["open_undo"] == 0
+
+
+def test_cancel_through_the_real_daemon(tmp_path):
+    spool = tmp_path / "spool"
+    src = make_wav(tmp_path / "src.wav", seconds=1.0)
+    with Daemon(spool) as d:
+        # submit with default (slow) steps so the job is still running when cancelled
+        sc = scenario(spool, src, [{"run": EDIT}, {"defer": 1}])
+        sc["extstate"]["aiedit/steps"] = json.dumps({"embed": 200, "tune": 200, "sample": 50})
+        out = run(tmp_path, sc)
+        (jid,) = registry(out)
+        d.wait_status(jid, states=("running",), timeout=60)
+        sc2 = scenario(spool, src, [{"run": JOBS}, {"defer": 1}, {"click": f"cancel:{jid}"},
+                                    {"defer_until_idle": {"timeout": 60, "sleep": 0.2}}],
+                       extstate=persisted(out))
+        out2 = run(tmp_path, sc2, timeout=120)
+        assert registry(out2)[jid]["state"] == "cancelled", d.status(jid)
+    assert len(items_by_guid(out2)[GUID]["takes"]) == 1

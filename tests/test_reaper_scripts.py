@@ -1,0 +1,481 @@
+"""The REAPER scripts (reaper_scripts/*.lua) against a fake REAPER, headless, under lua5.4.
+
+Each `run` is a fresh Lua process, i.e. a fresh REAPER session: bookkeeping that must survive a restart is
+carried over only through persisted ExtState, as in REAPER.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from reaper_harness import (
+    BATCH,
+    EDIT,
+    JOBS,
+    ROOT,
+    SCRIPTS,
+    SETTINGS,
+    heartbeat,
+    inbox_jobs,
+    items_by_guid,
+    lua,
+    persisted,
+    pick_up,
+    registry,
+    run,
+    write_status,
+    write_wav,
+)
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+G1, G2, G3 = "{11111111-0000-0000-0000-000000000001}", "{22222222-0000-0000-0000-000000000002}", \
+    "{33333333-0000-0000-0000-000000000003}"
+
+
+def wave_source(path: Path, length: float = 10.0, sr: int = 48000, ch: int = 2) -> dict:
+    return {"file": str(path), "type": "WAVE", "samplerate": sr, "channels": ch, "length": length}
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A spool with a live daemon heartbeat, two source WAVs and a three-item project."""
+    spool = tmp_path / "spool"
+    heartbeat(spool)
+    a = write_wav(tmp_path / "drums.wav", 10.0)
+    b = write_wav(tmp_path / "fx.wav", 6.0, sr=44100, channels=1)
+    tracks = [{"name": "Drums", "selected": True, "items": [
+        # plays source [1.0, 1.0 + 2.0*1.5] at rate 1.5; the time selection [3.0, 3.5] covers part of it
+        {"guid": G1, "position": 2.0, "length": 2.0, "selected": True,
+         "takes": [{"name": "Kick 03", "startoffs": 1.0, "playrate": 1.5, "pitch": 2.0,
+                    "source": wave_source(a)}]},
+        {"guid": G2, "position": 6.0, "length": 1.5, "selected": True,
+         "takes": [{"name": "Snare", "startoffs": 0.25, "source": wave_source(a)}]},
+    ]}, {"name": "FX", "items": [
+        {"guid": G3, "position": 10.0, "length": 2.0, "selected": True, "notes": "a creaking door",
+         "takes": [{"name": "Door", "startoffs": 0.5, "source": wave_source(b, 6.0, 44100, 1)}]},
+    ]}]
+    return {"tmp": tmp_path, "spool": spool, "a": a, "b": b,
+            "scenario": {"tracks": tracks, "time_selection": [3.0, 3.5],
+                         "extstate": {"aiedit/spool": str(spool)}}}
+
+
+def edit(env, answers=None, steps=None, **extra) -> dict:
+    sc = dict(env["scenario"], **extra)
+    sc["user_inputs"] = answers if answers is not None else [["knocking on a door, wooden", "0.3, 0.5, 0.7",
+                                                              "LoRA", "42"]]
+    sc["steps"] = steps or [{"run": EDIT}]
+    return run(env["tmp"], sc)
+
+
+def jobs_session(env, ext: dict, steps: list, before: tuple = (), **extra) -> dict:
+    """A later REAPER session (after a restart) that opens the jobs window."""
+    sc = dict(env["scenario"], extstate=ext, steps=[*before, {"run": JOBS}, *steps], **extra)
+    return run(env["tmp"], sc)
+
+
+def by_label(jobs: dict) -> dict:
+    return {j["label"]: j for j in jobs.values()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# submitting
+
+
+def test_edit_writes_protocol_jobs(env):
+    out = edit(env)
+    assert out["errors"] == []
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert set(jobs) == {"Kick 03", "Snare", "Door"}
+    assert not list((env["spool"] / "inbox").glob(".tmp-*")), "temporary files must be renamed"
+    for j in jobs.values():
+        assert ID_RE.match(j["id"])
+        assert j["version"] == 1 and j["prompt"] == "knocking on a door, wooden"
+        assert j["etas"] == [0.3, 0.5, 0.7] and j["mode"] == "lora" and j["seed"] == 42
+        assert j["priority"] == "interactive"
+        assert "model" not in j  # one model per daemon: the client does not guess it
+    kick = jobs["Kick 03"]
+    # source region in source seconds: [D_STARTOFFS, D_STARTOFFS + D_LENGTH * D_PLAYRATE]
+    assert kick["source"] == {"path": str(env["a"]), "start": 1.0, "length": 3.0}
+    # overlap [3.0, 3.5] on the timeline -> (t - D_POSITION) * D_PLAYRATE relative to the region start
+    assert kick["inpaint"] == {"start": pytest.approx(1.5), "end": pytest.approx(2.25)}
+    assert jobs["Snare"]["source"] == {"path": str(env["a"]), "start": 0.25, "length": 1.5}
+    assert jobs["Snare"]["inpaint"] is None
+    assert jobs["Door"]["source"] == {"path": str(env["b"]), "start": 0.5, "length": 2.0}
+    # bookkeeping survives the session; the jobs window opened and polls in a defer loop
+    reg = registry(out)
+    assert {r["item"] for r in reg.values()} == {G1, G2, G3}
+    assert out["gfx_open"] and out["pending_defer"] == 1
+    assert out["messages"] == []
+
+
+def test_dialog_remembers_last_values(env):
+    out = edit(env)
+    ext = persisted(out)
+    assert ext["aiedit/last_prompt"] == "knocking on a door, wooden"
+    out2 = edit(env, answers=[False], extstate=ext)  # the user cancels the second time
+    assert out2["inputs_asked"][0]["defaults"] == "knocking on a door, wooden\n0.3, 0.5, 0.7\nLoRA\n42"
+    assert "separator=\n" in out2["inputs_asked"][0]["captions"]
+
+
+def test_bad_dialog_values_ask_again(env):
+    out = edit(env, answers=[["x", "0.3, 2.0", "lora", "1"], ["x", "0.3", "preview", ""]])
+    assert "η must be in [0, 1.5]" in out["messages"][0]["msg"]
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert len(jobs) == 3 and all(j["mode"] == "sdedit" and j["etas"] == [0.3] for j in jobs)
+    assert all(isinstance(j["seed"], int) and j["seed"] >= 0 for j in jobs)
+
+
+def test_steps_and_token_settings_are_sent(env):
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/steps": '{"embed":3,"tune":3,"sample":4}',
+           "aiedit/token": "s3cret"}
+    edit(env, extstate=ext)
+    for j in inbox_jobs(env["spool"]).values():
+        assert j["steps"] == {"embed": 3, "tune": 3, "sample": 4} and j["token"] == "s3cret"
+
+
+def test_engine_not_running_shows_command(env):
+    (env["spool"] / "daemon.json").unlink()
+    out = edit(env, answers=[], mb_answers=[2])  # Cancel
+    msg = out["messages"][0]["msg"]
+    assert f'aiedit serve --spool "{env["spool"]}"' in msg
+    assert out["exec"] == [] and inbox_jobs(env["spool"]) == {}
+
+
+def test_stale_heartbeat_start_engine(env):
+    heartbeat(env["spool"], age=30)
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/engine_cmd": "/opt/aiedit/bin/aiedit serve"}
+    out = edit(env, mb_answers=[6], extstate=ext)  # Yes: start it
+    cmd = f'/opt/aiedit/bin/aiedit serve --spool "{env["spool"]}"'
+    assert cmd in out["messages"][0]["msg"]
+    assert out["exec"] == [{"cmd": cmd, "timeout": -1}]  # no wait: never block REAPER
+    assert len(inbox_jobs(env["spool"])) == 3
+    assert any("engine not running" in t for t in out["gfx_text"]) or out["gfx_text"] == []
+
+
+def test_no_selection(env):
+    for tr in env["scenario"]["tracks"]:
+        for it in tr["items"]:
+            it["selected"] = False
+    out = edit(env, answers=[])
+    assert "Select one or more" in out["messages"][0]["msg"]
+
+
+def test_refusals_are_explained_and_others_still_go(env):
+    tracks = env["scenario"]["tracks"]
+    tracks[0]["items"][0]["takes"][0]["fx"] = [{"name": "ReaEQ"}]
+    tracks[0]["items"][1]["takes"] = []
+    tracks[1]["items"][0]["takes"][0]["source"]["file"] = str(env["tmp"] / "missing.wav")
+    tracks[1]["items"].append({"guid": "{44}", "position": 20.0, "length": 1.0, "selected": True,
+                               "takes": [{"name": "Bypassed FX", "fx": [{"name": "ReaComp", "enabled": False}],
+                                          "source": wave_source(env["a"])}]})
+    out = edit(env)
+    msg = out["messages"][0]["msg"]
+    assert "1 job queued" in msg
+    assert "Kick 03: take has active take FX" in msg
+    assert "(empty item): empty item" in msg
+    assert "Door: source file not found" in msg
+    assert list(by_label(inbox_jobs(env["spool"]))) == ["Bypassed FX"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering sources REAPER cannot hand over as a file
+
+
+def test_section_source_is_rendered_to_float_wav(env):
+    tracks = env["scenario"]["tracks"]
+    tracks[1]["items"][0]["takes"][0]["source"]["type"] = "SECTION"  # reversed / section take
+    tracks[1]["items"][0]["takes"][0]["playrate"] = 2.0
+    sc_ts = [10.5, 11.0]
+    out = edit(env, time_selection=sc_ts)
+    assert out["errors"] == [] and out["accessors_open"] == 0
+    door = by_label(inbox_jobs(env["spool"]))["Door"]
+    path = Path(door["source"]["path"])
+    assert path.parent == env["spool"] / "renders"
+    # the rendered file is the item as heard: timeline seconds, playrate already applied
+    assert door["source"]["start"] == 0.0 and door["source"]["length"] == 2.0
+    assert door["inpaint"] == {"start": 0.5, "end": 1.0}
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    assert sf.info(str(path)).subtype == "FLOAT" and sr == 44100 and data.shape == (88200, 1)
+    t = np.arange(88200) / 44100
+    np.testing.assert_allclose(data[:, 0], 0.5 * np.sin(2 * np.pi * 440 * t), atol=1e-5)
+    raw = path.read_bytes()
+    assert raw[:4] == b"RIFF" and struct.unpack("<I", raw[4:8])[0] == len(raw) - 8
+
+
+def test_item_beyond_source_end_is_rendered(env):
+    env["scenario"]["tracks"][0]["items"][1]["length"] = 12.0  # loops past the 10 s source
+    edit(env)
+    snare = by_label(inbox_jobs(env["spool"]))["Snare"]
+    assert "renders" in snare["source"]["path"] and snare["source"]["length"] == 12.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# importing results
+
+
+def submit_and_finish(env, activate_best="yes"):
+    out = edit(env)
+    ext = persisted(out)
+    ext["aiedit/activate_best"] = activate_best
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done", best=1)
+    return ext, jobs
+
+
+def test_done_jobs_are_imported_as_takes(env):
+    ext, jobs = submit_and_finish(env)
+    out = jobs_session(env, ext, [{"defer": 2}])
+    assert out["errors"] == []
+    items = items_by_guid(out)
+    kick = items[G1]
+    assert len(kick["takes"]) == 4
+    orig, new = kick["takes"][0], kick["takes"][1:]
+    # the original take is untouched (the fake also raises on any write to it)
+    assert orig["name"] == "Kick 03" and orig["values"]["D_STARTOFFS"] == 1.0 and orig["ext"] == {}
+    assert [t["name"] for t in new] == [f"AI η={e:.2f} · knocking on a door, wooden" for e in (0.3, 0.5, 0.7)]
+    job = jobs["Kick 03"]
+    for i, t in enumerate(new):
+        assert t["source"]["file"] == str(env["spool"] / "jobs" / job["id"] / "takes" / f"eta{job['etas'][i]:.2f}.wav")
+        # source-time audio at the original's rate: offset 0, same playrate and pitch -> lines up and sounds alike
+        assert t["values"]["D_STARTOFFS"] == 0.0 and t["values"]["D_PLAYRATE"] == 1.5
+        assert t["values"]["D_PITCH"] == 2.0
+        assert t["source"]["length"] / t["values"]["D_PLAYRATE"] == pytest.approx(kick["values"]["D_LENGTH"])
+        ext_data = t["ext"]
+        assert ext_data["aiedit_prompt"] == "knocking on a door, wooden"
+        assert ext_data["aiedit_eta"] == f"{job['etas'][i]:.4g}" and ext_data["aiedit_seed"] == "42"
+        assert ext_data["aiedit_mode"] == "lora" and ext_data["aiedit_model"] == "tiny"
+        assert ext_data["aiedit_job"] == job["id"] and ext_data["aiedit_best"] == ("1" if i == 1 else "0")
+        assert json.loads(ext_data["aiedit_scores"])["sum"] == pytest.approx(1.2 + 0.09 * i)
+        assert json.loads(ext_data["aiedit_inpaint"]) == {"start": 1.5, "end": 2.25}
+    assert kick["active_take"] == new[1]["guid"]  # best = 1
+    # exactly one undo block per import, all closed
+    assert out["open_undo"] == 0 and len(out["undo"]) == 6 and out["undo"][0::2] == ["begin"] * 3
+    assert all(u.startswith("end:AI edit: 3 takes for ") for u in out["undo"][1::2])
+    assert items[G2]["takes"][3]["values"]["D_PLAYRATE"] == 1.0
+    assert all(r["state"] == "imported" for r in registry(out).values())
+    assert out["jobs_active"] == 0
+
+
+def test_best_take_not_activated_when_off(env):
+    ext, _ = submit_and_finish(env, activate_best="no")
+    out = jobs_session(env, ext, [{"defer": 2}])
+    for it in items_by_guid(out).values():
+        assert it["active_take"] == it["takes"][0]["guid"]
+
+
+def test_import_after_item_moved_and_trimmed(env):
+    ext, _ = submit_and_finish(env)
+    sc_tracks = env["scenario"]["tracks"]
+    snare = sc_tracks[0]["items"][1]
+    snare["position"] = 30.0                       # moved
+    snare["length"] = 1.0
+    snare["takes"][0]["startoffs"] = 0.5          # left edge trimmed by 0.25 s after submission
+    out = jobs_session(env, ext, [{"defer": 2}])
+    new = items_by_guid(out)[G2]["takes"][1]
+    assert new["values"]["D_STARTOFFS"] == pytest.approx(0.25)  # still lined up with the original
+
+
+def test_rendered_item_imports_at_rate_one_and_render_is_removed(env):
+    env["scenario"]["tracks"][1]["items"][0]["takes"][0]["source"]["type"] = "SECTION"
+    env["scenario"]["tracks"][1]["items"][0]["takes"][0]["playrate"] = 2.0
+    ext, jobs = submit_and_finish(env)
+    render = Path(jobs["Door"]["source"]["path"])
+    assert render.exists()
+    out = jobs_session(env, ext, [{"defer": 2}])
+    door = items_by_guid(out)[G3]
+    assert door["takes"][1]["values"]["D_PLAYRATE"] == 1.0 and door["takes"][1]["values"]["D_STARTOFFS"] == 0.0
+    assert not render.exists()
+
+
+def test_failed_cancelled_and_deleted(env):
+    out = edit(env)
+    ext = persisted(out)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    write_status(env["spool"], jobs["Kick 03"], "failed", error="source too short for the model")
+    write_status(env["spool"], jobs["Snare"], "running", stage="finetune", progress=0.4)
+    write_status(env["spool"], jobs["Door"], "done")
+    snare_id = jobs["Snare"]["id"]
+    out = jobs_session(env, ext, [{"defer": 1}, {"click": f"cancel:{snare_id}"}, {"defer": 1}],
+                       before=[{"delete_item": G3}])
+    assert out["errors"] == []
+    cancel = json.loads((env["spool"] / "inbox" / f"cancel-{snare_id}.json").read_text())
+    assert cancel == {"version": 1, "op": "cancel", "id": snare_id}
+    reg = registry(out)
+    assert reg[jobs["Kick 03"]["id"]]["state"] == "failed"
+    assert reg[jobs["Kick 03"]["id"]]["message"] == "source too short for the model"
+    assert reg[snare_id]["state"] == "cancelling"
+    door = reg[jobs["Door"]["id"]]
+    takes_dir = env["spool"] / "jobs" / jobs["Door"]["id"] / "takes"
+    assert door["state"] == "missing" and str(takes_dir) in door["message"]
+    assert len(list(takes_dir.glob("*.wav"))) == 3  # files kept
+    console = "".join(out["console"])
+    assert "Door: the item is gone" in console and "Kick 03: failed: source too short" in console
+    assert any(t.startswith("failed: source too short") for t in out["gfx_text"])
+    assert out["undo"] == []
+    assert "Cancel" not in out["gfx_text"]  # no Cancel button on cancelling/finished rows
+    # the daemon confirms the cancel
+    write_status(env["spool"], jobs["Snare"], "cancelled", error="cancelled by the user")
+    out2 = jobs_session(env, persisted(out), [{"defer": 1}])
+    assert registry(out2)[snare_id]["state"] == "cancelled"
+    assert len(items_by_guid(out2)[G2]["takes"]) == 1
+
+
+def test_cancel_racing_completion_does_not_import(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "running", stage="sampling", progress=0.7)
+    out = jobs_session(env, persisted(out), [{"defer": 1}, {"click": "cancel_all"}])
+    assert len(list((env["spool"] / "inbox").glob("cancel-*.json"))) == 3
+    for j in jobs.values():
+        write_status(env["spool"], j, "done")  # finished before the daemon saw the cancel
+    out = jobs_session(env, persisted(out), [{"defer": 1}])
+    assert all(r["state"] == "cancelled" and "not imported" in r["message"] for r in registry(out).values())
+    assert all(len(it["takes"]) == 1 for it in items_by_guid(out).values())
+
+
+def test_cancel_before_pickup_withdraws_the_job(env):
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}])
+    kick = by_label(inbox_jobs(env["spool"]))["Kick 03"]
+    sc = dict(env["scenario"], extstate=persisted(out), steps=[{"run": JOBS}, {"defer": 1},
+                                                              {"click": f"cancel:{kick['id']}"}])
+    out = run(env["tmp"], sc)
+    assert kick["id"] not in inbox_jobs(env["spool"])
+    assert not list((env["spool"] / "inbox").glob("cancel-*"))
+    assert registry(out)[kick["id"]]["state"] == "cancelled"
+
+
+def test_window_escape_closes_and_jobs_survive(env):
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}, {"key": 27}, {"defer": 1}])
+    assert not out["gfx_open"] and out["pending_defer"] == 0
+    assert "aiedit/window_heartbeat" not in out["extstate"]
+    assert len(registry(out)) == 3  # still tracked: a later window imports them
+
+
+def test_second_window_does_not_open_while_one_runs(env):
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}, {"run": JOBS}, {"defer": 1}])
+    assert out["pending_defer"] == 1
+    assert "already open" in "".join(out["console"])
+
+
+def test_finished_jobs_are_forgotten_next_session(env):
+    ext, _ = submit_and_finish(env)
+    out = jobs_session(env, ext, [{"defer": 2}])
+    out2 = jobs_session(env, persisted(out), [{"defer": 1}])
+    assert registry(out2) == {}
+    assert len(items_by_guid(out2)[G1]["takes"]) == 1  # (fresh fake project: nothing imported twice)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# batch
+
+
+def test_batch_project_with_notes_and_a_midi_item(env):
+    env["scenario"]["tracks"][1]["items"].append(
+        {"guid": "{MIDI}", "position": 14.0, "length": 2.0,
+         "takes": [{"name": "Keys", "source": {"type": "MIDI", "samplerate": 0, "channels": 0}}]})
+    sc = dict(env["scenario"], user_inputs=[["metal clang", "0.5", "full", "7", "project", "yes"]],
+              steps=[{"run": BATCH}])
+    out = run(env["tmp"], sc)
+    msg = out["messages"][0]["msg"]
+    assert msg.startswith("3 jobs queued.") and "Keys: MIDI take" in msg
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert set(jobs) == {"Kick 03", "Snare", "Door"}
+    assert all(j["priority"] == "batch" and j["mode"] == "full" and j["seed"] == 7 for j in jobs.values())
+    assert jobs["Door"]["prompt"] == "a creaking door" and jobs["Snare"]["prompt"] == "metal clang"
+    assert all(j["inpaint"] is None for j in jobs.values())  # batch = whole items
+
+
+def test_batch_selected_tracks_without_notes(env):
+    sc = dict(env["scenario"], user_inputs=[["metal clang", "0.5", "lora", "1", "selected tracks", "no"]],
+              steps=[{"run": BATCH}])
+    run(env["tmp"], sc)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert set(jobs) == {"Kick 03", "Snare"}
+
+
+def test_batch_item_without_any_prompt_fails_alone(env):
+    sc = dict(env["scenario"], user_inputs=[["", "0.5", "lora", "1", "project", "yes"]], steps=[{"run": BATCH}])
+    out = run(env["tmp"], sc)
+    msg = out["messages"][0]["msg"]
+    assert msg.startswith("1 job queued.") and "Kick 03: no prompt" in msg and "Snare: no prompt" in msg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# settings, library, packaging
+
+
+def test_settings_dialog(env):
+    sc = dict(env["scenario"], user_inputs=[[str(env["spool"]), "aiedit serve", "no", "{bad", ""],
+                                            [str(env["spool"]), "aiedit serve", "no", '{"sample":4}', ""]],
+              steps=[{"run": SETTINGS}])
+    out = run(env["tmp"], sc)
+    assert "Steps must be empty or JSON" in out["messages"][0]["msg"]
+    ext = persisted(out)
+    assert ext["aiedit/activate_best"] == "no" and ext["aiedit/steps"] == '{"sample":4}'
+
+
+def test_lua_json_and_wav_writer(tmp_path):
+    wav = tmp_path / "w.wav"
+    code = f"""
+reaper = {{}}
+local lib = dofile({json.dumps(str(SCRIPTS / "aiedit_lib.lua"))})
+local s = '{{"a":"η \\\\u00e9\\\\ud83d\\\\ude00 \\\\"q\\\\" \\\\n","b":[1,2.5,-3e2,null,true],"c":{{}},"d":[]}}'
+local v = assert(lib.json_decode(s))
+assert(v.a == "η é😀 \\"q\\" \\n", v.a)
+assert(v.b[1] == 1 and math.type(v.b[1]) == "integer" and v.b[2] == 2.5 and v.b[3] == -300)
+assert(v.b[4] == lib.null and v.b[5] == true)
+print(lib.json_encode(v))
+print(lib.json_encode({{x = 0.1, y = 1/3, z = "tab\\tctl\\1"}}))
+assert(select(2, lib.json_decode('{{"a":1,}}')))
+assert(select(2, lib.json_decode('[1] x')))
+assert(select(2, lib.json_decode('"\\\\ud800"')))
+lib.write_wav_float({json.dumps(str(wav))}, 8000, 2, 5, function(f0, n)
+  local t = {{}} for i = 1, n * 2 do t[i] = (f0 * 2 + i) / 100 end return t end)
+"""
+    proc = subprocess.run([lua(), "-e", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert json.loads(first) == {"a": "η é😀 \"q\" \n", "b": [1, 2.5, -300.0, None, True], "c": {}, "d": []}
+    assert json.loads(second) == {"x": 0.1, "y": 1 / 3, "z": "tab\tctl\u0001"}
+    data, sr = sf.read(str(wav), dtype="float32")
+    assert sr == 8000 and data.shape == (5, 2)
+    np.testing.assert_allclose(data.ravel(), np.arange(1, 11) / 100, rtol=1e-6)
+
+
+def test_reapack_headers_and_index():
+    names = ["AI edit selected items.lua", "AI batch re-take.lua", "AI edit jobs.lua", "AI edit settings.lua"]
+    for n in names:
+        head = (SCRIPTS / n).read_text(encoding="utf-8")[:2500]
+        for tag in ("@description", "@version", "@author", "@about"):
+            assert tag in head, (n, tag)
+    main = (SCRIPTS / names[0]).read_text(encoding="utf-8")
+    assert "[nomain] aiedit_lib.lua" in main
+    for n in names:
+        assert f"[main] {n}" in main
+    root = ET.parse(SCRIPTS / "index.xml").getroot()
+    assert root.tag == "index" and root.get("version") == "1" and root.get("name")
+    pkg = root.find("./category/reapack")
+    assert pkg is not None and pkg.get("type") == "script" and pkg.get("name") == names[0]
+    version = pkg.find("version")
+    assert version.get("name") == "0.1.0"
+    files = {s.get("file") or pkg.get("name"): s.get("main") for s in version.findall("source")}
+    assert set(files) == {*names, "aiedit_lib.lua"}
+    assert files["aiedit_lib.lua"] is None and all(files[n] == "main" for n in names)
+    for s in version.findall("source"):
+        assert s.text.startswith("https://") and " " not in s.text
+    version_re = re.compile(r"@version\s+(\S+)")
+    assert {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names} == {"0.1.0"}
