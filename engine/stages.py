@@ -44,20 +44,8 @@ def optimize_embedding(model: AudioModel, z0: torch.Tensor, e_target: Conditioni
                        seed: int, on_step: StepFn = _noop) -> tuple[Conditioning, list[float]]:
     """Stage 1: Adam on the conditioning tensors only (masks and UNet stay fixed)."""
     e = e_target.trainable()
-    losses: list[float] = []
-    if steps == 0:
-        return e.detach(), losses
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(e.parameters(), lr=lr)
     model.unet.requires_grad_(False)
-    with torch.enable_grad():
-        for i in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = diffusion_loss(model, z0, e, gen)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            on_step(i + 1, steps, losses[-1])
+    losses = _train(model, z0, e, e.parameters(), steps, lr, torch.Generator().manual_seed(seed), on_step)
     return e.detach(), losses
 
 

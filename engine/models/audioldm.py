@@ -25,11 +25,7 @@ class AudioLDM(AudioModel):
         self.text_encoder, self.tokenizer, self.scheduler = text_encoder, tokenizer, scheduler
         self.max_seconds = max_seconds
         self.default_steps, self.default_guidance = default_steps, default_guidance
-        vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
-        unet_down = 2 ** (len(unet.config.block_out_channels) - 1)
-        self.frame_multiple = vae_down * unet_down
-        for m in self.modules().values():
-            m.eval().requires_grad_(False)
+        self._settle()
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> Conditioning:

@@ -46,11 +46,7 @@ class AudioLDM2(AudioModel):
         self.max_seconds, self.default_steps, self.default_guidance = max_seconds, default_steps, default_guidance
         sr = int(vocoder.config.sampling_rate)
         self.mel = MelConfig(sample_rate=sr, n_mels=int(vocoder.config.model_in_dim), fmax=sr / 2)
-        vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
-        unet_down = 2 ** (len(unet.config.block_out_channels) - 1)
-        self.frame_multiple = vae_down * unet_down
-        for m in self.modules().values():
-            m.eval().requires_grad_(False)
+        self._settle()
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> Conditioning:

@@ -181,6 +181,15 @@ class AudioModel(ABC):
         wave = self.vocoder(mel.squeeze(1).to(next(self.vocoder.parameters()).dtype))
         return wave.float()
 
+    def _settle(self) -> None:
+        """Finish construction: mel frames must divide by the VAE's and the UNet's downsampling, and every module
+        starts frozen in eval mode (the stages unfreeze exactly what they train)."""
+        vae_down = 2 ** (len(self.vae.config.block_out_channels) - 1)  # type: ignore[attr-defined]
+        unet_down = 2 ** (len(self.unet.config.block_out_channels) - 1)  # type: ignore[attr-defined]
+        self.frame_multiple = vae_down * unet_down
+        for m in self.modules().values():
+            m.eval().requires_grad_(False)
+
     def frames_for(self, num_samples: int) -> int:
         """Mel frames (rounded up to ``frame_multiple``) needed to cover ``num_samples``."""
         hop = self.mel.hop_length

@@ -57,11 +57,7 @@ class Tango(AudioModel):
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.mel = mel or MelConfig()
         self.max_seconds, self.default_steps, self.default_guidance = max_seconds, default_steps, default_guidance
-        vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
-        unet_down = 2 ** (len(unet.config.block_out_channels) - 1)
-        self.frame_multiple = vae_down * unet_down
-        for m in self.modules().values():
-            m.eval().requires_grad_(False)
+        self._settle()
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> Conditioning:
