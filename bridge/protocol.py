@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.audio_io import AudioInfo, probe, region_frames
+from engine.audio_io import AudioInfo, check_request, region_frames
 from engine.errors import InputError
 from engine.params import MAX_STEPS, MODES, EditParams, EditRequest, Inpaint, Region
 
@@ -268,9 +268,10 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
 
 
 def check_source(job: Job) -> tuple[AudioInfo, int]:
-    """Probe the source and its region: (file info, region frame count), or ProtocolError for the job's id."""
+    """Probe the source, its region and the inpaint range: (file info, region frame count), or ProtocolError
+    for the job's id — so a job that cannot run is refused before it is queued."""
     try:
-        info = probe(job.source_path)
+        info = check_request(job.request)
         _, count = region_frames(info, job.request.region)
     except InputError as exc:
         raise ProtocolError(str(exc), job.id) from None

@@ -178,6 +178,10 @@ def test_source_is_probed(tmp_path):
         check_source(parse_job(job("d", wav, source={"path": str(wav), "start": 5.0})))
     with pytest.raises(ProtocolError, match="past the end"):
         check_source(parse_job(job("e", wav, source={"path": str(wav), "start": 0.5, "length": 2.0})))
+    with pytest.raises(ProtocolError, match="outside the clip") as exc:  # region is 0.5 s long
+        check_source(parse_job(job("f", wav, source={"path": str(wav), "start": 0.5},
+                                   inpaint={"start": 0.2, "end": 0.9})))
+    assert exc.value.job_id == "f"
 
 
 def test_path_mapping():
