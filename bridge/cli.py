@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 map_path=args.map_path,
                 device=args.device,
                 cache_dir=args.cache_dir,
+                threads=args.threads,
                 verbose=args.verbose,
             )
         )

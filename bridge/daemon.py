@@ -118,7 +118,8 @@ class Daemon:
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info)
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
         self.worker = Worker(
-            self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload
+            self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload,
+            threads=cfg.threads,
         )
         self.stop_event = threading.Event()
         self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.audio_io import AudioInfo, check_request, region_frames
 from engine.errors import InputError
-from engine.params import MAX_STEPS, MODES, EditParams, EditRequest, Inpaint, Region
+from engine.params import MAX_SAMPLE_STEPS, MAX_STEPS, MODES, EditParams, EditRequest, Inpaint, Region
 
 VERSION = 1
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -156,6 +156,10 @@ def decode_json(text: object, what: str = "job") -> dict[str, Any]:
         raise ProtocolError(f"the {what} is not valid JSON ({_short(exc)})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"the {what} must be a JSON object, got {_json_type(obj)}")
+    try:  # "\ud800" escapes decode to lone surrogates, which cannot be written back as UTF-8
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"the {what} holds invalid Unicode (a lone surrogate escape)") from None
     return obj
 
 
@@ -239,9 +243,9 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
         for key, name in (("embed", "embed_steps"), ("tune", "tune_steps"), ("sample", "sample_steps")):
             v = _integer(steps.get(key), f"steps.{key}", default=None)
             if v is not None:
-                if not (1 if key == "sample" else 0) <= v <= MAX_STEPS:
-                    low = 1 if key == "sample" else 0
-                    raise InputError(f"steps.{key} {v} must be between {low} and {MAX_STEPS}")
+                low, high = (1, MAX_SAMPLE_STEPS) if key == "sample" else (0, MAX_STEPS)
+                if not low <= v <= high:
+                    raise InputError(f"steps.{key} {v} must be between {low} and {high}")
                 step_kw[name] = v
     guidance = _number(obj.get("guidance"), "guidance", default=None)
 

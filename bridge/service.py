@@ -104,6 +104,7 @@ class Service:
             elif state == "queued":
                 try:
                     job = parse_job(self.spool.read_job(jid), path_map=self.path_map)
+                    self._check_model(job)  # the daemon may have restarted with another --model
                     resume.append((float(st.get("created") or 0), job, st))
                 except (OSError, ValueError, ProtocolError) as exc:
                     msg = exc if isinstance(exc, ProtocolError) else "its job.json is missing or unreadable"
@@ -275,7 +276,10 @@ class Service:
             elif target and target not in self._targets.setdefault(req.id, []):
                 self._targets[req.id].append(target)
             if err is None:
-                if self.queue.remove(req.id):
+                # The worker may already have popped the id but not yet taken the lock (next_job): a job still
+                # marked queued is cancelled here either way, and next_job skips anything not queued.
+                if st["state"] == "queued":
+                    self.queue.remove(req.id)
                     self._finish(req.id, "cancelled", "cancelled by a client")
                 elif self._running == req.id and self._cancel is not None:
                     self._cancel.cancel("cancelled by a client")

@@ -196,6 +196,8 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.is_alive():
+            self.join()  # a beat in progress would otherwise recreate daemon.json after the unlink
         self.spool.daemon_file.unlink(missing_ok=True)
 
 

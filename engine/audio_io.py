@@ -106,7 +106,7 @@ def write_wav_atomic(path: str | os.PathLike[str], audio: np.ndarray, sample_rat
             sf.write(fh, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a take should read like any file the user saves
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a take should read like any file the user saves
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -114,10 +114,13 @@ def write_wav_atomic(path: str | os.PathLike[str], audio: np.ndarray, sample_rat
     return dest
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any worker thread exists
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _short(exc: BaseException) -> str:

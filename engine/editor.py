@@ -179,6 +179,8 @@ class Editor:
             keep = torch.ones(1, 1, z0.shape[2], 1, device=m.device, dtype=m.dtype)
             keep[:, :, a:b] = 0
         steps = p.sample_steps or m.default_steps
+        if steps > m.num_train_timesteps:
+            raise InputError(f"sampling steps {steps} exceed the model's {m.num_train_timesteps} timesteps")
         guidance = p.guidance if p.guidance is not None else m.default_guidance
         seed = p.seed + 7919 * k
 
@@ -197,7 +199,7 @@ class Editor:
                 for s in p.etas])
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
-            key = cache_key(m.name, seg, p.stage_key())
+            key = cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed})
             cached = self.cache.get(key)
             if cached is not None:
                 hit = True

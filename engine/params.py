@@ -16,6 +16,7 @@ Mode = Literal["lora", "full", "sdedit"]
 MODES: tuple[str, ...] = ("lora", "full", "sdedit")
 ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as in Imagic
 MAX_STEPS = 20_000
+MAX_SAMPLE_STEPS = 1000  # every model here trains on 1000 timesteps; a sampler cannot take more steps than that
 MAX_TAKES = 16
 
 
@@ -104,7 +105,7 @@ class EditParams:
         _check_steps("embedding steps", self.embed_steps, allow_zero=True)
         _check_steps("fine-tuning steps", steps, allow_zero=True)
         if self.sample_steps is not None:
-            _check_steps("sampling steps", self.sample_steps, allow_zero=False)
+            _check_steps("sampling steps", self.sample_steps, allow_zero=False, high=MAX_SAMPLE_STEPS)
         for label, value in (("embedding learning rate", self.embed_lr), ("fine-tuning learning rate", lr)):
             if not _is_number(value) or not 0 < value <= 1:
                 raise InputError(f"{label} {value!r} must be in (0, 1]")
@@ -146,7 +147,7 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _check_steps(label: str, value: object, *, allow_zero: bool) -> None:
+def _check_steps(label: str, value: object, *, allow_zero: bool, high: int = MAX_STEPS) -> None:
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_STEPS:
-        raise InputError(f"{label} {value!r} must be a whole number between {low} and {MAX_STEPS}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{label} {value!r} must be a whole number between {low} and {high}")

@@ -37,13 +37,23 @@ def plan_windows(total: int, span: tuple[int, int], window: int, overlap: int) -
 
 
 def equal_power(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fade-out, fade-in) gains whose squares sum to 1."""
+    """(fade-out, fade-in) gains whose squares sum to 1: keeps loudness when the two signals are unrelated."""
     x = (np.arange(n) + 0.5) / max(n, 1)
     return np.cos(0.5 * np.pi * x), np.sin(0.5 * np.pi * x)
 
 
+def equal_gain(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fade-out, fade-in) raised-cosine gains that sum to 1: keeps loudness when the signals are correlated."""
+    out, inn = equal_power(n)
+    return out**2, inn**2
+
+
 def overlap_add(pieces: list[tuple[Window, np.ndarray]], total: int) -> np.ndarray:
-    """Join windowed results, crossfading each overlap with equal-power ramps."""
+    """Join windowed results, crossfading each overlap with equal-gain ramps.
+
+    Overlapping windows are edits of the same input, so their content is correlated (nearly identical at low η):
+    equal-power gains would add to +3 dB mid-overlap, equal-gain ones keep the level.
+    """
     out = np.zeros(total, dtype=np.float64)
     covered_to = None
     for win, audio in pieces:
@@ -52,7 +62,7 @@ def overlap_add(pieces: list[tuple[Window, np.ndarray]], total: int) -> np.ndarr
             out[win.start:win.end] = seg
         else:
             n = covered_to - win.start
-            fade_out, fade_in = equal_power(n)
+            fade_out, fade_in = equal_gain(n)
             out[win.start:covered_to] = out[win.start:covered_to] * fade_out + seg[:n] * fade_in
             out[covered_to:win.end] = seg[n:]
         covered_to = win.end

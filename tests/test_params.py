@@ -50,3 +50,9 @@ def test_stage_key_ignores_stage_three_settings():
 def test_bad_regions(region):
     with pytest.raises(InputError, match="region"):
         EditRequest("/x.wav", region, EditParams(prompt="x")).validate()
+
+
+def test_sampling_steps_are_capped_at_the_training_timesteps():
+    with pytest.raises(InputError, match="between 1 and 1000"):
+        EditParams(prompt="x", sample_steps=1500).validate()
+    EditParams(prompt="x", sample_steps=1000).validate()

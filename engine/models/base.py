@@ -124,6 +124,7 @@ class AudioModel(ABC):
     """
 
     name: str
+    cache_id: str = ""  # what the stage cache keys on (set by the registry); falls back to ``name``
     unet: nn.Module
     vae: nn.Module
     vocoder: nn.Module

@@ -129,7 +129,18 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
     model.name = spec.name
     for key, value in SHIPPED_DEFAULTS.get(spec.name, {}).items():
         setattr(model, key, value)
+    model.cache_id = _identity(spec)
     return model.to(device, dtype)
+
+
+def _identity(spec: ModelSpec) -> str:
+    """What the stage cache keys on: the family, the source and, for folders, when their files last changed, so a
+    folder named like an alias, or retrained weights, never reuse another model's cached stages."""
+    path = Path(spec.source)
+    if not path.is_dir():
+        return f"{spec.family}:{spec.source}"
+    stamp = max((f.stat().st_mtime_ns for f in path.rglob("*") if f.is_file()), default=0)
+    return f"{spec.family}:{path}:{stamp}"
 
 
 def load_scorer_for(model, choice: str = "auto", *, device: str = "cpu", allow_download: bool = False):

@@ -1,0 +1,49 @@
+"""Service-level races and edge cases that a live daemon cannot reproduce on demand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bridge.protocol import CancelRequest, ReplyTo
+from bridge.service import Service
+from bridge.spool import Spool
+
+
+def make_service(tmp_path: Path) -> tuple[Service, list, Path]:
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000), 16000)
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    sent: list = []
+    return Service(spool, model="tiny", send=lambda to, addr, args: sent.append((addr, args))), sent, wav
+
+
+def test_a_cancel_between_the_workers_dequeue_and_its_lock_still_cancels(tmp_path):
+    svc, _, wav = make_service(tmp_path)
+    svc.submit({"version": 1, "id": "j1", "source": {"path": str(wav)}, "prompt": "x", "etas": [0.5]}, None)
+    dequeue = svc.queue.get
+    answers = {}
+
+    def get_then_cancel(timeout):  # the OSC thread runs right after the worker popped the id
+        jid = dequeue(timeout)
+        answers["cancel"] = svc.cancel(CancelRequest(jid), None)
+        return jid
+
+    svc.queue.get = get_then_cancel
+    assert svc.next_job(0.1) is None
+    assert answers["cancel"] is None
+    status = json.loads((svc.spool.job_dir("j1") / "status.json").read_text())
+    assert status["state"] == "cancelled"
+
+
+def test_a_lone_surrogate_is_refused_and_does_not_burn_the_id(tmp_path):
+    svc, sent, wav = make_service(tmp_path)
+    msg = f'{{"version":1,"id":"s1","source":{{"path":"{wav}"}},"prompt":"dog","label":"\\ud800","etas":[0.5]}}'
+    svc.submit(msg, ReplyTo("127.0.0.1", 9))
+    assert sent and sent[-1][0] == "/aiedit/error" and "Unicode" in sent[-1][1][1]
+    jid, err = svc.submit(msg.replace("\\ud800", "ok"), None)
+    assert (jid, err) == ("s1", None)
