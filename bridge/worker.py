@@ -15,6 +15,7 @@ from typing import Any
 from bridge.protocol import Job, take_name
 from bridge.service import Service
 from engine.errors import Cancelled, EngineError, ModelUnavailable
+from engine.params import EditParams
 from engine.progress import CancelToken, Progress
 
 log = logging.getLogger("aiedit.worker")
@@ -34,13 +35,13 @@ class ProgressMap:
     counted.
     """
 
-    def __init__(self, job: Job, *, loading: bool, default_sample_steps: int = 50) -> None:
-        p = job.params
+    def __init__(self, params: EditParams, *, loading: bool) -> None:
+        p = params  # resolved: every step count filled in
         n = len(p.etas)
         self.loading = LOADING if loading else 0.0
-        tune_steps = 0 if p.mode == "sdedit" else p.resolved_tune()[0]
-        embed_steps = 0 if p.mode == "sdedit" else p.embed_steps
-        sample_cost = (p.sample_steps or default_sample_steps) * n * 0.7
+        tune_steps = 0 if p.mode == "sdedit" else int(p.tune_steps or 0)
+        embed_steps = 0 if p.mode == "sdedit" else int(p.embed_steps or 0)
+        sample_cost = (p.sample_steps or 50) * n * 0.7
         costs = {"embedding": float(embed_steps), "finetune": tune_steps * 1.5, "sampling": sample_cost}
         costs["decoding"] = 0.03 * sum(costs.values()) + 1e-9
         total = sum(costs.values())
@@ -134,10 +135,11 @@ class Worker(threading.Thread):
         sv, jid = self.service, job.id
         takes_dir = sv.spool.takes_dir(jid)
         try:
-            pm = ProgressMap(job, loading=self.editor is None)
-            if self.editor is None:
+            loading = self.editor is None
+            if loading:
                 sv.progress(jid, "loading", 0.0)
             editor = self._load()
+            pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
             result = editor.edit(job.request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
             token.check()

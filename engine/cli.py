@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="tiny", help="tiny | audioldm | audioldm2 | tango | hub id | folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
-    ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default 500)")
-    ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps (default 1500)")
+    ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
+    ap.add_argument("--embed-lr", type=float, default=None, help="stage 1 Adam rate (default: the model's, else 2e-3)")
+    ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps (default: the model's, else 1500)")
+    ap.add_argument("--tune-lr", type=float, default=None,
+                    help="stage 2 Adam rate (default: the model's, else 1e-6 full / 1e-4 LoRA)")
+    ap.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
     ap.add_argument("--sample-steps", type=int, default=None, help="stage 3 steps (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim")
@@ -54,11 +58,8 @@ def request_from_args(a: argparse.Namespace) -> EditRequest:
             raise InputError(f"--inpaint wants START:END in seconds, got {a.inpaint!r}") from None
         inpaint = Inpaint(s, e)
     params = EditParams(prompt=a.prompt, etas=tuple(a.eta), mode=a.mode, seed=a.seed, inpaint=inpaint,
-                        sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler)
-    if a.embed_steps is not None:
-        params = params.with_(embed_steps=a.embed_steps)
-    if a.tune_steps is not None:
-        params = params.with_(tune_steps=a.tune_steps)
+                        embed_steps=a.embed_steps, embed_lr=a.embed_lr, tune_steps=a.tune_steps, tune_lr=a.tune_lr,
+                        lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler)
     return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params).validate()
 
 
@@ -119,7 +120,7 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
     out = Path(args.out)
     stem = Path(request.source).stem
     sidecar = {"input": request.source, "region": {"start": request.region.start, "length": request.region.length},
-               "model": editor.model_name, "params": request.params.to_dict(), "sample_rate": result.sample_rate,
+               "model": editor.model_name, "params": result.params, "sample_rate": result.sample_rate,
                "channels": result.channels, "frames": result.frames, "cache_hit": result.cache_hit,
                "timings": {k: round(v, 3) for k, v in result.timings.items()} | {"load": round(load_s, 3)},
                "takes": [], "best": result.best}

@@ -77,10 +77,17 @@ class Editor:
         return OutOfMemory("the GPU ran out of memory: try LoRA mode, a shorter region or fewer η values; "
                            "the model itself is unchanged")
 
+    def resolve_params(self, params: EditParams) -> EditParams:
+        """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
+        paper's (what results record, and what the cache keys on)."""
+        m = self.model
+        defaults = {**m.stage_defaults, "sample_steps": m.default_steps, "guidance": m.default_guidance}
+        return params.resolved(defaults).validate()
+
     # -- the pipeline ------------------------------------------------------------------------------------------
 
     def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken) -> EditResult:
-        p = request.params
+        p = self.resolve_params(request.params)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         report(Progress("preparing", 0, 1))
@@ -124,7 +131,7 @@ class Editor:
         timings["assemble"] = time.perf_counter() - t0
 
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and p.mode != "sdedit",
-                            timings=timings, windows=len(windows))
+                            timings=timings, windows=len(windows), params=p.to_dict())
         if self.scorer is not None:
             token.check()
             t0 = time.perf_counter()
@@ -178,10 +185,9 @@ class Editor:
             b = -(-(min(win.end, span.model_end) - win.start) // per_latent)
             keep = torch.ones(1, 1, z0.shape[2], 1, device=m.device, dtype=m.dtype)
             keep[:, :, a:b] = 0
-        steps = p.sample_steps or m.default_steps
+        steps, guidance = int(p.sample_steps or m.default_steps), float(p.guidance or 0.0)
         if steps > m.num_train_timesteps:
             raise InputError(f"sampling steps {steps} exceed the model's {m.num_train_timesteps} timesteps")
-        guidance = p.guidance if p.guidance is not None else m.default_guidance
         seed = p.seed + 7919 * k
 
         def stepper(stage: str) -> Callable[[int, int, float | None], None]:

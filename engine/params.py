@@ -7,6 +7,7 @@ Defaults follow the paper (§3.3) unless noted; every number can be overridden.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -18,6 +19,11 @@ ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as i
 MAX_STEPS = 20_000
 MAX_SAMPLE_STEPS = 1000  # every model here trains on 1000 timesteps; a sampler cannot take more steps than that
 MAX_TAKES = 16
+# The paper's stage settings (§3.3): Adam 2e-3 × 500 steps for the embedding; full fine-tuning 1e-6 × 1500. LoRA
+# keeps the 1500 steps (the paper reports its speed-up per step) at 1e-4: its adapters start at zero and need a far
+# larger rate than the whole model's 1e-6. A model may override any of these (``AudioModel.stage_defaults``).
+PAPER_STAGE_DEFAULTS: dict[str, Any] = {"embed_steps": 500, "embed_lr": 2e-3, "full_steps": 1500, "full_lr": 1e-6,
+                                        "lora_steps": 1500, "lora_lr": 1e-4}
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,9 @@ class EditParams:
     mode: Mode = "lora"
     seed: int = 0
     inpaint: Inpaint | None = None
-    # Stage 1: embedding optimisation (paper: Adam 2e-3, 500 steps).
-    embed_steps: int = 500
-    embed_lr: float = 2e-3
-    # Stage 2: UNet fine-tuning. None picks the mode's default (full: 1500 @ 1e-6 as the paper; lora: see below).
+    # Stages 1-2: None means "the model's default" (``AudioModel.stage_defaults``), else the paper's (below).
+    embed_steps: int | None = None
+    embed_lr: float | None = None
     tune_steps: int | None = None
     tune_lr: float | None = None
     lora_rank: int = 8
@@ -57,23 +62,32 @@ class EditParams:
     guidance: float | None = None
     sampler: Literal["ddim", "dpm"] = "ddim"
 
-    def resolved_tune(self) -> tuple[int, float]:
-        """Stage-2 steps and learning rate for this mode.
+    def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> EditParams:
+        """A copy with every unset stage number filled in: the model's own default where it has one (the keys of
+        :data:`PAPER_STAGE_DEFAULTS`, plus ``sample_steps`` and ``guidance``), else the paper's. Explicit values
+        always win."""
+        d = {**PAPER_STAGE_DEFAULTS, **(model_defaults or {})}
+        kind = "full" if self.mode == "full" else "lora"
+        return replace(
+            self,
+            embed_steps=self.embed_steps if self.embed_steps is not None else d["embed_steps"],
+            embed_lr=self.embed_lr if self.embed_lr is not None else d["embed_lr"],
+            tune_steps=self.tune_steps if self.tune_steps is not None else d[f"{kind}_steps"],
+            tune_lr=self.tune_lr if self.tune_lr is not None else d[f"{kind}_lr"],
+            sample_steps=self.sample_steps if self.sample_steps is not None else d.get("sample_steps"),
+            guidance=self.guidance if self.guidance is not None else d.get("guidance"))
 
-        LoRA defaults: 1500 steps like the full fine-tune (the paper keeps the schedule and reports the speed-up per
-        step), at lr 1e-4 — LoRA's adapters start at zero and need a far larger rate than the full model's 1e-6.
-        """
-        if self.mode == "full":
-            return (self.tune_steps if self.tune_steps is not None else 1500,
-                    self.tune_lr if self.tune_lr is not None else 1e-6)
-        return (self.tune_steps if self.tune_steps is not None else 1500,
-                self.tune_lr if self.tune_lr is not None else 1e-4)
+    def resolved_tune(self) -> tuple[int, float]:
+        """Stage-2 steps and learning rate for this mode, with the paper's defaults for unset values."""
+        r = self.resolved()
+        return int(r.tune_steps or 0), float(r.tune_lr or 0.0)
 
     def stage_key(self) -> dict[str, Any]:
-        """The parameters that determine stages 1-2 (the cache key); stage-3 settings are left out."""
-        steps, lr = self.resolved_tune()
-        return {"prompt": self.prompt, "mode": self.mode, "seed": self.seed, "embed_steps": self.embed_steps,
-                "embed_lr": self.embed_lr, "tune_steps": steps, "tune_lr": lr, "lora_rank": self.lora_rank}
+        """The parameters that determine stages 1-2 (the cache key); stage-3 settings are left out.
+        Call it on :meth:`resolved` params so a default and the same value given explicitly share a key."""
+        r = self.resolved()
+        return {"prompt": r.prompt, "mode": r.mode, "seed": r.seed, "embed_steps": r.embed_steps,
+                "embed_lr": r.embed_lr, "tune_steps": r.tune_steps, "tune_lr": r.tune_lr, "lora_rank": r.lora_rank}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,12 +115,13 @@ class EditParams:
             raise InputError("an SDEdit strength of 0 changes nothing: use values in (0, 1]")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"seed {self.seed!r} must be a whole number ≥ 0")
-        steps, lr = self.resolved_tune()
-        _check_steps("embedding steps", self.embed_steps, allow_zero=True)
+        r = self.resolved()
+        steps, lr = r.tune_steps, r.tune_lr
+        _check_steps("embedding steps", r.embed_steps, allow_zero=True)
         _check_steps("fine-tuning steps", steps, allow_zero=True)
         if self.sample_steps is not None:
             _check_steps("sampling steps", self.sample_steps, allow_zero=False, high=MAX_SAMPLE_STEPS)
-        for label, value in (("embedding learning rate", self.embed_lr), ("fine-tuning learning rate", lr)):
+        for label, value in (("embedding learning rate", r.embed_lr), ("fine-tuning learning rate", lr)):
             if not _is_number(value) or not 0 < value <= 1:
                 raise InputError(f"{label} {value!r} must be in (0, 1]")
         if not isinstance(self.lora_rank, int) or not 1 <= self.lora_rank <= 256:

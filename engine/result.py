@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ class EditResult:
     cache_hit: bool = False  # stages 1-2 came from the cache
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     windows: int = 1
+    params: dict[str, Any] = field(default_factory=dict)  # the parameters used, model defaults filled in
 
     def pick_best(self) -> None:
         scored = [(t.scores.sum, i) for i, t in enumerate(self.takes) if t.scores is not None]

@@ -33,10 +33,22 @@ def test_bad_params_are_refused_with_a_named_reason(changes, needle):
 
 
 def test_good_params_pass_and_defaults_follow_the_paper():
-    p = EditParams(prompt="knocking on a wooden door").validate()
+    p = EditParams(prompt="knocking on a wooden door").validate().resolved()
     assert (p.embed_steps, p.embed_lr) == (500, 2e-3)
-    assert p.with_(mode="full").resolved_tune() == (1500, 1e-6)
-    assert p.resolved_tune()[0] == 1500
+    assert p.with_(mode="full", tune_steps=None, tune_lr=None).resolved_tune() == (1500, 1e-6)
+    assert (p.tune_steps, p.tune_lr) == (1500, 1e-4)
+
+
+def test_model_defaults_fill_only_what_the_user_left_unset():
+    model = {"embed_steps": 100, "embed_lr": 1e-2, "lora_steps": 300, "lora_lr": 1e-3, "full_steps": 200,
+             "sample_steps": 30, "guidance": 2.5}
+    p = EditParams(prompt="x", tune_lr=5e-4).resolved(model)
+    assert (p.embed_steps, p.embed_lr, p.tune_steps, p.tune_lr) == (100, 1e-2, 300, 5e-4)
+    assert (p.sample_steps, p.guidance) == (30, 2.5)
+    full = EditParams(prompt="x", mode="full", embed_steps=7).resolved(model)
+    assert (full.embed_steps, full.tune_steps, full.tune_lr) == (7, 200, 1e-6)  # the paper's rate where unset
+    # a default and the same value given explicitly are the same stages-1-2 work: one cache key
+    assert EditParams(prompt="x").resolved().stage_key() == EditParams(prompt="x", embed_steps=500).stage_key()
 
 
 def test_stage_key_ignores_stage_three_settings():

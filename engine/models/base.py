@@ -8,7 +8,10 @@ way a diffusers pipeline composes components, so the stage code is written once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,6 +137,8 @@ class AudioModel(ABC):
     frame_multiple: int = 16  # mel frames must be a multiple of this (VAE × UNet downsampling)
     default_steps: int = 100
     default_guidance: float = 3.0
+    # Stage-1/2 settings that suit this model better than the paper's (keys of ``PAPER_STAGE_DEFAULTS``).
+    stage_defaults: Mapping[str, Any] = MappingProxyType({})
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 
