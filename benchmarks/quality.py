@@ -111,6 +111,13 @@ def run(a: argparse.Namespace) -> dict:
         "SDEdit": dict(mode="sdedit", etas=STRENGTHS),
         "generate": dict(mode="sdedit", etas=(1.0,)),
     }
+    for mname, kw in methods.items():
+        r = editor.resolve_params(EditParams(prompt="x", **{k: v for k, v in kw.items() if k != "etas"},
+                                             embed_steps=a.embed_steps, embed_lr=a.embed_lr,
+                                             sample_steps=a.sample_steps, guidance=a.guidance))
+        print(f"{mname:12s} stage 1 {r.embed_steps} @ {r.embed_lr:g}; stage 2 {r.tune_steps} @ {r.tune_lr:g}; "
+              f"{r.sample_steps} DDIM steps, guidance {r.guidance:g}" if r.mode != "sdedit" else
+              f"{mname:12s} {r.sample_steps} DDIM steps, guidance {r.guidance:g}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
@@ -190,15 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="toy")
     ap.add_argument("--cases", type=int, default=3, help="cases per edit type")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--embed-steps", type=int, default=100)
-    ap.add_argument("--embed-lr", type=float, default=1e-2)
-    ap.add_argument("--lora-steps", type=int, default=300)
-    ap.add_argument("--lora-lr", type=float, default=1e-3)
+    # Unset stage settings take the model's own defaults (the toy model's: engine.models.registry.SHIPPED_DEFAULTS).
+    ap.add_argument("--embed-steps", type=int, default=None)
+    ap.add_argument("--embed-lr", type=float, default=None)
+    ap.add_argument("--lora-steps", type=int, default=None)
+    ap.add_argument("--lora-lr", type=float, default=None)
     ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--full-steps", type=int, default=300)
-    ap.add_argument("--full-lr", type=float, default=2e-5)
-    ap.add_argument("--sample-steps", type=int, default=30)
-    ap.add_argument("--guidance", type=float, default=2.5)
+    ap.add_argument("--full-steps", type=int, default=None)
+    ap.add_argument("--full-lr", type=float, default=None)
+    ap.add_argument("--sample-steps", type=int, default=None)
+    ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--json", default=None, help="write every take's scores here")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()

@@ -3,8 +3,8 @@
 Renders a clip of the toy world ("three knocks over a low hum", stereo, 44.1 kHz, like a recording on a REAPER
 track), starts ``aiedit serve --model toy`` on a demo spool, sends one job over OSC exactly as the REAPER scripts
 do, prints progress as it arrives, then the takes with their scores, and stops the daemon cleanly. The toy model
-(``engine/weights/toy``, trained here on the procedural world) is small and briefly trained: its edits are weak,
-and docs/quality.md says how weak. ``--model tiny`` runs the same loop on random weights (plumbing only).
+(``engine/weights/toy``, trained here on the procedural world) is small and knows only that world;
+docs/quality.md measures its edits. ``--model tiny`` runs the same loop on random weights (plumbing only).
 """
 
 from __future__ import annotations
