@@ -385,13 +385,8 @@ def train_unet2(out: Path, q: float) -> dict:
     return train_unet(out, q, resume=1)
 
 
-def train_unet3(out: Path, q: float) -> dict:
-    """Round 3: the round-2 recipe once more on another 2,000 fresh clips (lr 5e-4 → 5e-5)."""
-    return train_unet(out, q, resume=2)
-
-
 STAGES = {"vae": train_vae, "whiten": whiten_vae, "clap": train_clap, "vocoder": train_vocoder,
-          "unet": train_unet, "unet2": train_unet2, "unet3": train_unet3}
+          "unet": train_unet, "unet2": train_unet2}
 
 
 def main(argv: list[str] | None = None) -> None:
