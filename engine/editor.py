@@ -212,13 +212,13 @@ class Editor:
                 e_opt, tuning = cached[0].to(m.device, m.dtype), cached[1]
             else:
                 t0 = time.perf_counter()
-                e_opt, _ = optimize_embedding(m, z0, e_target, steps=p.embed_steps, lr=p.embed_lr, seed=seed,
-                                              on_step=stepper("embedding"))
+                e_opt, _ = optimize_embedding(m, z0, e_target, steps=int(p.embed_steps or 0),
+                                              lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
                 timings["embedding"] = timings.get("embedding", 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
-                tune_steps, tune_lr = p.resolved_tune()
-                tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=tune_steps, lr=tune_lr, rank=p.lora_rank,
-                                     seed=seed, on_step=stepper("finetune"))
+                tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
+                                     lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
+                                     on_step=stepper("finetune"))
                 timings["finetune"] = timings.get("finetune", 0.0) + time.perf_counter() - t0
                 self.cache.put(key, e_opt, tuning)
             t0 = time.perf_counter()

@@ -77,11 +77,6 @@ class EditParams:
             sample_steps=self.sample_steps if self.sample_steps is not None else d.get("sample_steps"),
             guidance=self.guidance if self.guidance is not None else d.get("guidance"))
 
-    def resolved_tune(self) -> tuple[int, float]:
-        """Stage-2 steps and learning rate for this mode, with the paper's defaults for unset values."""
-        r = self.resolved()
-        return int(r.tune_steps or 0), float(r.tune_lr or 0.0)
-
     def stage_key(self) -> dict[str, Any]:
         """The parameters that determine stages 1-2 (the cache key); stage-3 settings are left out.
         Call it on :meth:`resolved` params so a default and the same value given explicitly share a key."""

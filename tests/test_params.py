@@ -35,7 +35,8 @@ def test_bad_params_are_refused_with_a_named_reason(changes, needle):
 def test_good_params_pass_and_defaults_follow_the_paper():
     p = EditParams(prompt="knocking on a wooden door").validate().resolved()
     assert (p.embed_steps, p.embed_lr) == (500, 2e-3)
-    assert p.with_(mode="full", tune_steps=None, tune_lr=None).resolved_tune() == (1500, 1e-6)
+    full = EditParams(prompt="x", mode="full").resolved()
+    assert (full.tune_steps, full.tune_lr) == (1500, 1e-6)
     assert (p.tune_steps, p.tune_lr) == (1500, 1e-4)
 
 
