@@ -33,6 +33,7 @@ import soundfile as sf
 import torch
 
 from toyworld import onsets, world
+from toyworld.distance import logmel_l1
 
 ETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 STRENGTHS = (0.25, 0.5, 0.75)
@@ -138,20 +139,10 @@ def run(a: argparse.Namespace) -> dict:
                     y = take.audio[:, 0]
                     rows.append(dict(case=case.name, kind=case.kind, method=mname, eta=take.eta,
                                      text=take.scores.text, audio=take.scores.audio, onset=onset_score(case, y),
-                                     wall=wall, recon_l1=_l1(y, case.input.wave)))
+                                     wall=wall, recon_l1=logmel_l1(y, case.input.wave)))
                 print(f"  {case.name:9s} {mname:12s} {wall:6.1f} s  " + "  ".join(
                     f"{t.eta:g}:{t.scores.text:+.2f}/{t.scores.audio:+.2f}" for t in res.takes), flush=True)
     return {"settings": vars(a), "rows": rows}
-
-
-def _l1(a: np.ndarray, b: np.ndarray, floor: float = -6.9) -> float:
-    """Mean |log-mel difference| with both floored at log(1e-3) (≈ 60 dB below a full-scale bin), so digital
-    silence against a faint noise floor does not dominate."""
-    from engine.mel import MelConfig, wav_to_logmel
-
-    ma = wav_to_logmel(torch.from_numpy(a.astype(np.float32))[None], MelConfig()).clamp(min=floor)
-    mb = wav_to_logmel(torch.from_numpy(b.astype(np.float32))[None], MelConfig()).clamp(min=floor)
-    return float((ma - mb).abs().mean())
 
 
 def summarise(rows: list[dict]) -> str:

@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         port = int(info["port"])
         print(f"daemon pid {info['pid']} answers on 127.0.0.1:{port} after {time.monotonic() - t0:.2f} s")
         job = {"version": 1, "id": f"demo-{int(time.time())}", "source": {"path": str(clip)},
-               "prompt": args.prompt, "etas": [0.25, 0.5, 0.75, 1.0], "mode": args.mode, "seed": 0,
-               "label": "demo", "model": args.model}
-        if args.mode == "sdedit":
-            job["etas"] = [0.25, 0.5, 0.75]
+               "prompt": args.prompt, "etas": [0.25, 0.5, 0.75] if args.mode == "sdedit" else [0.25, 0.5, 0.75, 1.0],
+               "mode": args.mode, "seed": 0, "label": "demo", "model": args.model}
         if steps:
             embed, tune, sample = (int(s) for s in steps.split(","))
             job["steps"] = {"embed": embed, "tune": tune, "sample": sample}

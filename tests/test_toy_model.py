@@ -7,7 +7,6 @@ real Editor with η = 0 gives back a training clip more faithfully than η = 1 d
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -48,18 +47,10 @@ def test_toy_resolves_to_shipped_folder_and_loads_offline(toy_editor):
     assert torch.allclose(emb, toy_editor.scorer.embed_text(["three knocks"]), atol=1e-5)
 
 
-def _logmel_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean |log-mel difference|, both floored at log(1e-3) so digital silence does not dominate."""
-    from engine.mel import MelConfig, wav_to_logmel
-
-    ma = wav_to_logmel(torch.from_numpy(a.astype(np.float32))[None], MelConfig()).clamp(min=-6.9)
-    mb = wav_to_logmel(torch.from_numpy(b.astype(np.float32))[None], MelConfig()).clamp(min=-6.9)
-    return float((ma - mb).abs().mean())
-
-
 def test_eta0_reconstructs_a_training_clip_better_than_eta1(toy_editor, tmp_path):
     from engine.params import EditParams, EditRequest
     from toyworld import world
+    from toyworld.distance import logmel_l1
 
     clip = world.clip(UNET_TRAIN_START + 3)
     path = tmp_path / "in.wav"
@@ -68,5 +59,5 @@ def test_eta0_reconstructs_a_training_clip_better_than_eta1(toy_editor, tmp_path
     params = EditParams(prompt="four high beeps over soft hiss", etas=(0.0, 1.0), mode="full", embed_steps=100,
                         embed_lr=1e-2, tune_steps=150, tune_lr=2e-5, sample_steps=20, seed=0)
     result = toy_editor.edit(EditRequest(str(path), params=params))
-    d0, d1 = (_logmel_distance(t.audio[:, 0], clip.wave) for t in result.takes)
+    d0, d1 = (logmel_l1(t.audio[:, 0], clip.wave) for t in result.takes)
     assert d0 < d1, (clip.caption, d0, d1)
