@@ -31,6 +31,7 @@ from reaper_harness import (
     pick_up,
     registry,
     run,
+    saved,
     write_status,
     write_wav,
 )
@@ -63,7 +64,8 @@ def env(tmp_path):
          "takes": [{"name": "Door", "startoffs": 0.5, "source": wave_source(b, 6.0, 44100, 1)}]},
     ]}]
     return {"tmp": tmp_path, "spool": spool, "a": a, "b": b,
-            "scenario": {"tracks": tracks, "time_selection": [3.0, 3.5],
+            "project": tmp_path / "project",
+            "scenario": {"tracks": tracks, "time_selection": [3.0, 3.5], "project_path": str(tmp_path / "project"),
                          "extstate": {"aiedit/spool": str(spool)}}}
 
 
@@ -75,9 +77,9 @@ def edit(env, answers=None, steps=None, **extra) -> dict:
     return run(env["tmp"], sc)
 
 
-def jobs_session(env, ext: dict, steps: list, before: tuple = (), **extra) -> dict:
-    """A later REAPER session (after a restart) that opens the jobs window."""
-    sc = dict(env["scenario"], extstate=ext, steps=[*before, {"run": JOBS}, *steps], **extra)
+def jobs_session(env, state: dict, steps: list, before: tuple = (), **extra) -> dict:
+    """A later REAPER session (after a restart, the project reopened) that opens the jobs window."""
+    sc = dict(env["scenario"], **state, steps=[*before, {"run": JOBS}, *steps], **extra)
     return run(env["tmp"], sc)
 
 
@@ -112,8 +114,8 @@ def test_edit_writes_protocol_jobs(env):
     # bookkeeping survives the session; the jobs window opened and polls in a defer loop
     reg = registry(out)
     assert {r["item"] for r in reg.values()} == {G1, G2, G3}
-    assert out["gfx_open"] and out["pending_defer"] == 1
-    assert out["messages"] == []
+    assert out["gfx_open"] and out["pending_defer"] == 2  # the window's loop + the edit's no-op defer
+    assert out["messages"] == [] and out["undo"] == []  # no automatic undo point for a no-change action
 
 
 def test_dialog_remembers_last_values(env):
@@ -129,7 +131,7 @@ def test_bad_dialog_values_ask_again(env):
     out = edit(env, answers=[["x", "0.3, 2.0", "lora", "1"], ["x", "0.3", "preview", ""]])
     assert "η must be in [0, 1.5]" in out["messages"][0]["msg"]
     jobs = list(inbox_jobs(env["spool"]).values())
-    assert len(jobs) == 3 and all(j["mode"] == "sdedit" and j["etas"] == [0.3] for j in jobs)
+    assert len(jobs) == 3 and all(j["mode"] == "zeta" and j["etas"] == [0.3] for j in jobs)
     assert all(isinstance(j["seed"], int) and j["seed"] >= 0 for j in jobs)
 
 
@@ -155,7 +157,7 @@ def test_stale_heartbeat_start_engine(env):
     out = edit(env, mb_answers=[6], extstate=ext)  # Yes: start it
     cmd = f'/opt/aiedit/bin/aiedit serve --spool "{env["spool"]}"'
     assert cmd in out["messages"][0]["msg"]
-    assert out["exec"] == [{"cmd": cmd, "timeout": -1}]  # no wait: never block REAPER
+    assert out["exec"] == [{"cmd": cmd, "timeout": -2}]  # no wait, minimised: never block REAPER
     assert len(inbox_jobs(env["spool"])) == 3
     assert any("engine not running" in t for t in out["gfx_text"]) or out["gfx_text"] == []
 
@@ -205,14 +207,20 @@ def test_section_source_is_rendered_to_float_wav(env):
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     assert sf.info(str(path)).subtype == "FLOAT" and sr == 44100 and data.shape == (88200, 1)
     t = np.arange(88200) / 44100
-    np.testing.assert_allclose(data[:, 0], 0.5 * np.sin(2 * np.pi * 440 * t), atol=1e-5)
+    # what the take plays at item time t: source time D_STARTOFFS + t * D_PLAYRATE
+    np.testing.assert_allclose(data[:, 0], 0.5 * np.sin(2 * np.pi * 440 * (0.5 + 2.0 * t)), atol=2e-4)
     raw = path.read_bytes()
     assert raw[:4] == b"RIFF" and struct.unpack("<I", raw[4:8])[0] == len(raw) - 8
 
 
 def test_item_beyond_source_end_is_rendered(env):
     env["scenario"]["tracks"][0]["items"][1]["length"] = 12.0  # loops past the 10 s source
-    edit(env)
+    # defect 4: rendered in slices by the jobs window, not in one go inside the edit action
+    out = edit(env)
+    assert "Snare" not in by_label(inbox_jobs(env["spool"]))
+    assert any("rendering" in t for t in out["gfx_text"])
+    assert not list((env["spool"] / "renders").glob("*.wav"))  # only a .part while it renders
+    edit(env, steps=[{"run": EDIT}, {"defer": 8}])
     snare = by_label(inbox_jobs(env["spool"]))["Snare"]
     assert "renders" in snare["source"]["path"] and snare["source"]["length"] == 12.0
 
@@ -223,13 +231,13 @@ def test_item_beyond_source_end_is_rendered(env):
 
 def submit_and_finish(env, activate_best="yes"):
     out = edit(env)
-    ext = persisted(out)
-    ext["aiedit/activate_best"] = activate_best
+    st = saved(out)
+    st["extstate"]["aiedit/activate_best"] = activate_best
     jobs = by_label(inbox_jobs(env["spool"]))
     for j in jobs.values():
         pick_up(env["spool"], j["id"])
         write_status(env["spool"], j, "done", best=1)
-    return ext, jobs
+    return st, jobs
 
 
 def test_done_jobs_are_imported_as_takes(env):
@@ -245,7 +253,10 @@ def test_done_jobs_are_imported_as_takes(env):
     assert [t["name"] for t in new] == [f"AI η={e:.2f} · knocking on a door, wooden" for e in (0.3, 0.5, 0.7)]
     job = jobs["Kick 03"]
     for i, t in enumerate(new):
-        assert t["source"]["file"] == str(env["spool"] / "jobs" / job["id"] / "takes" / f"eta{job['etas'][i]:.2f}.wav")
+        # copied into the project's media folder (GetProjectPathEx), so the project owns its takes
+        spool_file = env["spool"] / "jobs" / job["id"] / "takes" / f"eta{job['etas'][i]:.2f}.wav"
+        assert t["source"]["file"] == str(env["project"] / "aiedit" / job["id"] / spool_file.name)
+        assert Path(t["source"]["file"]).read_bytes() == spool_file.read_bytes()
         # source-time audio at the original's rate: offset 0, same playrate and pitch -> lines up and sounds alike
         assert t["values"]["D_STARTOFFS"] == 0.0 and t["values"]["D_PLAYRATE"] == 1.5
         assert t["values"]["D_PITCH"] == 2.0
@@ -299,7 +310,7 @@ def test_rendered_item_imports_at_rate_one_and_render_is_removed(env):
 
 def test_failed_cancelled_and_deleted(env):
     out = edit(env)
-    ext = persisted(out)
+    ext = saved(out)
     jobs = by_label(inbox_jobs(env["spool"]))
     for j in jobs.values():
         pick_up(env["spool"], j["id"])
@@ -320,14 +331,15 @@ def test_failed_cancelled_and_deleted(env):
     takes_dir = env["spool"] / "jobs" / jobs["Door"]["id"] / "takes"
     assert door["state"] == "missing" and str(takes_dir) in door["message"]
     assert len(list(takes_dir.glob("*.wav"))) == 3  # files kept
-    console = "".join(out["console"])
-    assert "Door: the item is gone" in console and "Kick 03: failed: source too short" in console
+    assert out["console"] == []  # messages go to the window, no console pop-up per line
+    shown = "\n".join(out["gfx_text"])
+    assert "Door: the item is gone" in shown and "Kick 03: failed: source too short" in shown
     assert any(t.startswith("failed: source too short") for t in out["gfx_text"])
     assert out["undo"] == []
     assert "Cancel" not in out["gfx_text"]  # no Cancel button on cancelling/finished rows
     # the daemon confirms the cancel
     write_status(env["spool"], jobs["Snare"], "cancelled", error="cancelled by the user")
-    out2 = jobs_session(env, persisted(out), [{"defer": 1}])
+    out2 = jobs_session(env, saved(out), [{"defer": 1}])
     assert registry(out2)[snare_id]["state"] == "cancelled"
     assert len(items_by_guid(out2)[G2]["takes"]) == 1
 
@@ -338,11 +350,11 @@ def test_cancel_racing_completion_does_not_import(env):
     for j in jobs.values():
         pick_up(env["spool"], j["id"])
         write_status(env["spool"], j, "running", stage="sampling", progress=0.7)
-    out = jobs_session(env, persisted(out), [{"defer": 1}, {"click": "cancel_all"}])
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}])
     assert len(list((env["spool"] / "inbox").glob("cancel-*.json"))) == 3
     for j in jobs.values():
         write_status(env["spool"], j, "done")  # finished before the daemon saw the cancel
-    out = jobs_session(env, persisted(out), [{"defer": 1}])
+    out = jobs_session(env, saved(out), [{"defer": 1}])
     assert all(r["state"] == "cancelled" and "not imported" in r["message"] for r in registry(out).values())
     assert all(len(it["takes"]) == 1 for it in items_by_guid(out).values())
 
@@ -350,7 +362,7 @@ def test_cancel_racing_completion_does_not_import(env):
 def test_cancel_before_pickup_withdraws_the_job(env):
     out = edit(env, steps=[{"run": EDIT}, {"defer": 1}])
     kick = by_label(inbox_jobs(env["spool"]))["Kick 03"]
-    sc = dict(env["scenario"], extstate=persisted(out), steps=[{"run": JOBS}, {"defer": 1},
+    sc = dict(env["scenario"], **saved(out), steps=[{"run": JOBS}, {"defer": 1},
                                                               {"click": f"cancel:{kick['id']}"}])
     out = run(env["tmp"], sc)
     assert kick["id"] not in inbox_jobs(env["spool"])
@@ -365,16 +377,26 @@ def test_window_escape_closes_and_jobs_survive(env):
     assert len(registry(out)) == 3  # still tracked: a later window imports them
 
 
-def test_second_window_does_not_open_while_one_runs(env):
+def test_jobs_window_is_its_own_toggle_action(env):
+    # defect 2: relaunching the edit action while the window is open must not hit the window's loop
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}, {"run": EDIT}, {"defer": 1}],
+               answers=[["a", "0.5", "lora", "1"], ["b", "0.5", "lora", "2"]])
+    assert out["errors"] == [] and out["task_control"] == []
+    assert out["gfx_open"] and out["pending_defer"] == 1
+    jobs_path = str(SCRIPTS / JOBS)
+    assert [str(Path(p).resolve()) for p in out["actions"].values()] == [jobs_path]
+    assert [str(Path(p).resolve()) for p in out["toggles"]] == [jobs_path] and set(out["toggles"].values()) == {1}
+    assert len(registry(out)) == 6  # the open window picked up the second batch
+    # running "AI edit jobs" again closes the window (a toggle), without the task-control dialog
     out = edit(env, steps=[{"run": EDIT}, {"defer": 1}, {"run": JOBS}, {"defer": 1}])
-    assert out["pending_defer"] == 1
-    assert "already open" in "".join(out["console"])
+    assert out["task_control"] == [] and not out["gfx_open"] and out["pending_defer"] == 0
+    assert out["toggles"] == {}
 
 
 def test_finished_jobs_are_forgotten_next_session(env):
     ext, _ = submit_and_finish(env)
     out = jobs_session(env, ext, [{"defer": 2}])
-    out2 = jobs_session(env, persisted(out), [{"defer": 1}])
+    out2 = jobs_session(env, saved(out), [{"defer": 1}])
     assert registry(out2) == {}
     assert len(items_by_guid(out2)[G1]["takes"]) == 1  # (fresh fake project: nothing imported twice)
 
@@ -432,7 +454,8 @@ def test_lua_json_and_wav_writer(tmp_path):
     wav = tmp_path / "w.wav"
     code = f"""
 reaper = {{}}
-local lib = dofile({json.dumps(str(SCRIPTS / "aiedit_lib.lua"))})
+package.path = {json.dumps(str(SCRIPTS) + "/?.lua;" + str(SCRIPTS) + "/?/init.lua;")} .. package.path
+local lib = require("aiedit")
 local s = '{{"a":"η \\\\u00e9\\\\ud83d\\\\ude00 \\\\"q\\\\" \\\\n","b":[1,2.5,-3e2,null,true],"c":{{}},"d":[]}}'
 local v = assert(lib.json_decode(s))
 assert(v.a == "η é😀 \\"q\\" \\n", v.a)
@@ -463,19 +486,25 @@ def test_reapack_headers_and_index():
         for tag in ("@description", "@version", "@author", "@about"):
             assert tag in head, (n, tag)
     main = (SCRIPTS / names[0]).read_text(encoding="utf-8")
-    assert "[nomain] aiedit_lib.lua" in main
+    assert "[nomain] aiedit/*.lua" in main
     for n in names:
         assert f"[main] {n}" in main
     root = ET.parse(SCRIPTS / "index.xml").getroot()
     assert root.tag == "index" and root.get("version") == "1" and root.get("name")
+    # reapack-index names the category after the folder: a regenerated index keeps it
+    assert [c.get("name") for c in root.findall("./category")] == [SCRIPTS.name]
     pkg = root.find("./category/reapack")
     assert pkg is not None and pkg.get("type") == "script" and pkg.get("name") == names[0]
     version = pkg.find("version")
-    assert version.get("name") == "0.1.0"
+    assert version.get("name") == "0.2.0"
     files = {s.get("file") or pkg.get("name"): s.get("main") for s in version.findall("source")}
-    assert set(files) == {*names, "aiedit_lib.lua"}
-    assert files["aiedit_lib.lua"] is None and all(files[n] == "main" for n in names)
+    modules = {f"aiedit/{p.name}" for p in (SCRIPTS / "aiedit").glob("*.lua")}
+    assert set(files) == {*names, *modules}
+    assert all(files[m] is None for m in modules) and all(files[n] == "main" for n in names)
+    commit = root.get("commit")
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)
     for s in version.findall("source"):
-        assert s.text.startswith("https://") and " " not in s.text
+        # pinned to a commit, never the moving main branch
+        assert s.text.startswith("https://") and " " not in s.text and f"/{commit}/" in s.text
     version_re = re.compile(r"@version\s+(\S+)")
-    assert {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names} == {"0.1.0"}
+    assert {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names} == {"0.2.0"}
