@@ -80,8 +80,8 @@ def heartbeat(spool: Path, age: float = 0.0, model: str = "tiny") -> None:
 
 
 def inbox_jobs(spool: Path) -> dict:
-    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted((spool / "inbox").glob("*.json")) if "op" not in p.read_text(encoding="utf-8")}
+    files = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((spool / "inbox").glob("*.json"))}
+    return {k: v for k, v in files.items() if "op" not in v}
 
 
 def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None, progress: float = 0.0,

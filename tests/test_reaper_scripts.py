@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 import subprocess
 import xml.etree.ElementTree as ET
@@ -508,3 +509,188 @@ def test_reapack_headers_and_index():
         assert s.text.startswith("https://") and " " not in s.text and f"/{commit}/" in s.text
     version_re = re.compile(r"@version\s+(\S+)")
     assert {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names} == {"0.2.0"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# defects found against the REAPER API (issue 11), each under the stricter fake
+
+
+def test_dialog_labels_and_remembered_values_land_in_their_fields(env):
+    # defect 1: captions are split on commas whatever separator= says; values use the separator
+    prompt = 'a "wooden" door (creaky), slammed'
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/last_prompt": prompt, "aiedit/last_etas": "0.3, 0.5",
+           "aiedit/last_mode": "sdedit", "aiedit/last_seed": "9"}
+    out = edit(env, answers=[False], extstate=ext)
+    asked = out["inputs_asked"][0]
+    assert out["errors"] == []
+    assert asked["labels"] == ["Prompt", "η values (e.g. 0.3 0.5 0.7)", "Mode (lora / full / zeta / sdedit)",
+                               "Seed (empty = random)"]
+    assert asked["values"] == [prompt, "0.3, 0.5", "sdedit", "9"]
+    sc = dict(env["scenario"], user_inputs=[False], steps=[{"run": BATCH}])
+    assert run(env["tmp"], sc)["errors"] == []
+
+
+def test_modes_preview_is_zeta_and_sdedit_is_sent_as_is(env):
+    out = edit(env, answers=[["x", "0.4", "sdedit", "1"]])
+    assert {j["mode"] for j in inbox_jobs(env["spool"]).values()} == {"sdedit"} and out["errors"] == []
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    edit(env, answers=[["x", "1.2", "zeta", "1"], ["x", "0.8", "zeta", "1"]])
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert {j["mode"] for j in jobs} == {"zeta"} and all(j["etas"] == [0.8] for j in jobs)
+
+
+def test_import_goes_to_the_items_project_tab(env):
+    # defect 5: the item lives in project 2 while project 1 is the active tab
+    other = {"tracks": env["scenario"]["tracks"], "project_path": str(env["project"])}
+    sc = dict(env["scenario"], projects=[{"tracks": [], "project_path": str(env["tmp"] / "p1")}, other],
+              active_project=2)
+    sc["user_inputs"] = [["knock", "0.5", "lora", "1"]]
+    sc["steps"] = [{"run": EDIT}, {"switch_project": 1}]
+    out = run(env["tmp"], sc)
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    st = {"extstate": persisted(out), "projextstate": {}}
+    sc2 = dict(sc, **st, steps=[{"run": JOBS}, {"defer": 2}], active_project=1)
+    sc2["projects"] = [sc["projects"][0], dict(other, projextstate=out["projects"][1]["projextstate"])]
+    out2 = run(env["tmp"], sc2)
+    p1, p2 = out2["projects"]
+    assert out2["errors"] == []
+    assert p1["undo"] == [] and not p1["dirty"]
+    assert p2["undo"][0::2] == ["begin"] * 3 and p2["dirty"] and out2["open_undo"] == 0
+    assert all(len(it["takes"]) == 2 for tr in p2["tracks"] for it in tr["items"])
+
+
+def test_unreadable_take_fails_the_job_and_leaves_refresh_and_undo_balanced(env):
+    # defect 6: the take file cannot be opened as audio (PCM_Source_CreateFromFile -> nil)
+    st, jobs = submit_and_finish(env)
+    kick = jobs["Kick 03"]
+    (env["spool"] / "jobs" / kick["id"] / "takes" / "eta0.50.wav").write_bytes(b"not a wav")
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == [] and out["refresh_depth"] == 0 and out["open_undo"] == 0
+    reg = registry(out)
+    assert reg[kick["id"]]["state"] == "failed" and "cannot read" in reg[kick["id"]]["message"]
+    assert len(items_by_guid(out)[G1]["takes"]) == 1  # nothing half-imported, and no stray take per poll
+    assert reg[jobs["Snare"]["id"]]["state"] == "imported"
+
+
+def test_take_envelopes_are_refused(env):
+    # defect 7a: a take volume envelope changes what is heard; the file and the accessor lack it
+    env["scenario"]["tracks"][0]["items"][1]["takes"][0]["envelopes"] = {"Volume": {"points": 3}}
+    env["scenario"]["tracks"][0]["items"][0]["takes"][0]["envelopes"] = {"Pan": {"points": 0}}  # empty: fine
+    out = edit(env)
+    assert "Snare: take has a volume envelope" in out["messages"][0]["msg"]
+    assert set(by_label(inbox_jobs(env["spool"]))) == {"Kick 03", "Door"}
+
+
+def test_rendered_item_trimmed_meanwhile_stays_aligned(env):
+    # defect 7b: a rendered (rate 1, timeline) take after the original's left edge moved by 0.4 s of source
+    door = env["scenario"]["tracks"][1]["items"][0]
+    door["takes"][0]["source"]["type"] = "SECTION"
+    door["takes"][0]["playrate"] = 2.0
+    st, _ = submit_and_finish(env)
+    door["takes"][0]["startoffs"] = 0.9  # was 0.5: trimmed by 0.4 s of source = 0.2 s of timeline
+    door["position"], door["length"] = 10.2, 1.8
+    out = jobs_session(env, st, [{"defer": 2}])
+    new = items_by_guid(out)[G3]["takes"][1]
+    assert new["values"]["D_PLAYRATE"] == 1.0 and new["values"]["D_STARTOFFS"] == pytest.approx(0.2)
+
+
+def test_polling_cost_stays_flat_with_many_jobs(env, tmp_path):
+    # defect 3: 300 queued jobs; a poll must not rewrite or re-decode the bookkeeping of every job
+    items = [{"guid": f"{{J{i:04d}}}", "position": i * 2.0, "length": 1.0, "selected": True,
+              "takes": [{"name": f"J{i}", "source": wave_source(env["a"])}]} for i in range(300)]
+    env["scenario"]["tracks"] = [{"name": "Many", "items": items}]
+    out = edit(env, answers=[["x", "0.5", "lora", "1"]], steps=[{"run": EDIT}, {"defer": 1}, {"reset_counts": True},
+                                                                  {"defer": 20}])
+    assert out["errors"] == [] and len(registry(out)) == 300
+    c = out["counts"]
+    assert c.get("SetProjExtState", 0) == 0  # nothing changed: nothing written
+    assert c.get("GetExtState", 0) <= 3 * 20 and c.get("SetExtState", 0) <= 20
+    assert out["opens"].get(str(env["spool"] / "daemon.json"), 0) <= 6  # not once per frame (20 frames, 10 s)
+    # status reads are capped per poll (round robin), not 300 per tick
+    status_reads = sum(n for p, n in out["opens"].items() if p.endswith("status.json"))
+    assert status_reads <= 50 * 20
+
+
+def test_jobs_resume_when_the_project_is_reopened(env):
+    # defect 8: bookkeeping is saved with the project; another session (no global ExtState) resumes it
+    out = edit(env)
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    state = {"extstate": {"aiedit/spool": str(env["spool"])},
+             "projextstate": out["projects"][0]["projextstate"]}
+    out2 = jobs_session(env, state, [{"defer": 2}])
+    assert all(r["state"] == "imported" for r in registry(out2).values()) and len(registry(out2)) == 3
+    assert all(len(it["takes"]) == 4 for it in items_by_guid(out2).values())
+
+
+def test_spool_default_follows_the_daemon(env):
+    # defect 9: no setting -> $AIEDIT_SPOOL, as `aiedit serve` uses
+    sc = dict(env["scenario"], extstate={}, user_inputs=[["x", "0.5", "lora", "1"]], steps=[{"run": EDIT}])
+    out = run(env["tmp"], sc, env={"AIEDIT_SPOOL": str(env["spool"]), "HOME": str(env["tmp"] / "home")})
+    assert out["messages"] == [] and len(inbox_jobs(env["spool"])) == 3
+    home = env["tmp"] / "home"
+    heartbeat(home / ".aiedit" / "spool")
+    out = run(env["tmp"], sc | {"user_inputs": [["x", "0.5", "lora", "1"]]}, env={"HOME": str(home)})
+    assert len(inbox_jobs(home / ".aiedit" / "spool")) == 3
+
+
+def test_early_return_adds_no_undo_point(env):
+    for tr in env["scenario"]["tracks"]:
+        for it in tr["items"]:
+            it["selected"] = False
+    out = edit(env, answers=[])
+    assert out["undo"] == [] and out["pending_defer"] == 1  # the defer no-op idiom
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[False], steps=[{"run": SETTINGS}]))
+    assert out["undo"] == []
+
+
+def test_window_font_and_scrolling(env):
+    items = [{"guid": f"{{S{i:03d}}}", "position": i * 2.0, "length": 1.0, "selected": True,
+              "takes": [{"name": f"Row{i:02d}", "source": wave_source(env["a"])}]} for i in range(30)]
+    env["scenario"]["tracks"] = [{"name": "Many", "items": items}]
+    out = edit(env, answers=[["x", "0.5", "lora", "1"]], steps=[{"run": EDIT}, {"defer": 1}])
+    assert out["font"]["size"] > 0 and out["font"]["face"]
+    assert not any(t.startswith("Row29") for t in out["gfx_text"])
+    out = edit(env, answers=[["x", "0.5", "lora", "1"]],
+               steps=[{"run": EDIT}, {"defer": 1}] + [{"wheel": -120}] * 12)
+    assert any(t.startswith("Row29") for t in out["gfx_text"])
+
+
+def test_razor_edit_areas_choose_items_and_ranges(env):
+    tr = env["scenario"]["tracks"][0]
+    tr["razor"] = '3.0 3.5 "" 6.5 7.0 "{ENVGUID}"'  # a media-lane area over Kick; an envelope area is ignored
+    for t in env["scenario"]["tracks"]:
+        for it in t["items"]:
+            it["selected"] = False
+    out = edit(env, time_selection=[0, 0])
+    assert out["errors"] == []
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert set(jobs) == {"Kick 03"}
+    assert jobs["Kick 03"]["inpaint"] == {"start": pytest.approx(1.5), "end": pytest.approx(2.25)}
+
+
+def test_results_on_a_new_track(env):
+    st, jobs = submit_and_finish(env)
+    st["extstate"]["aiedit/results"] = "track"
+    out = jobs_session(env, st, [{"defer": 2}])
+    assert out["errors"] == [] and out["open_undo"] == 0
+    names = [t["name"] for t in out["tracks"]]
+    assert names[:2] == ["Drums", "AI: Drums"]
+    new = out["tracks"][1]
+    assert new["new"] and len(new["items"]) == 6  # 3 η for Kick + 3 for Snare
+    assert all(len(it["takes"]) == 1 for tr in out["tracks"] if not tr["new"] for it in tr["items"])
+    kick = items_by_guid(out)[G1]
+    assert new["items"][0]["values"]["D_POSITION"] == kick["values"]["D_POSITION"]
+
+
+def test_luacheck_clean():
+    exe = shutil.which("luacheck")
+    if exe is None:
+        pytest.skip("luacheck is not installed (bash scripts/dev setup installs it)")
+    proc = subprocess.run([exe, "--codes", "--no-color", "--config", "tests/lua/luacheckrc", "reaper_scripts", "tests/lua"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:]

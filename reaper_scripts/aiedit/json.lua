@@ -80,7 +80,7 @@ local function utf8_char(cp)
 end
 
 -- Decoder: a small recursive-descent parser over the string. Errors carry the byte position.
-local function decode_error(s, pos, what)
+local function decode_error(_, pos, what)
   error(string.format("bad JSON at byte %d: %s", pos, what), 0)
 end
 

@@ -129,11 +129,18 @@ end
 -- and length), so the original item keeps its takes untouched.
 local function add_on_new_track(proj, item, original, record, status, takes, sources, offs)
   local track = reaper.GetMediaItemTrack(item)
-  local idx = math.floor(reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER"))
-  reaper.InsertTrackInProject(proj, idx, 0)
-  local tr = reaper.GetTrack(proj, idx)
+  local idx = math.floor(reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER")) -- 1-based: the next one
   local _, tname = reaper.GetSetMediaTrackInfo_String(track, "P_NAME", "", false)
-  reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", "AI: " .. (tname ~= "" and tname or record.label), true)
+  local want = "AI: " .. (tname ~= "" and tname or record.label)
+  -- reuse the results track right below when an earlier import made one
+  local tr = reaper.GetTrack(proj, idx)
+  local below = ""
+  if tr then below = select(2, reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", "", false)) end
+  if not tr or below ~= want then
+    reaper.InsertTrackInProject(proj, idx, 0)
+    tr = reaper.GetTrack(proj, idx)
+    reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", want, true)
+  end
   local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
   local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
   for i, t in ipairs(takes) do

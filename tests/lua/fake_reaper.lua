@@ -313,7 +313,11 @@ end
 function R.CountEnvelopePoints(env) return env.points end
 
 function R.GetMediaItemInfo_Value(it, key) return it.values[key] or 0.0 end
-function R.SetMediaItemInfo_Value(it, key, v) it.values[key] = v record("SetMediaItemInfo_Value", key, v) return true end
+function R.SetMediaItemInfo_Value(it, key, v)
+  it.values[key] = v
+  record("SetMediaItemInfo_Value", key, v)
+  return true
+end
 function R.SetMediaItemPosition(it, v, _) it.values.D_POSITION = v return true end
 function R.SetMediaItemLength(it, v, _) it.values.D_LENGTH = v return true end
 function R.GetMediaItemTakeInfo_Value(tk, key) return tk.values[key] or 0.0 end
@@ -482,8 +486,7 @@ function R.GetUserInputs(title, n, captions, defaults)
   local caps, sep = {}, ","
   for _, c in ipairs(split(captions, ",")) do
     if c:sub(1, 10) == "separator=" then sep = c:sub(11, 11)
-    elseif c:sub(1, 11) == "extrawidth=" then -- width only
-    else caps[#caps + 1] = c end
+    elseif c:sub(1, 11) ~= "extrawidth=" then caps[#caps + 1] = c end -- extrawidth: only the width
   end
   if sep == "" then sep = "," end
   if n > 16 then error("GetUserInputs: at most 16 fields") end
