@@ -160,12 +160,22 @@ local function rescan(ui, first)
   end
 end
 
+-- Open projects as one string of pointers: a change means a project was opened or closed.
+local function project_set()
+  local parts = {}
+  for i, p in ipairs(M.projects()) do parts[i] = tostring(p) end
+  return table.concat(parts, " ")
+end
+
 local function poll(ui)
+  -- rescan the bookkeeping only when a script queued jobs or a project was opened (known ids are skipped)
   local rev = reaper.GetExtState(M.SECTION, "jobs_rev")
   local now = reaper.time_precise()
-  if rev ~= ui.rev or now - ui.last_rescan >= W.rescan_every then
-    ui.rev, ui.last_rescan = rev, now
+  if rev ~= ui.rev or (now - ui.last_rescan >= W.rescan_every and project_set() ~= ui.projects) then
+    ui.rev, ui.last_rescan, ui.projects = rev, now, project_set()
     rescan(ui, false)
+  elseif now - ui.last_rescan >= W.rescan_every then
+    ui.last_rescan = now
   end
   local active, n = {}, #ui.rows
   for _, e in ipairs(ui.rows) do if M.ACTIVE[e.record.state] then active[#active + 1] = e end end
@@ -311,7 +321,7 @@ function M.run_jobs_window()
                last_rescan = -1e9, known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
                spool = M.spool_dir() }
   rescan(ui, true)
-  ui.rev = reaper.GetExtState(M.SECTION, "jobs_rev")
+  ui.rev, ui.projects = reaper.GetExtState(M.SECTION, "jobs_rev"), project_set()
   ui.last_rescan = reaper.time_precise()
   gfx.init("AI edit jobs", 760, 300)
   -- a TrueType font draws η and · on every platform (the default bitmap font does not)

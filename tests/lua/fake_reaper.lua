@@ -447,6 +447,7 @@ function R.DeleteExtState(section, key, _) count("DeleteExtState") F.extstate[se
 function R.SetProjExtState(proj, section, key, value)
   count("SetProjExtState")
   local p = P(proj)
+  p.enum_cache = nil
   if key == "" then -- "If key is NULL or "", all extended data for that section will be deleted"
     for k in pairs(p.projext) do if k:sub(1, #section + 1) == section .. "/" then p.projext[k] = nil end end
     return 0
@@ -460,14 +461,21 @@ function R.GetProjExtState(proj, section, key)
   return v and 1 or 0, v or ""
 end
 function R.EnumProjExtState(proj, section, idx)
-  local keys = {}
-  for k in pairs(P(proj).projext) do
-    if k:sub(1, #section + 1) == section .. "/" then keys[#keys + 1] = k:sub(#section + 2) end
+  local p = P(proj)
+  count("EnumProjExtState")
+  local keys = p.enum_cache and p.enum_cache[section]
+  if not keys then -- the key list is rebuilt only after a write (the fake's own cost is not the script's)
+    keys = {}
+    for k in pairs(p.projext) do
+      if k:sub(1, #section + 1) == section .. "/" then keys[#keys + 1] = k:sub(#section + 2) end
+    end
+    table.sort(keys)
+    p.enum_cache = p.enum_cache or {}
+    p.enum_cache[section] = keys
   end
-  table.sort(keys)
   local k = keys[idx + 1]
   if not k then return false, "", "" end
-  return true, k, P(proj).projext[section .. "/" .. k]
+  return true, k, p.projext[section .. "/" .. k]
 end
 
 -- user interaction
