@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import soundfile as sf
-from pathlib import Path
-
 from reaper_harness import EDIT, JOBS, items_by_guid, registry, run, saved
 
 try:

@@ -674,7 +674,7 @@ def test_razor_edit_areas_choose_items_and_ranges(env):
 
 
 def test_results_on_a_new_track(env):
-    st, jobs = submit_and_finish(env)
+    st, _ = submit_and_finish(env)
     st["extstate"]["aiedit/results"] = "track"
     out = jobs_session(env, st, [{"defer": 2}])
     assert out["errors"] == [] and out["open_undo"] == 0
@@ -691,6 +691,6 @@ def test_luacheck_clean():
     exe = shutil.which("luacheck")
     if exe is None:
         pytest.skip("luacheck is not installed (bash scripts/dev setup installs it)")
-    proc = subprocess.run([exe, "--codes", "--no-color", "--config", "tests/lua/luacheckrc", "reaper_scripts", "tests/lua"],
-                          capture_output=True, text=True, cwd=ROOT)
+    cmd = [exe, "--codes", "--no-color", "--config", "tests/lua/luacheckrc", "reaper_scripts", "tests/lua"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-4000:]
