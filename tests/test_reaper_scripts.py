@@ -614,6 +614,22 @@ def test_polling_cost_stays_flat_with_many_jobs(env, tmp_path):
     assert status_reads <= 50 * 20
 
 
+def test_closing_a_project_tab_drops_its_jobs_from_the_window(env):
+    out = edit(env)
+    assert out["projects"][0]["dirty"]  # the job list is saved with the project: it asks to be saved
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "running", stage="sampling", progress=0.5)
+    other = {"tracks": env["scenario"]["tracks"], "project_path": str(env["project"]),
+             "projextstate": out["projects"][0]["projextstate"]}
+    sc = dict(env["scenario"], extstate=persisted(out), projects=[{"tracks": []}, other],
+              steps=[{"run": JOBS}, {"defer": 1}, {"close_project": 2}, {"defer": 6}])
+    out2 = run(env["tmp"], sc)
+    assert out2["errors"] == [] and out2["jobs_active"] == 0
+    assert not any(t.startswith(("Kick 03", "Snare", "Door")) for t in out2["gfx_text"])
+
+
 def test_jobs_resume_when_the_project_is_reopened(env):
     # defect 8: bookkeeping is saved with the project; another session (no global ExtState) resumes it
     out = edit(env)

@@ -8,10 +8,12 @@ files, ExtState and defer loops; nothing blocks waiting for the engine.
   settings  ExtState settings, spool engine    daemon heartbeat, start command
   items     what an item plays       render    item -> float WAV, in defer-sized chunks
   dialog    GetUserInputs, parsers   jobs      build/submit/cancel jobs, per-project bookkeeping
-  takes     import results           ui        the jobs window
+  takes     import results           submit    queue many items, summary
+  ui        the jobs window
 ]]
 local M = require("aiedit.core")
-for _, name in ipairs({ "json", "fs", "settings", "engine", "items", "render", "dialog", "jobs", "takes", "ui" }) do
+local MODULES = { "json", "fs", "settings", "engine", "items", "render", "dialog", "jobs", "takes", "submit", "ui" }
+for _, name in ipairs(MODULES) do
   require("aiedit." .. name)
 end
 return M

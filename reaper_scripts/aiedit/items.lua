@@ -135,4 +135,29 @@ function M.region_for(info, ts, te)
   return region, inpaint
 end
 
+-- Razor-edit areas on media lanes, per item they touch: {item = {start, end}}; nil when there are none.
+-- P_RAZOREDITS holds "start end GUID" triples; the GUID is "" for media items (else an envelope).
+function M.razor_areas(proj)
+  local areas, any = {}, false
+  for t = 0, reaper.CountTracks(proj) - 1 do
+    local tr = reaper.GetTrack(proj, t)
+    local _, s = reaper.GetSetMediaTrackInfo_String(tr, "P_RAZOREDITS", "", false)
+    for a, b, g in (s or ""):gmatch('(%S+)%s+(%S+)%s+"([^"]*)"') do
+      local rs, re = tonumber(a), tonumber(b)
+      if g == "" and rs and re and re > rs then
+        for i = 0, reaper.CountTrackMediaItems(tr) - 1 do
+          local it = reaper.GetTrackMediaItem(tr, i)
+          local pos = reaper.GetMediaItemInfo_Value(it, "D_POSITION")
+          local len = reaper.GetMediaItemInfo_Value(it, "D_LENGTH")
+          if rs < pos + len and re > pos and not areas[it] then
+            areas[it] = { rs, re }
+            any = true
+          end
+        end
+      end
+    end
+  end
+  return any and areas or nil
+end
+
 return M

@@ -1,8 +1,8 @@
 -- @noindex
---[[ The jobs window (its own toggle action, a gfx defer loop that never blocks) and submitting many
-items. The window keeps every job record in memory, reads status.json of active jobs a few times a
-second, renders items that need it in slices, writes a record back only when it changed, and shows
-its messages itself (no console pop-up per line). ]]
+--[[ The jobs window: its own toggle action, a gfx defer loop that never blocks. It keeps every job
+record in memory, reads status.json of active jobs a few times a second, renders items that need it in
+slices, writes a record back only when it changed, and shows its messages itself (no console pop-up
+per line). ]]
 local M = require("aiedit.core")
 
 local W = { poll_every = 0.5, engine_every = 2.0, rescan_every = 2.0, per_poll = 50, row_h = 24, pad = 8,
@@ -160,6 +160,21 @@ local function rescan(ui, first)
   end
 end
 
+-- Rows of projects that were closed go (their records are in the saved file; reopening loads them again).
+local function forget_closed(ui)
+  local open = {}
+  for _, p in ipairs(M.projects()) do open[p] = true end
+  local keep = {}
+  for _, e in ipairs(ui.rows) do
+    if open[e.proj] then keep[#keep + 1] = e
+    else
+      if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
+      ui.known[e.proj] = nil
+    end
+  end
+  ui.rows = keep
+end
+
 -- Open projects as one string of pointers: a change means a project was opened or closed.
 local function project_set()
   local parts = {}
@@ -173,6 +188,7 @@ local function poll(ui)
   local now = reaper.time_precise()
   if rev ~= ui.rev or (now - ui.last_rescan >= W.rescan_every and project_set() ~= ui.projects) then
     ui.rev, ui.last_rescan, ui.projects = rev, now, project_set()
+    forget_closed(ui)
     rescan(ui, false)
   elseif now - ui.last_rescan >= W.rescan_every then
     ui.last_rescan = now
@@ -350,79 +366,6 @@ function M.run_jobs_window()
   end
   loop()
   return true
-end
-
----------------------------------------------------------------------------------------------
--- Submitting many items (edit and batch share this)
----------------------------------------------------------------------------------------------
-
--- items: list of MediaItem; params_for(item) -> params table or nil, reason; `areas` optionally maps an
--- item to its {ts, te} (razor edits), else ts/te apply to all. Returns submitted records and failures
--- {label, reason}. One failing item never stops the rest.
-function M.submit_items(items, params_for, spool, ts, te, areas)
-  local ok_list, failed = {}, {}
-  for _, item in ipairs(items) do
-    local tk = reaper.GetActiveTake(item)
-    local label = tk and M.take_name(tk) or "(empty item)"
-    local params, perr = params_for(item)
-    local job, record = nil, perr
-    local a = areas and areas[item]
-    local its, ite = ts, te
-    if a then its, ite = a[1], a[2] end
-    if params then
-      local okc, j, r = pcall(M.prepare_job, item, params, spool, its, ite)
-      if not okc then job, record = nil, tostring(j) else job, record = j, r end
-    end
-    if job then
-      local written, werr = true, nil
-      if record.state ~= "rendering" then written, werr = M.submit(spool, job) end
-      if written then
-        M.registry_write(reaper.GetItemProjectContext(item), record)
-        ok_list[#ok_list + 1] = record
-      else
-        failed[#failed + 1] = { label = label, reason = werr }
-      end
-    else
-      failed[#failed + 1] = { label = label, reason = record }
-    end
-  end
-  if #ok_list > 0 then M.registry_bump() end
-  return ok_list, failed
-end
-
-function M.summary(ok_list, failed)
-  local lines = { string.format("%d job%s queued.", #ok_list, #ok_list == 1 and "" or "s") }
-  if #failed > 0 then
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = string.format("%d item%s not sent:", #failed, #failed == 1 and "" or "s")
-    for _, f in ipairs(failed) do lines[#lines + 1] = "  • " .. f.label .. ": " .. f.reason end
-  end
-  return table.concat(lines, "\n")
-end
-
--- Razor-edit areas on media lanes, per item they touch: {item = {start, end}}; nil when there are none.
--- P_RAZOREDITS holds "start end GUID" triples; the GUID is "" for media items (else an envelope).
-function M.razor_areas(proj)
-  local areas, any = {}, false
-  for t = 0, reaper.CountTracks(proj) - 1 do
-    local tr = reaper.GetTrack(proj, t)
-    local _, s = reaper.GetSetMediaTrackInfo_String(tr, "P_RAZOREDITS", "", false)
-    for a, b, g in (s or ""):gmatch('(%S+)%s+(%S+)%s+"([^"]*)"') do
-      local rs, re = tonumber(a), tonumber(b)
-      if g == "" and rs and re and re > rs then
-        for i = 0, reaper.CountTrackMediaItems(tr) - 1 do
-          local it = reaper.GetTrackMediaItem(tr, i)
-          local pos = reaper.GetMediaItemInfo_Value(it, "D_POSITION")
-          local len = reaper.GetMediaItemInfo_Value(it, "D_LENGTH")
-          if rs < pos + len and re > pos and not areas[it] then
-            areas[it] = { rs, re }
-            any = true
-          end
-        end
-      end
-    end
-  end
-  return any and areas or nil
 end
 
 return M

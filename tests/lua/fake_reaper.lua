@@ -157,6 +157,7 @@ end
 local function P(proj)
   if proj == nil or proj == 0 then return F.active end
   if type(proj) ~= "table" or proj.kind ~= "project" then error("expected a ReaProject*, got " .. tostring(proj)) end
+  if proj.deleted then error("ReaProject* of a closed project used") end
   return proj
 end
 
@@ -196,6 +197,13 @@ function F.edit_item(g, changes)
 end
 
 function F.switch_project(idx) F.active = F.projects[idx] end
+
+-- The user closes a project tab: its pointer is no longer valid and EnumProjects skips it.
+function F.close_project(idx)
+  local proj = table.remove(F.projects, idx)
+  proj.deleted = true
+  if F.active == proj then F.active = F.projects[1] end
+end
 
 ---------------------------------------------------------------------------------------------
 -- reaper.*

@@ -12,6 +12,7 @@ dialog answers and a list of steps:
   {"delete_item": "<guid>"}                  the user deletes an item
   {"defer_until_idle": {"timeout": 60, "sleep": 0.2}}  run cycles until no job is active
   {"switch_project": 2}                      the user switches to project tab 2
+  {"close_project": 2}                       the user closes project tab 2
   {"edit_item": {"guid": ..., "item": {...}, "take": {...}}}  the user trims/moves an item
   {"wheel": -120}                            scroll the jobs window (mouse wheel), then run a cycle
   {"reset_counts": true}                     zero the API call / file read counters
@@ -65,6 +66,8 @@ for _, step in ipairs(scenario.steps or {}) do
     guarded("click " .. step.click, F.click, step.click)
   elseif step.key then
     F.keys[#F.keys + 1] = step.key
+  elseif step.close_project then
+    F.close_project(step.close_project)
   elseif step.switch_project then
     F.switch_project(step.switch_project)
   elseif step.edit_item then
