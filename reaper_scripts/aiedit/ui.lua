@@ -325,14 +325,15 @@ local function close(ui)
   ui.closed = true
   for e in pairs(ui.renders) do if e.render then M.render_abort(e.render) e.render = nil end end
   reaper.DeleteExtState(M.SECTION, "window_heartbeat", false)
-  reaper.set_action_options(8) -- toolbar button off
+  if reaper.set_action_options then reaper.set_action_options(8) end -- toolbar button off
   gfx.quit()
 end
 
 -- Runs the jobs window. Called by the "AI edit jobs" action only: relaunching that action closes it
 -- (set_action_options 1 = auto-terminate on relaunch, 4 = toggle on).
 function M.run_jobs_window()
-  reaper.set_action_options(1 | 4)
+  -- REAPER 7.03+; older versions show the task-control dialog on relaunch instead
+  if reaper.set_action_options then reaper.set_action_options(1 | 4) end
   local ui = { rows = {}, targets = {}, last_poll = -1e9, last_engine = -1e9, last_beat = -1e9,
                last_rescan = -1e9, known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
                spool = M.spool_dir() }

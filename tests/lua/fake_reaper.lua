@@ -9,28 +9,35 @@ defer callbacks are not run by themselves: the runner drives them (`F.run_defer_
 Strict where REAPER is, so that scripts which only work in a lenient fake fail here too. Each modelled
 behaviour cites the REAPER ReaScript API text (reaper.fm/sdk/reascript/reascripthelp.html) it follows:
 
-- GetUserInputs: "captions_csv ... extrawidth=XXX to increase text field width, separator=X to use a
-  different separator for returned fields". The separator applies to the *values* only; captions are always
-  split on commas, so a caption holding a comma shifts every later label. The fake splits the same way and
-  raises when the caption count differs from num_inputs (REAPER would show wrong labels silently).
-- Projects (tabs): every ReaProject* has its own undo history and dirty flag. "Undo_BeginBlock: call to
-  start a new block" works on the active project; Undo_BeginBlock2/Undo_EndBlock2(proj, ...) on the given
-  one; "MarkProjectDirty(proj): Marks project as dirty (needing save) if 'undo/prompt to save' is enabled".
+- GetUserInputs: "You can supply special extra information via additional caption fields: extrawidth=XXX to
+  increase text field width, separator=X to use a different separator for returned fields." The separator
+  applies to the *returned fields* only; captions are always split on commas, so a caption holding a comma
+  shifts every later label. The fake splits the same way and raises when the caption count differs from
+  num_inputs (REAPER would show wrong labels silently).
+- Projects (tabs): every ReaProject* has its own undo history and dirty flag. Undo_BeginBlock/EndBlock
+  "operate on the active project only (if multiple tabs are open)"; Undo_BeginBlock2/Undo_EndBlock2(proj, ...)
+  on the given one; MarkProjectDirty(proj) "Marks project as dirty (needing save) if 'undo/prompt to save' is
+  enabled in preferences".
   GetItemProjectContext(item) returns the item's project. EnumProjects(idx) lists the open tabs.
-- PCM_Source_CreateFromFile(filename) returns nil when the file cannot be opened as media, and
+- PCM_Source_CreateFromFile(filename) ("See PCM_Source_CreateFromFileEx") returns nil when the file cannot be
+  opened as media (scripts that load files check `if not src`), and
   SetMediaItemTake_Source with a nil source raises (ReaScript checks pointer arguments).
 - Take envelopes: GetTakeEnvelopeByName(take, "Volume"|"Pan"|"Mute"|"Pitch"), CountEnvelopePoints(env).
 - Relaunch: running a script whose previous instance still has deferred work brings up "ReaScript task
-  control" unless the instance called set_action_options ("1: script will auto-terminate if re-launched
-  while already running; 2: if (flag & 1) is set, script will re-launch after auto-terminating, otherwise
-  re-launch is ignored; 4: set action button to on; 8: set action button to off"). The fake models the user
-  pressing "Terminate instances": the old instance stops (its atexit runs, its window closes).
+  control" unless the instance called set_action_options (REAPER 7.03+: "flag&1: script will auto-terminate if
+  re-launched while already running; flag&2: if (flag&1) is set, script will re-launch after auto-terminating;
+  flag&4: set script toggle state on; flag&8: set script toggle state off"). The fake models the user pressing
+  "Terminate instances": the old instance stops (its atexit runs, its window closes).
   AddRemoveReaScript(add, sectionID, scriptfn, commit) returns the action's command id; Main_OnCommand runs it.
+- Automatic undo: "Undo points are created for ReaScripts by default. To prevent the automatic addition of an
+  undo point, a script can call defer()": a run that neither defers nor closes an undo block gets one.
 - Take audio accessor: "GetAudioAccessorSamples ... time_startpos" is in the take's own time base (0 = item
   start) and the samples are what the take plays: the fake's signal is a function of the *source* time
   D_STARTOFFS + t * D_PLAYRATE, so a render read with the wrong time base is caught.
 - ProjExtState (SetProjExtState/GetProjExtState) is stored per project and saved with it; GetProjectPathEx(proj)
   gives the project's media folder.
+- ExecProcess(cmdline, timeoutmsec): "timeoutmsec is -1 for no wait/terminate, -2 for no wait and minimize";
+  the fake records the timeout and refuses anything but an integer.
 - io.open is wrapped to count reads per file (the jobs window must not re-read daemon.json every frame).
 ]]
 
@@ -529,7 +536,11 @@ function R.ShowMessageBox(msg, title, typ)
 end
 R.MB = R.ShowMessageBox
 function R.ShowConsoleMsg(s) F.console[#F.console + 1] = s end
-function R.ExecProcess(cmd, timeout) F.exec[#F.exec + 1] = { cmd = cmd, timeout = timeout } return "" end
+function R.ExecProcess(cmd, timeout)
+  if type(cmd) ~= "string" or math.type(timeout) ~= "integer" then error("ExecProcess(cmdline, timeoutmsec)") end
+  F.exec[#F.exec + 1] = { cmd = cmd, timeout = timeout }
+  return ""
+end
 
 -- undo, per project
 local function undo_begin(p)
