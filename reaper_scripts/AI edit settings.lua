@@ -14,7 +14,7 @@ local lib = require("aiedit")
 local TITLE = "AI edit settings"
 local KEYS = { "spool", "engine_cmd", "activate_best", "steps", "token", "results" }
 local CAPTIONS = { "Spool folder (empty = daemon default)", "Engine command", "Activate best take (yes/no)",
-  "Steps override (JSON or empty)", "Token (empty unless --token)", "Results as (takes / track)" }
+  "Steps override (JSON or empty)", "Token (empty unless --token)", "Results as (takes / track / lanes)" }
 
 local function main()
   local defaults = {}
@@ -27,13 +27,14 @@ local function main()
     local ok_steps = steps == "" or type(lib.json_decode(steps)) == "table"
     local results = lib.trim(v[6]):lower()
     results = (results == "" or results:find("^take")) and "takes" or (results:find("^track") and "track")
+      or (results:find("^lane") and "lanes") or nil
     if ok_steps and results and lib.trim(v[2]) ~= "" then
       for i, k in ipairs(KEYS) do lib.set_setting(k, lib.trim(v[i])) end
       lib.set_setting("activate_best", lib.is_yes(v[3]) and "yes" or "no")
       lib.set_setting("results", results)
       return
     end
-    reaper.ShowMessageBox(not results and "Results must be takes or track."
+    reaper.ShowMessageBox(not results and "Results must be takes, track or lanes."
       or ok_steps and "The engine command must not be empty."
       or 'Steps must be empty or JSON like {"embed":500,"tune":1500,"sample":100}.', TITLE, 0)
   end

@@ -703,6 +703,29 @@ def test_results_on_a_new_track(env):
     assert new["items"][0]["values"]["D_POSITION"] == kick["values"]["D_POSITION"]
 
 
+def test_results_in_fixed_lanes(env):
+    st, _ = submit_and_finish(env)
+    st["extstate"]["aiedit/results"] = "lanes"
+    out = jobs_session(env, st, [{"defer": 2}])
+    assert out["errors"] == [] and out["open_undo"] == 0
+    drums = out["tracks"][0]
+    assert drums["freemode"] == 2 and drums["lanes"] == 7  # lane 0 + 3 η for Kick + 3 for Snare
+    assert drums["laneplays"] == [1, 0, 0, 0, 0, 0, 0]  # only the original lane sounds
+    kick_pos = items_by_guid(out)[G1]["values"]["D_POSITION"]
+    lanes = sorted(it["values"]["I_FIXEDLANE"] for it in drums["items"] if it["values"]["D_POSITION"] == kick_pos)
+    assert lanes == [0, 1, 2, 3]
+    assert len(items_by_guid(out)[G1]["takes"]) == 1
+
+
+def test_settings_results_choice(env):
+    sc = dict(env["scenario"], user_inputs=[["", "aiedit serve", "yes", "", "", "rows"],
+                                            ["", "aiedit serve", "yes", "", "", "Lanes"]],
+              steps=[{"run": SETTINGS}])
+    out = run(env["tmp"], sc)
+    assert "Results must be takes, track or lanes." in out["messages"][0]["msg"]
+    assert persisted(out)["aiedit/results"] == "lanes" and out["errors"] == []
+
+
 def test_luacheck_clean():
     exe = shutil.which("luacheck")
     if exe is None:

@@ -17,7 +17,7 @@ M.DEFAULTS = {
   last_seed = "0",
   last_scope = "selected items",
   last_use_notes = "yes",
-  results = "takes",           -- "takes": new takes on the item; "track": new items on a new track
+  results = "takes",           -- "takes": new takes; "track": items on a new track; "lanes": fixed lanes
 }
 
 function M.get_setting(key)

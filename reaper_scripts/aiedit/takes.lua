@@ -154,6 +154,33 @@ local function add_on_new_track(proj, item, original, record, status, takes, sou
   return #takes
 end
 
+-- Results as items in new fixed lanes of the item's own track (REAPER 7), one lane per η, at the
+-- original's position and length. The new lanes do not play: the original keeps sounding until the user
+-- picks a lane (comping).
+local function add_in_lanes(item, original, record, status, takes, sources, offs)
+  local track = reaper.GetMediaItemTrack(item)
+  if reaper.GetMediaTrackInfo_Value(track, "I_FREEMODE") ~= 2 then
+    reaper.SetMediaTrackInfo_Value(track, "I_FREEMODE", 2)
+    reaper.UpdateTimeline()
+  end
+  local first = math.floor(reaper.GetMediaTrackInfo_Value(track, "I_NUMFIXEDLANES"))
+  reaper.SetMediaTrackInfo_Value(track, "I_NUMFIXEDLANES", first + #takes)
+  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+  for i, t in ipairs(takes) do
+    local lane = first + i - 1
+    reaper.SetMediaTrackInfo_Value(track, "C_LANEPLAYS:" .. lane, 0)
+    local it = reaper.AddMediaItemToTrack(track)
+    reaper.SetMediaItemInfo_Value(it, "I_FIXEDLANE", lane)
+    reaper.SetMediaItemPosition(it, pos, false)
+    reaper.SetMediaItemLength(it, len, false)
+    local tk = reaper.AddTakeToMediaItem(it)
+    setup_take(tk, sources[i], original, record, offs)
+    tag_take(tk, record, status, t, i)
+  end
+  return #takes
+end
+
 -- Imports a "done" status into `proj`. Returns ok, message, kind. One undo point per import in the
 -- item's project; on an error the block is still closed, the UI refresh balanced, and the caller marks
 -- the job failed (so a poll never adds the takes a second time).
@@ -177,11 +204,13 @@ function M.import_result(proj, record, status)
   end
   local original = M.find_take(item, record.take)
   local offs = M.alignment_offset(original, record)
-  local to_track = M.get_setting("results") == "track"
+  local target = M.get_setting("results")
+  if target == "lanes" and not reaper.APIExists("UpdateTimeline") then target = "track" end -- before REAPER 7
   reaper.PreventUIRefresh(1)
   reaper.Undo_BeginBlock2(proj)
   local ok, n = pcall(function()
-    if to_track then return add_on_new_track(proj, item, original, record, status, takes, sources, offs) end
+    if target == "track" then return add_on_new_track(proj, item, original, record, status, takes, sources, offs) end
+    if target == "lanes" then return add_in_lanes(item, original, record, status, takes, sources, offs) end
     return add_as_takes(item, original, record, status, takes, sources, offs)
   end)
   local label = record.label ~= "" and record.label or "item"
@@ -194,7 +223,8 @@ function M.import_result(proj, record, status)
   reaper.PreventUIRefresh(-1)
   reaper.UpdateArrange()
   if not ok then return false, "import failed: " .. tostring(n) end
-  return true, string.format("%d take%s added%s", n, n == 1 and "" or "s", to_track and " on a new track" or "")
+  local where = ({ track = " on a new track", lanes = " in new lanes" })[target] or ""
+  return true, string.format("%d take%s added%s", n, n == 1 and "" or "s", where)
 end
 
 return M

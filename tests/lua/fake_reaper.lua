@@ -261,12 +261,40 @@ function R.CountTrackMediaItems(tr) return #tr.items end
 function R.GetTrackMediaItem(tr, idx) return tr.items[idx + 1] end
 function R.GetMediaItemTrack(it) return it.track end
 function R.GetItemProjectContext(it) return it.track.project end
+-- Fixed item lanes (REAPER 7): "I_FREEMODE : int * : 1=track free item positioning enabled, 2=track fixed
+-- lanes enabled (call UpdateTimeline() after changing)"; "I_NUMFIXEDLANES : int * : number of track fixed
+-- lanes"; "C_LANEPLAYS:N : char * : on fixed lane tracks, 0=lane does not play, 1=lane plays exclusively,
+-- 2=lane plays and other lanes also play". Turning lanes on puts every existing item in lane 0, which plays.
 function R.GetMediaTrackInfo_Value(tr, key)
   if key == "IP_TRACKNUMBER" then
     for i, t in ipairs(tr.project.tracks) do if t == tr then return i end end
+  elseif key == "I_FREEMODE" then return tr.freemode or 0
+  elseif key == "I_NUMFIXEDLANES" then return tr.lanes or 1
+  elseif key:sub(1, 12) == "C_LANEPLAYS:" then return (tr.laneplays or {})[tonumber(key:sub(13))] or 0
   end
   return 0
 end
+function R.SetMediaTrackInfo_Value(tr, key, v)
+  if key == "I_FREEMODE" then
+    if v == 2 and tr.freemode ~= 2 then
+      tr.lanes, tr.laneplays = 1, { [0] = 1 }
+      for _, it in ipairs(tr.items) do it.values.I_FIXEDLANE = 0 end
+    end
+    tr.freemode = v
+  elseif key == "I_NUMFIXEDLANES" then
+    if tr.freemode ~= 2 then error("I_NUMFIXEDLANES on a track without fixed lanes") end
+    tr.lanes = math.tointeger(v) or error("lane count must be whole")
+  elseif key:sub(1, 12) == "C_LANEPLAYS:" then
+    local lane = tonumber(key:sub(13))
+    if tr.freemode ~= 2 or lane >= tr.lanes then error("C_LANEPLAYS for a lane that does not exist") end
+    tr.laneplays[lane] = v
+  else
+    error("SetMediaTrackInfo_Value: " .. key .. " is not modelled")
+  end
+  record("SetMediaTrackInfo_Value", key, v)
+  return true
+end
+function R.UpdateTimeline() end
 function R.EnumProjects(idx, _)
   if idx == -1 then return F.active, F.active.file end
   local proj = F.projects[idx + 1]
@@ -329,6 +357,9 @@ function R.CountEnvelopePoints(env) return env.points end
 
 function R.GetMediaItemInfo_Value(it, key) return it.values[key] or 0.0 end
 function R.SetMediaItemInfo_Value(it, key, v)
+  if key == "I_FIXEDLANE" and (it.track.freemode ~= 2 or v >= (it.track.lanes or 1)) then
+    error("I_FIXEDLANE " .. v .. ": the track has no such fixed lane")
+  end
   it.values[key] = v
   record("SetMediaItemInfo_Value", key, v)
   return true
@@ -736,7 +767,10 @@ local function dump_tracks(proj, lib)
       items[#items + 1] = { guid = it.guid, values = it.values, takes = takes,
                             active_take = active and active.guid or lib.null }
     end
-    tracks[#tracks + 1] = { name = tr.name, items = items, new = tr.new or false }
+    local plays = lib.array()
+    for lane = 0, (tr.lanes or 1) - 1 do plays[#plays + 1] = (tr.laneplays or {})[lane] or 0 end
+    tracks[#tracks + 1] = { name = tr.name, items = items, new = tr.new or false, freemode = tr.freemode or 0,
+                            lanes = tr.lanes or 1, laneplays = plays }
   end
   return tracks
 end
