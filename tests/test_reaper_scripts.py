@@ -139,8 +139,14 @@ def test_bad_dialog_values_ask_again(env):
 def test_steps_and_token_settings_are_sent(env):
     ext = {"aiedit/spool": str(env["spool"]), "aiedit/steps": '{"embed":3,"tune":3,"sample":4}',
            "aiedit/token": "s3cret"}
-    edit(env, extstate=ext)
-    for j in inbox_jobs(env["spool"]).values():
+    env["scenario"]["tracks"][0]["items"][1]["length"] = 12.0  # rendered first: its job waits in the project
+    out = edit(env, extstate=ext)
+    assert "s3cret" not in json.dumps(out["projects"][0]["projextstate"])  # the secret is not saved in the .rpp
+    assert len(inbox_jobs(env["spool"])) == 2
+    out = edit(env, extstate=ext, steps=[{"run": EDIT}, {"defer": 8}])
+    jobs = inbox_jobs(env["spool"]).values()
+    assert len(jobs) == 5
+    for j in jobs:
         assert j["steps"] == {"embed": 3, "tune": 3, "sample": 4} and j["token"] == "s3cret"
 
 

@@ -60,7 +60,10 @@ function M.prepare_job(item, params, spool, ts, te)
     submitted = os.time(),
   }
   if info.how == "render" then
-    record.state, record.stage, record.job = "rendering", "rendering", job
+    -- the pending job is saved with the project until its render is done: without the token (a secret)
+    local pending = {}
+    for k, v in pairs(job) do if k ~= "token" then pending[k] = v end end
+    record.state, record.stage, record.job = "rendering", "rendering", pending
     record.render = { sr = info.sr, channels = info.channels, length = info.len }
   end
   return job, record

@@ -84,6 +84,8 @@ local function render_tick(ui, e)
     finish(e, "failed", "could not render the item: " .. tostring(err))
   elseif done then
     e.render, ui.renders[e] = nil, nil
+    local token = M.get_setting("token")
+    if token ~= "" then r.job.token = token end
     local ok, werr = M.submit(r.spool, r.job)
     if ok then r.job, r.state, r.stage = nil, "submitted", "queued"
     else finish(e, "failed", "could not queue the job: " .. tostring(werr)) end
