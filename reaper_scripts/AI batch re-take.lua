@@ -1,5 +1,5 @@
 -- @description AI batch re-take
--- @version 0.1.0
+-- @version 0.2.0
 -- @author aiedit
 -- @noindex
 -- @about
@@ -9,7 +9,9 @@
 --   Batch edits are whole-item edits (the time selection is ignored).
 --   Installed by the "AI edit selected items" package.
 
-local lib = dofile((select(2, reaper.get_action_context()):match("^(.*[/\\])") or "") .. "aiedit_lib.lua")
+local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
+package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path
+local lib = require("aiedit")
 
 local TITLE = "AI batch re-take"
 
@@ -40,7 +42,7 @@ local function ask()
   local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"), lib.get_setting("last_mode"),
                      lib.get_setting("last_seed"), lib.get_setting("last_scope"), lib.get_setting("last_use_notes") }
   while true do
-    local v = lib.user_inputs(TITLE, { "Prompt (default)", "η values", "Mode (lora / full / preview)",
+    local v = lib.user_inputs(TITLE, { "Prompt (default)", "η values", "Mode (lora / full / zeta / sdedit)",
       "Seed (empty = random)", "Items (selected items / selected tracks / project)",
       "Use item notes as prompt (yes/no)" }, defaults, 320)
     if not v then return nil end
@@ -49,7 +51,7 @@ local function ask()
     local etas, eerr = lib.parse_etas(v[2], mode)
     local seed, serr = lib.parse_seed(v[4])
     local scope = parse_scope(v[5])
-    local err = (not mode and "Mode must be lora, full or preview.") or eerr or serr
+    local err = (not mode and "Mode must be lora, full, zeta (preview) or sdedit.") or eerr or serr
       or (not scope and "Items must be: selected items, selected tracks or project.")
     if not err then
       lib.set_setting("last_prompt", lib.trim(v[1]))
@@ -92,7 +94,8 @@ local function main()
   if not lib.ensure_engine(spool) then return end
   local ok_list, failed = lib.submit_items(items, params_for(opts), spool, nil, nil)
   reaper.ShowMessageBox(lib.summary(ok_list, failed), TITLE, 0)
-  if #ok_list > 0 then lib.run_jobs_window() end
+  if #ok_list > 0 then lib.open_jobs_window() end
 end
 
 main()
+reaper.defer(function() end) -- no automatic undo point: this action does not change the project

@@ -1,11 +1,11 @@
 -- @description AI edit selected items
--- @version 0.1.0
+-- @version 0.2.0
 -- @author aiedit
 -- @about
 --   # AI edit selected items
 --   Text-prompted AI edit of the selected media items with the local aiedit engine.
 --   One dialog: prompt, edit strengths η, mode, seed. Each selected item becomes one job;
---   if the time selection covers part of an item, only that part is regenerated (inpainting).
+--   if the time selection (or a razor edit) covers part of an item, only that part is regenerated.
 --   Results come back as new takes (one per η) through the "AI edit jobs" window.
 --   Needs the engine: `aiedit serve` (see docs/reaper.md). No extensions required.
 -- @provides
@@ -13,11 +13,14 @@
 --   [main] AI batch re-take.lua
 --   [main] AI edit jobs.lua
 --   [main] AI edit settings.lua
---   [nomain] aiedit_lib.lua
+--   [nomain] aiedit/*.lua
 -- @changelog
---   First release.
+--   Dialog labels fixed; jobs window is its own toggle action; per-project jobs and takes copied into the
+--   project folder; rendering in slices; zeta preview mode; razor edits; results on a new track.
 
-local lib = dofile((select(2, reaper.get_action_context()):match("^(.*[/\\])") or "") .. "aiedit_lib.lua")
+local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
+package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path
+local lib = require("aiedit")
 
 local TITLE = "AI edit selected items"
 
@@ -33,8 +36,8 @@ local function ask_params()
   local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"),
                      lib.get_setting("last_mode"), lib.get_setting("last_seed") }
   while true do
-    local v = lib.user_inputs(TITLE, { "Prompt", "η values (e.g. 0.3, 0.5, 0.7)",
-      "Mode (lora / full / preview)", "Seed (empty = random)" }, defaults, 320)
+    local v = lib.user_inputs(TITLE, { "Prompt", "η values (e.g. 0.3 0.5 0.7)",
+      "Mode (lora / full / zeta / sdedit)", "Seed (empty = random)" }, defaults, 320)
     if not v then return nil end
     defaults = v
     local prompt = lib.trim(v[1])
@@ -43,7 +46,7 @@ local function ask_params()
     local seed, serr = lib.parse_seed(v[4])
     local err = (prompt == "" and "Please type a prompt.")
       or (#prompt > 1000 and "The prompt is longer than 1000 characters.")
-      or (not mode and "Mode must be lora, full or preview.")
+      or (not mode and "Mode must be lora, full, zeta (preview) or sdedit.")
       or eerr or serr
     if not err then
       lib.set_setting("last_prompt", prompt)
@@ -56,10 +59,24 @@ local function ask_params()
   end
 end
 
+-- Razor edits win over the selection: the items they touch, each with its own range.
+local function targets()
+  local areas = lib.razor_areas(0)
+  if areas then
+    local items = {}
+    for i = 0, reaper.CountMediaItems(0) - 1 do
+      local it = reaper.GetMediaItem(0, i)
+      if areas[it] then items[#items + 1] = it end
+    end
+    return items, areas
+  end
+  return selected_items(), nil
+end
+
 local function main()
-  local items = selected_items()
+  local items, areas = targets()
   if #items == 0 then
-    reaper.ShowMessageBox("Select one or more audio items first.", TITLE, 0)
+    reaper.ShowMessageBox("Select one or more audio items (or make a razor edit) first.", TITLE, 0)
     return
   end
   local spool = lib.spool_dir()
@@ -67,9 +84,10 @@ local function main()
   local params = ask_params()
   if not params then return end
   local ts, te = reaper.GetSet_LoopTimeRange(false, false, 0, 0, false)
-  local ok_list, failed = lib.submit_items(items, function() return params end, spool, ts, te)
+  local ok_list, failed = lib.submit_items(items, function() return params end, spool, ts, te, areas)
   if #failed > 0 then reaper.ShowMessageBox(lib.summary(ok_list, failed), TITLE, 0) end
-  if #ok_list > 0 then lib.run_jobs_window() end
+  if #ok_list > 0 then lib.open_jobs_window() end
 end
 
 main()
+reaper.defer(function() end) -- no automatic undo point: this action does not change the project

@@ -1,5 +1,5 @@
 -- @description AI edit settings
--- @version 0.1.0
+-- @version 0.2.0
 -- @author aiedit
 -- @noindex
 -- @about
@@ -7,12 +7,14 @@
 --   take becomes active, optional step-count override and token.
 --   Installed by the "AI edit selected items" package.
 
-local lib = dofile((select(2, reaper.get_action_context()):match("^(.*[/\\])") or "") .. "aiedit_lib.lua")
+local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
+package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path
+local lib = require("aiedit")
 
 local TITLE = "AI edit settings"
-local KEYS = { "spool", "engine_cmd", "activate_best", "steps", "token" }
-local CAPTIONS = { "Spool folder", "Engine command", "Activate best take (yes/no)",
-  "Steps override (JSON or empty)", "Token (empty unless --token)" }
+local KEYS = { "spool", "engine_cmd", "activate_best", "steps", "token", "results" }
+local CAPTIONS = { "Spool folder (empty = daemon default)", "Engine command", "Activate best take (yes/no)",
+  "Steps override (JSON or empty)", "Token (empty unless --token)", "Results as (takes / track / lanes)" }
 
 local function main()
   local defaults = {}
@@ -23,14 +25,20 @@ local function main()
     defaults = v
     local steps = lib.trim(v[4])
     local ok_steps = steps == "" or type(lib.json_decode(steps)) == "table"
-    if ok_steps and lib.trim(v[1]) ~= "" and lib.trim(v[2]) ~= "" then
+    local results = lib.trim(v[6]):lower()
+    results = (results == "" or results:find("^take")) and "takes" or (results:find("^track") and "track")
+      or (results:find("^lane") and "lanes") or nil
+    if ok_steps and results and lib.trim(v[2]) ~= "" then
       for i, k in ipairs(KEYS) do lib.set_setting(k, lib.trim(v[i])) end
       lib.set_setting("activate_best", lib.is_yes(v[3]) and "yes" or "no")
+      lib.set_setting("results", results)
       return
     end
-    reaper.ShowMessageBox(ok_steps and "Spool folder and engine command must not be empty."
+    reaper.ShowMessageBox(not results and "Results must be takes, track or lanes."
+      or ok_steps and "The engine command must not be empty."
       or 'Steps must be empty or JSON like {"embed":500,"tune":1500,"sample":100}.', TITLE, 0)
   end
 end
 
 main()
+reaper.defer(function() end) -- no automatic undo point (settings are not project changes)

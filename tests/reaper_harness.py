@@ -7,6 +7,7 @@ Used by tests/test_reaper_scripts.py and tests/test_reaper_e2e.py. Installs noth
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -34,12 +35,14 @@ def lua() -> str:
     return exe
 
 
-def run(tmp: Path, scenario: dict, timeout: float = 60) -> dict:
+def run(tmp: Path, scenario: dict, timeout: float = 60, env: dict | None = None) -> dict:
     """Runs one scenario (a fresh Lua process = a fresh REAPER session) and returns its dump."""
     path = tmp / f"scenario-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(scenario), encoding="utf-8")
+    penv = {k: v for k, v in os.environ.items() if k != "AIEDIT_SPOOL"}
+    penv.update(env or {})
     proc = subprocess.run([lua(), str(RUNNER), str(path)], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+                          cwd=ROOT, env=penv)
     assert proc.returncode == 0, f"lua failed:\n{proc.stderr}\n{proc.stdout[-2000:]}"
     out = json.loads(proc.stdout)
     return out
@@ -50,10 +53,16 @@ def persisted(out: dict) -> dict:
     return {k: v["value"] for k, v in out["extstate"].items() if v["persist"]}
 
 
-def registry(out: dict) -> dict:
-    """Job bookkeeping records by job id."""
-    ids = json.loads(out["extstate"].get("aiedit.jobs/_index", {"value": "[]"})["value"])
-    return {i: json.loads(out["extstate"][f"aiedit.jobs/{i}"]["value"]) for i in ids}
+def saved(out: dict, project: int = 0) -> dict:
+    """What the next session starts from: persisted ExtState and the saved project's ProjExtState."""
+    return {"extstate": persisted(out), "projextstate": out["projects"][project]["projextstate"]}
+
+
+def registry(out: dict, project: int | None = None) -> dict:
+    """Job bookkeeping records by job id (ProjExtState section aiedit.jobs of each project)."""
+    projects = out["projects"] if project is None else [out["projects"][project]]
+    return {k.split("/", 1)[1]: json.loads(v) for p in projects for k, v in p["projextstate"].items()
+            if k.startswith("aiedit.jobs/")}
 
 
 def write_wav(path: Path, seconds: float, sr: int = 48000, channels: int = 2, value: float = 0.1) -> Path:
@@ -71,8 +80,8 @@ def heartbeat(spool: Path, age: float = 0.0, model: str = "tiny") -> None:
 
 
 def inbox_jobs(spool: Path) -> dict:
-    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted((spool / "inbox").glob("*.json")) if "op" not in p.read_text(encoding="utf-8")}
+    files = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((spool / "inbox").glob("*.json"))}
+    return {k: v for k, v in files.items() if "op" not in v}
 
 
 def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None, progress: float = 0.0,

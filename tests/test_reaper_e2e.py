@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import soundfile as sf
-from reaper_harness import EDIT, JOBS, items_by_guid, persisted, registry, run
+from reaper_harness import EDIT, JOBS, items_by_guid, registry, run, saved
 
 try:
     from bridge_helpers import TINY_STEPS, Daemon, make_wav
@@ -22,6 +23,7 @@ GUID = "{E2E00000-0000-0000-0000-000000000001}"
 
 
 def scenario(spool, src, steps, **extra):
+    extra.setdefault("extstate", {"aiedit/spool": str(spool), "aiedit/steps": json.dumps(TINY_STEPS)})
     info = sf.info(str(src))
     return {
         "tracks": [{"name": "T", "items": [{
@@ -29,8 +31,7 @@ def scenario(spool, src, steps, **extra):
             "takes": [{"name": "Knock", "startoffs": 0.25, "playrate": 1.0,
                        "source": {"file": str(src), "type": "WAVE", "samplerate": info.samplerate,
                                   "channels": info.channels, "length": info.duration}}]}]}],
-        "time_selection": [4.1, 4.3],
-        "extstate": {"aiedit/spool": str(spool), "aiedit/steps": json.dumps(TINY_STEPS)},
+        "time_selection": [4.1, 4.3], "project_path": str(spool.parent / "project"),
         "user_inputs": [["a knock on a metal door", "0.4, 0.8", "lora", "3"]],
         "steps": steps, "dt": 0.5, **extra,
     }
@@ -51,7 +52,9 @@ def test_scripts_with_the_real_daemon(tmp_path):
     assert len(item["takes"]) == 3
     info = sf.info(str(src))
     for take, t in zip(item["takes"][1:], status["takes"], strict=True):
-        assert take["source"]["file"] == t["path"]
+        # the take file was copied from the spool into the project's media folder
+        assert take["source"]["file"] == str(spool.parent / "project" / "aiedit" / rec["id"] / Path(t["path"]).name)
+        assert Path(take["source"]["file"]).read_bytes() == Path(t["path"]).read_bytes()
         assert take["source"]["samplerate"] == info.samplerate and take["source"]["channels"] == info.channels
         # the take covers exactly the item (rate 1): frames of the region
         assert take["source"]["length"] == pytest.approx(0.5, abs=1 / info.samplerate)
@@ -73,7 +76,7 @@ def test_cancel_through_the_real_daemon(tmp_path):
         d.wait_status(jid, states=("running",), timeout=60)
         sc2 = scenario(spool, src, [{"run": JOBS}, {"defer": 1}, {"click": f"cancel:{jid}"},
                                     {"defer_until_idle": {"timeout": 60, "sleep": 0.2}}],
-                       extstate=persisted(out))
+                       **saved(out))
         out2 = run(tmp_path, sc2, timeout=120)
         assert registry(out2)[jid]["state"] == "cancelled", d.status(jid)
     assert len(items_by_guid(out2)[GUID]["takes"]) == 1

@@ -5,11 +5,54 @@ The project is data: tracks -> items -> takes -> sources, the time selection, Ex
 answers for GetUserInputs / ShowMessageBox. Every call that changes the project or talks to the
 user is recorded, and `F.dump()` returns the whole state for the test to check.
 defer callbacks are not run by themselves: the runner drives them (`F.run_defer_cycle()`).
+
+Strict where REAPER is, so that scripts which only work in a lenient fake fail here too. Each modelled
+behaviour cites the REAPER ReaScript API text (reaper.fm/sdk/reascript/reascripthelp.html) it follows:
+
+- GetUserInputs: "You can supply special extra information via additional caption fields: extrawidth=XXX to
+  increase text field width, separator=X to use a different separator for returned fields." The separator
+  applies to the *returned fields* only; captions are always split on commas, so a caption holding a comma
+  shifts every later label. The fake splits the same way and raises when the caption count differs from
+  num_inputs (REAPER would show wrong labels silently).
+- Projects (tabs): every ReaProject* has its own undo history and dirty flag. Undo_BeginBlock/EndBlock
+  "operate on the active project only (if multiple tabs are open)"; Undo_BeginBlock2/Undo_EndBlock2(proj, ...)
+  on the given one; MarkProjectDirty(proj) "Marks project as dirty (needing save) if 'undo/prompt to save' is
+  enabled in preferences".
+  GetItemProjectContext(item) returns the item's project. EnumProjects(idx) lists the open tabs.
+- PCM_Source_CreateFromFile(filename) ("See PCM_Source_CreateFromFileEx") returns nil when the file cannot be
+  opened as media (scripts that load files check `if not src`), and
+  SetMediaItemTake_Source with a nil source raises (ReaScript checks pointer arguments).
+- Take envelopes: GetTakeEnvelopeByName(take, "Volume"|"Pan"|"Mute"|"Pitch"), CountEnvelopePoints(env).
+- Relaunch: running a script whose previous instance still has deferred work brings up "ReaScript task
+  control" unless the instance called set_action_options (REAPER 7.03+: "flag&1: script will auto-terminate if
+  re-launched while already running; flag&2: if (flag&1) is set, script will re-launch after auto-terminating;
+  flag&4: set script toggle state on; flag&8: set script toggle state off"). The fake models the user pressing
+  "Terminate instances": the old instance stops (its atexit runs, its window closes).
+  AddRemoveReaScript(add, sectionID, scriptfn, commit) returns the action's command id; Main_OnCommand runs it.
+- Automatic undo: "Undo points are created for ReaScripts by default. To prevent the automatic addition of an
+  undo point, a script can call defer()": a run that neither defers nor closes an undo block gets one.
+- Take audio accessor: "GetAudioAccessorSamples ... time_startpos" is in the take's own time base (0 = item
+  start) and the samples are what the take plays: the fake's signal is a function of the *source* time
+  D_STARTOFFS + t * D_PLAYRATE, so a render read with the wrong time base is caught.
+- ProjExtState (SetProjExtState/GetProjExtState) is stored per project and saved with it; GetProjectPathEx(proj)
+  gives the project's media folder.
+- ExecProcess(cmdline, timeoutmsec): "timeoutmsec is -1 for no wait/terminate, -2 for no wait and minimize";
+  the fake records the timeout and refuses anything but an integer.
+- io.open is wrapped to count reads per file (the jobs window must not re-read daemon.json every frame).
 ]]
 
 local F = { log = {}, messages = {}, console = {}, exec = {}, undo = {}, inputs_asked = {},
             deferred = {}, atexit = {}, gfx_frames = 0, gfx_text = {}, gfx_open = false,
-            clock = 0.0, dt = 0.5, open_undo = 0, next_guid = 1, accessors = 0 }
+            clock = 0.0, dt = 0.5, next_guid = 1, accessors = 0, refresh_depth = 0,
+            counts = {}, opens = {}, task_control = {}, actions = {}, next_cmd = 50000,
+            instances = {}, current = nil, toggle = {} }
+
+-- Count reads per path (daemon.json polling cost) without changing what io.open does.
+local real_open = io.open
+io.open = function(path, mode) -- luacheck: ignore 122
+  F.opens[path] = (F.opens[path] or 0) + 1
+  return real_open(path, mode)
+end
 
 local function guid()
   local g = string.format("{FAKE%04d-0000-0000-0000-%012d}", F.next_guid, F.next_guid)
@@ -53,10 +96,16 @@ local function make_source(spec)
   return src
 end
 
+local function make_envelopes(spec)
+  local envs = {}
+  for name, e in pairs(spec or {}) do envs[name] = { kind = "envelope", name = name, points = e.points or 0 } end
+  return envs
+end
+
 local function make_take(spec, item)
   local tk = { kind = "take", item = item, guid = spec.guid or guid(), name = spec.name or "",
                ext = spec.ext or {}, fx = spec.fx or {}, stretch_markers = spec.stretch_markers or 0,
-               midi = spec.midi or false,
+               midi = spec.midi or false, envelopes = make_envelopes(spec.envelopes),
                values = { D_STARTOFFS = spec.startoffs or 0.0, D_PLAYRATE = spec.playrate or 1.0,
                           D_PITCH = spec.pitch or 0.0, B_PPITCH = spec.preserve_pitch or 1,
                           I_PITCHMODE = -1, D_VOL = spec.vol or 1.0, D_PAN = 0.0, I_CHANMODE = 0 } }
@@ -79,26 +128,55 @@ local function make_item(spec, track)
   return it
 end
 
+local function make_track(tspec, proj)
+  local tr = { kind = "track", project = proj, name = tspec.name or "", selected = tspec.selected or false,
+               items = {}, guid = tspec.guid or guid(), razor = tspec.razor or "", new = tspec.new }
+  for _, ispec in ipairs(tspec.items or {}) do tr.items[#tr.items + 1] = make_item(ispec, tr) end
+  return tr
+end
+
+-- One project tab. The first scenario layout (top-level "tracks") is project 1.
+local function make_project(pspec, idx)
+  local proj = { kind = "project", index = idx, tracks = {}, undo = {}, open_undo = 0, dirty = false,
+                 path = pspec.project_path or "/tmp", file = pspec.file or string.format("/tmp/fake%d.rpp", idx),
+                 media = pspec.media_path, projext = {}, time_selection = pspec.time_selection or { 0, 0 } }
+  for k, v in pairs(pspec.projextstate or {}) do proj.projext[k] = v end
+  for _, tspec in ipairs(pspec.tracks or {}) do proj.tracks[#proj.tracks + 1] = make_track(tspec, proj) end
+  return proj
+end
+
 function F.load(scenario)
   F.scenario = scenario
-  F.tracks = {}
-  for _, tspec in ipairs(scenario.tracks or {}) do
-    local tr = { kind = "track", name = tspec.name or "", selected = tspec.selected or false, items = {} }
-    for _, ispec in ipairs(tspec.items or {}) do tr.items[#tr.items + 1] = make_item(ispec, tr) end
-    F.tracks[#F.tracks + 1] = tr
-  end
-  F.time_selection = scenario.time_selection or { 0, 0 }
+  local specs = scenario.projects or { { tracks = scenario.tracks, project_path = scenario.project_path,
+    time_selection = scenario.time_selection, projextstate = scenario.projextstate,
+    media_path = scenario.media_path } }
+  F.projects = {}
+  for i, ps in ipairs(specs) do F.projects[i] = make_project(ps, i) end
+  F.active = F.projects[scenario.active_project or 1]
   F.extstate = {}
   for k, v in pairs(scenario.extstate or {}) do F.extstate[k] = { value = v, persist = true } end
   F.user_inputs = scenario.user_inputs or {}
   F.mb_answers = scenario.mb_answers or {}
   F.keys = {}
-  F.project_path = scenario.project_path or "/tmp"
+end
+
+-- proj argument as ReaScript takes it: 0 or nil = the active project, else a ReaProject*.
+local function P(proj)
+  if proj == nil or proj == 0 then return F.active end
+  if type(proj) ~= "table" or proj.kind ~= "project" then error("expected a ReaProject*, got " .. tostring(proj)) end
+  if proj.deleted then error("ReaProject* of a closed project used") end
+  return proj
+end
+
+local function items_of(proj)
+  local out = {}
+  for _, tr in ipairs(P(proj).tracks) do for _, it in ipairs(tr.items) do out[#out + 1] = it end end
+  return out
 end
 
 local function all_items()
   local out = {}
-  for _, tr in ipairs(F.tracks) do for _, it in ipairs(tr.items) do out[#out + 1] = it end end
+  for _, proj in ipairs(F.projects) do for _, it in ipairs(items_of(proj)) do out[#out + 1] = it end end
   return out
 end
 
@@ -107,12 +185,31 @@ function F.find_item(g)
 end
 
 function F.delete_item(g)
-  for _, tr in ipairs(F.tracks) do
-    for i, it in ipairs(tr.items) do
-      if it.guid == g then table.remove(tr.items, i) it.deleted = true return true end
+  for _, proj in ipairs(F.projects) do
+    for _, tr in ipairs(proj.tracks) do
+      for i, it in ipairs(tr.items) do
+        if it.guid == g then table.remove(tr.items, i) it.deleted = true return true end
+      end
     end
   end
   return false
+end
+
+-- The user edits an item between sessions or while jobs run (trim, move).
+function F.edit_item(g, changes)
+  local it = assert(F.find_item(g), "no item " .. g)
+  for k, v in pairs(changes.item or {}) do it.values[k] = v end
+  local tk = it.takes[1]
+  for k, v in pairs(changes.take or {}) do tk.values[k] = v end
+end
+
+function F.switch_project(idx) F.active = F.projects[idx] end
+
+-- The user closes a project tab: its pointer is no longer valid and EnumProjects skips it.
+function F.close_project(idx)
+  local proj = table.remove(F.projects, idx)
+  proj.deleted = true
+  if F.active == proj then F.active = F.projects[1] end
 end
 
 ---------------------------------------------------------------------------------------------
@@ -125,33 +222,35 @@ local function record(name, ...)
   F.log[#F.log + 1] = { fn = name, args = { ... } }
 end
 
+local function count(name) F.counts[name] = (F.counts[name] or 0) + 1 end
+
 -- project / selection
-function R.CountSelectedMediaItems(_)
+function R.CountSelectedMediaItems(proj)
   local n = 0
-  for _, it in ipairs(all_items()) do if it.selected then n = n + 1 end end
+  for _, it in ipairs(items_of(proj)) do if it.selected then n = n + 1 end end
   return n
 end
-function R.GetSelectedMediaItem(_, idx)
+function R.GetSelectedMediaItem(proj, idx)
   local n = 0
-  for _, it in ipairs(all_items()) do
+  for _, it in ipairs(items_of(proj)) do
     if it.selected then
       if n == idx then return it end
       n = n + 1
     end
   end
 end
-function R.CountMediaItems(_) return #all_items() end
-function R.GetMediaItem(_, idx) return all_items()[idx + 1] end
-function R.CountTracks(_) return #F.tracks end
-function R.GetTrack(_, idx) return F.tracks[idx + 1] end
-function R.CountSelectedTracks(_)
+function R.CountMediaItems(proj) return #items_of(proj) end
+function R.GetMediaItem(proj, idx) return items_of(proj)[idx + 1] end
+function R.CountTracks(proj) return #P(proj).tracks end
+function R.GetTrack(proj, idx) return P(proj).tracks[idx + 1] end
+function R.CountSelectedTracks(proj)
   local n = 0
-  for _, tr in ipairs(F.tracks) do if tr.selected then n = n + 1 end end
+  for _, tr in ipairs(P(proj).tracks) do if tr.selected then n = n + 1 end end
   return n
 end
-function R.GetSelectedTrack(_, idx)
+function R.GetSelectedTrack(proj, idx)
   local n = 0
-  for _, tr in ipairs(F.tracks) do
+  for _, tr in ipairs(P(proj).tracks) do
     if tr.selected then
       if n == idx then return tr end
       n = n + 1
@@ -161,7 +260,78 @@ end
 function R.CountTrackMediaItems(tr) return #tr.items end
 function R.GetTrackMediaItem(tr, idx) return tr.items[idx + 1] end
 function R.GetMediaItemTrack(it) return it.track end
-function R.EnumProjects(idx, _) if idx == 0 then return "PROJ0", "/tmp/fake.rpp" end return nil end
+function R.GetItemProjectContext(it) return it.track.project end
+-- Fixed item lanes (REAPER 7): "I_FREEMODE : int * : 1=track free item positioning enabled, 2=track fixed
+-- lanes enabled (call UpdateTimeline() after changing)"; "I_NUMFIXEDLANES : int * : number of track fixed
+-- lanes"; "C_LANEPLAYS:N : char * : on fixed lane tracks, 0=lane does not play, 1=lane plays exclusively,
+-- 2=lane plays and other lanes also play". Turning lanes on puts every existing item in lane 0, which plays.
+function R.GetMediaTrackInfo_Value(tr, key)
+  if key == "IP_TRACKNUMBER" then
+    for i, t in ipairs(tr.project.tracks) do if t == tr then return i end end
+  elseif key == "I_FREEMODE" then return tr.freemode or 0
+  elseif key == "I_NUMFIXEDLANES" then return tr.lanes or 1
+  elseif key:sub(1, 12) == "C_LANEPLAYS:" then return (tr.laneplays or {})[tonumber(key:sub(13))] or 0
+  end
+  return 0
+end
+function R.SetMediaTrackInfo_Value(tr, key, v)
+  if key == "I_FREEMODE" then
+    if v == 2 and tr.freemode ~= 2 then
+      tr.lanes, tr.laneplays = 1, { [0] = 1 }
+      for _, it in ipairs(tr.items) do it.values.I_FIXEDLANE = 0 end
+    end
+    tr.freemode = v
+  elseif key == "I_NUMFIXEDLANES" then
+    if tr.freemode ~= 2 then error("I_NUMFIXEDLANES on a track without fixed lanes") end
+    tr.lanes = math.tointeger(v) or error("lane count must be whole")
+  elseif key:sub(1, 12) == "C_LANEPLAYS:" then
+    local lane = tonumber(key:sub(13))
+    if tr.freemode ~= 2 or lane >= tr.lanes then error("C_LANEPLAYS for a lane that does not exist") end
+    tr.laneplays[lane] = v
+  else
+    error("SetMediaTrackInfo_Value: " .. key .. " is not modelled")
+  end
+  record("SetMediaTrackInfo_Value", key, v)
+  return true
+end
+function R.UpdateTimeline() end
+function R.EnumProjects(idx, _)
+  if idx == -1 then return F.active, F.active.file end
+  local proj = F.projects[idx + 1]
+  if not proj then return nil, "" end
+  return proj, proj.file
+end
+-- "InsertTrackAtIndex(idx, wantDefaults)": into the active project only
+function R.InsertTrackAtIndex(idx, _)
+  local proj = F.active
+  table.insert(proj.tracks, idx + 1, make_track({ name = "", new = true }, proj))
+  record("InsertTrackAtIndex", idx)
+end
+-- "InsertTrackInProject(proj, idx, flags)": inserts a track at idx (0-based) in any project
+function R.InsertTrackInProject(proj, idx, _)
+  local p = P(proj)
+  table.insert(p.tracks, idx + 1, make_track({ name = "", new = true }, p))
+  record("InsertTrackInProject", idx)
+end
+function R.GetSetMediaTrackInfo_String(tr, key, value, set)
+  if key == "P_NAME" then
+    if set then tr.name = value end
+    return true, tr.name
+  elseif key == "P_RAZOREDITS" then
+    -- "string of start/end/envelope-GUID triples: start end "{GUID}" ... ; GUID "" for media items
+    if set then tr.razor = value end
+    return true, tr.razor
+  elseif key == "GUID" then
+    return true, tr.guid
+  end
+  return false, ""
+end
+function R.AddMediaItemToTrack(tr)
+  local it = make_item({}, tr)
+  tr.items[#tr.items + 1] = it
+  record("AddMediaItemToTrack", tr.name)
+  return it
+end
 
 function R.ValidatePtr2(_, p, _) return type(p) == "table" and not p.deleted end
 function R.ValidatePtr(p, _) return type(p) == "table" and not p.deleted end
@@ -177,9 +347,25 @@ function R.TakeFX_GetCount(tk) return #tk.fx end
 function R.TakeFX_GetEnabled(tk, i) return tk.fx[i + 1].enabled ~= false end
 function R.GetTakeNumStretchMarkers(tk) return tk.stretch_markers end
 function R.GetTakeName(tk) return tk.name end
+function R.GetTakeEnvelopeByName(tk, name) return tk.envelopes[name] end
+function R.CountTakeEnvelopes(tk)
+  local n = 0
+  for _ in pairs(tk.envelopes) do n = n + 1 end
+  return n
+end
+function R.CountEnvelopePoints(env) return env.points end
 
 function R.GetMediaItemInfo_Value(it, key) return it.values[key] or 0.0 end
-function R.SetMediaItemInfo_Value(it, key, v) it.values[key] = v record("SetMediaItemInfo_Value", key, v) return true end
+function R.SetMediaItemInfo_Value(it, key, v)
+  if key == "I_FIXEDLANE" and (it.track.freemode ~= 2 or v >= (it.track.lanes or 1)) then
+    error("I_FIXEDLANE " .. v .. ": the track has no such fixed lane")
+  end
+  it.values[key] = v
+  record("SetMediaItemInfo_Value", key, v)
+  return true
+end
+function R.SetMediaItemPosition(it, v, _) it.values.D_POSITION = v return true end
+function R.SetMediaItemLength(it, v, _) it.values.D_LENGTH = v return true end
 function R.GetMediaItemTakeInfo_Value(tk, key) return tk.values[key] or 0.0 end
 function R.SetMediaItemTakeInfo_Value(tk, key, v)
   if tk.original_guard then error("the original take was modified: " .. key) end
@@ -221,20 +407,31 @@ function R.AddTakeToMediaItem(it)
   record("AddTakeToMediaItem", it.guid)
   return tk
 end
-function R.SetMediaItemTake_Source(tk, src) tk.source = src return true end
+function R.SetMediaItemTake_Source(tk, src)
+  if type(src) ~= "table" or src.kind ~= "source" then
+    error("SetMediaItemTake_Source: argument 2: expected PCM_source*")
+  end
+  tk.source = src
+  return true
+end
 function R.SetActiveTake(tk)
   local it = tk.item
   for i, t in ipairs(it.takes) do if t == tk then it.active = i end end
   record("SetActiveTake", tk.guid)
 end
+-- nil for a file that cannot be opened as audio (missing, empty, not a WAV the fake can read)
 function R.PCM_Source_CreateFromFile(path)
-  local h = read_wav_header(path) or {}
-  return make_source({ file = path, type = h.samplerate and "WAVE" or "UNKNOWN", samplerate = h.samplerate or 0,
+  local h = read_wav_header(path)
+  if not h or not h.samplerate then return nil end
+  return make_source({ file = path, type = "WAVE", samplerate = h.samplerate,
                        channels = h.channels or 0, length = h.length or 0, created_from_file = true })
 end
 function R.UpdateItemInProject(_) end
 function R.UpdateArrange() end
-function R.PreventUIRefresh(_) end
+function R.PreventUIRefresh(n)
+  F.refresh_depth = F.refresh_depth + n
+  if F.refresh_depth < 0 then error("PreventUIRefresh went below 0") end
+end
 
 -- sources
 function R.GetMediaSourceFileName(src, _) return src.file end
@@ -243,8 +440,8 @@ function R.GetMediaSourceSampleRate(src) return src.samplerate end
 function R.GetMediaSourceNumChannels(src) return src.channels end
 function R.GetMediaSourceLength(src) return src.length, false end
 
--- audio accessor: a deterministic signal (channel c, frame n at rate sr -> a sine), so the test
--- can check that the rendered WAV is what the accessor gave
+-- Take audio accessor: time 0 is the item start; the signal is a function of the source time the take
+-- plays at that moment (D_STARTOFFS + t * D_PLAYRATE), read when the samples are asked for.
 function R.CreateTakeAudioAccessor(tk)
   F.accessors = F.accessors + 1
   return { kind = "accessor", take = tk }
@@ -252,10 +449,13 @@ end
 function R.DestroyAudioAccessor(aa) aa.destroyed = true F.accessors = F.accessors - 1 end
 function R.GetAudioAccessorStartTime(_) return 0.0 end
 function R.GetAudioAccessorEndTime(aa) return aa.take.item.values.D_LENGTH end
-function R.GetAudioAccessorSamples(_, sr, ch, t0, n, buf)
+function R.GetAudioAccessorSamples(aa, sr, ch, t0, n, buf)
+  if aa.destroyed then error("audio accessor used after DestroyAudioAccessor") end
+  count("GetAudioAccessorSamples")
+  local offs, rate = aa.take.values.D_STARTOFFS, aa.take.values.D_PLAYRATE
   for i = 0, n - 1 do
-    local t = t0 + i / sr
-    for c = 0, ch - 1 do buf[i * ch + c + 1] = 0.5 * math.sin(2 * math.pi * 440 * (c + 1) * t) end
+    local st = offs + (t0 + i / sr) * rate
+    for c = 0, ch - 1 do buf[i * ch + c + 1] = 0.5 * math.sin(2 * math.pi * 440 * (c + 1) * st) end
   end
   return 1
 end
@@ -267,30 +467,97 @@ function R.new_array(size)
   return arr
 end
 
--- time selection
+-- time selection (of the active project)
 function R.GetSet_LoopTimeRange(set, _, s, e, _)
-  if set then F.time_selection = { s, e } end
-  return F.time_selection[1], F.time_selection[2]
+  if set then F.active.time_selection = { s, e } end
+  return F.active.time_selection[1], F.active.time_selection[2]
+end
+function R.GetSet_LoopTimeRange2(proj, set, _, s, e, _)
+  local p = P(proj)
+  if set then p.time_selection = { s, e } end
+  return p.time_selection[1], p.time_selection[2]
 end
 
--- ExtState
+-- ExtState (global) and ProjExtState (saved with each project)
 function R.GetExtState(section, key)
+  count("GetExtState")
   local e = F.extstate[section .. "/" .. key]
   return e and e.value or ""
 end
 function R.SetExtState(section, key, value, persist)
+  count("SetExtState")
   F.extstate[section .. "/" .. key] = { value = value, persist = persist and true or false }
 end
 function R.HasExtState(section, key) return F.extstate[section .. "/" .. key] ~= nil end
-function R.DeleteExtState(section, key, _) F.extstate[section .. "/" .. key] = nil end
+function R.DeleteExtState(section, key, _) count("DeleteExtState") F.extstate[section .. "/" .. key] = nil end
+function R.SetProjExtState(proj, section, key, value)
+  count("SetProjExtState")
+  local p = P(proj)
+  p.enum_cache = nil
+  if key == "" then -- "If key is NULL or "", all extended data for that section will be deleted"
+    for k in pairs(p.projext) do if k:sub(1, #section + 1) == section .. "/" then p.projext[k] = nil end end
+    return 0
+  end
+  p.projext[section .. "/" .. key] = (value ~= "" and value or nil)
+  return 1
+end
+function R.GetProjExtState(proj, section, key)
+  count("GetProjExtState")
+  local v = P(proj).projext[section .. "/" .. key]
+  return v and 1 or 0, v or ""
+end
+function R.EnumProjExtState(proj, section, idx)
+  local p = P(proj)
+  count("EnumProjExtState")
+  local keys = p.enum_cache and p.enum_cache[section]
+  if not keys then -- the key list is rebuilt only after a write (the fake's own cost is not the script's)
+    keys = {}
+    for k in pairs(p.projext) do
+      if k:sub(1, #section + 1) == section .. "/" then keys[#keys + 1] = k:sub(#section + 2) end
+    end
+    table.sort(keys)
+    p.enum_cache = p.enum_cache or {}
+    p.enum_cache[section] = keys
+  end
+  local k = keys[idx + 1]
+  if not k then return false, "", "" end
+  return true, k, p.projext[section .. "/" .. k]
+end
 
 -- user interaction
+local function split(s, sep)
+  local out, i = {}, 1
+  while true do
+    local j = s:find(sep, i, true)
+    if not j then out[#out + 1] = s:sub(i) return out end
+    out[#out + 1] = s:sub(i, j - 1)
+    i = j + #sep
+  end
+end
+
 function R.GetUserInputs(title, n, captions, defaults)
-  F.inputs_asked[#F.inputs_asked + 1] = { title = title, n = n, captions = captions, defaults = defaults }
+  -- captions always split on ","; "separator=X" and "extrawidth=N" are options among them
+  local caps, sep = {}, ","
+  for _, c in ipairs(split(captions, ",")) do
+    if c:sub(1, 10) == "separator=" then sep = c:sub(11, 11)
+    elseif c:sub(1, 11) ~= "extrawidth=" then caps[#caps + 1] = c end -- extrawidth: only the width
+  end
+  if sep == "" then sep = "," end
+  if n > 16 then error("GetUserInputs: at most 16 fields") end
+  if #caps ~= n then
+    error(string.format("GetUserInputs: %d captions for %d fields (a caption holds a comma?): %s", #caps, n,
+      table.concat(caps, " | ")))
+  end
+  local vals = split(defaults, sep)
+  if #vals > n then
+    error(string.format("GetUserInputs: defaults split into %d values for %d fields", #vals, n))
+  end
+  F.inputs_asked[#F.inputs_asked + 1] = { title = title, n = n, captions = captions, defaults = defaults,
+                                          labels = caps, values = vals, separator = sep }
   local answer = table.remove(F.user_inputs, 1)
   if answer == nil then error("GetUserInputs called but the test queued no answer: " .. title) end
   if answer == false then return false, "" end
-  if type(answer) == "table" then answer = table.concat(answer, "\n") end
+  if type(answer) == "table" then answer = table.concat(answer, sep) end
   return true, answer
 end
 function R.ShowMessageBox(msg, title, typ)
@@ -300,37 +567,89 @@ function R.ShowMessageBox(msg, title, typ)
 end
 R.MB = R.ShowMessageBox
 function R.ShowConsoleMsg(s) F.console[#F.console + 1] = s end
-function R.ExecProcess(cmd, timeout) F.exec[#F.exec + 1] = { cmd = cmd, timeout = timeout } return "" end
-
--- undo
-function R.Undo_BeginBlock()
-  F.open_undo = F.open_undo + 1
-  F.undo[#F.undo + 1] = { begin = true }
-end
-function R.Undo_EndBlock(desc, flags)
-  if F.open_undo < 1 then error("Undo_EndBlock without Undo_BeginBlock") end
-  F.open_undo = F.open_undo - 1
-  F.undo[#F.undo + 1] = { desc = desc, flags = flags }
+function R.ExecProcess(cmd, timeout)
+  if type(cmd) ~= "string" or math.type(timeout) ~= "integer" then error("ExecProcess(cmdline, timeoutmsec)") end
+  F.exec[#F.exec + 1] = { cmd = cmd, timeout = timeout }
+  return ""
 end
 
--- misc
+-- undo, per project
+local function undo_begin(p)
+  p.open_undo = p.open_undo + 1
+  p.undo[#p.undo + 1] = { begin = true }
+end
+local function undo_end(p, desc, flags)
+  if p.open_undo < 1 then error("Undo_EndBlock without Undo_BeginBlock in project " .. p.index) end
+  p.open_undo = p.open_undo - 1
+  p.undo[#p.undo + 1] = { desc = desc, flags = flags }
+  p.dirty = true -- an undo point marks the project as changed
+end
+function R.Undo_BeginBlock() undo_begin(F.active) end
+function R.Undo_EndBlock(desc, flags) undo_end(F.active, desc, flags) end
+function R.Undo_BeginBlock2(proj) undo_begin(P(proj)) end
+function R.Undo_EndBlock2(proj, desc, flags) undo_end(P(proj), desc, flags) end
+function R.MarkProjectDirty(proj) P(proj).dirty = true end
+function R.IsProjectDirty(proj) return P(proj).dirty and 1 or 0 end
+
+-- paths
 function R.RecursiveCreateDirectory(path, _) os.execute('mkdir -p "' .. path .. '"') return 1 end
 function R.file_exists(path) local f = io.open(path, "rb") if f then f:close() return true end return false end
 function R.time_precise() return F.clock end
-function R.GetProjectPath(_) return F.project_path end
+function R.GetProjectPath(_) return F.active.media or F.active.path end
+function R.GetProjectPathEx(proj, _) local p = P(proj) return p.media or p.path end
 function R.GetResourcePath() return "/tmp/reaper-resource" end
 function R.GetOS() return "Other" end
 function R.APIExists(name) return R[name] ~= nil end
-function R.get_action_context() return false, F.script_path, 0, 1, -1, -1, -1 end
-function R.defer(fn) F.deferred[#F.deferred + 1] = fn end
-function R.atexit(fn) F.atexit[#F.atexit + 1] = fn end
+
+-- Script instances: each run is an instance; defer/atexit belong to the instance that calls them.
+function R.get_action_context()
+  local inst = F.current
+  return false, inst and inst.path or F.script_path, 0, inst and inst.cmd or 1, -1, -1, -1
+end
+function R.defer(fn)
+  F.deferred[#F.deferred + 1] = { fn = fn, inst = F.current }
+  if F.current then F.current.deferred = true end
+  return true
+end
+function R.atexit(fn)
+  if F.current then F.current.atexit[#F.current.atexit + 1] = fn end
+  F.atexit[#F.atexit + 1] = fn
+end
+function R.set_action_options(flags)
+  local inst = assert(F.current, "set_action_options outside a script")
+  inst.options = flags
+  if flags & 4 ~= 0 then F.toggle[inst.path] = 1 end
+  if flags & 8 ~= 0 then F.toggle[inst.path] = 0 end
+end
+function R.AddRemoveReaScript(add, section, path, _)
+  assert(add and section == 0, "only adding to the main section is modelled")
+  for cmd, p in pairs(F.actions) do if p == path then return cmd end end
+  F.next_cmd = F.next_cmd + 1
+  F.actions[F.next_cmd] = path
+  return F.next_cmd
+end
+function R.Main_OnCommand(cmd, _)
+  local path = F.actions[cmd]
+  if not path then error("Main_OnCommand: unknown command " .. tostring(cmd)) end
+  F.launch(path, cmd)
+end
+function R.GetToggleCommandStateEx(_, cmd)
+  local path = F.actions[cmd]
+  return path and F.toggle[path] or -1
+end
+function R.RefreshToolbar2() end
 
 ---------------------------------------------------------------------------------------------
 -- gfx: no-op drawing, recorded text, queued keys and mouse state set by the runner
 ---------------------------------------------------------------------------------------------
 
-local G = { w = 760, h = 260, x = 0, y = 0, mouse_x = 0, mouse_y = 0, mouse_cap = 0 }
-function G.init(title, w, h) F.gfx_open = true F.gfx_title = title G.w, G.h = w or G.w, h or G.h end
+local G = { w = 760, h = 260, x = 0, y = 0, mouse_x = 0, mouse_y = 0, mouse_cap = 0, mouse_wheel = 0,
+            texth = 14 }
+function G.init(title, w, h)
+  F.gfx_open = true F.gfx_title = title F.gfx_owner = F.current
+  G.w, G.h = w or G.w, h or G.h
+  return 1
+end
 function G.quit() F.gfx_open = false end
 function G.getchar()
   if not F.gfx_open then return -1 end
@@ -340,7 +659,7 @@ function G.set() end
 function G.rect() end
 function G.line() end
 function G.update() end
-function G.setfont() end
+function G.setfont(idx, face, size) F.font = { idx = idx, face = face, size = size } end
 function G.measurestr(s) return #s * 7, 14 end
 function G.drawstr(s) F.gfx_text[#F.gfx_text + 1] = s end
 
@@ -348,13 +667,68 @@ function G.drawstr(s) F.gfx_text[#F.gfx_text + 1] = s end
 -- Driving and dumping
 ---------------------------------------------------------------------------------------------
 
+-- An instance is running while it has deferred work queued.
+local function running(path)
+  for _, d in ipairs(F.deferred) do
+    if d.inst and d.inst.path == path and not d.inst.dead then return d.inst end
+  end
+end
+
+local function terminate(inst)
+  inst.dead = true
+  local keep = {}
+  for _, d in ipairs(F.deferred) do if d.inst ~= inst then keep[#keep + 1] = d end end
+  F.deferred = keep
+  local prev = F.current
+  F.current = inst
+  for _, fn in ipairs(inst.atexit) do fn() end
+  F.current = prev
+  if F.gfx_owner == inst then F.gfx_open = false end
+  F.toggle[inst.path] = nil
+end
+
+local function in_instance(inst, fn, ...)
+  local prev = F.current
+  F.current = inst
+  local ok, err = pcall(fn, ...)
+  F.current = prev
+  if not ok then error(err, 0) end
+end
+
+-- Runs a script as REAPER does when its action is triggered (menu, shortcut, Main_OnCommand).
+function F.launch(path, cmd)
+  local old = running(path)
+  if old then
+    local opts = old.options or 0
+    if opts & 1 == 0 then
+      -- "ReaScript task control": the user presses "Terminate instances"; the new run does not start
+      F.task_control[#F.task_control + 1] = path
+      terminate(old)
+      return
+    end
+    terminate(old)
+    if opts & 2 == 0 then return end -- auto-terminate: the relaunch just stops it (a toggle)
+  end
+  local inst = { path = path, cmd = cmd or 0, atexit = {} }
+  F.instances[#F.instances + 1] = inst
+  local undo_before = #F.active.undo
+  in_instance(inst, dofile, path)
+  -- "Undo points are created for ReaScripts by default. To prevent the automatic addition of an undo
+  -- point, a script can call defer()": a run that neither deferred nor closed an undo block gets one.
+  if not inst.deferred and #F.active.undo == undo_before then
+    F.active.undo[#F.active.undo + 1] = { desc = "ReaScript: Run " .. (path:match("[^/]+$") or path) }
+  end
+end
+
 -- Runs the callbacks deferred during the previous cycle, like REAPER does once per UI tick.
 function F.run_defer_cycle()
   local fns = F.deferred
   F.deferred = {}
   F.clock = F.clock + F.dt
   F.gfx_text = {}
-  for _, fn in ipairs(fns) do fn() end
+  for _, d in ipairs(fns) do
+    if not (d.inst and d.inst.dead) then in_instance(d.inst, d.fn) end
+  end
   return #fns
 end
 
@@ -382,9 +756,9 @@ local function dump_take(tk, lib)
   return { guid = tk.guid, name = tk.name, ext = ext, source = src, values = tk.values }
 end
 
-function F.dump(lib)
+local function dump_tracks(proj, lib)
   local tracks = lib.array()
-  for _, tr in ipairs(F.tracks) do
+  for _, tr in ipairs(proj.tracks) do
     local items = lib.array()
     for _, it in ipairs(tr.items) do
       local takes = lib.array()
@@ -393,19 +767,50 @@ function F.dump(lib)
       items[#items + 1] = { guid = it.guid, values = it.values, takes = takes,
                             active_take = active and active.guid or lib.null }
     end
-    tracks[#tracks + 1] = { name = tr.name, items = items }
+    local plays = lib.array()
+    for lane = 0, (tr.lanes or 1) - 1 do plays[#plays + 1] = (tr.laneplays or {})[lane] or 0 end
+    tracks[#tracks + 1] = { name = tr.name, items = items, new = tr.new or false, freemode = tr.freemode or 0,
+                            lanes = tr.lanes or 1, laneplays = plays }
+  end
+  return tracks
+end
+
+local function dump_undo(proj, lib)
+  local undo = lib.array()
+  for _, u in ipairs(proj.undo) do undo[#undo + 1] = u.begin and "begin" or ("end:" .. u.desc) end
+  return undo
+end
+
+function F.dump(lib)
+  local projects = lib.array()
+  local open_undo = 0
+  for _, proj in ipairs(F.projects) do
+    local pe = lib.object()
+    for k, v in pairs(proj.projext) do pe[k] = v end
+    projects[#projects + 1] = { tracks = dump_tracks(proj, lib), undo = dump_undo(proj, lib),
+                                open_undo = proj.open_undo, dirty = proj.dirty, projextstate = pe }
+    open_undo = open_undo + proj.open_undo
   end
   local ext = lib.object()
   for k, e in pairs(F.extstate) do ext[k] = { value = e.value, persist = e.persist } end
-  local undo = lib.array()
-  for _, u in ipairs(F.undo) do undo[#undo + 1] = u.begin and "begin" or ("end:" .. u.desc) end
   local msgs = lib.array()
   for _, m in ipairs(F.messages) do msgs[#msgs + 1] = m end
+  local counts = lib.object()
+  for k, v in pairs(F.counts) do counts[k] = v end
+  local opens = lib.object()
+  for k, v in pairs(F.opens) do opens[k] = v end
+  local toggles = lib.object()
+  for k, v in pairs(F.toggle) do toggles[k] = v end
+  local actions = lib.object()
+  for k, v in pairs(F.actions) do actions[tostring(k)] = v end
   return {
-    tracks = tracks, extstate = ext, undo = undo, open_undo = F.open_undo, messages = msgs,
+    tracks = projects[1].tracks, undo = projects[1].undo, projects = projects, open_undo = open_undo,
+    refresh_depth = F.refresh_depth, extstate = ext, messages = msgs,
     console = lib.array(F.console), exec = lib.array(F.exec), gfx_open = F.gfx_open,
     gfx_text = lib.array(F.gfx_text), pending_defer = #F.deferred, accessors_open = F.accessors,
     inputs_asked = lib.array(F.inputs_asked), jobs_active = AIEDIT_JOBS_ACTIVE or lib.null,
+    counts = counts, opens = opens, task_control = lib.array(F.task_control), toggles = toggles,
+    actions = actions, font = F.font or lib.null,
   }
 end
 

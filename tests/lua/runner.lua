@@ -11,6 +11,11 @@ dialog answers and a list of steps:
   {"key": 27}                                queue a key for gfx.getchar (then run a cycle)
   {"delete_item": "<guid>"}                  the user deletes an item
   {"defer_until_idle": {"timeout": 60, "sleep": 0.2}}  run cycles until no job is active
+  {"switch_project": 2}                      the user switches to project tab 2
+  {"close_project": 2}                       the user closes project tab 2
+  {"edit_item": {"guid": ..., "item": {...}, "take": {...}}}  the user trims/moves an item
+  {"wheel": -120}                            scroll the jobs window (mouse wheel), then run a cycle
+  {"reset_counts": true}                     zero the API call / file read counters
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
@@ -20,7 +25,8 @@ reaper, gfx = F.reaper, F.gfx
 
 local scenario_path = assert(arg[1], "usage: runner.lua SCENARIO.json")
 local script_dir = here .. "../../reaper_scripts/"
-local lib = dofile(script_dir .. "aiedit_lib.lua") -- for JSON only; scripts load their own copy
+package.path = script_dir .. "?.lua;" .. script_dir .. "?/init.lua;" .. package.path
+local lib = require("aiedit") -- for JSON; the scripts require the same modules
 local fh = assert(io.open(scenario_path, "rb"))
 local scenario = assert(lib.json_decode(fh:read("a")))
 fh:close()
@@ -53,13 +59,24 @@ end
 for _, step in ipairs(scenario.steps or {}) do
   if step.run then
     F.script_path = script_dir .. step.run
-    guarded("run " .. step.run, dofile, F.script_path)
+    guarded("run " .. step.run, F.launch, F.script_path)
   elseif step.defer then
     run_cycles(step.defer)
   elseif step.click then
     guarded("click " .. step.click, F.click, step.click)
   elseif step.key then
     F.keys[#F.keys + 1] = step.key
+  elseif step.close_project then
+    F.close_project(step.close_project)
+  elseif step.switch_project then
+    F.switch_project(step.switch_project)
+  elseif step.edit_item then
+    F.edit_item(step.edit_item.guid, step.edit_item)
+  elseif step.wheel then
+    gfx.mouse_wheel = step.wheel
+    run_cycles(1)
+  elseif step.reset_counts then
+    F.counts, F.opens = {}, {}
   elseif step.delete_item then
     F.delete_item(step.delete_item)
   elseif step.defer_until_idle then

@@ -1,0 +1,51 @@
+-- @noindex
+--[[ Is the daemon running (SPOOL/daemon.json heartbeat), and how to start it without blocking REAPER. ]]
+local M = require("aiedit.core")
+---------------------------------------------------------------------------------------------
+-- Engine check: SPOOL/daemon.json heartbeat must be younger than 10 s (protocol)
+---------------------------------------------------------------------------------------------
+
+M.HEARTBEAT_MAX_AGE = 10
+
+function M.engine_info(spool)
+  local info = M.read_json_file(M.join(spool, "daemon.json"))
+  if type(info) ~= "table" then return nil, "no daemon.json" end
+  local hb = tonumber(M.val(info.heartbeat))
+  if not hb then return nil, "daemon.json has no heartbeat" end
+  local age = os.time() - hb
+  if age > M.HEARTBEAT_MAX_AGE then
+    return nil, string.format("heartbeat is %d s old", math.floor(age))
+  end
+  return info
+end
+
+function M.quote_arg(s)
+  return '"' .. s:gsub('"', '\\"') .. '"'
+end
+
+function M.start_command(spool)
+  return M.get_setting("engine_cmd") .. " --spool " .. M.quote_arg(spool)
+end
+
+-- Asks what to do when the engine is not running. Returns true to go on and queue the jobs
+-- (they wait in the inbox until a daemon starts), false to stop.
+function M.ensure_engine(spool)
+  if M.engine_info(spool) then return true end
+  local cmd = M.start_command(spool)
+  local msg = "The aiedit engine is not running (no fresh heartbeat in\n" ..
+    M.join(spool, "daemon.json") .. ").\n\n" ..
+    "Start it in a terminal with:\n\n    " .. cmd .. "\n\n" ..
+    "Yes: start it now from REAPER and queue the jobs.\n" ..
+    "No: queue the jobs anyway (they run when the engine starts).\n" ..
+    "Cancel: do nothing."
+  local answer = reaper.ShowMessageBox(msg, "AI edit: engine not running", 3)
+  if answer == 6 then
+    -- -2: do not wait, and start minimised (no console window flashing up on Windows). A blocking
+    -- ExecProcess would freeze REAPER for as long as the daemon runs.
+    reaper.ExecProcess(cmd, -2)
+    return true
+  end
+  return answer == 7
+end
+
+return M

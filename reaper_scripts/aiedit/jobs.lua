@@ -1,0 +1,148 @@
+-- @noindex
+--[[ Jobs: build a protocol job from an item, submit, cancel, and the per-project bookkeeping
+(job id -> item, take, label, geometry) kept in the item's project (ProjExtState, saved with the .rpp),
+so reopening a project resumes its jobs. ]]
+local M = require("aiedit.core")
+
+local id_counter = 0
+-- Unique among the daemon's jobs: a duplicate id is refused by the daemon, and we would then read
+-- the older job's status as ours. So never reuse an id that exists in the inbox or jobs folder.
+function M.new_job_id(item_guid, spool)
+  local g = (item_guid or ""):gsub("[^%x]", ""):sub(1, 8):lower()
+  if g == "" then g = "item" end
+  while true do
+    id_counter = id_counter + 1
+    local id = string.format("rpr-%s-%d-%d%06d", g, os.time(), id_counter, math.random(0, 999999))
+    if not spool or not (M.file_exists(M.join(spool, "inbox", id .. ".json"))
+        or M.file_exists(M.join(spool, "jobs", id, "status.json"))) then
+      return id
+    end
+  end
+end
+
+-- params: prompt, etas, mode, seed, priority. Returns job table, bookkeeping record, or nil, err.
+-- An item that must be rendered first gets state "rendering": the jobs window renders it in defer
+-- slices and submits the job afterwards (record.job holds it until then).
+function M.prepare_job(item, params, spool, ts, te)
+  local info, why = M.inspect_item(item)
+  if not info then return nil, why end
+  local item_guid = M.item_guid(item)
+  local id = M.new_job_id(item_guid, spool)
+  local region, inpaint = M.region_for(info, ts, te)
+  local path = info.path
+  if info.how == "render" then
+    M.mkdir_p(M.join(spool, "renders"))
+    path = M.join(spool, "renders", id .. ".wav")
+  end
+  local label = M.take_name(info.take)
+  local job = {
+    version = 1, id = id,
+    source = { path = path, start = region.start + 0.0, length = region.length + 0.0 },
+    prompt = params.prompt, etas = params.etas, mode = params.mode, seed = params.seed,
+    priority = params.priority or "interactive", label = label,
+    inpaint = inpaint or M.null,
+  }
+  local steps, serr = M.steps_override()
+  if serr then return nil, serr end
+  if steps then job.steps = steps end
+  local token = M.get_setting("token")
+  if token ~= "" then job.token = token end
+  local record = {
+    id = id, spool = spool, item = item_guid, take = M.take_guid(info.take), label = label,
+    prompt = params.prompt, mode = params.mode, seed = params.seed, etas = params.etas,
+    priority = job.priority, how = info.how, rendered = info.how == "render" and path or nil,
+    -- new takes play at the original's rate when they hold source-time audio (see docs)
+    rate = info.how == "file" and info.rate or 1.0,
+    region_start = info.how == "file" and info.offs or 0.0,
+    -- the original's geometry at submission: a later trim of a rendered item is undone by an offset
+    orig_offs = info.offs, orig_rate = info.rate,
+    inpaint = inpaint, state = "submitted", stage = "queued", progress = 0.0,
+    submitted = os.time(),
+  }
+  if info.how == "render" then
+    -- the pending job is saved with the project until its render is done: without the token (a secret)
+    local pending = {}
+    for k, v in pairs(job) do if k ~= "token" then pending[k] = v end end
+    record.state, record.stage, record.job = "rendering", "rendering", pending
+    record.render = { sr = info.sr, channels = info.channels, length = info.len }
+  end
+  return job, record
+end
+
+function M.submit(spool, job)
+  return M.write_atomic(M.join(spool, "inbox"), job.id .. ".json", M.json_encode(job))
+end
+
+-- Cancel: if the daemon has not picked the file up yet, take it back out of the inbox (then no
+-- status will ever appear, so the caller marks it cancelled itself); else drop a cancel file.
+function M.cancel(record)
+  local inbox = M.join(record.spool, "inbox")
+  if os.remove(M.join(inbox, record.id .. ".json")) then return "withdrawn" end
+  local msg = { version = 1, op = "cancel", id = record.id }
+  local token = M.get_setting("token")
+  if token ~= "" then msg.token = token end
+  local ok, err = M.write_atomic(inbox, "cancel-" .. record.id .. ".json", M.json_encode(msg))
+  if not ok then return nil, err end
+  return "requested"
+end
+
+function M.status_path(record)
+  return M.join(record.spool, "jobs", record.id, "status.json")
+end
+
+function M.read_status(record)
+  local st = M.read_json_file(M.status_path(record))
+  if type(st) ~= "table" then return nil end
+  return st
+end
+
+---------------------------------------------------------------------------------------------
+-- Bookkeeping in the project (ProjExtState section "aiedit.jobs", one key per job). Writers bump a
+-- non-persistent ExtState counter so an open jobs window notices new jobs without rescanning.
+---------------------------------------------------------------------------------------------
+
+M.ACTIVE = { rendering = true, submitted = true, queued = true, running = true, cancelling = true }
+
+function M.registry_write(proj, record)
+  local text = M.json_encode(record)
+  reaper.SetProjExtState(proj, M.JOBS_SECTION, record.id, text)
+  return text
+end
+
+function M.registry_remove(proj, id)
+  reaper.SetProjExtState(proj, M.JOBS_SECTION, id, "")
+end
+
+function M.registry_bump()
+  local n = tonumber(reaper.GetExtState(M.SECTION, "jobs_rev")) or 0
+  reaper.SetExtState(M.SECTION, "jobs_rev", tostring(n + 1), false)
+end
+
+-- Records of one project not in `known` (id -> anything): {id, record, text} each. Known ids are
+-- not decoded again.
+function M.registry_scan(proj, known)
+  local out, i = {}, 0
+  while true do
+    local ok, key, text = reaper.EnumProjExtState(proj, M.JOBS_SECTION, i)
+    if not ok then break end
+    if not (known and known[key]) then
+      local r = M.json_decode(text)
+      if type(r) == "table" and r.id == key then out[#out + 1] = { id = key, record = r, text = text } end
+    end
+    i = i + 1
+  end
+  return out
+end
+
+-- Open projects (tabs), as ReaProject pointers.
+function M.projects()
+  local out, i = {}, 0
+  while true do
+    local proj = reaper.EnumProjects(i, "")
+    if not proj then return out end
+    out[#out + 1] = proj
+    i = i + 1
+  end
+end
+
+return M

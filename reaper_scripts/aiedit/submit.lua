@@ -1,0 +1,61 @@
+-- @noindex
+--[[ Submitting many items (the edit and batch actions share this): one failing item never stops the rest,
+and the summary says what was queued and why the others were not. ]]
+local M = require("aiedit.core")
+
+-- items: list of MediaItem; params_for(item) -> params table or nil, reason; `areas` optionally maps an
+-- item to its {ts, te} (razor edits), else ts/te apply to all. Returns submitted records and failures
+-- {label, reason}. One failing item never stops the rest.
+function M.submit_items(items, params_for, spool, ts, te, areas)
+  local ok_list, failed = {}, {}
+  for _, item in ipairs(items) do
+    local tk = reaper.GetActiveTake(item)
+    local label = tk and M.take_name(tk) or "(empty item)"
+    local params, perr = params_for(item)
+    local job, record = nil, perr
+    local a = areas and areas[item]
+    local its, ite = ts, te
+    if a then its, ite = a[1], a[2] end
+    if params then
+      local okc, j, r = pcall(M.prepare_job, item, params, spool, its, ite)
+      if not okc then job, record = nil, tostring(j) else job, record = j, r end
+    end
+    if job then
+      local written, werr = true, nil
+      if record.state ~= "rendering" then written, werr = M.submit(spool, job) end
+      if written then
+        local proj = reaper.GetItemProjectContext(item)
+        M.registry_write(proj, record)
+        record.project = proj
+        ok_list[#ok_list + 1] = record
+      else
+        failed[#failed + 1] = { label = label, reason = werr }
+      end
+    else
+      failed[#failed + 1] = { label = label, reason = record }
+    end
+  end
+  if #ok_list > 0 then
+    M.registry_bump()
+    -- the job list is saved with the project: mark it changed so closing it asks to save
+    local marked = {}
+    for _, r in ipairs(ok_list) do
+      local proj = r.project
+      r.project = nil
+      if not marked[proj] then marked[proj] = true reaper.MarkProjectDirty(proj) end
+    end
+  end
+  return ok_list, failed
+end
+
+function M.summary(ok_list, failed)
+  local lines = { string.format("%d job%s queued.", #ok_list, #ok_list == 1 and "" or "s") }
+  if #failed > 0 then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = string.format("%d item%s not sent:", #failed, #failed == 1 and "" or "s")
+    for _, f in ipairs(failed) do lines[#lines + 1] = "  • " .. f.label .. ": " .. f.reason end
+  end
+  return table.concat(lines, "\n")
+end
+
+return M

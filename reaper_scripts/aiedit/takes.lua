@@ -1,0 +1,230 @@
+-- @noindex
+--[[ Import of finished jobs: copy the take files into the project's media folder (the spool is not
+the project's), then add one take per η to the item (or one item per η on a new track), as one undo
+point in the item's own project. ]]
+local M = require("aiedit.core")
+
+local EPS = 1e-6
+
+-- Item by GUID in the given project.
+function M.find_item(proj, guid)
+  if reaper.BR_GetMediaItemByGUID then
+    local it = reaper.BR_GetMediaItemByGUID(proj, guid)
+    if it then return it end
+  end
+  for i = 0, reaper.CountMediaItems(proj) - 1 do
+    local it = reaper.GetMediaItem(proj, i)
+    if M.item_guid(it) == guid then return it end
+  end
+  return nil
+end
+
+function M.find_take(item, guid)
+  for i = 0, reaper.CountTakes(item) - 1 do
+    local tk = reaper.GetTake(item, i)
+    if tk and M.take_guid(tk) == guid then return tk end
+  end
+  return nil
+end
+
+local function short_prompt(p)
+  if utf8.len(p) and utf8.len(p) > 48 then
+    return p:sub(1, utf8.offset(p, 46) - 1) .. "…"
+  end
+  return p
+end
+
+function M.take_label(eta, prompt)
+  return string.format("AI η=%.2f · %s", eta, short_prompt(prompt))
+end
+
+-- Where a project keeps its media: GetProjectPathEx (the project's recording path) + aiedit/<job>.
+function M.media_dir(proj, job_id)
+  local base = reaper.GetProjectPathEx(proj, "")
+  if not base or base == "" then base = reaper.GetProjectPath("") end
+  return M.join(base, "aiedit", job_id)
+end
+
+-- Copies the take files next to the project (atomic per file). Returns the new paths or nil, error.
+function M.copy_takes(proj, record, takes)
+  local dir = M.media_dir(proj, record.id)
+  M.mkdir_p(dir)
+  local out = {}
+  for i, t in ipairs(takes) do
+    local name = tostring(t.path):match("([^/\\]+)$") or ("take" .. i .. ".wav")
+    local dest, err = M.copy_file(t.path, M.join(dir, name))
+    if not dest then return nil, err end
+    out[i] = dest
+  end
+  return out
+end
+
+-- Playback settings copied from the original take when the new take holds source-time audio,
+-- so switching takes sounds like switching audio, nothing else.
+local COPY_FROM_ORIGINAL = { "D_PITCH", "B_PPITCH", "I_PITCHMODE", "D_VOL", "D_PAN", "I_CHANMODE" }
+
+local function set_ext(take, key, value)
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:" .. key, tostring(value), true)
+end
+
+-- Source offset that keeps the new take lined up with the original after a left-edge trim made while
+-- the job ran. Source-time takes: the original's offset change, in source seconds. Rendered takes
+-- (timeline audio at rate 1): the same change divided by the original's playrate.
+function M.alignment_offset(original, record)
+  if not original then return 0.0 end
+  local now = reaper.GetMediaItemTakeInfo_Value(original, "D_STARTOFFS")
+  local rate_now = reaper.GetMediaItemTakeInfo_Value(original, "D_PLAYRATE")
+  local rate_then = record.orig_rate or record.rate
+  if math.abs(rate_now - rate_then) > EPS then return 0.0 end
+  local offs
+  if record.how == "file" then offs = now - record.region_start
+  else offs = (now - (record.orig_offs or now)) / rate_then end
+  if math.abs(offs) < EPS then offs = 0.0 end
+  return offs
+end
+
+local function tag_take(tk, record, status, t, index)
+  local eta = tonumber(t.eta) or 0
+  reaper.GetSetMediaItemTakeInfo_String(tk, "P_NAME", M.take_label(eta, record.prompt), true)
+  set_ext(tk, "aiedit_prompt", record.prompt)
+  set_ext(tk, "aiedit_eta", string.format("%.4g", eta))
+  set_ext(tk, "aiedit_seed", M.val(status.seed) or record.seed)
+  set_ext(tk, "aiedit_mode", M.val(status.mode) or record.mode)
+  set_ext(tk, "aiedit_model", M.val(status.model) or "")
+  set_ext(tk, "aiedit_scores", M.json_encode(M.val(t.scores) or M.object()))
+  set_ext(tk, "aiedit_job", record.id)
+  set_ext(tk, "aiedit_best", (M.val(status.best) == index - 1) and "1" or "0")
+  if record.inpaint then set_ext(tk, "aiedit_inpaint", M.json_encode(record.inpaint)) end
+end
+
+local function setup_take(tk, src, original, record, offs)
+  reaper.SetMediaItemTake_Source(tk, src)
+  reaper.SetMediaItemTakeInfo_Value(tk, "D_PLAYRATE", record.rate)
+  reaper.SetMediaItemTakeInfo_Value(tk, "D_STARTOFFS", offs)
+  if original and record.how == "file" then
+    for _, k in ipairs(COPY_FROM_ORIGINAL) do
+      reaper.SetMediaItemTakeInfo_Value(tk, k, reaper.GetMediaItemTakeInfo_Value(original, k))
+    end
+  end
+end
+
+-- Results as takes of the item itself.
+local function add_as_takes(item, original, record, status, takes, sources, offs)
+  local was_active = reaper.GetActiveTake(item)
+  local new = {}
+  for i, t in ipairs(takes) do
+    local tk = reaper.AddTakeToMediaItem(item)
+    setup_take(tk, sources[i], original, record, offs)
+    tag_take(tk, record, status, t, i)
+    new[i] = tk
+  end
+  local best = M.val(status.best)
+  local activate = M.is_yes(M.get_setting("activate_best")) and best and new[best + 1]
+  reaper.SetActiveTake(activate or was_active) -- AddTakeToMediaItem may switch the active take
+  reaper.UpdateItemInProject(item)
+  return #new
+end
+
+-- Results as items on a new track right below the item's track (one item per η, same position
+-- and length), so the original item keeps its takes untouched.
+local function add_on_new_track(proj, item, original, record, status, takes, sources, offs)
+  local track = reaper.GetMediaItemTrack(item)
+  local idx = math.floor(reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER")) -- 1-based: the next one
+  local _, tname = reaper.GetSetMediaTrackInfo_String(track, "P_NAME", "", false)
+  local want = "AI: " .. (tname ~= "" and tname or record.label)
+  -- reuse the results track right below when an earlier import made one
+  local tr = reaper.GetTrack(proj, idx)
+  local below = ""
+  if tr then below = select(2, reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", "", false)) end
+  if not tr or below ~= want then
+    reaper.InsertTrackInProject(proj, idx, 0)
+    tr = reaper.GetTrack(proj, idx)
+    reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", want, true)
+  end
+  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+  for i, t in ipairs(takes) do
+    local it = reaper.AddMediaItemToTrack(tr)
+    reaper.SetMediaItemPosition(it, pos, false)
+    reaper.SetMediaItemLength(it, len, false)
+    local tk = reaper.AddTakeToMediaItem(it)
+    setup_take(tk, sources[i], original, record, offs)
+    tag_take(tk, record, status, t, i)
+  end
+  return #takes
+end
+
+-- Results as items in new fixed lanes of the item's own track (REAPER 7), one lane per η, at the
+-- original's position and length. The new lanes do not play: the original keeps sounding until the user
+-- picks a lane (comping).
+local function add_in_lanes(item, original, record, status, takes, sources, offs)
+  local track = reaper.GetMediaItemTrack(item)
+  if reaper.GetMediaTrackInfo_Value(track, "I_FREEMODE") ~= 2 then
+    reaper.SetMediaTrackInfo_Value(track, "I_FREEMODE", 2)
+    reaper.UpdateTimeline()
+  end
+  local first = math.floor(reaper.GetMediaTrackInfo_Value(track, "I_NUMFIXEDLANES"))
+  reaper.SetMediaTrackInfo_Value(track, "I_NUMFIXEDLANES", first + #takes)
+  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+  for i, t in ipairs(takes) do
+    local lane = first + i - 1
+    reaper.SetMediaTrackInfo_Value(track, "C_LANEPLAYS:" .. lane, 0)
+    local it = reaper.AddMediaItemToTrack(track)
+    reaper.SetMediaItemInfo_Value(it, "I_FIXEDLANE", lane)
+    reaper.SetMediaItemPosition(it, pos, false)
+    reaper.SetMediaItemLength(it, len, false)
+    local tk = reaper.AddTakeToMediaItem(it)
+    setup_take(tk, sources[i], original, record, offs)
+    tag_take(tk, record, status, t, i)
+  end
+  return #takes
+end
+
+-- Imports a "done" status into `proj`. Returns ok, message, kind. One undo point per import in the
+-- item's project; on an error the block is still closed, the UI refresh balanced, and the caller marks
+-- the job failed (so a poll never adds the takes a second time).
+function M.import_result(proj, record, status)
+  local takes = M.val(status.takes) or {}
+  if #takes == 0 then return false, "the job finished without takes" end
+  for _, t in ipairs(takes) do
+    if not M.file_exists(t.path) then return false, "take file missing: " .. tostring(t.path) end
+  end
+  local item = M.find_item(proj, record.item)
+  if not item then
+    return false, "the item is gone; the takes are kept in " .. M.join(record.spool, "jobs", record.id,
+      "takes"), "missing"
+  end
+  local paths, cerr = M.copy_takes(proj, record, takes)
+  if not paths then return false, "could not copy the takes into the project folder: " .. tostring(cerr) end
+  local sources = {}
+  for i, p in ipairs(paths) do
+    sources[i] = reaper.PCM_Source_CreateFromFile(p)
+    if not sources[i] then return false, "REAPER cannot read the take file " .. p end
+  end
+  local original = M.find_take(item, record.take)
+  local offs = M.alignment_offset(original, record)
+  local target = M.get_setting("results")
+  if target == "lanes" and not reaper.APIExists("UpdateTimeline") then target = "track" end -- before REAPER 7
+  reaper.PreventUIRefresh(1)
+  reaper.Undo_BeginBlock2(proj)
+  local ok, n = pcall(function()
+    if target == "track" then return add_on_new_track(proj, item, original, record, status, takes, sources, offs) end
+    if target == "lanes" then return add_in_lanes(item, original, record, status, takes, sources, offs) end
+    return add_as_takes(item, original, record, status, takes, sources, offs)
+  end)
+  local label = record.label ~= "" and record.label or "item"
+  if ok then
+    reaper.Undo_EndBlock2(proj, string.format("AI edit: %d take%s for %s", n, n == 1 and "" or "s", label), -1)
+  else
+    reaper.Undo_EndBlock2(proj, "AI edit: failed import for " .. label, -1)
+  end
+  reaper.MarkProjectDirty(proj)
+  reaper.PreventUIRefresh(-1)
+  reaper.UpdateArrange()
+  if not ok then return false, "import failed: " .. tostring(n) end
+  local where = ({ track = " on a new track", lanes = " in new lanes" })[target] or ""
+  return true, string.format("%d take%s added%s", n, n == 1 and "" or "s", where)
+end
+
+return M

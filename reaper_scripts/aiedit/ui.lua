@@ -1,0 +1,374 @@
+-- @noindex
+--[[ The jobs window: its own toggle action, a gfx defer loop that never blocks. It keeps every job
+record in memory, reads status.json of active jobs a few times a second, renders items that need it in
+slices, writes a record back only when it changed, and shows its messages itself (no console pop-up
+per line). ]]
+local M = require("aiedit.core")
+
+local W = { poll_every = 0.5, engine_every = 2.0, rescan_every = 2.0, per_poll = 50, row_h = 24, pad = 8,
+            header = 34, footer = 70 }
+
+-- The script folder (for the jobs action's path).
+function M.script_dir()
+  local path = select(2, reaper.get_action_context())
+  return path:match("^(.*[/\\])") or ""
+end
+
+function M.window_alive()
+  local t = tonumber(reaper.GetExtState(M.SECTION, "window_heartbeat"))
+  return t ~= nil and math.abs(reaper.time_precise() - t) < 3
+end
+
+-- Opens "AI edit jobs" as its own action (registered on first use), so relaunching an edit action
+-- never touches the window's defer loop. Does nothing when the window already runs.
+function M.open_jobs_window()
+  if M.window_alive() then return false end
+  local cmd = reaper.AddRemoveReaScript(true, 0, M.script_dir() .. "AI edit jobs.lua", true)
+  if not cmd or cmd == 0 then return false end
+  reaper.Main_OnCommand(cmd, 0)
+  return true
+end
+
+local function state_text(r)
+  if r.state == "imported" then return "done: " .. (r.message or "")
+  elseif r.state == "failed" then return "failed: " .. (r.message or "")
+  elseif r.state == "missing" then return "item gone: " .. (r.message or "")
+  elseif r.state == "cancelled" then return "cancelled" .. (r.message and (": " .. r.message) or "")
+  elseif r.state == "cancelling" then return "cancelling…"
+  elseif r.state == "rendering" then return "rendering the item…"
+  elseif r.state == "submitted" then return "waiting for the engine"
+  end
+  return r.state
+end
+
+---------------------------------------------------------------------------------------------
+-- Job updates
+---------------------------------------------------------------------------------------------
+
+local function log(ui, msg)
+  ui.messages[#ui.messages + 1] = msg
+  if #ui.messages > 50 then table.remove(ui.messages, 1) end
+end
+
+local function save(e)
+  local text = M.json_encode(e.record)
+  if text ~= e.text then
+    reaper.SetProjExtState(e.proj, M.JOBS_SECTION, e.record.id, text)
+    e.text = text
+  end
+end
+
+local function finish(e, state, message)
+  local r = e.record
+  r.state, r.message, r.finished = state, message, os.time()
+  if r.rendered then os.remove(r.rendered) r.rendered = nil end
+  r.job = nil
+end
+
+-- One rendering slice for a job whose item must be rendered; submits the job when done.
+local function render_tick(ui, e)
+  local r = e.record
+  if not e.render then
+    local item = M.find_item(e.proj, r.item)
+    local take = item and M.find_take(item, r.take)
+    if not take then finish(e, "failed", "the item was deleted before it was rendered") return end
+    local rd, err = M.render_begin(take, r.render.sr, r.render.channels, r.render.length, r.job.source.path)
+    if not rd then finish(e, "failed", "could not render the item: " .. tostring(err)) return end
+    e.render = rd
+    ui.renders[e] = true
+  end
+  local done, err = M.render_step(e.render, M.RENDER_SECONDS_PER_TICK)
+  r.progress = M.render_progress(e.render) * 0.05
+  if done == nil then
+    e.render, ui.renders[e] = nil, nil
+    finish(e, "failed", "could not render the item: " .. tostring(err))
+  elseif done then
+    e.render, ui.renders[e] = nil, nil
+    local token = M.get_setting("token")
+    if token ~= "" then r.job.token = token end
+    local ok, werr = M.submit(r.spool, r.job)
+    if ok then r.job, r.state, r.stage = nil, "submitted", "queued"
+    else finish(e, "failed", "could not queue the job: " .. tostring(werr)) end
+  end
+end
+
+-- Reads the job's status.json and acts on it. Completion racing with cancel: when the user
+-- cancelled, a job that still finished is not imported (its files stay in the spool).
+function M.update_job(ui, e)
+  local r = e.record
+  if not M.ACTIVE[r.state] or r.state == "rendering" then return end
+  local st = M.read_status(r)
+  if not st then return end -- not picked up yet
+  local state = M.val(st.state) or "queued"
+  r.stage = M.val(st.stage) or state
+  r.progress = tonumber(M.val(st.progress)) or r.progress or 0
+  if state == "done" then
+    if r.state == "cancelling" then
+      finish(e, "cancelled", "finished before the cancel arrived: not imported; files kept in " ..
+        M.join(r.spool, "jobs", r.id, "takes"))
+    else
+      local ok, msg, kind = M.import_result(e.proj, r, st)
+      finish(e, ok and "imported" or (kind or "failed"), msg)
+    end
+    log(ui, r.label .. ": " .. r.message)
+  elseif state == "failed" then
+    finish(e, "failed", M.val(st.error) or "failed")
+    log(ui, r.label .. ": failed: " .. r.message)
+  elseif state == "cancelled" then
+    finish(e, "cancelled", M.val(st.error) or "cancelled")
+  elseif r.state ~= "cancelling" then
+    r.state = state
+  end
+end
+
+function M.request_cancel(ui, e)
+  local r = e.record
+  if not M.ACTIVE[r.state] or r.state == "cancelling" then return end
+  if r.state == "rendering" then
+    if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
+    finish(e, "cancelled", "cancelled before it was sent")
+    save(e)
+    return
+  end
+  local how, err = M.cancel(r)
+  if how == "withdrawn" then
+    finish(e, "cancelled", "cancelled before the engine picked it up")
+  elseif how then
+    r.state = "cancelling"
+  else
+    log(ui, "could not cancel " .. r.id .. ": " .. tostring(err))
+  end
+  save(e)
+end
+
+-- Loads the records of every open project not yet known. At the first load, jobs that ended in an
+-- earlier session are forgotten and "missing" ones retried (the project may have been reopened).
+local function rescan(ui, first)
+  for _, proj in ipairs(M.projects()) do
+    for _, x in ipairs(M.registry_scan(proj, ui.known[proj])) do
+      local r = x.record
+      local e = { proj = proj, record = r, text = x.text }
+      ui.known[proj] = ui.known[proj] or {}
+      ui.known[proj][x.id] = true
+      if first and r.state == "missing" then
+        r.state = "running"
+        ui.rows[#ui.rows + 1] = e
+      elseif first and not M.ACTIVE[r.state] then
+        M.registry_remove(proj, x.id)
+      else
+        ui.rows[#ui.rows + 1] = e
+      end
+    end
+  end
+end
+
+-- Rows of projects that were closed go (their records are in the saved file; reopening loads them again).
+local function forget_closed(ui)
+  local open = {}
+  for _, p in ipairs(M.projects()) do open[p] = true end
+  local keep = {}
+  for _, e in ipairs(ui.rows) do
+    if open[e.proj] then keep[#keep + 1] = e
+    else
+      if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
+      ui.known[e.proj] = nil
+    end
+  end
+  ui.rows = keep
+end
+
+-- Open projects as one string of pointers: a change means a project was opened or closed.
+local function project_set()
+  local parts = {}
+  for i, p in ipairs(M.projects()) do parts[i] = tostring(p) end
+  return table.concat(parts, " ")
+end
+
+local function poll(ui)
+  -- rescan the bookkeeping only when a script queued jobs or a project was opened (known ids are skipped)
+  local rev = reaper.GetExtState(M.SECTION, "jobs_rev")
+  local now = reaper.time_precise()
+  if rev ~= ui.rev or (now - ui.last_rescan >= W.rescan_every and project_set() ~= ui.projects) then
+    ui.rev, ui.last_rescan, ui.projects = rev, now, project_set()
+    forget_closed(ui)
+    rescan(ui, false)
+  elseif now - ui.last_rescan >= W.rescan_every then
+    ui.last_rescan = now
+  end
+  local active, n = {}, #ui.rows
+  for _, e in ipairs(ui.rows) do if M.ACTIVE[e.record.state] then active[#active + 1] = e end end
+  -- round robin over at most per_poll jobs: the cost per tick stays flat however many jobs there are
+  local count = math.min(#active, W.per_poll)
+  for k = 1, count do
+    local e = active[((ui.cursor + k - 1) % #active) + 1]
+    local ok, err = pcall(M.update_job, ui, e)
+    if not ok then
+      finish(e, "failed", "error while updating: " .. tostring(err))
+      log(ui, e.record.label .. ": " .. e.record.message)
+    end
+    save(e)
+  end
+  ui.cursor = #active > 0 and (ui.cursor + count) % #active or 0
+  local still = 0
+  for _, e in ipairs(ui.rows) do if M.ACTIVE[e.record.state] then still = still + 1 end end
+  ui.active = still
+  AIEDIT_JOBS_ACTIVE = still -- for test harnesses: how many jobs are still running
+  return n
+end
+
+-- One rendering job at a time gets a slice per tick.
+local function render_some(ui)
+  for _, e in ipairs(ui.rows) do
+    if e.record.state == "rendering" then
+      local ok, err = pcall(render_tick, ui, e)
+      if not ok then finish(e, "failed", "render error: " .. tostring(err)) end
+      save(e)
+      return true
+    end
+  end
+  return false
+end
+
+---------------------------------------------------------------------------------------------
+-- Drawing
+---------------------------------------------------------------------------------------------
+
+local function hit(t, x, y) return x >= t.x and x < t.x + t.w and y >= t.y and y < t.y + t.h end
+
+local function button(ui, id, label, x, y, w, h)
+  gfx.set(0.3, 0.3, 0.3, 1)
+  gfx.rect(x, y, w, h, 1)
+  gfx.set(1, 1, 1, 1)
+  gfx.x, gfx.y = x + 6, y + 3
+  gfx.drawstr(label)
+  ui.targets[#ui.targets + 1] = { id = id, x = x, y = y, w = w, h = h }
+end
+
+local function visible_rows() return math.max(1, math.floor((gfx.h - W.header - W.footer) / W.row_h)) end
+
+local function draw(ui)
+  ui.targets = {}
+  gfx.set(0.12, 0.12, 0.12, 1)
+  gfx.rect(0, 0, gfx.w, gfx.h, 1)
+  gfx.set(1, 1, 1, 1)
+  gfx.x, gfx.y = W.pad, W.pad
+  local eng = ui.engine
+  gfx.drawstr(eng and ("engine: running, model " .. tostring(M.val(eng.model) or "?"))
+    or ("engine not running: start it with  " .. M.start_command(ui.spool)))
+  button(ui, "cancel_all", "Cancel all", gfx.w - 90 - W.pad, W.pad - 2, 90, 20)
+  local y = W.header
+  local first = ui.scroll + 1
+  local last = math.min(#ui.rows, ui.scroll + visible_rows())
+  for i = first, last do
+    local r = ui.rows[i].record
+    gfx.set(0.9, 0.9, 0.9, 1)
+    gfx.x, gfx.y = W.pad, y + 4
+    gfx.drawstr((r.label ~= "" and r.label or r.id) .. "  ·  " .. (r.stage or ""))
+    local bx, bw = 260, math.max(60, gfx.w - 260 - 280)
+    gfx.set(0.25, 0.25, 0.25, 1)
+    gfx.rect(bx, y + 4, bw, 14, 1)
+    gfx.set(0.2, 0.6, 0.9, 1)
+    gfx.rect(bx, y + 4, math.floor(bw * math.max(0, math.min(1, r.progress or 0))), 14, 1)
+    gfx.set(0.9, 0.9, 0.9, 1)
+    gfx.x, gfx.y = bx + bw + 10, y + 4
+    gfx.drawstr(state_text(r))
+    if M.ACTIVE[r.state] and r.state ~= "cancelling" then
+      button(ui, "cancel:" .. r.id, "Cancel", gfx.w - 70 - W.pad, y + 1, 70, 20)
+    end
+    y = y + W.row_h
+  end
+  if #ui.rows > last - first + 1 then
+    gfx.set(0.6, 0.6, 0.6, 1)
+    gfx.x, gfx.y = W.pad, y + 2
+    gfx.drawstr(string.format("rows %d–%d of %d (mouse wheel scrolls)", first, last, #ui.rows))
+  end
+  gfx.set(0.7, 0.7, 0.7, 1)
+  local my = gfx.h - W.footer + 6
+  for i = math.max(1, #ui.messages - 2), #ui.messages do
+    gfx.x, gfx.y = W.pad, my
+    gfx.drawstr(ui.messages[i])
+    my = my + 18
+  end
+  AIEDIT_HIT_TARGETS = ui.targets -- for test harnesses (the fake clicks these); harmless in REAPER
+  gfx.update()
+end
+
+local function on_click(ui, id)
+  if id == "cancel_all" then
+    for _, e in ipairs(ui.rows) do M.request_cancel(ui, e) end
+  else
+    local jid = id:match("^cancel:(.+)$")
+    for _, e in ipairs(ui.rows) do if e.record.id == jid then M.request_cancel(ui, e) end end
+  end
+end
+
+local function handle_mouse(ui)
+  if gfx.mouse_wheel ~= 0 then
+    local step = gfx.mouse_wheel > 0 and -1 or 1
+    gfx.mouse_wheel = 0
+    ui.scroll = math.max(0, math.min(math.max(0, #ui.rows - visible_rows()), ui.scroll + step * 3))
+  end
+  local down = (gfx.mouse_cap & 1) == 1
+  -- act on release over the same button that was pressed: a drag-off cancels the click
+  if down and not ui.was_down then
+    ui.pressed = nil
+    for _, t in ipairs(ui.targets) do if hit(t, gfx.mouse_x, gfx.mouse_y) then ui.pressed = t.id end end
+  elseif not down and ui.was_down and ui.pressed then
+    for _, t in ipairs(ui.targets) do
+      if t.id == ui.pressed and hit(t, gfx.mouse_x, gfx.mouse_y) then on_click(ui, t.id) end
+    end
+    ui.pressed = nil
+  end
+  ui.was_down = down
+end
+
+local function close(ui)
+  if ui.closed then return end
+  ui.closed = true
+  for e in pairs(ui.renders) do if e.render then M.render_abort(e.render) e.render = nil end end
+  reaper.DeleteExtState(M.SECTION, "window_heartbeat", false)
+  if reaper.set_action_options then reaper.set_action_options(8) end -- toolbar button off
+  gfx.quit()
+end
+
+-- Runs the jobs window. Called by the "AI edit jobs" action only: relaunching that action closes it
+-- (set_action_options 1 = auto-terminate on relaunch, 4 = toggle on).
+function M.run_jobs_window()
+  -- REAPER 7.03+; older versions show the task-control dialog on relaunch instead
+  if reaper.set_action_options then reaper.set_action_options(1 | 4) end
+  local ui = { rows = {}, targets = {}, last_poll = -1e9, last_engine = -1e9, last_beat = -1e9,
+               last_rescan = -1e9, known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
+               spool = M.spool_dir() }
+  rescan(ui, true)
+  ui.rev, ui.projects = reaper.GetExtState(M.SECTION, "jobs_rev"), project_set()
+  ui.last_rescan = reaper.time_precise()
+  gfx.init("AI edit jobs", 760, 300)
+  -- a TrueType font draws η and · on every platform (the default bitmap font does not)
+  gfx.setfont(1, M.is_windows and "Segoe UI" or "Arial", 15)
+  reaper.atexit(function() close(ui) end)
+  local function loop()
+    local now = reaper.time_precise()
+    if now - ui.last_beat >= 1 then
+      ui.last_beat = now
+      reaper.SetExtState(M.SECTION, "window_heartbeat", tostring(now), false)
+    end
+    local ch = gfx.getchar()
+    if ch == 27 or ch < 0 then close(ui) return end -- Esc, or the window was closed
+    if now - ui.last_engine >= W.engine_every then
+      ui.last_engine = now
+      ui.engine = M.engine_info(ui.spool)
+    end
+    render_some(ui)
+    if now - ui.last_poll >= W.poll_every then
+      ui.last_poll = now
+      poll(ui)
+    end
+    draw(ui)
+    handle_mouse(ui)
+    reaper.defer(loop)
+  end
+  loop()
+  return true
+end
+
+return M

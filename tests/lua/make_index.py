@@ -1,0 +1,59 @@
+"""Writes reaper_scripts/index.xml the way `reapack-index` would: category = the scripts' folder, every source
+pinned to one commit. Run from the repository root after committing the scripts:
+
+    python tests/lua/make_index.py "$(git rev-parse HEAD)"   # then commit index.xml
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path("reaper_scripts")
+MAINS = ["AI edit selected items.lua", "AI batch re-take.lua", "AI edit jobs.lua", "AI edit settings.lua"]
+DESCRIPTION = r"""{\rtf1\ansi\deff0{\fonttbl{\f0 Helvetica;}}\f0\fs20
+{\b AI edit for REAPER}\par
+Text-prompted AI editing of media items with the local aiedit engine (aiedit serve).\par
+Actions: AI edit selected items, AI batch re-take, AI edit jobs, AI edit settings.\par
+Results come back as new takes (or on a new track or lanes); the original take is never modified.\par
+}"""
+CHANGELOG = ("Dialog labels fixed; jobs window is its own toggle action; per-project jobs, takes copied into the "
+             "project folder; rendering in slices; zeta preview mode; razor edits; results on a new track or lanes.")
+
+
+def index_xml(commit: str, version: str = "0.2.0") -> str:
+    base = f"https://raw.githubusercontent.com/aiedit/aiedit/{commit}/reaper_scripts/"
+
+    def url(rel: str) -> str:
+        return base + urllib.parse.quote(rel)
+
+    modules = sorted(p.name for p in (ROOT / "aiedit").glob("*.lua"))
+    sources = [f'        <source main="main">{url(MAINS[0])}</source>']
+    sources += [f'        <source main="main" file="{m}">{url(m)}</source>' for m in MAINS[1:]]
+    sources += [f'        <source file="aiedit/{m}">{url("aiedit/" + m)}</source>' for m in modules]
+    body = "\n".join(sources)
+    return f'''<?xml version="1.0" encoding="utf-8"?>
+<!-- ReaPack index (reapack-index format). Import https://raw.githubusercontent.com/aiedit/aiedit/main/reaper_scripts/index.xml
+     in Extensions > ReaPack > Import repositories. Sources are pinned to the commit that holds this version (as
+     reapack-index writes them), and the category is the scripts' folder (what reapack-index derives), so a
+     regenerated index keeps both. Regenerate: python tests/lua/make_index.py COMMIT -->
+<index version="1" name="aiedit" commit="{commit}">
+  <category name="{ROOT.name}">
+    <reapack name="{MAINS[0]}" type="script" desc="AI edit selected items">
+      <metadata>
+        <description><![CDATA[{DESCRIPTION}]]></description>
+        <link rel="website">https://github.com/aiedit/aiedit</link>
+      </metadata>
+      <version name="{version}" author="aiedit" time="2026-11-23T00:00:00Z">
+        <changelog><![CDATA[{CHANGELOG}]]></changelog>
+{body}
+      </version>
+    </reapack>
+  </category>
+</index>
+'''
+
+
+if __name__ == "__main__":
+    (ROOT / "index.xml").write_text(index_xml(sys.argv[1]), encoding="utf-8")
