@@ -16,7 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the engine daemon (OSC on 127.0.0.1:9050 and the spool folder)")
-    s.add_argument("--model", default="tiny", help="model name or folder (default: tiny)")
+    s.add_argument("--model", default="auto",
+                   help="model name or folder (default: auto = the best model on this machine, else the toy model; "
+                        "tiny = random weights, only when named)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on; non-loopback needs --token")
     s.add_argument("--port", type=int, default=9050, help="UDP port (0: any free port, see daemon.json)")
     s.add_argument("--spool", default=None, help="spool folder (default: $AIEDIT_SPOOL or ~/.aiedit/spool)")
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from bridge.daemon import ServeConfig, serve
 
+        if args.model.strip() == "auto":
+            _announce_auto()
         return serve(
             ServeConfig(
                 model=args.model,
@@ -89,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.client import run_send
 
     return run_send(args)
+
+
+def _announce_auto() -> None:
+    """Say on the console what ``--model auto`` will load (cheap: reads folders, no weights, no torch)."""
+    from engine.models.registry import resolve_auto
+
+    spec, warning = resolve_auto()
+    print(f"aiedit serve: warning: {warning}" if warning else f"aiedit serve: --model auto: using {spec}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

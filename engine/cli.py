@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
     ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
-    ap.add_argument("--model", default="tiny", help="tiny | audioldm | audioldm2 | tango | hub id | folder")
+    ap.add_argument("--model", default="auto",
+                    help="auto (default: the best model on this machine, else toy) | toy | tango | audioldm2 | "
+                         "audioldm | hub id | folder | tiny (random weights, tests only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
     ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
         request = request_from_args(args)
         check_request(request)
-        resolve(args.model)
+        spec = resolve(args.model)
+        if args.model.strip() == "auto":
+            _announce_auto(spec.name)
         return _run(args, request)
     except EngineError as exc:
         print(f"aiedit: error: {exc}", file=sys.stderr)
@@ -102,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled:
         print("aiedit: cancelled", file=sys.stderr)
         return 130
+
+
+def _announce_auto(name: str) -> None:
+    """Say which model ``--model auto`` picked, and warn loudly when it is only the toy model."""
+    from engine.models.registry import resolve_auto
+
+    warning = resolve_auto()[1]
+    print(f"aiedit: warning: {warning}" if warning else f"aiedit: --model auto: using {name}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, request: EditRequest) -> int:
