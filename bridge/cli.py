@@ -1,5 +1,5 @@
-"""The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client) and ``edit`` (one edit, no
-daemon).
+"""The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client), ``edit`` (one edit, no
+daemon) and ``models`` (list, pull, verify).
 
 Imports are deferred per subcommand so ``aiedit send`` and ``aiedit serve`` start in a fraction of a second;
 only ``edit`` (and the daemon's worker thread) ever import torch.
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--token", default=argparse.SUPPRESS)
     sub.add_parser("edit", help="run one edit without a daemon (see `aiedit edit --help`)", add_help=False)
+    sub.add_parser("models", help="list, pull or verify models (see `aiedit models --help`)", add_help=False)
     return ap
 
 
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.cli import main as edit_main  # heavy (torch) only for this subcommand
 
         return int(edit_main(argv[1:]) or 0)
+    if argv[:1] == ["models"]:
+        from engine.models_cli import main as models_main
+
+        return int(models_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from bridge.daemon import ServeConfig, serve

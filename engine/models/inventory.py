@@ -153,5 +153,105 @@ def resolve_auto() -> tuple[str, str | None]:
     return "toy", TOY_WARNING
 
 
-__all__ = ["AUTO_ORDER", "CLAP_SCORER", "SHIPPED", "SHIPPED_CLAP", "TOY_WARNING", "Found", "best_present",
-           "family_of", "find_alias", "find_in_dirs", "hub_cache", "hub_snapshot", "model_dirs", "resolve_auto"]
+# -- the inventory: every model aiedit knows, present or not -------------------------------------------------------
+
+# What each family needs beside its own snapshot: (hub id, why, needed to run at all).
+EXTRAS: dict[str, list[tuple[str, str, bool]]] = {
+    "tango": [(TANGO_TEXT, "FLAN-T5 tokenizer (and encoder, for older snapshots)", True),
+              (CLAP_SCORER, "CLAP, for take scores", False)],
+    "audioldm": [(CLAP_SCORER, "CLAP, for take scores", False)],
+    "audioldm2": [],
+}
+
+
+@dataclass
+class Need:
+    what: str  # a hub id or a shipped folder
+    why: str
+    required: bool
+    present: bool
+
+
+@dataclass
+class Entry:
+    """One model for ``aiedit models list``."""
+
+    name: str
+    family: str
+    source: str  # hub id, shipped folder, or "built in"
+    folder: Path | None  # where it is on disk, None when missing (or built in)
+    present: bool
+    size: int  # bytes on disk (0 when missing)
+    needs: list[Need] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def pull(self) -> str | None:
+        """The command that fetches what is missing, or None when nothing is."""
+        if self.source in ("built in",) or self.name in SHIPPED:
+            return None
+        if self.present and all(n.present for n in self.needs):
+            return None
+        return f"aiedit models pull {self.name}"
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes on disk under a folder, following the hub cache's snapshot symlinks to their blobs."""
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _needs(family: str, folder: Path | None) -> list[Need]:
+    out = []
+    for repo, why, required in EXTRAS[family]:
+        if repo == TANGO_TEXT and folder is not None:
+            present = tango_text_encoder(folder) is not None
+        else:
+            present = hub_snapshot(repo) is not None
+        out.append(Need(repo, why, required, present))
+    return out
+
+
+def entries() -> list[Entry]:
+    """Every model ``--model`` accepts by name, then the models found in the configured folders."""
+    out: list[Entry] = []
+    for name, (family, folder) in SHIPPED.items():
+        present = (folder / "model_index.json").is_file()
+        clap = SHIPPED_CLAP.get(name)
+        needs = [Need(str(clap), "its own CLAP, for take scores", False, bool(clap and clap.is_dir()))] if clap else []
+        out.append(Entry(name, family, str(folder), folder if present else None, present,
+                         folder_size(folder) if present else 0, needs,
+                         "shipped; knows only the toy world (docs/quality.md)"))
+    for alias, (family, repo) in ALIASES.items():
+        snap = hub_snapshot(repo)
+        present = snap is not None and not missing_files(snap, family)
+        out.append(Entry(alias, family, repo, snap, present, folder_size(snap) if snap else 0,
+                         _needs(family, snap)))
+    for f in find_in_dirs():
+        out.append(Entry(f.name, f.family, str(f.folder), f.folder, not missing_files(f.folder, f.family),
+                         folder_size(f.folder), _needs(f.family, f.folder), "found in a configured model folder"))
+    out.append(Entry("tiny", "tiny", "built in", None, True, 0, [], "random weights: tests only, never chosen by auto"))
+    return out
+
+
+def repos_to_pull(name: str) -> list[str]:
+    """The hub repositories ``models pull NAME`` fetches: the model and what it needs (required or not)."""
+    if name in ALIASES:
+        family, repo = ALIASES[name]
+        return [repo, *(r for r, _, _ in EXTRAS[family])]
+    if "/" in name:  # a hub id of a known family
+        low = name.lower()
+        family = "audioldm2" if "audioldm2" in low else "tango" if "tango" in low else "audioldm"
+        return [name, *(r for r, _, _ in EXTRAS[family])]
+    raise KeyError(name)
+
+
+def cache_folder_of(repo: str, cache: Path | None = None) -> Path:
+    """Where the hub cache keeps a repository (what to copy between machines)."""
+    return (cache or hub_cache()) / ("models--" + repo.replace("/", "--"))
