@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, default=argparse.SUPPRESS)
         sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--token", default=argparse.SUPPRESS)
+    from engine.config import apply_config
+
+    apply_config(s, "serve")  # ~/.aiedit/config.toml: its values become defaults; flags still win
+    apply_config(c, "send")
     sub.add_parser("edit", help="run one edit without a daemon (see `aiedit edit --help`)", add_help=False)
     sub.add_parser("models", help="list, pull or verify models (see `aiedit models --help`)", add_help=False)
     return ap
@@ -74,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         from engine.models_cli import main as models_main
 
         return int(models_main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+    from engine.config import ConfigError, fail
+
+    try:
+        parser = build_parser()
+    except ConfigError as exc:
+        return fail(exc)
+    args = parser.parse_args(argv)
     if args.command == "serve":
         from bridge.daemon import ServeConfig, serve
 

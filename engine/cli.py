@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
 from engine.params import EditParams, EditRequest, Inpaint, Region
 from engine.progress import Progress
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aiedit" / "stages"),
                     help="stage 1-2 cache folder ('' disables the disk cache)")
     ap.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
+    apply_config(ap, "edit")  # ~/.aiedit/config.toml: its values become defaults; flags still win
     return ap
 
 
@@ -89,7 +91,11 @@ class ProgressBar:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ConfigError as exc:
+        return fail(exc)
+    args = parser.parse_args(argv)
     try:
         from engine.audio_io import check_request
         from engine.models.registry import resolve

@@ -1,7 +1,7 @@
 """Which models are on this machine, where, and what each still needs — read from files, never loaded or fetched.
 
 Looks in the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``),
-in the folders named by ``$AIEDIT_MODEL_DIRS`` (``os.pathsep``-separated), and
+in the folders named by ``$AIEDIT_MODEL_DIRS`` (``os.pathsep``-separated) and the config file's ``model_dirs``, and
 at the shipped models. ``--model auto`` takes the best model found here.
 """
 
@@ -39,8 +39,12 @@ def hub_cache() -> Path:
 
 
 def model_dirs() -> list[Path]:
-    """Folders the user keeps models in (``$AIEDIT_MODEL_DIRS``)."""
-    return [Path(p).expanduser() for p in os.environ.get("AIEDIT_MODEL_DIRS", "").split(os.pathsep) if p]
+    """Folders the user keeps models in: ``$AIEDIT_MODEL_DIRS`` first, then the config file's ``model_dirs``."""
+    from engine.config import load_config
+
+    dirs = [Path(p).expanduser() for p in os.environ.get("AIEDIT_MODEL_DIRS", "").split(os.pathsep) if p]
+    extra = load_config(quiet=True).get("model_dirs", [])
+    return dirs + [Path(str(p)).expanduser() for p in ([extra] if isinstance(extra, str) else extra)]
 
 
 def hub_snapshot(repo_id: str, cache: Path | None = None) -> Path | None:
