@@ -1,5 +1,5 @@
 """The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client), ``edit`` (one edit, no
-daemon) and ``models`` (list, pull, verify).
+daemon), ``models`` (list, pull, verify) and ``doctor`` (check the machine).
 
 Imports are deferred per subcommand so ``aiedit send`` and ``aiedit serve`` start in a fraction of a second;
 only ``edit`` (and the daemon's worker thread) ever import torch.
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply_config(s, "serve")  # ~/.aiedit/config.toml: its values become defaults; flags still win
     apply_config(c, "send")
     sub.add_parser("edit", help="run one edit without a daemon (see `aiedit edit --help`)", add_help=False)
+    sub.add_parser("doctor", help="check this machine before a session (see `aiedit doctor --help`)",
+                   add_help=False)
     sub.add_parser("models", help="list, pull or verify models (see `aiedit models --help`)", add_help=False)
     return ap
 
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.cli import main as edit_main  # heavy (torch) only for this subcommand
 
         return int(edit_main(argv[1:]) or 0)
+    if argv[:1] == ["doctor"]:
+        from bridge.doctor import main as doctor_main
+
+        return int(doctor_main(argv[1:]) or 0)
     if argv[:1] == ["models"]:
         from engine.models_cli import main as models_main
 
