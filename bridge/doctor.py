@@ -216,6 +216,12 @@ def check_host(host: str, token: str | None) -> Result | None:
                   "set token = \"SECRET\" in the config (and the same token in REAPER's settings)")
 
 
+def shipped_scripts() -> Path:
+    """Where this install keeps the REAPER scripts: ``<prefix>/share/aiedit`` from the wheel, else the repo's."""
+    installed = Path(sys.prefix) / "share" / "aiedit" / "reaper_scripts"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "reaper_scripts"
+
+
 def default_reaper_resource() -> Path | None:
     home = Path.home()
     for p in (Path(os.environ.get("APPDATA", home)) / "REAPER", home / "Library" / "Application Support" / "REAPER",
@@ -249,7 +255,8 @@ def check_reaper(resource_arg: str | None, sp: Spool, token: str | None) -> list
     found = sorted(scripts.rglob("aiedit_lib.lua")) if scripts.is_dir() else []
     out.append(Result("reaper scripts", "ok", str(found[0].parent)) if found else
                Result("reaper scripts", "FAIL", f"no aiedit_lib.lua under {scripts}",
-                      "install the scripts with ReaPack or copy reaper_scripts/ there (docs/reaper.md)"))
+                      f"install the scripts with ReaPack, or copy {shipped_scripts()} into {scripts / 'aiedit'} "
+                      "(docs/reaper.md)"))
     settings = reaper_settings(resource)
     if settings is None:
         out.append(Result("reaper spool", "FAIL", f"no reaper-extstate.ini in {resource}",
