@@ -64,7 +64,11 @@ def check_config() -> Result:
     from bridge.cli import build_parser as aiedit_parser
     from engine.cli import build_parser as edit_parser
 
-    odd = unknown_keys(cfg, {"aiedit": _subparsers(aiedit_parser()), "edit": edit_parser(), "doctor": build_parser()})
+    try:
+        parsers = {"aiedit": _subparsers(aiedit_parser()), "edit": edit_parser(), "doctor": build_parser()}
+    except ConfigError as exc:  # a bad value for another command: serve or edit would stop on it
+        return Result("config", "FAIL", str(exc), f"fix that key in {path}")
+    odd = unknown_keys(cfg, parsers)
     if odd:
         return Result("config", "warn", f"{path}: no command has an option {', '.join(odd)} (ignored)",
                       "check the spelling against `aiedit serve --help`")

@@ -147,3 +147,11 @@ def test_the_console_script_dispatches_doctor(env):
                           cwd=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
+
+
+def test_a_bad_value_for_another_command_fails_the_config_check(env, capsys):
+    (env / "config.toml").write_text('[serve]\nport = "nine"\n')
+    code, out = doctor(capsys, "--spool", str(env / "spool"), "--port", "0")
+    assert code == 1
+    line = row(out, "config")
+    assert line.startswith("FAIL") and "port = 'nine'" in line and "fix that key" in line

@@ -139,3 +139,13 @@ def test_pull_with_an_unreachable_hub_fails_fast_with_the_copy_instructions(tmp_
     assert proc.returncode == 1, proc.stderr
     assert "cannot fetch cvssp/audioldm-s-full-v2" in proc.stderr and "copy these folders" in proc.stderr
     assert not any((tmp_path / "hf").rglob("*.safetensors"))
+
+
+def test_verify_names_a_missing_shard(tmp_path, capsys):
+    folder = toy_copy(tmp_path)
+    unet = folder / "unet"
+    (unet / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"conv_in.weight": "diffusion_pytorch_model.safetensors",
+                        "conv_out.weight": "diffusion_pytorch_model-00002-of-00002.safetensors"}}))
+    code, out = run(capsys, "verify", str(folder))
+    assert code == 1 and "missing shard(s): diffusion_pytorch_model-00002-of-00002.safetensors" in out

@@ -153,6 +153,16 @@ def check_weights(report: Report, folder: Path, what: str, cls: str, cfg: dict) 
     if not st and not bins:
         report.add(what, False, f"no weights (*.safetensors or *.bin) in {folder}")
         return
+    for idx in folder.glob("*.index.json"):  # sharded weights: every shard the index names must be here
+        try:
+            shards = set(json.loads(idx.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError) as exc:
+            report.add(f"{what}/{idx.name}", False, f"unreadable: {exc}")
+            return
+        lost = sorted(n for n in shards if not (folder / n).is_file())
+        if lost:
+            report.add(f"{what}/{idx.name}", False, f"missing shard(s): {', '.join(lost)}")
+            return
     tensors: dict[str, list[int]] = {}
     for f in st:
         try:
