@@ -1,5 +1,6 @@
 """The user's config file (``~/.aiedit/config.toml``, or the path in ``$AIEDIT_CONFIG``): defaults for the CLI, so
-a daemon REAPER starts and one started in a terminal agree on model, device, spool, port and limits.
+every way of starting a command (a terminal, a login service, a host application) agrees on model, device, spool,
+port and limits.
 
 Keys are the commands' option names (``--max-seconds`` → ``max_seconds``) and become parser defaults, so every
 option any command gains is configurable without touching this file; a flag on the command line always wins.
