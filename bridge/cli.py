@@ -1,5 +1,5 @@
-"""The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client) and ``edit`` (one edit, no
-daemon).
+"""The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client), ``edit`` (one edit, no
+daemon), ``models`` (list, pull, verify) and ``doctor`` (check the machine).
 
 Imports are deferred per subcommand so ``aiedit send`` and ``aiedit serve`` start in a fraction of a second;
 only ``edit`` (and the daemon's worker thread) ever import torch.
@@ -16,7 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the engine daemon (OSC on 127.0.0.1:9050 and the spool folder)")
-    s.add_argument("--model", default="tiny", help="model name or folder (default: tiny)")
+    s.add_argument("--model", default="auto",
+                   help="model name or folder (default: auto = the best model on this machine, else the toy model; "
+                        "tiny = random weights, only when named)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on; non-loopback needs --token")
     s.add_argument("--port", type=int, default=9050, help="UDP port (0: any free port, see daemon.json)")
     s.add_argument("--spool", default=None, help="spool folder (default: $AIEDIT_SPOOL or ~/.aiedit/spool)")
@@ -57,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, default=argparse.SUPPRESS)
         sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--token", default=argparse.SUPPRESS)
+    from engine.config import apply_config
+
+    apply_config(s, "serve")  # ~/.aiedit/config.toml: its values become defaults; flags still win
+    apply_config(c, "send")
     sub.add_parser("edit", help="run one edit without a daemon (see `aiedit edit --help`)", add_help=False)
+    sub.add_parser("doctor", help="check this machine before a session (see `aiedit doctor --help`)",
+                   add_help=False)
+    sub.add_parser("models", help="list, pull or verify models (see `aiedit models --help`)", add_help=False)
     return ap
 
 
@@ -67,10 +76,26 @@ def main(argv: list[str] | None = None) -> int:
         from engine.cli import main as edit_main  # heavy (torch) only for this subcommand
 
         return int(edit_main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+    if argv[:1] == ["doctor"]:
+        from bridge.doctor import main as doctor_main
+
+        return int(doctor_main(argv[1:]) or 0)
+    if argv[:1] == ["models"]:
+        from engine.models_cli import main as models_main
+
+        return int(models_main(argv[1:]) or 0)
+    from engine.config import ConfigError, fail
+
+    try:
+        parser = build_parser()
+    except ConfigError as exc:
+        return fail(exc)
+    args = parser.parse_args(argv)
     if args.command == "serve":
         from bridge.daemon import ServeConfig, serve
 
+        if args.model.strip() == "auto":
+            _announce_auto()
         return serve(
             ServeConfig(
                 model=args.model,
@@ -89,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.client import run_send
 
     return run_send(args)
+
+
+def _announce_auto() -> None:
+    """Say on the console what ``--model auto`` will load (cheap: reads folders, no weights, no torch)."""
+    from engine.models.registry import resolve_auto
+
+    spec, warning = resolve_auto()
+    print(f"aiedit serve: warning: {warning}" if warning else f"aiedit serve: --model auto: using {spec}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ STOP_REASON = "the engine was stopped during this job"
 
 @dataclass
 class ServeConfig:
-    model: str = "tiny"
+    model: str = "auto"
     host: str = "127.0.0.1"
     port: int = 9050
     spool: str | None = None

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
 from engine.params import EditParams, EditRequest, Inpaint, Region
 from engine.progress import Progress
@@ -30,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
     ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
-    ap.add_argument("--model", default="tiny", help="tiny | audioldm | audioldm2 | tango | hub id | folder")
+    ap.add_argument("--model", default="auto",
+                    help="auto (default: the best model on this machine, else toy) | toy | tango | audioldm2 | "
+                         "audioldm | hub id | folder | tiny (random weights, tests only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
     ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aiedit" / "stages"),
                     help="stage 1-2 cache folder ('' disables the disk cache)")
     ap.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
+    apply_config(ap, "edit")  # ~/.aiedit/config.toml: its values become defaults; flags still win
     return ap
 
 
@@ -87,14 +91,20 @@ class ProgressBar:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ConfigError as exc:
+        return fail(exc)
+    args = parser.parse_args(argv)
     try:
         from engine.audio_io import check_request
         from engine.models.registry import resolve
 
         request = request_from_args(args)
         check_request(request)
-        resolve(args.model)
+        spec = resolve(args.model)
+        if args.model.strip() == "auto":
+            _announce_auto(spec.name)
         return _run(args, request)
     except EngineError as exc:
         print(f"aiedit: error: {exc}", file=sys.stderr)
@@ -102,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled:
         print("aiedit: cancelled", file=sys.stderr)
         return 130
+
+
+def _announce_auto(name: str) -> None:
+    """Say which model ``--model auto`` picked, and warn loudly when it is only the toy model."""
+    from engine.models.registry import resolve_auto
+
+    warning = resolve_auto()[1]
+    print(f"aiedit: warning: {warning}" if warning else f"aiedit: --model auto: using {name}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, request: EditRequest) -> int:

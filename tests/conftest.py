@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The developer's own ~/.aiedit/config.toml must not change what the tests run (tests that need one make one).
+os.environ["AIEDIT_CONFIG"] = str(Path(__file__).resolve().parent / "no-such-config.toml")
 # Tiny models gain nothing from intra-op threads, and OpenMP's spinning threads collapse throughput when the
 # daemon subprocess and pytest compete for 2 cores (measured 50x slower). Subprocesses inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-from pathlib import Path
 
 import numpy as np
 import pytest

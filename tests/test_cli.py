@@ -19,7 +19,8 @@ def test_a_good_edit_writes_one_take_per_eta_and_a_sidecar(tmp_path, capsys):
     original = write_clip(src, seconds=1.5, sr=48000, channels=2)
     out = tmp_path / "takes"
     code = main([str(src), "--prompt", "knocking on a wooden door", "--eta", "0.25", "0.75", "--inpaint",
-                 "0.4:0.9", "--out", str(out), "--cache", str(tmp_path / "cache"), "--seed", "7", *FAST])
+                 "0.4:0.9", "--out", str(out), "--cache", str(tmp_path / "cache"), "--seed", "7", "--model", "tiny",
+                 *FAST])
     assert code == 0
     side = json.loads((out / "door_aiedit.json").read_text())
     assert [t["eta"] for t in side["takes"]] == [0.25, 0.75]

@@ -1,6 +1,7 @@
 """Model names → loaders. Offline by default: a missing model fails at once with how to get it, never hangs.
 
-A spec is a short name (``tiny``, ``audioldm``, ``audioldm2``, ``tango``…), a hub id (``cvssp/audioldm2``), or a
+A spec is ``auto`` (the best real model on this machine, else the shipped toy model: engine/models/inventory.py),
+a short name (``tiny``, ``audioldm``, ``audioldm2``, ``tango``…), a hub id (``cvssp/audioldm2``), or a
 local folder (diffusers layout with ``model_index.json``, or TANGO's snapshot layout with ``main_config.json``).
 """
 
@@ -27,6 +28,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "tango2-full": ("tango", "declare-lab/tango2-full"),
 }
 BUILTIN = ("tiny",)
+AUTO = "auto"
 # Models shipped in the repo (diffusers layout under engine/weights/), trained here by ``python -m toyworld.train``.
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED: dict[str, tuple[str, Path]] = {"toy": ("audioldm", WEIGHTS_DIR / "toy")}
@@ -51,6 +53,8 @@ class ModelSpec:
 def resolve(spec: str) -> ModelSpec:
     """Decide what a model spec means without loading anything (cheap; used to validate early)."""
     s = spec.strip()
+    if s == AUTO:
+        return resolve(resolve_auto()[0])
     if s in BUILTIN:
         return ModelSpec(s, s, s)
     if s in SHIPPED:
@@ -71,12 +75,19 @@ def resolve(spec: str) -> ModelSpec:
             "audioldm" if "audioldm" in low else None
         if family is None:
             raise InputError(f"cannot tell which model family {s!r} is: name a folder or one of "
-                             f"{', '.join((*BUILTIN, *SHIPPED, *ALIASES))}")
+                             f"{', '.join((AUTO, *BUILTIN, *SHIPPED, *ALIASES))}")
         return ModelSpec(family, s, s)
     if "/" in s or s.startswith("."):
         raise ModelUnavailable(f"model folder not found: {s}")
-    raise InputError(f"unknown model {s!r}: use one of {', '.join((*BUILTIN, *SHIPPED, *ALIASES))}, a hub id or "
-                     "a folder")
+    raise InputError(f"unknown model {s!r}: use one of {', '.join((AUTO, *BUILTIN, *SHIPPED, *ALIASES))}, a hub id "
+                     "or a folder")
+
+
+def resolve_auto() -> tuple[str, str | None]:
+    """What ``auto`` stands for here and the warning to show (only when it falls back to the toy model)."""
+    from engine.models.inventory import resolve_auto as pick
+
+    return pick()
 
 
 def _family_of_folder(path: Path) -> str:
@@ -107,6 +118,14 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
     import torch
 
     spec = resolve(spec_text)
+    if spec_text.strip() == AUTO:
+        import logging
+
+        warning = resolve_auto()[1]
+        if warning:
+            logging.getLogger("aiedit.engine").warning(warning)
+        else:
+            logging.getLogger("aiedit.engine").info("model auto: %s (%s)", spec.name, spec.source)
     local_only = not allow_download
     # float32 everywhere: stages 1-2 train with Adam, which is unreliable on half-precision weights.
     dtype = torch.float32

@@ -1,0 +1,157 @@
+"""``aiedit doctor``: passes on a healthy setup, and names the failing check and its fix when the spool cannot be
+written, when another process holds the spool, when the port is taken, or when REAPER points elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bridge_helpers import Daemon
+
+from bridge.doctor import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("AIEDIT_CONFIG", str(tmp_path / "config.toml"))
+    for var in ("HF_HUB_CACHE", "AIEDIT_MODEL_DIRS", "AIEDIT_SPOOL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def reaper_resource(tmp_path: Path, spool: Path, with_scripts: bool = True) -> Path:
+    res = tmp_path / "REAPER"
+    (res / "Scripts").mkdir(parents=True)
+    if with_scripts:
+        shutil.copytree(ROOT / "reaper_scripts", res / "Scripts" / "aiedit")
+    (res / "reaper-extstate.ini").write_text(f"[other]\nx=1\n\n[aiedit]\nspool={spool}\nlast_prompt=knocks\n")
+    return res
+
+
+def doctor(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def row(out: str, name: str) -> str:
+    lines = out.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln[5:].startswith(name + " "))
+    fix = lines[i + 1] if i + 1 < len(lines) and lines[i + 1].strip().startswith("fix:") else ""
+    return lines[i] + "\n" + fix
+
+
+def test_doctor_passes_on_this_machine(env, capsys):
+    spool = env / "spool"
+    code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource",
+                       str(reaper_resource(env, spool)))
+    assert code == 0, out
+    assert out.rstrip().endswith("all checks passed")
+    for name in ("torch", "model", "verify toy", "spool", "spool lock", "port", "reaper scripts", "reaper spool"):
+        assert row(out, name).split()[0] in ("ok", "warn"), (name, out)
+    assert "auto → toy" in out
+
+
+def test_a_spool_that_cannot_be_written_fails_with_the_fix(env, capsys):
+    blocker = env / "a-file"
+    blocker.write_text("not a folder")  # even root cannot create a folder under a regular file
+    code, out = doctor(capsys, "--spool", str(blocker / "spool"), "--port", "0")
+    assert code == 1
+    line = row(out, "spool")
+    assert line.startswith("FAIL") and "not writable" in line and "--spool DIR" in line
+    assert "FAILED: spool" in out
+
+
+HOLDER = """
+import fcntl, json, os, socket, sys, time
+spool = sys.argv[1]
+os.makedirs(spool, exist_ok=True)
+lock = open(os.path.join(spool, "daemon.lock"), "w")
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))  # a port that never answers
+while True:
+    info = {"pid": os.getpid(), "host": "127.0.0.1", "port": sock.getsockname()[1], "heartbeat": time.time()}
+    tmp = os.path.join(spool, ".daemon.json.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(info, fh)
+    os.replace(tmp, os.path.join(spool, "daemon.json"))
+    print("held", flush=True)
+    time.sleep(1)
+"""
+
+
+def test_a_stuck_process_holding_the_spool_is_named_with_its_pid(env, capsys):
+    spool = env / "spool"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(spool)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        code, out = doctor(capsys, "--spool", str(spool), "--port", "0")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 1
+    line = row(out, "spool lock")
+    assert line.startswith("FAIL") and f"pid {proc.pid}" in line and f"kill {proc.pid}" in line, out
+
+
+def test_a_live_daemon_on_the_spool_is_fine_and_owns_its_port(env, capsys):
+    spool = env / "spool"
+    with Daemon(spool) as d:
+        code, out = doctor(capsys, "--spool", str(spool), "--port", str(d.port))
+    assert code == 0, out
+    assert row(out, "spool lock").startswith("ok") and "answering" in row(out, "spool lock")
+    assert row(out, "port").startswith("ok")
+
+
+def test_a_port_in_use_by_another_program_fails_with_the_fix(env, capsys):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        code, out = doctor(capsys, "--spool", str(env / "spool"), "--port", str(port))
+    assert code == 1
+    line = row(out, "port")
+    assert line.startswith("FAIL") and "in use by another program" in line and "--port N" in line
+
+
+def test_reaper_pointing_at_another_spool_or_missing_scripts_fails(env, capsys):
+    spool = env / "spool"
+    res = reaper_resource(env, env / "elsewhere", with_scripts=False)
+    code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
+    assert code == 1
+    line = row(out, "reaper spool")
+    assert line.startswith("FAIL") and str(env / "elsewhere") in line and f"--spool {env / 'elsewhere'}" in line
+    assert row(out, "reaper scripts").startswith("FAIL")
+
+
+def test_a_missing_model_and_a_config_value_reach_the_doctor(env, capsys):
+    (env / "config.toml").write_text('model = "tango"\n[doctor]\nport = 0\n')
+    code, out = doctor(capsys, "--spool", str(env / "spool"))
+    assert code == 1
+    line = row(out, "model")
+    assert line.startswith("FAIL") and "aiedit models pull tango" in line
+    assert row(out, "port").startswith("ok") and "any free port" in row(out, "port")
+
+
+def test_the_console_script_dispatches_doctor(env):
+    spool = env / "spool"
+    proc = subprocess.run([sys.executable, "-m", "bridge", "doctor", "--spool", str(spool), "--port", "0"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+                          cwd=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all checks passed" in proc.stdout
+
+
+def test_a_bad_value_for_another_command_fails_the_config_check(env, capsys):
+    (env / "config.toml").write_text('[serve]\nport = "nine"\n')
+    code, out = doctor(capsys, "--spool", str(env / "spool"), "--port", "0")
+    assert code == 1
+    line = row(out, "config")
+    assert line.startswith("FAIL") and "port = 'nine'" in line and "fix that key" in line
