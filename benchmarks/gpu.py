@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps of the edits (default the model's)")
     ap.add_argument("--sample-steps", type=int, default=None, help="sampling steps (default the model's)")
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="weight storage (engine.precision): auto = bf16 on a CUDA GPU, fp32 on CPU")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet forward (reduce-overhead)")
     a = ap.parse_args(argv)
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = sorted(set(rows) - set(ROWS))
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = a.seconds or 10.0
     timed = a.timed_steps or 20
 
+    from engine import precision as prec
     from engine.cache import StageCache
     from engine.editor import Editor
     from engine.params import EditParams, EditRequest, Region
@@ -289,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     unet_m = count_unet_params(a.model) / 1e6
     t0 = time.perf_counter()
     model = build_smoke(a.model).to(a.device, torch.float32) if a.smoke else build_real(a.model, a.device)
+    prec.apply(model, a.precision, compile_unet=a.compile)
     build_s = time.perf_counter() - t0
     counts = param_counts(model)
+    wdt = str(model.weight_dtype).replace("torch.", "")
     print(f"built {a.model} ({'smoke' if a.smoke else 'real size'}) on {a.device} in {build_s:.1f} s; "
           f"parameters (M): " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items()), flush=True)
     if not a.smoke:
@@ -307,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = Report(a.json, {
         "model": a.model, "size": "smoke" if a.smoke else "real", "device": a.device, "machine": machine(a.device),
-        "torch": torch.__version__, "seconds": seconds, "latent": list(z0.shape[1:]), "precision": "fp32",
-        "compile": False, "unet_m": round(counts["unet"], 3), "published_m": PUBLISHED_UNET_M[a.model],
+        "torch": torch.__version__, "seconds": seconds, "latent": list(z0.shape[1:]),
+        "precision": f"{a.precision} ({wdt} weights)", "compile": a.compile, "unet_m": round(counts["unet"], 3),
+        "published_m": PUBLISHED_UNET_M[a.model],
         "params_m": {k: round(v, 3) for k, v in counts.items()}, "build_s": round(build_s, 2)})
     print(f"\n{a.model}: latent {tuple(z0.shape[1:])}, {machine(a.device)}", flush=True)
 

@@ -41,3 +41,10 @@ def test_rows_can_be_chosen(tmp_path):
     out = tmp_path / "bench.json"
     gpu.main(["--model", "audioldm2", "--smoke", "--rows", "sdedit", "--json", str(out)])
     assert [r["what"] for r in json.loads(out.read_text())["rows"]] == ["SDEdit preview, 2 strengths"]
+
+
+def test_smoke_runs_the_bf16_path_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    gpu.main(["--model", "audioldm", "--smoke", "--precision", "bf16", "--rows", "lora,full", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["precision"] == "bf16 (bfloat16 weights)" and len(data["rows"]) == 2
