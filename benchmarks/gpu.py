@@ -171,6 +171,17 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mib() -> float | None:
+    """Resident memory now (Linux), to tell what stays held from what only peaked."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _measure(fn: Callable[[], object]) -> tuple[float, float | None, object]:
     """(wall seconds, peak GPU MiB during the call or None, the call's result)."""
     gpu = torch.cuda.is_available()
@@ -211,7 +222,8 @@ class Report:
         self._flush()
 
     def add(self, row: dict) -> None:
-        row = {**row, "peak_rss_mib": round(_peak_rss_mib(), 1)}
+        rss = _rss_mib()
+        row = {**row, "peak_rss_mib": round(_peak_rss_mib(), 1), "rss_mib": round(rss, 1) if rss else None}
         self.rows.append(row)
         print(f"  {row['what']:<38} {_fmt(row)}", flush=True)
         self._flush()

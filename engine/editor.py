@@ -216,6 +216,8 @@ class Editor:
                                               lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
                 timings["embedding"] = timings.get("embedding", 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
+                if p.mode == "full":
+                    self.cache.drop_full()  # at most one full UNet state in host RAM besides the pretrained copy
                 tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
                                      lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
                                      on_step=stepper("finetune"))

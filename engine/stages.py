@@ -99,7 +99,7 @@ def finetune(model: AudioModel, z0: torch.Tensor, e_opt: Conditioning, *, mode: 
             model.unet.requires_grad_(False)
         return Tuning("lora", state, rank, targets), losses
     if mode == "full":
-        base = _snapshot(model.unet)
+        base = pretrained_state(model.unet)
         try:
             with precision.full_finetune_weights(model):  # fp32 master weights when the UNet is stored in bf16
                 model.unet.requires_grad_(True)
@@ -107,7 +107,7 @@ def finetune(model: AudioModel, z0: torch.Tensor, e_opt: Conditioning, *, mode: 
                 state = _snapshot(model.unet, dtype=model.weight_dtype)
         finally:
             model.unet.requires_grad_(False)
-            model.unet.load_state_dict(base)
+            _restore(model.unet, base)
         return Tuning("full", state), losses
     raise ValueError(f"unknown fine-tuning mode {mode!r}")
 
@@ -141,6 +141,27 @@ def _snapshot(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict
             for k, v in module.state_dict().items()}
 
 
+def _fingerprint(module: torch.nn.Module) -> tuple:
+    """Changes whenever a weight is written in place (``_version``) or replaced (``data_ptr``)."""
+    return tuple((t.data_ptr(), t._version) for t in module.state_dict().values())
+
+
+def pretrained_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The one CPU copy of the pretrained UNet that full-mode stages restore from, taken once per loaded model
+    (a real UNet is 1.7-3.5 GB: a copy per fine-tune and per sampling run is what filled 17-21 GB of host RAM).
+    Taken again only if the weights were changed by anything but these stages."""
+    cached = getattr(module, "_aiedit_pretrained", None)
+    if cached is None or cached[0] != _fingerprint(module):
+        cached = (_fingerprint(module), _snapshot(module))
+        module._aiedit_pretrained = cached  # type: ignore[attr-defined]
+    return cached[1]
+
+
+def _restore(module: torch.nn.Module, base: dict[str, torch.Tensor]) -> None:
+    module.load_state_dict(base)
+    module._aiedit_pretrained = (_fingerprint(module), base)  # type: ignore[attr-defined]
+
+
 @contextmanager
 def tuned(model: AudioModel, tuning: Tuning | None) -> Iterator[None]:
     """Apply stage-2 weights for the duration of the block; the pretrained UNet is restored bit for bit."""
@@ -159,12 +180,12 @@ def tuned(model: AudioModel, tuning: Tuning | None) -> Iterator[None]:
         finally:
             lora.unload()
         return
-    base = _snapshot(model.unet)
+    base = pretrained_state(model.unet)
     try:
         model.unet.load_state_dict(tuning.state)
         yield
     finally:
-        model.unet.load_state_dict(base)
+        _restore(model.unet, base)
 
 
 def make_sampler(model: AudioModel, kind: str, steps: int):
