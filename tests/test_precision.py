@@ -105,3 +105,20 @@ def test_cpu_keeps_the_cpu_generator_and_plain_adam():
     assert precision.generator(3, "cpu").device.type == "cpu"
     opt = precision.optimizer([torch.zeros(2, requires_grad=True)], 1e-3)
     assert not opt.defaults.get("fused")
+
+
+def test_cli_runs_an_edit_in_bf16_and_records_it(tmp_path):
+    import json
+
+    from conftest import write_clip
+
+    from engine.cli import main
+
+    src = tmp_path / "door.wav"
+    write_clip(src, seconds=1.0, sr=16000, channels=1)
+    out = tmp_path / "takes"
+    code = main([str(src), "--prompt", "a door", "--eta", "0.5", "--precision", "bf16", "--out", str(out),
+                 "--cache", "", "--embed-steps", "2", "--tune-steps", "2", "--sample-steps", "2"])
+    assert code == 0
+    side = json.loads((out / "door_aiedit.json").read_text())
+    assert side["precision"] == "bfloat16" and len(side["takes"]) == 1
