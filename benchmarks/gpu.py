@@ -266,6 +266,42 @@ def machine(device: str) -> str:
 ROWS = ("steps", "lora", "retake", "sdedit", "full")
 
 
+def toy_check(device: str, precision: str, json_path: str | None) -> dict:
+    """The fast path against the fp32 path on the shipped toy model (trained weights, so takes mean something):
+    one LoRA edit of a held-out toy clip with η = 0 and 1 through both, compared by log-mel L1 (toyworld.distance)
+    and by the toy CLAP's Text/Audio scores, next to the spread of two fp32 runs with different seeds."""
+    from engine.editor import load_editor
+    from engine.params import EditParams, EditRequest, Region
+    from toyworld import world
+    from toyworld.distance import logmel_l1
+
+    held_out = world.clip(world.HELD_OUT + 7)  # never seen in training
+    runs = {"fp32": ("fp32", 0), "fp32-seed1": ("fp32", 1), precision: (precision, 0)}
+    takes, scores = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "toy.wav"
+        sf.write(src, held_out.wave, 16000)
+        for label, (prec_name, seed) in runs.items():
+            ed = load_editor("toy", device=device, precision=prec_name)
+            params = EditParams("three low beeps", etas=(0.0, 1.0), seed=seed)
+            res = ed.edit(EditRequest(str(src), Region(), params))
+            takes[label] = [t.audio[:, 0] for t in res.takes]
+            scores[label] = [t.scores.to_dict() if t.scores else None for t in res.takes]
+
+    def dist(x: str, y: str) -> list[float]:
+        return [round(logmel_l1(a, b), 4) for a, b in zip(takes[x], takes[y], strict=True)]
+
+    # The yardstick: how far two fp32 runs that differ only in their seed land from each other.
+    out = {"device": device, "precision": precision, "eta": [0.0, 1.0], "clip_seed": world.HELD_OUT + 7,
+           "logmel_l1_fast_vs_fp32": dist(precision, "fp32"),
+           "logmel_l1_fp32_seed0_vs_seed1": dist("fp32-seed1", "fp32"),
+           "logmel_l1_eta0_vs_eta1_fp32": round(logmel_l1(*takes["fp32"]), 4), "scores": scores}
+    print(json.dumps(out, indent=1), flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks gpu", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=FAMILIES, default="tango")
@@ -283,7 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="weight storage (engine.precision): auto = bf16 on a CUDA GPU, fp32 on CPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet forward (reduce-overhead)")
+    ap.add_argument("--toy-check", action="store_true",
+                    help="instead: compare --precision with fp32 on the toy model (η = 0 and 1 takes)")
     a = ap.parse_args(argv)
+    if a.toy_check:
+        toy_check(a.device, a.precision, a.json)
+        return 0
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
