@@ -62,9 +62,7 @@ def weight_dtype(module: torch.nn.Module) -> torch.dtype:
 def _cast_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Latents and conditioning tensors → the UNet's weight dtype (timesteps and masks are left alone: a bf16
     timestep would round 999 to 1000)."""
-    wdt = weight_dtype(module)
-    if torch.is_autocast_enabled():  # a full fine-tune's fp32 master weights under autocast: leave it to autocast
-        return args, kwargs
+    wdt = weight_dtype(module)  # fp32 while a full fine-tune trains its master weights (autocast does the rest)
     if args and torch.is_tensor(args[0]) and args[0].is_floating_point():
         args = (args[0].to(wdt), *args[1:])
     kwargs = {k: (v.to(wdt) if k in UNET_FLOAT_KWARGS and torch.is_tensor(v) and v.is_floating_point() else v)
