@@ -85,7 +85,9 @@ def finetune(model: AudioModel, z0: torch.Tensor, e_opt: Conditioning, *, mode: 
         from peft.tuners.lora import LoraModel
 
         targets = tuple(model.lora_target_modules())
-        lora = LoraModel(model.unet, _lora_config(rank, targets), ADAPTER)
+        with torch.random.fork_rng(devices=[]):  # the adapters' random init follows the edit's seed, not the
+            torch.manual_seed(seed + 2)           # global RNG (else one request gives other takes per process)
+            lora = LoraModel(model.unet, _lora_config(rank, targets), ADAPTER)
         try:
             params = [p for p in model.unet.parameters() if p.requires_grad]
             for p in params:  # adapters train in fp32 even on a bf16-stored UNet (peft computes them in their dtype)

@@ -33,7 +33,7 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
     assert by["cached re-take, 2 η"]["cache_hit"] is True
     assert "finetune" in by["cold LoRA edit, 5 η"]["split"] and "finetune" not in by["cached re-take, 2 η"]["split"]
     assert all(r["peak_rss_mib"] > 0 for r in data["rows"])
-    assert all(r["ms_per_step"] > 0 for r in data["rows"][:4])
+    assert all(r["ms_per_step"] >= 0 for r in data["rows"][:4])  # a number; no timing asserted
     assert "| stage 1 step" in capsys.readouterr().out
 
 

@@ -48,3 +48,13 @@ def test_cache_keeps_only_the_latest_full_state():
     assert cache.get("a") is None and cache.get("l") is not None and cache.get("b") is not None
     cache.drop_full()
     assert cache.get("b") is None and cache.get("l") is not None
+
+
+def test_lora_result_depends_on_the_seed_only_not_on_the_global_rng():
+    m = tiny_audioldm()
+    z0, e = _z0(m), m.encode_prompt(["rain"])
+    torch.manual_seed(1)
+    a, _ = finetune(m, z0, e, mode="lora", steps=2, lr=1e-2, rank=4, seed=0)
+    torch.manual_seed(2)
+    b, _ = finetune(m, z0, e, mode="lora", steps=2, lr=1e-2, rank=4, seed=0)
+    assert a.state.keys() == b.state.keys() and all(torch.equal(a.state[k], b.state[k]) for k in a.state)
