@@ -1,4 +1,7 @@
-"""``python -m benchmarks [engine|bridge|all]``: run the speed benchmarks and print their tables."""
+"""``python -m benchmarks [engine|bridge|all|gpu]``: run the speed benchmarks and print their tables.
+
+``gpu`` (the real-size benchmark, ``benchmarks/gpu.py``) runs only when named: it builds models of up to 1.3 B
+parameters."""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ import sys
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
     names = {"engine": ["benchmarks.bench_engine"], "bridge": ["benchmarks.bench_bridge"]}
+    if which == "gpu":
+        from benchmarks.gpu import main as gpu_main
+
+        return gpu_main(argv[1:])
     modules = names.get(which, [m for ms in names.values() for m in ms])
     for name in modules:
         try:

@@ -2,7 +2,8 @@
 
 Keyed by the model, the exact audio the model sees (content hash) and every parameter that shapes stages 1-2.
 LoRA results are small (adapter weights + e_opt) and go to disk when a folder is given; a full fine-tune's state
-is a whole UNet (gigabytes for real models), so it is kept in memory only, for the most recent entries.
+is a whole UNet (1.7-3.5 GB for real models), so it is kept in memory only, and only the most recent one: with the
+stages' single pretrained copy that bounds full mode to two UNet states in host RAM.
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ class StageCache:
         if self.folder is not None and (tuning is None or tuning.mode == "lora"):
             self._save(key, *entry)
 
+    def drop_full(self) -> None:
+        """Forget every full fine-tune state (before training a new one, so two never coexist with it)."""
+        for key in [k for k, (_, t) in self._mem.items() if t is not None and t.mode == "full"]:
+            del self._mem[key]
+
     def _remember(self, key: str, entry: tuple[Conditioning, Tuning | None]) -> None:
+        if entry[1] is not None and entry[1].mode == "full":
+            self.drop_full()
         self._mem[key] = entry
         self._mem.move_to_end(key)
         while len(self._mem) > self.memory_items:

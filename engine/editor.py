@@ -216,6 +216,8 @@ class Editor:
                                               lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
                 timings["embedding"] = timings.get("embedding", 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
+                if p.mode == "full":
+                    self.cache.drop_full()  # at most one full UNet state in host RAM besides the pretrained copy
                 tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
                                      lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
                                      on_step=stepper("finetune"))
@@ -258,16 +260,18 @@ def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
 
 
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,
-                scorer: str | None = "auto", allow_download: bool = False) -> Editor:
+                scorer: str | None = "auto", allow_download: bool = False, precision: str = "auto",
+                compile_unet: bool = False) -> Editor:
     """Load a model by name, hub id or folder (see ``engine.models.registry``) and wrap it in an Editor.
 
+    ``precision``/``compile_unet``: see ``engine.precision`` (auto = bf16 weights on a CUDA GPU, fp32 on CPU).
     ``scorer="auto"`` uses the model's own CLAP where it has one, else ``laion/clap-htsat-unfused`` (a tiny CLAP
     for the tiny model); if those weights are missing the edit still runs and takes carry no scores.
     """
     from engine.models.registry import load_model, load_scorer_for
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    m = load_model(model, device=dev, allow_download=allow_download)
+    m = load_model(model, device=dev, allow_download=allow_download, precision=precision, compile_unet=compile_unet)
     clap = None
     if scorer is not None:
         clap = load_scorer_for(m, scorer, device=dev, allow_download=allow_download)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from engine import precision
 from engine.models.base import AudioModel, Conditioning
 
 StepFn = Callable[[int, int, float | None], None]  # (step, total, loss) — may raise Cancelled
@@ -27,10 +28,12 @@ def _noop(step: int, total: int, loss: float | None) -> None:
 
 
 def diffusion_loss(model: AudioModel, z0: torch.Tensor, cond: Conditioning, gen: torch.Generator) -> torch.Tensor:
-    """Eq. (1): noise z0 at t ~ U{0..T−1} and regress the scheduler's target (ε, or v for v-prediction models)."""
+    """Eq. (1): noise z0 at t ~ U{0..T−1} and regress the scheduler's target (ε, or v for v-prediction models).
+
+    t and ε are drawn where ``gen`` lives (the seeded CPU generator, or the GPU's on the CUDA fast path)."""
     b = z0.shape[0]
-    t = torch.randint(0, model.num_train_timesteps, (b,), generator=gen).to(z0.device)
-    noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32).to(z0.device, z0.dtype)
+    t = torch.randint(0, model.num_train_timesteps, (b,), generator=gen, device=gen.device).to(z0.device)
+    noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32, device=gen.device).to(z0.device, z0.dtype)
     z_t = model.scheduler.add_noise(z0, noise, t)  # type: ignore[attr-defined]
     if model.prediction_type == "v_prediction":
         target = model.scheduler.get_velocity(z0, noise, t)  # type: ignore[attr-defined]
@@ -45,7 +48,7 @@ def optimize_embedding(model: AudioModel, z0: torch.Tensor, e_target: Conditioni
     """Stage 1: Adam on the conditioning tensors only (masks and UNet stay fixed)."""
     e = e_target.trainable()
     model.unet.requires_grad_(False)
-    losses = _train(model, z0, e, e.parameters(), steps, lr, torch.Generator().manual_seed(seed), on_step)
+    losses = _train(model, z0, e, e.parameters(), steps, lr, precision.generator(seed, model.device), on_step)
     return e.detach(), losses
 
 
@@ -74,7 +77,7 @@ def _lora_config(rank: int, targets: list[str] | tuple[str, ...]):
 def finetune(model: AudioModel, z0: torch.Tensor, e_opt: Conditioning, *, mode: str, steps: int, lr: float,
              rank: int, seed: int, on_step: StepFn = _noop) -> tuple[Tuning, list[float]]:
     """Stage 2: fit the UNet to z0 under e_opt; returns the tuned weights and leaves the model untouched."""
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = precision.generator(seed + 1, model.device)
     e = e_opt.detach()
     losses: list[float] = []
     if mode == "lora":
@@ -82,9 +85,14 @@ def finetune(model: AudioModel, z0: torch.Tensor, e_opt: Conditioning, *, mode: 
         from peft.tuners.lora import LoraModel
 
         targets = tuple(model.lora_target_modules())
-        lora = LoraModel(model.unet, _lora_config(rank, targets), ADAPTER)
+        with torch.random.fork_rng(devices=[]):  # the adapters' random init follows the edit's seed, not the
+            torch.manual_seed(seed + 2)           # global RNG (else one request gives other takes per process)
+            lora = LoraModel(model.unet, _lora_config(rank, targets), ADAPTER)
         try:
             params = [p for p in model.unet.parameters() if p.requires_grad]
+            for p in params:  # adapters train in fp32 even on a bf16-stored UNet (peft computes them in their dtype)
+                if p.dtype != torch.float32:
+                    p.data = p.data.float()
             losses = _train(model, z0, e, params, steps, lr, gen, on_step)
             state = {k: v.detach().cpu().clone()
                      for k, v in get_peft_model_state_dict(model.unet, adapter_name=ADAPTER).items()}
@@ -93,37 +101,67 @@ def finetune(model: AudioModel, z0: torch.Tensor, e_opt: Conditioning, *, mode: 
             model.unet.requires_grad_(False)
         return Tuning("lora", state, rank, targets), losses
     if mode == "full":
-        base = _snapshot(model.unet)
+        base = pretrained_state(model.unet)
         try:
-            model.unet.requires_grad_(True)
-            losses = _train(model, z0, e, list(model.unet.parameters()), steps, lr, gen, on_step)
-            state = _snapshot(model.unet)
+            with precision.full_finetune_weights(model):  # fp32 master weights when the UNet is stored in bf16
+                model.unet.requires_grad_(True)
+                losses = _train(model, z0, e, list(model.unet.parameters()), steps, lr, gen, on_step)
+                state = _snapshot(model.unet, dtype=model.weight_dtype)
         finally:
             model.unet.requires_grad_(False)
-            model.unet.load_state_dict(base)
+            _restore(model.unet, base)
         return Tuning("full", state), losses
     raise ValueError(f"unknown fine-tuning mode {mode!r}")
 
 
 def _train(model: AudioModel, z0: torch.Tensor, e: Conditioning, params: list[torch.Tensor], steps: int,
            lr: float, gen: torch.Generator, on_step: StepFn) -> list[float]:
-    losses: list[float] = []
+    """Adam on ``params``. Losses stay on the device and reach ``on_step`` every few steps only (a read is a host
+    sync on a GPU); all of them are returned at the end."""
     if steps == 0 or not params:
-        return losses
-    opt = torch.optim.Adam(params, lr=lr)
+        return []
+    opt = precision.optimizer(params, lr)
+    kept: list[torch.Tensor] = []
     with torch.enable_grad():
         for i in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = diffusion_loss(model, z0, e, gen)
+            with precision.train_autocast(model):
+                loss = diffusion_loss(model, z0, e, gen)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-            on_step(i + 1, steps, losses[-1])
-    return losses
+            kept.append(loss.detach())
+            last = i + 1 == steps
+            shown = loss.item() if last or (i + 1) % precision.LOSS_REPORT_EVERY == 0 else None
+            on_step(i + 1, steps, shown)
+    return torch.stack(kept).float().cpu().tolist()
 
 
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+def _snapshot(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A CPU copy of the module's state, optionally stored as ``dtype`` (floating tensors only)."""
+    return {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype,
+                             copy=True)
+            for k, v in module.state_dict().items()}
+
+
+def _fingerprint(module: torch.nn.Module) -> tuple:
+    """Changes whenever a weight is written in place (``_version``) or replaced (``data_ptr``)."""
+    return tuple((t.data_ptr(), t._version) for t in module.state_dict().values())
+
+
+def pretrained_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The one CPU copy of the pretrained UNet that full-mode stages restore from, taken once per loaded model
+    (a real UNet is 1.7-3.5 GB: a copy per fine-tune and per sampling run is what filled 17-21 GB of host RAM).
+    Taken again only if the weights were changed by anything but these stages."""
+    cached = getattr(module, "_aiedit_pretrained", None)
+    if cached is None or cached[0] != _fingerprint(module):
+        cached = (_fingerprint(module), _snapshot(module))
+        module._aiedit_pretrained = cached  # type: ignore[attr-defined]
+    return cached[1]
+
+
+def _restore(module: torch.nn.Module, base: dict[str, torch.Tensor]) -> None:
+    module.load_state_dict(base)
+    module._aiedit_pretrained = (_fingerprint(module), base)  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -144,12 +182,12 @@ def tuned(model: AudioModel, tuning: Tuning | None) -> Iterator[None]:
         finally:
             lora.unload()
         return
-    base = _snapshot(model.unet)
+    base = pretrained_state(model.unet)
     try:
         model.unet.load_state_dict(tuning.state)
         yield
     finally:
-        model.unet.load_state_dict(base)
+        _restore(model.unet, base)
 
 
 def make_sampler(model: AudioModel, kind: str, steps: int):

@@ -140,7 +140,8 @@ class AudioModel(ABC):
     # Stage-1/2 settings that suit this model better than the paper's (keys of ``PAPER_STAGE_DEFAULTS``).
     stage_defaults: Mapping[str, Any] = MappingProxyType({})
     device: torch.device = torch.device("cpu")
-    dtype: torch.dtype = torch.float32
+    dtype: torch.dtype = torch.float32  # latents and conditionings (what the stages see and train)
+    weight_dtype: torch.dtype | None = None  # how the weights are stored, when not ``dtype`` (engine.precision)
 
     @property
     def sample_rate(self) -> int:
@@ -176,14 +177,15 @@ class AudioModel(ABC):
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, N) waveform at ``sample_rate`` → scaled latent (B, C, T/4, F/4); N must fill whole frames."""
         mel = wav_to_logmel(wave.to(self.device, torch.float32), self.mel)  # (B, T, n_mels)
-        mel = mel.unsqueeze(1).to(self.dtype)
+        mel = mel.unsqueeze(1).to(next(self.vae.parameters()).dtype)
         posterior = self.vae.encode(mel).latent_dist
-        return posterior.mode() * self.scaling_factor
+        return (posterior.mode() * self.scaling_factor).to(self.dtype)
 
     @torch.no_grad()
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """Scaled latent → (B, N) waveform at ``sample_rate``."""
-        mel = self.vae.decode(latent / self.scaling_factor).sample  # (B, 1, T, n_mels)
+        vae_dtype = next(self.vae.parameters()).dtype
+        mel = self.vae.decode((latent / self.scaling_factor).to(vae_dtype)).sample  # (B, 1, T, n_mels)
         wave = self.vocoder(mel.squeeze(1).to(next(self.vocoder.parameters()).dtype))
         return wave.float()
 
@@ -207,10 +209,12 @@ class AudioModel(ABC):
         self.device = torch.device(device)
         if dtype is not None:
             self.dtype = dtype
+            self.weight_dtype = None
+        target = self.weight_dtype or self.dtype
         for module in self.modules().values():
             params = list(module.parameters())
-            if params and (params[0].device != self.device or params[0].dtype != self.dtype):
-                module.to(self.device, dtype=self.dtype)
+            if params and (params[0].device != self.device or params[0].dtype != target):
+                module.to(self.device, dtype=target)
         return self
 
     def modules(self) -> dict[str, nn.Module]:

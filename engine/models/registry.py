@@ -113,9 +113,17 @@ def _missing(spec: ModelSpec, exc: BaseException) -> ModelUnavailable:
         f"`huggingface-cli download {spec.source}` and copy the cache here, or pass --model /path/to/folder")
 
 
-def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = False):
-    """Load and move a model; raises InputError (unknown name) or ModelUnavailable (weights missing/broken)."""
+def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = False, precision: str = "auto",
+               compile_unet: bool = False):
+    """Load and move a model; raises InputError (unknown name) or ModelUnavailable (weights missing/broken).
+
+    ``precision`` (``engine.precision``): auto = bf16 weight storage on CUDA GPUs that support it, fp32 elsewhere.
+    """
     import torch
+
+    from engine import precision as prec
+
+    prec.resolve(precision, device)  # an unknown name fails before anything loads
 
     spec = resolve(spec_text)
     if spec_text.strip() == AUTO:
@@ -154,7 +162,7 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
     for key, value in SHIPPED_DEFAULTS.get(spec.name, {}).items():
         setattr(model, key, value)
     model.cache_id = _identity(spec)
-    return model.to(device, dtype)
+    return prec.apply(model.to(device, dtype), precision, compile_unet=compile_unet)
 
 
 def _identity(spec: ModelSpec) -> str:
