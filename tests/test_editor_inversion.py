@@ -28,10 +28,6 @@ def test_inverted_start_reuses_the_cached_stages_and_changes_the_takes(editor, t
     assert inv.cache_hit  # the start is a stage-3 setting: stages 1-2 come from the cache
     assert "inverting" in {p.stage for p in events} and inv.params["start"] == "inversion"
     assert not np.array_equal(noise.takes[0].audio, inv.takes[0].audio)
-    again = editor.edit(EditRequest(str(src), Region(), EditParams("a bell", etas=(1.0,), start="inversion",
-                                                                   **FAST)))
-    # the shared start: a take alone equals it in a batch (up to batched float maths, amplified by a random VAE)
-    assert np.abs(again.takes[0].audio - inv.takes[1].audio).max() < 2e-2
 
 
 def test_zeta_mode_gives_one_aligned_take_per_strength_without_training(editor, tmp_path):

@@ -120,3 +120,14 @@ def test_zeta_keeps_the_latent_outside_an_inpainting_mask(tiny_model):
     out = zeta_sample(tiny_model, maps, tgt, src, strengths=[1.0], guidance=1.0, keep=keep)
     assert torch.equal(out[:, :, :4], z0[:, :, :4]) and torch.equal(out[:, :, 8:], z0[:, :, 8:])
     assert not torch.allclose(out[:, :, 4:8], z0[:, :, 4:8])
+
+
+def test_an_inverted_start_is_shared_by_every_take_alone_or_batched(tiny_model):
+    z0 = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(7))
+    a, b = tiny_model.encode_prompt(["rain", "a dog barking"]).split([1, 1])
+    x_T = ddim_invert(tiny_model, z0, a, steps=6)
+    both = sample(tiny_model, [a, b], None, latent_shape=SHAPE, steps=6, guidance=1.0, seed=0, x_T=x_T)
+    alone = sample(tiny_model, [b], None, latent_shape=SHAPE, steps=6, guidance=1.0, seed=9, x_T=x_T)
+    assert torch.allclose(both[1:], alone, atol=1e-4)  # the seed no longer matters: the start is the input's
+    fresh = sample(tiny_model, [b], None, latent_shape=SHAPE, steps=6, guidance=1.0, seed=0)
+    assert not torch.allclose(fresh, alone, atol=1e-2)
