@@ -25,13 +25,15 @@ from engine.stages import StepFn, _noop, make_sampler
 
 
 def _grid(model: AudioModel, steps: int) -> tuple[torch.Tensor, list[float], list[float]]:
-    """The DDIM sampler's timesteps (descending) with ᾱ at each and at the level each step lands on."""
+    """The DDIM sampler's timesteps (descending) with ᾱ at each and at the level each step lands on, by the
+    scheduler's own rule (t − T/steps, the final ᾱ below 0), so an inverted start matches ``stages.sample``."""
     sched = make_sampler(model, "ddim", steps)
     ts = sched.timesteps.cpu()
     ac = sched.alphas_cumprod.cpu().double()
     final = float(sched.final_alpha_cumprod)
+    stride = sched.config.num_train_timesteps // sched.num_inference_steps
     a_t = [float(ac[t]) for t in ts]
-    a_prev = [*a_t[1:], final]
+    a_prev = [float(ac[int(t) - stride]) if int(t) - stride >= 0 else final for t in ts]
     return ts, a_t, a_prev
 
 
@@ -67,10 +69,11 @@ def ddim_invert(model: AudioModel, z0: torch.Tensor, cond: Conditioning, *, step
     DDIM's usual first-order approximation (exact when the predictor's x0 does not depend on x).
     """
     ts, a_t, a_prev = _grid(model, steps)
+    stride = model.num_train_timesteps // steps
     x = z0.clone()
     for k, i in enumerate(reversed(range(len(ts)))):
-        # from the level sampling step i lands on (timestep ts[i + 1], or 0 after the last) up to ts[i]'s level
-        t_here = ts[i + 1] if i + 1 < len(ts) else torch.zeros((), dtype=ts.dtype)
+        # from the level sampling step i lands on (its timestep, or 0 after the last step) up to ts[i]'s level
+        t_here = (ts[i] - stride).clamp(min=0)
         out = model.predict_noise(x, t_here.expand(x.shape[0]).to(model.device), cond)
         eps, x0 = _eps_x0(model, out, x, a_prev[i])
         x = a_t[i] ** 0.5 * x0 + (1 - a_t[i]) ** 0.5 * eps
