@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.audio_io import AudioInfo, check_request, region_frames
 from engine.errors import InputError
-from engine.params import MAX_SAMPLE_STEPS, MAX_STEPS, MODES, EditParams, EditRequest, Inpaint, Region
+from engine.params import MAX_SAMPLE_STEPS, MAX_STEPS, MODES, STARTS, EditParams, EditRequest, Inpaint, Region
 
 VERSION = 1
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -248,6 +248,10 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
                     raise InputError(f"steps.{key} {v} must be between {low} and {high}")
                 step_kw[name] = v
     guidance = _number(obj.get("guidance"), "guidance", default=None)
+    start_from = _string(obj.get("start"), "start", default="noise")
+    if start_from not in STARTS:
+        raise InputError(f"unknown start {_clip(start_from)}: use noise or inversion")
+    source_prompt = _string(obj.get("source_prompt"), "source_prompt", default="")
 
     params = EditParams(
         prompt=prompt,
@@ -256,6 +260,8 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
         seed=seed,
         inpaint=inpaint,
         guidance=guidance,
+        start=start_from,
+        source_prompt=source_prompt,
         **step_kw,
     )
     request = EditRequest(source=server_path, region=Region(start, length), params=params).validate()

@@ -22,14 +22,14 @@ log = logging.getLogger("aiedit.worker")
 
 # Shares of the whole job's progress bar for the fixed-cost stages; the step-driven stages share the rest.
 LOADING, PREPARING, SCORING, WRITING = 0.10, 0.03, 0.04, 0.03
-WINDOW_STAGES = ("embedding", "finetune", "sampling", "decoding")
+WINDOW_STAGES = ("embedding", "finetune", "inverting", "sampling", "decoding")
 
 
 class ProgressMap:
     """Maps the engine's per-stage :class:`Progress` to one never-decreasing fraction for the whole job.
 
-    The engine runs embedding → finetune → sampling → decoding per window (long clips are edited in windows),
-    preceded by ``preparing`` and followed by ``scoring``. Step-driven stages are weighted by their step
+    The engine runs embedding → finetune → (inverting) → sampling → decoding per window (long clips are edited
+    in windows), preceded by ``preparing`` and followed by ``scoring``. Step-driven stages are weighted by their step
     counts (a fine-tuning step costs about 1.5 embedding steps, a sampling step about 0.7 per η); stages
     skipped by a cache hit just make the bar jump. In SDEdit mode sampling restarts once per η, which is
     counted.
@@ -39,10 +39,13 @@ class ProgressMap:
         p = params  # resolved: every step count filled in
         n = len(p.etas)
         self.loading = LOADING if loading else 0.0
-        tune_steps = 0 if p.mode == "sdedit" else int(p.tune_steps or 0)
-        embed_steps = 0 if p.mode == "sdedit" else int(p.embed_steps or 0)
+        zero_shot = p.mode in ("sdedit", "zeta")
+        tune_steps = 0 if zero_shot else int(p.tune_steps or 0)
+        embed_steps = 0 if zero_shot else int(p.embed_steps or 0)
         sample_cost = (p.sample_steps or 50) * n * 0.7
-        costs = {"embedding": float(embed_steps), "finetune": tune_steps * 1.5, "sampling": sample_cost}
+        inverts = p.mode == "zeta" or (not zero_shot and p.start == "inversion")  # one unbatched pass
+        costs = {"embedding": float(embed_steps), "finetune": tune_steps * 1.5,
+                 "inverting": (p.sample_steps or 50) * 0.7 if inverts else 0.0, "sampling": sample_cost}
         costs["decoding"] = 0.03 * sum(costs.values()) + 1e-9
         total = sum(costs.values())
         self.share = {k: v / total for k, v in costs.items()}

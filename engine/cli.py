@@ -14,11 +14,11 @@ from pathlib import Path
 
 from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
-from engine.params import EditParams, EditRequest, Inpaint, Region
+from engine.params import MODES, STARTS, EditParams, EditRequest, Inpaint, Region
 from engine.progress import Progress
 
 STAGE_LABEL = {"preparing": "prepare", "embedding": "stage 1 embed", "finetune": "stage 2 tune",
-               "sampling": "stage 3 sample", "decoding": "decode", "scoring": "score"}
+               "inverting": "invert", "sampling": "stage 3 sample", "decoding": "decode", "scoring": "score"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("input", help="audio file (anything libsndfile reads); never modified")
     ap.add_argument("--prompt", required=True, help="what the sound should become")
     ap.add_argument("--eta", type=float, nargs="+", default=[0.25, 0.5, 0.75],
-                    help="edit strengths η in [0, 1.5], one take each (sdedit: noise strengths in (0, 1])")
-    ap.add_argument("--mode", choices=["lora", "full", "sdedit"], default="lora")
+                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta: strengths in (0, 1])")
+    ap.add_argument("--mode", choices=list(MODES), default="lora",
+                    help="lora | full (the paper's three stages), sdedit (preview), zeta (zero-shot edit)")
+    ap.add_argument("--start-from", dest="start_from", choices=list(STARTS), default="noise",
+                    help="stage 3 start for lora/full: fresh noise or the input inverted by the tuned model")
+    ap.add_argument("--source-prompt", default="", help="zeta: what the input sounds like (default: none)")
     ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
     ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
@@ -69,7 +73,8 @@ def request_from_args(a: argparse.Namespace) -> EditRequest:
         inpaint = Inpaint(s, e)
     params = EditParams(prompt=a.prompt, etas=tuple(a.eta), mode=a.mode, seed=a.seed, inpaint=inpaint,
                         embed_steps=a.embed_steps, embed_lr=a.embed_lr, tune_steps=a.tune_steps, tune_lr=a.tune_lr,
-                        lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler)
+                        lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler,
+                        start=a.start_from, source_prompt=a.source_prompt)
     return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params).validate()
 
 

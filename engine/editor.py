@@ -20,8 +20,9 @@ import torch
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
 from engine.errors import InputError, OutOfMemory
+from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning
-from engine.params import EditParams, EditRequest
+from engine.params import ZERO_SHOT_MODES, EditParams, EditRequest
 from engine.progress import CancelToken, Progress, ProgressFn
 from engine.result import EditResult, Take
 from engine.splice import Window, overlap_add, plan_windows, splice
@@ -130,7 +131,8 @@ class Editor:
             takes.append(Take(float(eta), audio.astype(np.float32)))
         timings["assemble"] = time.perf_counter() - t0
 
-        result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and p.mode != "sdedit",
+        trained = p.mode not in ZERO_SHOT_MODES
+        result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
                             timings=timings, windows=len(windows), params=p.to_dict())
         if self.scorer is not None:
             token.check()
@@ -204,6 +206,8 @@ class Editor:
                        sampler=p.sampler, z_ref=z0, keep=keep, strength=float(s), on_step=stepper("sampling"))
                 for s in p.etas])
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
+        elif p.mode == "zeta":
+            latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings)
         else:
             key = cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed})
             cached = self.cache.get(key)
@@ -226,8 +230,11 @@ class Editor:
             t0 = time.perf_counter()
             conds = [e_opt.lerp(e_target, float(eta)) for eta in p.etas]
             with tuned(m, tuning):
+                x_T = None
+                if p.start == "inversion":
+                    x_T = ddim_invert(m, z0, e_opt, steps=steps, on_step=stepper("inverting"))
                 latents = self._sample_batched(conds, uncond, shape, steps, guidance, seed, p, z0, keep,
-                                               stepper("sampling"))
+                                               stepper("sampling"), x_T)
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         token.check()
         t0 = time.perf_counter()
@@ -239,10 +246,11 @@ class Editor:
 
     def _sample_batched(self, conds: list[Conditioning], uncond: Conditioning, shape: tuple, steps: int,
                         guidance: float, seed: int, p: EditParams, z0: torch.Tensor, keep: torch.Tensor | None,
-                        on_step: Callable[[int, int, float | None], None]) -> torch.Tensor:
+                        on_step: Callable[[int, int, float | None], None],
+                        x_T: torch.Tensor | None = None) -> torch.Tensor:
         """All η in one batch; on a GPU out-of-memory, fall back to one η at a time (same noise, same result)."""
         kwargs = dict(latent_shape=shape, steps=steps, guidance=guidance, seed=seed, sampler=p.sampler,
-                      z_ref=z0 if keep is not None else None, keep=keep)
+                      z_ref=z0 if keep is not None else None, keep=keep, x_T=x_T)
         try:
             return sample(self.model, conds, uncond, on_step=on_step, **kwargs)
         except torch.cuda.OutOfMemoryError:
@@ -251,6 +259,24 @@ class Editor:
             torch.cuda.empty_cache()
             log.warning("batched sampling ran out of memory; sampling one η at a time")
             return torch.cat([sample(self.model, [c], uncond, on_step=on_step, **kwargs) for c in conds])
+
+
+    def _zeta(self, p: EditParams, z0: torch.Tensor, e_target: Conditioning, uncond: Conditioning, steps: int,
+              guidance: float, seed: int, keep: torch.Tensor | None, stepper,
+              timings: dict[str, float]) -> torch.Tensor:
+        """Zero-shot edit: invert z0 once (edit-friendly DDPM), re-sample all strengths under the prompt (an
+        inpainting range is blended with the input's levels; the splice after decoding keeps the audio exact)."""
+        m = self.model
+        e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
+        t0 = time.perf_counter()
+        maps = extract_noise_maps(m, z0, e_src, uncond, steps=steps, guidance=guidance, seed=seed,
+                                  on_step=stepper("inverting"))
+        timings["invert"] = timings.get("invert", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        latents = zeta_sample(m, maps, e_target, uncond, strengths=[float(s) for s in p.etas], guidance=guidance,
+                              keep=keep, on_step=stepper("sampling"))
+        timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
+        return latents
 
 
 def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:

@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from engine.errors import InputError
 
-Mode = Literal["lora", "full", "sdedit"]
-MODES: tuple[str, ...] = ("lora", "full", "sdedit")
+Mode = Literal["lora", "full", "sdedit", "zeta"]
+MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")
+ZERO_SHOT_MODES: tuple[str, ...] = ("sdedit", "zeta")  # no stages 1-2; ``etas`` are strengths in (0, 1]
+STARTS: tuple[str, ...] = ("noise", "inversion")
 ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as in Imagic
 MAX_STEPS = 20_000
 MAX_SAMPLE_STEPS = 1000  # every model here trains on 1000 timesteps; a sampler cannot take more steps than that
@@ -44,7 +46,9 @@ class Inpaint:
 
 @dataclass(frozen=True)
 class EditParams:
-    """What to do to the audio. ``etas`` are edit strengths (η), or noise strengths in ``sdedit`` mode."""
+    """What to do to the audio. ``etas`` are edit strengths (η), or strengths in (0, 1] in ``sdedit`` / ``zeta``
+    mode. ``start`` picks stage 3's start for the three-stage modes: fresh seeded noise, or the input inverted
+    with the tuned model (``engine.inversion``). ``source_prompt`` describes the input for ``zeta`` ("" = none)."""
 
     prompt: str
     etas: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -61,6 +65,8 @@ class EditParams:
     sample_steps: int | None = None
     guidance: float | None = None
     sampler: Literal["ddim", "dpm"] = "ddim"
+    start: Literal["noise", "inversion"] = "noise"
+    source_prompt: str = ""
 
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> EditParams:
         """A copy with every unset stage number filled in: the model's own default where it has one (the keys of
@@ -101,13 +107,19 @@ class EditParams:
             raise InputError("no edit strengths given: pass at least one η")
         if len(self.etas) > MAX_TAKES:
             raise InputError(f"too many edit strengths ({len(self.etas)}, at most {MAX_TAKES})")
-        lo, hi = ETA_RANGE if self.mode != "sdedit" else (0.0, 1.0)
-        name = "η" if self.mode != "sdedit" else "strength"
+        zero_shot = self.mode in ZERO_SHOT_MODES
+        lo, hi = (0.0, 1.0) if zero_shot else ETA_RANGE
+        name = "strength" if zero_shot else "η"
         for eta in self.etas:
             if not _is_number(eta) or not lo <= eta <= hi:
                 raise InputError(f"{name} {eta!r} is outside [{lo:g}, {hi:g}]")
-        if self.mode == "sdedit" and any(e <= 0 for e in self.etas):
-            raise InputError("an SDEdit strength of 0 changes nothing: use values in (0, 1]")
+        if zero_shot and any(e <= 0 for e in self.etas):
+            label = "SDEdit" if self.mode == "sdedit" else "ZETA"
+            raise InputError(f"an {label} strength of 0 changes nothing: use values in (0, 1]")
+        if self.start not in STARTS:
+            raise InputError(f"unknown start {self.start!r}: use noise or inversion")
+        if not isinstance(self.source_prompt, str) or len(self.source_prompt) > 1000:
+            raise InputError("the source prompt must be text of at most 1000 characters")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"seed {self.seed!r} must be a whole number ≥ 0")
         r = self.resolved()

@@ -204,7 +204,7 @@ def make_sampler(model: AudioModel, kind: str, steps: int):
 @torch.no_grad()
 def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | None, *, latent_shape: tuple,
            steps: int, guidance: float, seed: int, sampler: str = "ddim", z_ref: torch.Tensor | None = None,
-           keep: torch.Tensor | None = None, strength: float = 1.0,
+           keep: torch.Tensor | None = None, strength: float = 1.0, x_T: torch.Tensor | None = None,
            on_step: StepFn = _noop) -> torch.Tensor:
     """Denoise one latent per conditioning, all in one batch; returns (len(conds), *latent_shape).
 
@@ -227,6 +227,8 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
         if hasattr(sched, "set_begin_index"):
             sched.set_begin_index(start)  # multistep solvers index their sigma tables from here
         latents = sched.add_noise(z_ref.expand_as(noise), noise, timesteps[:1].repeat(n))
+    elif x_T is not None:
+        latents = x_T.to(model.device, model.dtype).expand(n, *latent_shape).clone()
     else:
         latents = noise * sched.init_noise_sigma
     cond = Conditioning.cat(conds)

@@ -25,6 +25,10 @@ from engine.params import EditParams, EditRequest, Inpaint, Region
     ({"inpaint": Inpaint(1.0, 1.0)}, "inpaint range"),
     ({"mode": "sdedit", "etas": (0.0,)}, "SDEdit strength of 0"),
     ({"mode": "sdedit", "etas": (1.2,)}, "strength 1.2 is outside"),
+    ({"mode": "zeta", "etas": (0.0,)}, "ZETA strength of 0"),
+    ({"mode": "zeta", "etas": (1.5,)}, "strength 1.5 is outside"),
+    ({"start": "latent"}, "unknown start"),
+    ({"source_prompt": None}, "source prompt"),
 ])
 def test_bad_params_are_refused_with_a_named_reason(changes, needle):
     params = EditParams(prompt="a dog barking").with_(**changes)
@@ -69,3 +73,10 @@ def test_sampling_steps_are_capped_at_the_training_timesteps():
     with pytest.raises(InputError, match="between 1 and 1000"):
         EditParams(prompt="x", sample_steps=1500).validate()
     EditParams(prompt="x", sample_steps=1000).validate()
+
+
+def test_stage3_start_is_not_part_of_the_stage_cache_key():
+    a = EditParams(prompt="x", start="noise")
+    b = EditParams(prompt="x", start="inversion", source_prompt="y")
+    assert a.validate().stage_key() == b.validate().stage_key()
+    assert EditParams(prompt="x", mode="zeta", etas=(0.2, 1.0)).validate().mode == "zeta"
