@@ -80,3 +80,22 @@ def test_cancel_through_the_real_daemon(tmp_path):
         out2 = run(tmp_path, sc2, timeout=120)
         assert registry(out2)[jid]["state"] == "cancelled", d.status(jid)
     assert len(items_by_guid(out2)[GUID]["takes"]) == 1
+
+
+def test_preview_from_the_dialog_runs_zeta_through_the_real_daemon(tmp_path):
+    """The dialog's fast mode ("preview" = the zero-shot zeta edit) reaches the engine and comes back as takes."""
+    spool = tmp_path / "spool"
+    src = make_wav(tmp_path / "src.wav", seconds=1.0)
+    sc = scenario(spool, src, [{"run": EDIT}, {"defer_until_idle": {"timeout": 240, "sleep": 0.2}}],
+                  user_inputs=[["a knock on a metal door", "0.5, 1", "preview", "3"]])
+    with Daemon(spool) as d:
+        out = run(tmp_path, sc, timeout=300)
+        assert out["errors"] == [] and out["messages"] == []
+        (rec,) = registry(out).values()
+        assert rec["state"] == "imported", (rec, d.stderr()[-3000:])
+        status = d.status(rec["id"])
+    assert status["state"] == "done"
+    job = json.loads((spool / "jobs" / rec["id"] / "job.json").read_text())
+    assert job["mode"] == "zeta" and job["etas"] == [0.5, 1.0]
+    assert [t["eta"] for t in status["takes"]] == [0.5, 1.0]
+    assert len(items_by_guid(out)[GUID]["takes"]) == 3
