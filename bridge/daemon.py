@@ -115,7 +115,7 @@ class Daemon:
             port=self.osc.port,
         )
         self.osc.attach(self.service)
-        self.heartbeat = Heartbeat(self.spool, self.service.daemon_info)
+        self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
         self.worker = Worker(
             self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload,

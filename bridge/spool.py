@@ -174,14 +174,27 @@ def _mtime_name(p: Path) -> tuple[float, str]:
 
 
 class Heartbeat(threading.Thread):
-    """Rewrites daemon.json every 2 s so clients can tell a live daemon from a stale file."""
+    """Rewrites daemon.json every 2 s so clients can tell a live daemon from a stale file.
 
-    def __init__(self, spool: Spool, info: Callable[[], dict[str, Any]]) -> None:
+    ``alive`` says whether the answering thread still loops; while it does not, no beat is written, so the
+    heartbeat goes stale and clients see the engine as down instead of waiting on a hung port.
+    """
+
+    def __init__(
+        self, spool: Spool, info: Callable[[], dict[str, Any]], alive: Callable[[], bool] = lambda: True
+    ) -> None:
         super().__init__(name="aiedit-heartbeat", daemon=True)
-        self.spool, self.info = spool, info
+        self.spool, self.info, self.alive = spool, info, alive
         self.stop_event = threading.Event()
+        self._warned = False
 
-    def beat(self) -> dict[str, Any]:
+    def beat(self) -> dict[str, Any] | None:
+        if not self.alive():
+            if not self._warned:
+                log.error("the OSC answering thread is not responding; heartbeat withheld")
+            self._warned = True
+            return None
+        self._warned = False
         d = self.info()
         d["heartbeat"] = time.time()
         try:

@@ -192,6 +192,7 @@ class Listener:
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.client = OscClient(host, port)
         self.events: list[tuple[str, list[Any]]] = []
+        self.times: list[float] = []  # time.perf_counter() at each event's arrival
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -217,6 +218,7 @@ class Listener:
             if msg is not None:
                 with self._cond:
                     self.events.append(msg)
+                    self.times.append(time.perf_counter())
                     self._cond.notify_all()
 
     def wait(self, address: str, job_id: str | None = None, timeout: float = 60.0) -> list[Any]:
@@ -245,6 +247,15 @@ class Listener:
                 if left <= 0:
                     raise TimeoutError(f"job {job_id} did not end within {timeout} s; got {self.events[-10:]}")
                 self._cond.wait(left)
+
+    def arrival_times(self, address: str) -> dict[str, float]:
+        """First arrival time (perf_counter) of ``address`` per job id."""
+        with self._cond:
+            out: dict[str, float] = {}
+            for (a, args), t in zip(self.events, self.times, strict=True):
+                if a == address and args:
+                    out.setdefault(str(args[0]), t)
+            return out
 
     def events_for(self, job_id: str) -> list[tuple[str, list[Any]]]:
         with self._cond:
