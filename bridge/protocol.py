@@ -8,6 +8,7 @@ this runs on the daemon's answering path and in the unit tests.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import math
 import os
@@ -328,18 +329,56 @@ def cancel_from_object(obj: dict[str, Any]) -> CancelRequest:
     return CancelRequest(jid, token, reply)
 
 
+def parse_query_args(args: tuple[Any, ...] | list[Any]) -> tuple[ReplyTo | None, str | None]:
+    """``/aiedit/status`` and ``/aiedit/ping`` arguments: ``[]``, ``[token]``, ``[reply_host, reply_port]``
+    or ``[reply_host, reply_port, token]`` → (reply address or None, token or None)."""
+    args = list(args)
+    token = None
+    if len(args) in (1, 3):
+        token = args.pop()
+        if not isinstance(token, str):
+            raise ProtocolError("the token must be a string")
+    return parse_reply_args(args), token
+
+
 def parse_reply_args(args: tuple[Any, ...] | list[Any]) -> ReplyTo | None:
-    """``/aiedit/status`` and ``/aiedit/ping`` arguments: ``[]`` or ``[reply_host, reply_port]``."""
+    """``[]`` or ``[reply_host, reply_port]``."""
     if not args:
         return None
     if len(args) != 2 or not isinstance(args[0], str) or not args[0]:
-        raise ProtocolError("expected no arguments or [reply_host, reply_port]")
+        raise ProtocolError("expected no arguments, [token], [reply_host, reply_port] or [host, port, token]")
     port = args[1]
     if isinstance(port, float) and port.is_integer():
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ProtocolError("reply_port must be a port number between 1 and 65535")
     return ReplyTo(args[0], port)
+
+
+def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP literal (or ``localhost``) as an address; None for anything that would need a DNS lookup."""
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def reply_allowed(target: ReplyTo, sender: ReplyTo | None, *, trusted: bool = False) -> bool:
+    """Replies go only to the sender's own host (any port there), so the daemon cannot be aimed at a third
+    party. A spool message has no sender: loopback only, unless it was authenticated with the token
+    (``trusted``)."""
+    t = host_ip(target.host)
+    if t is None:
+        return False
+    if sender is None:
+        return trusted or t.is_loopback
+    s = host_ip(sender.host)
+    return s is not None and (t == s or (t.is_loopback and s.is_loopback))
+
+
+REPLY_HOST_MSG = "the reply address must be on the sender's own host (an IP address, another port is fine)"
 
 
 def new_status(

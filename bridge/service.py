@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.protocol import (
+    REPLY_HOST_MSG,
     STATES_FINAL,
     VERSION,
     CancelRequest,
@@ -36,6 +37,7 @@ from bridge.protocol import (
     parse_job,
     parse_reply,
     refused_status,
+    reply_allowed,
     token_ok,
     valid_id,
 )
@@ -135,14 +137,19 @@ class Service:
         try:
             obj = message if isinstance(message, dict) else decode_json(message)
             jid = obj.get("id") if valid_id(obj.get("id")) else ""
-            try:
-                target = parse_reply(obj.get("reply")) or sender
-            except InputError:
-                pass
             if not token_ok(self.token, obj.get("token")):
                 log.warning("refused job %r from %s: missing or wrong token", jid, sender)
                 raise ProtocolError("refused: missing or wrong token", jid, record=False)
+            trusted = self.token is not None
+            try:  # refusals from here on may go to the job's reply address, if it is an allowed one
+                wanted = parse_reply(obj.get("reply"))
+                if wanted is not None and reply_allowed(wanted, sender, trusted=trusted):
+                    target = wanted
+            except InputError:
+                pass
             job = parse_job(obj, path_map=self.path_map)
+            if job.reply is not None and not reply_allowed(job.reply, sender, trusted=trusted):
+                raise ProtocolError(REPLY_HOST_MSG, job.id)
             with self._lock:
                 if self._taken(job.id):
                     raise ProtocolError(f"job id {job.id!r} is already taken", job.id)
@@ -262,6 +269,10 @@ class Service:
     def cancel(self, req: CancelRequest, sender: ReplyTo | None) -> str | None:
         """Cancel a queued or running job. Returns None on success, else the error (also sent to the
         sender)."""
+        if req.reply is not None and not reply_allowed(req.reply, sender, trusted=self.token is not None):
+            if sender:
+                self.send(sender, "/aiedit/error", [req.id, REPLY_HOST_MSG])
+            return REPLY_HOST_MSG
         target = req.reply or sender
         err: str | None = None
         with self._lock:

@@ -277,11 +277,13 @@ class Listener:
                     raise TimeoutError(f"no {answer} within {timeout} s")
                 self._cond.wait(left)
 
-    def ping(self, timeout: float = 5.0) -> dict[str, Any]:
-        return json.loads(self.request("/aiedit/ping", "/aiedit/pong", timeout=timeout)[0])
+    def ping(self, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+        args = [token] if token else []
+        return json.loads(self.request("/aiedit/ping", "/aiedit/pong", *args, timeout=timeout)[0])
 
-    def status(self, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return json.loads(self.request("/aiedit/status", "/aiedit/status", timeout=timeout)[0])["jobs"]
+    def status(self, timeout: float = 5.0, token: str | None = None) -> list[dict[str, Any]]:
+        args = [token] if token else []
+        return json.loads(self.request("/aiedit/status", "/aiedit/status", *args, timeout=timeout)[0])["jobs"]
 
     def close(self) -> None:
         self._stop = True

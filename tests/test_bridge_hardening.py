@@ -8,10 +8,12 @@ import struct
 import time
 
 import pytest
-from bridge_helpers import Daemon, Listener, make_wav
+from bridge_helpers import Daemon, Listener, job, make_wav
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bridge.osc_server import AMPLIFY, build_message
 from bridge.osc_wire import MAX_MESSAGES, WireError, parse_datagram
+from bridge.protocol import REPLY_HOST_MSG
 from bridge.spool import Heartbeat, Spool
 
 HANG_BUNDLE = bytes.fromhex("2362756e646c65000000000000000001fffffffc")
@@ -97,3 +99,77 @@ def test_heartbeat_follows_the_answering_thread(env, tmp_path):
     assert hb.beat() is None and not spool.daemon_file.exists()  # a hung answering thread: no beat
     alive[0] = True
     assert hb.beat() is not None and json.loads(spool.daemon_file.read_text())["pid"] == 1
+
+
+# -- 2. reflection and amplification --------------------------------------------------------------------------
+
+ELSEWHERE = "192.0.2.7"  # TEST-NET-1: never the sender
+
+
+def reply_bytes(events) -> int:
+    return sum(len(build_message(a, list(args))) for a, args in events)
+
+
+def test_replies_only_to_the_senders_host(env):
+    d, lst, src, _ = env
+    with Listener(d.port) as other:
+        assert REPLY_HOST_MSG in lst.request("/aiedit/status", "/aiedit/error", ELSEWHERE, 9)[1]
+        assert REPLY_HOST_MSG in lst.request("/aiedit/ping", "/aiedit/error", ELSEWHERE, 9)[1]
+        lst.send("/aiedit/ping", "127.0.0.1", other.port)  # another port on the sender's host is fine
+        other.wait("/aiedit/pong", timeout=2)
+        lst.send("/aiedit/job", json.dumps(job("far", src, reply={"host": ELSEWHERE, "port": 9})))
+        assert lst.wait("/aiedit/error", "far", timeout=5)[1] == REPLY_HOST_MSG
+        assert d.status("far")["state"] == "failed"
+        lst.send("/aiedit/cancel", json.dumps({"id": "far", "reply": {"host": ELSEWHERE, "port": 9}}))
+        time.sleep(0.3)
+        assert [a for a in lst.events_for("far") if a[1][1] == REPLY_HOST_MSG][1:]
+        d.drop("far-spool.json", json.dumps(job("far2", src, reply={"host": ELSEWHERE, "port": 9})))
+        assert d.wait_status("far2", timeout=10)["error"] == REPLY_HOST_MSG
+
+
+def test_messages_per_bundle_are_bounded(env):
+    d, _, _, _ = env
+    with Listener(d.port) as a:
+        a.send_raw(bundle(*[osc("/aiedit/ping")] * MAX_MESSAGES))
+        deadline = time.monotonic() + 3
+        while len(a.events) < MAX_MESSAGES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(a.events) == MAX_MESSAGES
+        a.send_raw(bundle(*[osc("/aiedit/ping")] * (MAX_MESSAGES + 1)))
+        time.sleep(0.5)
+        assert len(a.events) == MAX_MESSAGES  # the whole datagram is refused
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    root = tmp_path_factory.mktemp("token")
+    src = make_wav(root / "src.wav", seconds=0.5)
+    with Daemon(root / "spool", "--token", "s3cret") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("private", src, token="s3cret", prompt="secret prompt")))
+        lst.wait("/aiedit/ack", "private", timeout=5)
+        yield d, lst, src
+
+
+def test_status_needs_the_token_and_replies_stay_small(tok):
+    d, _, _ = tok
+    with Listener(d.port) as a:
+        req = osc("/aiedit/status")
+        a.send_raw(req)
+        a.send_raw(osc("/aiedit/ping"))
+        time.sleep(0.5)
+        assert ("/aiedit/error", ["", "refused: status needs the token"]) in a.events
+        assert ("/aiedit/pong", [json.dumps({"version": 1, "token_required": True})]) in a.events
+        assert "secret prompt" not in json.dumps(a.events)
+        for ev in a.events:
+            assert len(build_message(ev[0], list(ev[1]))) <= AMPLIFY * len(req)
+        a.events.clear()
+        many = bundle(*[osc("/aiedit/status")] * MAX_MESSAGES)
+        a.send_raw(many)
+        a.send_raw(osc("/aiedit/job", json.dumps({"id": "x" * 60, "version": 1})))  # no token: tiny error
+        a.send_raw(osc("/aiedit/cancel", "private"))
+        time.sleep(0.5)
+        assert a.events and reply_bytes(a.events) <= AMPLIFY * (len(many) + 200)
+        assert d.status("private")["state"] != "cancelled"
+        listing = a.status(token="s3cret")  # with the token: the full listing
+        assert any(j["prompt"] == "secret prompt" for j in listing)
+        assert a.ping(token="s3cret")["pid"] == d.proc.pid
