@@ -19,7 +19,7 @@ from logging.handlers import RotatingFileHandler
 from bridge.osc_server import OscFrontend
 from bridge.protocol import PathMap
 from bridge.service import Service
-from bridge.spool import Heartbeat, InboxWatcher, Spool, default_spool
+from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.worker import Worker
 
 log = logging.getLogger("aiedit.daemon")
@@ -91,11 +91,16 @@ class Daemon:
             self.spool.create()
         except OSError as exc:
             raise StartupError(f"cannot create the spool folder {self.spool.root}: {exc}") from None
-        other = self.spool.live_daemon()
-        if other:
+        self.lock = SpoolLock(self.spool.root)
+        try:
+            locked = self.lock.acquire()
+        except OSError as exc:
+            raise StartupError(f"cannot lock {self.lock.path}: {exc.strerror or exc}") from None
+        if not locked:
+            other = self.spool.read_daemon() or {}
             raise StartupError(
-                f"another aiedit daemon (pid {other.get('pid')}, port {other.get('port')}) is "
-                f"serving {self.spool.root}; stop it or use another --spool"
+                f"another aiedit daemon (pid {other.get('pid', '?')}, port {other.get('port', '?')}) holds "
+                f"{self.lock.path}; stop it or use another --spool"
             )
         setup_logging(self.spool, cfg.verbose)
         try:
@@ -150,6 +155,7 @@ class Daemon:
             self.service.abandon_running(STOP_REASON)
         self.osc.close()
         self.heartbeat.stop()
+        self.lock.release()
         log.info("stopped")
 
     def serve(self) -> int:

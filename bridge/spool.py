@@ -29,6 +29,93 @@ STALE_S = 10.0
 SETTLE_S = 2.0  # an unparseable inbox file younger than this may still be being written: retry, don't reject
 
 
+LOCK_NAME = "daemon.lock"
+
+
+class SpoolLock:
+    """An OS-level exclusive lock on ``<spool>/daemon.lock``, held open for the daemon's life.
+
+    ``flock`` (POSIX) or ``msvcrt.locking`` (Windows) is released by the kernel when the process dies, so a
+    crashed daemon never leaves a stale lock, and two daemons started at the same instant cannot both win
+    (the heartbeat check they used before could not tell them apart).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        if not _try_lock(fd):
+            os.close(fd)
+            return False
+        with contextlib.suppress(OSError):  # who holds it, for people reading the file
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            _unlock(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_holder(spool: Path) -> bool:
+    """True if a live process (an ``aiedit serve``) holds the exclusive lock on ``<spool>/daemon.lock``.
+
+    Probes with a non-blocking lock attempt on a fresh descriptor and releases it at once, so it never holds
+    the lock and never waits. False when the spool or the lock file does not exist or cannot be opened (nobody
+    can be holding it then). The lock is per open file: called inside the serving daemon itself it also
+    answers True. Used by ``aiedit doctor`` to tell a running engine from a stale ``daemon.json``.
+    """
+    try:
+        fd = os.open(Path(spool) / LOCK_NAME, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        if _try_lock(fd):
+            _unlock(fd)
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def default_spool() -> Path:
     return Path(os.environ.get("AIEDIT_SPOOL") or Path.home() / ".aiedit" / "spool")
 

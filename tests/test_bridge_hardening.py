@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
-from bridge_helpers import Daemon, Listener, job, make_wav
+from bridge_helpers import ROOT, Daemon, Listener, job, make_wav
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge.osc_server import AMPLIFY, build_message
 from bridge.osc_wire import MAX_MESSAGES, WireError, parse_datagram
 from bridge.protocol import REPLY_HOST_MSG
-from bridge.spool import Heartbeat, Spool
+from bridge.spool import Heartbeat, Spool, lock_holder
 
 HANG_BUNDLE = bytes.fromhex("2362756e646c65000000000000000001fffffffc")
 
@@ -173,3 +177,35 @@ def test_status_needs_the_token_and_replies_stay_small(tok):
         listing = a.status(token="s3cret")  # with the token: the full listing
         assert any(j["prompt"] == "secret prompt" for j in listing)
         assert a.ping(token="s3cret")["pid"] == d.proc.pid
+
+
+# -- 3. one daemon per spool ----------------------------------------------------------------------------------
+
+
+def test_two_daemons_started_together_only_one_serves(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    assert not lock_holder(spool)
+    cmd = [sys.executable, "-m", "bridge", "serve", "--model", "tiny", "--port", "0", "--spool", str(spool)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 20
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        assert loser.returncode == 2
+        err = loser.stderr.read().decode()
+        assert err.count("\n") == 1 and "another aiedit daemon" in err and "daemon.lock" in err
+        assert winner.poll() is None and lock_holder(spool)
+        winner.send_signal(signal.SIGTERM)
+        winner.wait(20)
+        assert not lock_holder(spool)  # released with the process
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
