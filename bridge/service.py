@@ -42,7 +42,7 @@ from bridge.protocol import (
     valid_id,
 )
 from bridge.queue import JobQueue
-from bridge.spool import SETTLE_S, Spool
+from bridge.spool import SETTLE_S, Spool, read_small_file
 from engine.errors import InputError
 from engine.progress import CancelToken
 
@@ -50,6 +50,7 @@ log = logging.getLogger("aiedit.service")
 
 SendFn = Callable[[ReplyTo, str, list[Any]], None]
 RECENT_FINISHED = 50
+INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
 
 
@@ -99,7 +100,8 @@ class Service:
                 st = _placeholder(jid, "this job's status file was unreadable")
                 self._write(st)
             state = st.get("state")
-            if state == "running":
+            if state == "running":  # takes it may have published before its final status are withdrawn
+                self.spool.remove_takes(jid)
                 st.update(state="failed", stage="failed", error=STOPPED_MSG, updated=time.time())
                 self._write(st)
                 log.info("job %s was running when the engine stopped: marked failed", jid)
@@ -159,8 +161,14 @@ class Service:
                     job, model=self.model_name or self.model_spec, client_path=obj["source"]["path"]
                 )
                 st.update(sample_rate=info.sample_rate, channels=info.channels, frames=frames)
-                self.spool.write_job(job.id, obj)
-                self._write(st)
+                try:
+                    self.spool.create_job(job.id, obj, st)
+                except FileExistsError:
+                    raise ProtocolError(f"job id {job.id!r} is already taken", job.id, record=False) from None
+                except (OSError, ValueError) as exc:
+                    log.error("cannot create the folder of job %s: %s", job.id, exc)
+                    raise ProtocolError("cannot create the job's folder in the spool (see aiedit.log)", job.id,
+                                        record=False) from None
                 self._status[job.id] = st
                 self._jobs[job.id] = job
                 self._targets[job.id] = [target] if target else []
@@ -177,6 +185,12 @@ class Service:
         except ProtocolError as exc:
             self._refuse(obj, exc, target)
             return None, str(exc)
+        except Exception as exc:  # a bug in validation: one line for the client, the trace in the log
+            log.exception("unexpected error validating job %r", jid)
+            err = ProtocolError(f"internal error while checking the job ({type(exc).__name__}); see aiedit.log",
+                                jid, record=False)
+            self._refuse(obj, err, target)
+            return None, str(err)
 
     def _refuse(self, obj: dict[str, Any] | None, exc: ProtocolError, target: ReplyTo | None) -> None:
         jid, msg = exc.job_id, str(exc)
@@ -196,7 +210,7 @@ class Service:
         return (
             jid in self._status
             or any(k.lower() == low for k in self._status)
-            or self.spool.job_dir(jid).exists()
+            or self.spool.job_exists(jid)
         )
 
     def _check_model(self, job: Job) -> None:
@@ -210,16 +224,15 @@ class Service:
     def handle_inbox_file(self, path: Path) -> bool:
         """Consume one inbox file (job or ``"op": "cancel"``); False leaves it for the next scan."""
         try:
-            size = path.stat().st_size
-            data = path.read_bytes() if size <= 1 << 20 else b""
-            age = time.time() - path.stat().st_mtime
+            age = time.time() - path.lstat().st_mtime
+            data = read_small_file(path, INBOX_MAX_BYTES)
         except FileNotFoundError:
             return True
         except OSError as exc:
-            self.spool.reject(path, f"cannot read the file: {exc}")
+            self._reject_file(path, f"cannot read the file: {exc.strerror or exc}")
             return True
-        if size > 1 << 20:
-            self.spool.reject(path, "the file is too large to be a message")
+        if data is None:
+            self._reject_file(path, "the file is too large to be a message")
             return True
         try:
             obj = decode_json(data, "message")
@@ -234,7 +247,7 @@ class Service:
         jid = obj.get("id")
         if valid_id(jid):
             with self._lock:
-                if jid in self._status and self._same_job(jid, obj):
+                if jid in self._status and self._accepted_from(jid, obj, time.time() - age):
                     path.unlink(missing_ok=True)  # accepted before a crash, file not yet removed
                     return True
         accepted, error = self.submit(obj, None)
@@ -260,11 +273,16 @@ class Service:
         else:
             path.unlink(missing_ok=True)
 
-    def _same_job(self, jid: str, obj: dict[str, Any]) -> bool:
+    def _accepted_from(self, jid: str, obj: dict[str, Any], mtime: float) -> bool:
+        """True when job ``jid`` was accepted from this very file (a daemon killed between accepting it and
+        removing it): same content, and the file is older than the job. A copy dropped later is a duplicate
+        and is rejected with an ``.error.txt`` like any other."""
         try:
-            return self.spool.read_job(jid) == {k: v for k, v in obj.items() if k != "token"}
-        except (OSError, ValueError):
+            created = float(self._status[jid].get("created") or 0)
+            same = self.spool.read_job(jid) == {k: v for k, v in obj.items() if k != "token"}
+        except (OSError, ValueError, TypeError):
             return False
+        return same and mtime <= created
 
     def cancel(self, req: CancelRequest, sender: ReplyTo | None) -> str | None:
         """Cancel a queued or running job. Returns None on success, else the error (also sent to the

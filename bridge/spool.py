@@ -9,9 +9,13 @@ place may be caught half-written).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import secrets
+import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -120,18 +124,63 @@ def default_spool() -> Path:
     return Path(os.environ.get("AIEDIT_SPOOL") or Path.home() / ".aiedit" / "spool")
 
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+FILE_MODE = 0o600  # spool files hold prompts, source paths and edits of the user's audio
+DIR_MODE = 0o700
+
+
+def _dumps(obj: Any) -> bytes:
+    """JSON as written to the spool; raises ValueError (NaN, inf) before anything touches the disk."""
+    return json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON via a temporary file beside ``path`` and rename it into place (no fsync: readers need
     atomicity, and a status lost to a power cut is rebuilt as ``failed`` at the next start)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    data = _dumps(obj)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)  # 0600
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, ensure_ascii=False, allow_nan=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; clients may run as another user
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def open_dir(root: Path, *parts: str, create: bool = False) -> int:
+    """A descriptor of ``root/parts...``, refusing a symbolic link (or non-folder) at every step below
+    ``root``; with ``create``, missing steps are made (0700). Writes made relative to it cannot be
+    redirected by a link planted in the spool, even one swapped in while we write."""
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for part in parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, DIR_MODE, dir_fd=fd)
+            nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def write_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Atomically replace ``name`` in the folder ``dir_fd`` (temporary name, then rename; 0600)."""
+    tmp = f".tmp-{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -140,8 +189,33 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
+def read_small_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most ``limit`` bytes, opened without following a final symlink and
+    without blocking (a FIFO dropped in the inbox must not hang the reader); None when it is bigger.
+    OSError when it cannot be read or is not a regular file."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > limit:
+            return None
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        return None if len(data) > limit else data
+    finally:
+        os.close(fd)
+
+
 class Spool:
-    """Paths and reads/writes of one spool folder; job ids must already be validated (they name folders)."""
+    """Paths and reads/writes of one spool folder; job ids must already be validated (they name folders).
+
+    Everything under ``jobs/`` is written through folder descriptors opened without following links (see
+    :func:`open_dir`), so a client that can write into the spool cannot have the daemon write elsewhere.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -152,8 +226,12 @@ class Spool:
         self.log_file = self.root / "aiedit.log"
 
     def create(self) -> None:
+        """Make the folders; those made here are 0700 (an existing spool keeps the modes its owner chose)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         for d in (self.root, self.inbox, self.rejected, self.jobs):
-            d.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=DIR_MODE)
+                os.chmod(d, DIR_MODE)  # whatever the umask
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs / job_id
@@ -161,15 +239,104 @@ class Spool:
     def takes_dir(self, job_id: str) -> Path:
         return self.jobs / job_id / "takes"
 
+    def job_exists(self, job_id: str) -> bool:
+        """Anything at ``jobs/<id>``, a dangling link included."""
+        return os.path.lexists(self.job_dir(job_id))
+
+    def create_job(self, job_id: str, raw: dict[str, Any], status: dict[str, Any]) -> None:
+        """Make ``jobs/<id>/`` (exclusively: FileExistsError if anything is there) holding job.json and
+        status.json; on any failure nothing is left behind."""
+        clean = {k: v for k, v in raw.items() if k != "token"}  # never store the shared secret
+        job_data, status_data = _dumps(clean), _dumps(status)
+        jobs = open_dir(self.root, "jobs", create=True)
+        try:
+            os.mkdir(job_id, DIR_MODE, dir_fd=jobs)
+            try:
+                fd = open_dir(self.root, "jobs", job_id)
+                try:
+                    write_at(fd, "job.json", job_data)
+                    write_at(fd, "status.json", status_data)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                self._remove_tree(jobs, job_id)
+                raise
+        finally:
+            os.close(jobs)
+
     def write_status(self, status: dict[str, Any]) -> None:
-        write_json_atomic(self.job_dir(status["id"]) / "status.json", status)
+        data = _dumps(status)
+        fd = open_dir(self.root, "jobs", status["id"], create=True)
+        try:
+            write_at(fd, "status.json", data)
+        finally:
+            os.close(fd)
 
     def write_job(self, job_id: str, raw: dict[str, Any]) -> None:
-        clean = {k: v for k, v in raw.items() if k != "token"}  # never store the shared secret
-        write_json_atomic(self.job_dir(job_id) / "job.json", clean)
+        data = _dumps({k: v for k, v in raw.items() if k != "token"})
+        fd = open_dir(self.root, "jobs", job_id, create=True)
+        try:
+            write_at(fd, "job.json", data)
+        finally:
+            os.close(fd)
 
     def read_job(self, job_id: str) -> dict[str, Any]:
         return read_json(self.job_dir(job_id) / "job.json")
+
+    # -- takes: written hidden, published together just before the final status --------------------------------
+
+    def write_partial_take(self, job_id: str, write: Callable[[Any], None]) -> str:
+        """Create ``jobs/<id>/takes/.partial-*.wav`` (0600, no link followed), let ``write(fileobj)`` fill it,
+        fsync; returns its name for :meth:`publish_takes`."""
+        fd = open_dir(self.root, "jobs", job_id, "takes", create=True)
+        try:
+            name = f".partial-{secrets.token_hex(6)}.wav"
+            tfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=fd)
+            try:
+                with os.fdopen(tfd, "wb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=fd)
+                raise
+            return name
+        finally:
+            os.close(fd)
+
+    def publish_takes(self, job_id: str, names: list[tuple[str, str]]) -> None:
+        """Rename each (partial, final) pair inside the takes folder, relative to its descriptor."""
+        fd = open_dir(self.root, "jobs", job_id, "takes")
+        try:
+            for tmp, final in names:
+                os.replace(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def remove_takes(self, job_id: str) -> None:
+        """Delete ``jobs/<id>/takes`` (a link there is removed, never followed)."""
+        try:
+            fd = open_dir(self.root, "jobs", job_id)
+        except OSError:
+            return
+        try:
+            self._remove_tree(fd, "takes")
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _remove_tree(dir_fd: int, name: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+            return
+        with contextlib.suppress(OSError):
+            shutil.rmtree(name, dir_fd=dir_fd)  # fd-based on Linux: does not follow links inside
 
     def iter_statuses(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(id, status or None when unreadable) for every job folder."""
@@ -185,36 +352,63 @@ class Spool:
                 yield d.name, None
 
     def remove_partials(self) -> int:
-        """Delete half-written takes left by a killed daemon (hidden ``.partial-*`` names); return how
-        many."""
+        """Delete half-written takes and temporary files left by a killed daemon (hidden ``.partial-*`` and
+        ``.tmp-*`` names); return how many. Folders are opened without following links."""
         n = 0
-        for p in self.jobs.glob("*/takes/.partial-*"):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                n += 1
+        try:
+            names = os.listdir(self.jobs)
+        except OSError:
+            return 0
+        for jid in names:
+            for parts in (("jobs", jid), ("jobs", jid, "takes")):
+                try:
+                    fd = open_dir(self.root, *parts)
+                except OSError:
+                    continue
+                try:
+                    for name in os.listdir(fd):
+                        if name.startswith((".partial-", ".tmp-")):
+                            with contextlib.suppress(OSError):
+                                os.unlink(name, dir_fd=fd)
+                                n += 1
+                finally:
+                    os.close(fd)
         return n
 
     def reject(self, path: Path, message: str) -> None:
         """Move an inbox file to ``inbox/rejected/`` with a ``.error.txt`` beside it (nothing is lost)."""
-        self.rejected.mkdir(parents=True, exist_ok=True)
-        dest = self.rejected / path.name
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = self.rejected / f"{path.stem}-{n}{path.suffix}"
         try:
-            os.replace(path, dest)
+            inbox = open_dir(self.root, "inbox")
         except OSError as exc:
-            log.warning("cannot move %s to rejected/: %s", path.name, exc)
+            log.warning("cannot open the inbox: %s", exc)
             return
-        with contextlib.suppress(OSError):
-            dest.with_name(dest.name + ".error.txt").write_text(message + "\n", encoding="utf-8")
+        try:
+            rejected = open_dir(self.root, "inbox", "rejected", create=True)
+        except OSError as exc:
+            os.close(inbox)
+            log.warning("cannot open inbox/rejected/: %s", exc)
+            return
+        try:
+            dest, n = path.name, 1
+            while _lexists(dest, rejected) or _lexists(dest + ".error.txt", rejected):
+                n += 1
+                dest = f"{path.stem}-{n}{path.suffix}"
+            try:
+                os.replace(path.name, dest, src_dir_fd=inbox, dst_dir_fd=rejected)
+            except OSError as exc:
+                log.warning("cannot move %s to rejected/: %s", path.name[:100], exc)
+                return
+            with contextlib.suppress(OSError):
+                write_at(rejected, dest + ".error.txt", (message + "\n").encode("utf-8", "replace"))
+        finally:
+            os.close(inbox)
+            os.close(rejected)
 
     def inbox_files(self) -> list[Path]:
         """Messages waiting in the inbox, oldest first; temporary names (``.x``, not ``*.json``) are
         skipped."""
         try:
-            files = [p for p in self.inbox.iterdir() if is_message_name(p) and p.is_file()]
+            files = [p for p in self.inbox.iterdir() if is_message_name(p) and not p.is_dir()]
         except OSError:
             return []
         return sorted(files, key=_mtime_name)
@@ -249,13 +443,21 @@ class Spool:
         return d
 
 
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+
+
 def is_message_name(p: Path) -> bool:
     return p.suffix.lower() == ".json" and not p.name.startswith(".")
 
 
 def _mtime_name(p: Path) -> tuple[float, str]:
     try:
-        return p.stat().st_mtime, p.name
+        return p.lstat().st_mtime, p.name
     except OSError:
         return 0.0, p.name
 

@@ -8,7 +8,6 @@ the daemon must answer ping within a second of starting.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from typing import Any
 
@@ -133,7 +132,6 @@ class Worker(threading.Thread):
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
         sv, jid = self.service, job.id
-        takes_dir = sv.spool.takes_dir(jid)
         try:
             loading = self.editor is None
             if loading:
@@ -164,26 +162,38 @@ class Worker(threading.Thread):
         except Exception as exc:  # a bug: log it, fail this job, keep serving
             log.exception("job %s: unexpected error", jid)
             state, msg = "failed", f"internal error ({type(exc).__name__}: {_short(exc)}); see aiedit.log"
-        shutil.rmtree(takes_dir, ignore_errors=True)  # a failed or cancelled job leaves no takes
+        sv.spool.remove_takes(jid)  # a failed or cancelled job leaves no takes
         sv.finish(jid, state, msg)
 
     def _write_takes(self, job: Job, result: Any, token: CancelToken) -> list[dict[str, Any]]:
-        from engine.audio_io import write_wav_atomic
+        """Write every take under a hidden name, then rename them all into place: the caller writes the final
+        status right after, and a restart withdraws takes whose job never reached it (see Service.recover).
+        Files are 0600 and written relative to folder descriptors (see :class:`bridge.spool.Spool`)."""
+        import numpy as np
+        import soundfile as sf
 
-        takes_dir = self.service.spool.takes_dir(job.id)
+        spool = self.service.spool
         used: set[str] = set()
+        pending: list[tuple[str, str]] = []
         out = []
         for take in result.takes:
             token.check()
-            path = write_wav_atomic(takes_dir / take_name(take.eta, used), take.audio, result.sample_rate)
-            path.chmod(0o644)  # written via mkstemp (0600); REAPER may run as another user
+            audio = np.asarray(take.audio, dtype=np.float32)
+
+            def write(fh: Any, audio: Any = audio) -> None:
+                sf.write(fh, audio, result.sample_rate, format="WAV", subtype="FLOAT")
+
+            final = take_name(take.eta, used)
+            pending.append((spool.write_partial_take(job.id, write), final))
             out.append(
                 {
                     "eta": take.eta,
-                    "path": self.service.path_map.to_client(str(path)),
+                    "path": self.service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
                     "scores": take.scores.to_dict() if take.scores is not None else None,
                 }
             )
+        token.check()
+        spool.publish_takes(job.id, pending)
         return out
 
 

@@ -94,7 +94,7 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> Daemon:
         (self.spool / "daemon.json").unlink(missing_ok=True)
-        self.spool.mkdir(parents=True, exist_ok=True)
+        self.spool.parent.mkdir(parents=True, exist_ok=True)  # the daemon makes the spool itself (0700)
         t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", *self.args], cwd=ROOT,
                                      env=self.env, stdout=subprocess.DEVNULL,

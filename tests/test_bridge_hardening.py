@@ -209,3 +209,136 @@ def test_two_daemons_started_together_only_one_serves(tmp_path):
                 p.kill()
                 p.wait()
             p.stderr.close()
+
+
+# -- 4/5. every refusal answered in one line, before queueing, with no empty folder ----------------------------
+
+
+def no_empty_job_dirs(d: Daemon) -> None:
+    for p in (d.spool / "jobs").iterdir():
+        assert p.is_symlink() or (p / "status.json").is_file(), f"{p.name} has no status.json"
+
+
+def test_refusals_are_one_line_and_leave_no_empty_folder(env):
+    d, lst, src, _ = env
+    text = json.dumps(job("inf-field", src))[:-1] + ', "extra": 1e400}'
+    err = lst.request("/aiedit/job", "/aiedit/error", text)
+    assert "out of range" in err[1] and "\n" not in err[1]
+    assert not (d.spool / "jobs" / "inf-field").exists()
+    cases = {
+        "longpath": ("/" + "a/" * 2100 + "x.wav", "too long"),
+        "longname": ("/tmp/" + "n" * 300 + ".wav", "over 255 bytes"),
+        "trailing": (str(src) + "/", "separator"),
+    }
+    for jid, (path, word) in cases.items():
+        lst.send("/aiedit/job", json.dumps(job(jid, path)))
+        msg = lst.wait("/aiedit/error", jid, timeout=5)[1]
+        assert word in msg and "\n" not in msg and len(msg) < 400
+        assert d.status(jid)["state"] == "failed" and d.status(jid)["error"] == msg
+        assert not any(a == "/aiedit/ack" for a, _ in lst.events_for(jid))  # refused before queueing
+    no_empty_job_dirs(d)
+    assert lst.ping()
+
+
+# -- 7. no blocking open on the answering thread ---------------------------------------------------------------
+
+
+def test_fifo_source_does_not_block(env):
+    _, lst, _, root = env
+    fifo = root / "pipe.wav"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    lst.send("/aiedit/job", json.dumps(job("fifo", fifo)))
+    msg = lst.wait("/aiedit/error", "fifo", timeout=3)[1]
+    assert time.monotonic() - t0 < 1.0 and "no readable audio file" in msg
+    assert quick_ping(lst) < 1.0
+
+
+# -- 8. links planted in the spool ----------------------------------------------------------------------------
+
+LONG = {"embed": 20000, "tune": 20000, "sample": 4}
+
+
+def test_spool_links_cannot_redirect_writes(env, tmp_path):
+    d, lst, src, _ = env
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    jobs = d.spool / "jobs"
+    (jobs / "dangling").symlink_to(tmp_path / "nowhere")
+    lst.send("/aiedit/job", json.dumps(job("dangling", src)))
+    assert "already taken" in lst.wait("/aiedit/error", "dangling", timeout=5)[1]
+    assert not (tmp_path / "nowhere").exists()
+    lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+    lst.send("/aiedit/job", json.dumps(job("victim", src)))
+    lst.wait("/aiedit/ack", "victim", timeout=5)
+    (jobs / "victim" / "takes").symlink_to(outside)  # a spool writer plants links while the job waits
+    (jobs / "victim" / "status.json").unlink()
+    (jobs / "victim" / "status.json").symlink_to(outside / "keep.txt")
+    lst.send("/aiedit/cancel", "blocker")
+    end, _ = lst.wait_end("victim", timeout=90)
+    assert end == "/aiedit/error"
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (outside / "keep.txt").read_text() == "mine"
+    st = d.status("victim")
+    assert st["state"] == "failed" and st["takes"] == []
+    assert not (jobs / "victim" / "status.json").is_symlink()  # replaced, never followed
+    assert quick_ping(lst) < 1.0
+
+
+# -- 9. crash while writing, duplicate spool files -------------------------------------------------------------
+
+
+def test_duplicate_spool_file_gets_an_error_file(env):
+    d, _, src, _ = env
+    body = json.dumps(job("dup-src", src))
+    d.drop("first.json", body)
+    d.wait_status("dup-src", timeout=60)
+    d.drop("second.json", body)  # identical copy, dropped after the job was accepted
+    err = d.spool / "inbox" / "rejected" / "second.json.error.txt"
+    deadline = time.monotonic() + 10
+    while not err.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "already taken" in err.read_text()
+
+
+def test_kill_during_writing_withdraws_published_takes(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    d = Daemon(tmp_path / "spool")
+    try:
+        with Listener(d.port) as lst:
+            lst.send("/aiedit/job", json.dumps(job("k9", src, steps=LONG)))
+            lst.wait("/aiedit/ack", "k9", timeout=5)
+            deadline = time.monotonic() + 60
+            while d.status("k9")["state"] != "running" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        d.kill()
+        takes = d.spool / "jobs" / "k9" / "takes"  # what a kill between publishing and the status leaves
+        takes.mkdir(exist_ok=True)
+        (takes / "eta0.30.wav").write_bytes(b"RIFF" + b"\0" * 1000)
+        (takes / ".partial-x.wav").write_bytes(b"RIFF")
+        d.start()
+        st = d.status("k9")
+        assert st["state"] == "failed" and st["takes"] == [] and not takes.exists()
+    finally:
+        d.stop()
+
+
+# -- 10. privacy -----------------------------------------------------------------------------------------------
+
+
+def test_spool_and_takes_are_private_and_errors_do_not_probe_paths(env):
+    d, lst, src, root = env
+    for sub in ("", "jobs", "inbox", "inbox/rejected"):
+        assert (d.spool / sub).stat().st_mode & 0o777 == 0o700, sub
+    lst.send("/aiedit/job", json.dumps(job("priv", src)))
+    assert lst.wait_end("priv", timeout=90)[0] == "/aiedit/done"
+    for t in d.status("priv")["takes"]:
+        assert os.stat(t["path"]).st_mode & 0o777 == 0o600
+    assert (d.spool / "jobs" / "priv" / "status.json").stat().st_mode & 0o777 == 0o600
+    (root / "notes.wav").write_text("private words")
+    lst.send("/aiedit/job", json.dumps(job("probe1", root / "notes.wav")))
+    lst.send("/aiedit/job", json.dumps(job("probe2", root / "missing.wav")))
+    a = lst.wait("/aiedit/error", "probe1", timeout=5)[1].replace("notes.wav", "X")
+    b = lst.wait("/aiedit/error", "probe2", timeout=5)[1].replace("missing.wav", "X")
+    assert a == b  # an existing non-audio file and a missing one read the same

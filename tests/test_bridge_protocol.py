@@ -175,7 +175,7 @@ def test_source_is_probed(tmp_path):
             check_source(parse_job(job("b", path)))
         assert exc.value.job_id == "b"
     (tmp_path / "text.wav").write_text("not audio")
-    with pytest.raises(ProtocolError, match="cannot read"):
+    with pytest.raises(ProtocolError, match="not audio"):
         check_source(parse_job(job("c", tmp_path / "text.wav")))
     with pytest.raises(ProtocolError, match="after the end"):
         check_source(parse_job(job("d", wav, source={"path": str(wav), "start": 5.0})))
