@@ -18,7 +18,7 @@ from logging.handlers import RotatingFileHandler
 
 from bridge.osc_server import OscFrontend
 from bridge.protocol import PathMap
-from bridge.service import Service
+from bridge.service import Limits, Service
 from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.worker import Worker
 
@@ -41,6 +41,9 @@ class ServeConfig:
     cache_dir: str | None = None
     threads: int | None = None
     verbose: bool = False
+    max_seconds: float = 120.0
+    max_channels: int = 8
+    max_output_mb: float = 1024.0
 
 
 class StartupError(Exception):
@@ -118,6 +121,7 @@ class Daemon:
             path_map=path_map,
             host=cfg.host,
             port=self.osc.port,
+            limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
         )
         self.osc.attach(self.service)
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,31 @@ INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one job may cost, checked before it is queued (``aiedit serve --max-*``)."""
+
+    max_seconds: float = 120.0
+    max_channels: int = 8
+    max_output_mb: float = 1024.0
+
+    def check(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
+        """ProtocolError with the numbers when the region or its takes are over a limit."""
+        seconds = frames / sample_rate
+        takes = len(job.params.etas)
+        if seconds > self.max_seconds:
+            raise ProtocolError(f"the region is {seconds:.1f} s long; this engine takes at most "
+                                f"{self.max_seconds:g} s (aiedit serve --max-seconds)", job.id)
+        if channels > self.max_channels:
+            raise ProtocolError(f"the source has {channels} channels; this engine takes at most "
+                                f"{self.max_channels} (aiedit serve --max-channels)", job.id)
+        mb = frames * channels * takes * 4 / 1e6  # 32-bit float takes
+        if mb > self.max_output_mb:
+            raise ProtocolError(f"the takes would need about {mb:.0f} MB ({seconds:.1f} s x {channels} ch x "
+                                f"{takes} takes at {sample_rate} Hz); at most {self.max_output_mb:g} MB "
+                                f"(aiedit serve --max-output-mb)", job.id)
+
+
 class Service:
     def __init__(
         self,
@@ -65,7 +91,9 @@ class Service:
         path_map: PathMap | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()
         self.spool, self.model_spec, self.send = spool, model, send
         self.token, self.path_map = token, path_map or PathMap()
         self.host, self.port = host, port
@@ -157,6 +185,7 @@ class Service:
                     raise ProtocolError(f"job id {job.id!r} is already taken", job.id)
                 self._check_model(job)
                 info, frames = check_source(job)
+                self.limits.check(job, info.sample_rate, info.channels, frames)
                 st = new_status(
                     job, model=self.model_name or self.model_spec, client_path=obj["source"]["path"]
                 )

@@ -342,3 +342,28 @@ def test_spool_and_takes_are_private_and_errors_do_not_probe_paths(env):
     a = lst.wait("/aiedit/error", "probe1", timeout=5)[1].replace("notes.wav", "X")
     b = lst.wait("/aiedit/error", "probe2", timeout=5)[1].replace("missing.wav", "X")
     assert a == b  # an existing non-audio file and a missing one read the same
+
+
+# -- 6. bounded work per job ----------------------------------------------------------------------------------
+
+
+def test_work_limits_refuse_up_front_with_the_numbers(env, tmp_path):
+    _, lst, _, _ = env
+    slow = make_wav(tmp_path / "slow.wav", seconds=600, sr=1, channels=1)  # 600 frames at 1 Hz = 600 s
+    lst.send("/aiedit/job", json.dumps(job("slow", slow)))
+    msg = lst.wait("/aiedit/error", "slow", timeout=5)[1]
+    assert "600.0 s" in msg and "120 s" in msg and "--max-seconds" in msg
+    wide = make_wav(tmp_path / "wide.wav", seconds=0.2, channels=12)
+    lst.send("/aiedit/job", json.dumps(job("wide", wide)))
+    assert "12 channels" in lst.wait("/aiedit/error", "wide", timeout=5)[1]
+
+
+def test_size_estimate_limit(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=1.0, channels=2)
+    with Daemon(tmp_path / "spool", "--max-output-mb", "2", "--max-seconds", "5") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("big", src, etas=[0.1 * i for i in range(8)])))
+        msg = lst.wait("/aiedit/error", "big", timeout=5)[1]
+        assert "about 3 MB" in msg and "8 takes" in msg and "--max-output-mb" in msg
+        assert d.status("big")["state"] == "failed"
+        lst.send("/aiedit/job", json.dumps(job("small", src, etas=[0.3])))
+        assert lst.wait("/aiedit/ack", "small", timeout=5)
