@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
 
@@ -59,6 +61,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class LogGuard(logging.Filter):
+    """Keeps hostile traffic from flooding the log: each line is cut to :data:`MAX_LINE` characters, and each
+    kind of line (logger + message template) passes at :data:`RATE` per second after a burst of
+    :data:`BURST`; the next line that passes says how many were dropped."""
+
+    MAX_LINE = 500
+    BURST = 20
+    RATE = 5.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], tuple[float, float, int]] = {}  # key -> (tokens, time, dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        decided = getattr(record, "_aiedit_guard", None)  # one decision per record, for every handler
+        if decided is not None:
+            return bool(decided)
+        ok = self._decide(record)
+        record._aiedit_guard = ok
+        return ok
+
+    def _decide(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:100])
+        now = time.monotonic()
+        with self._lock:
+            tokens, last, dropped = self._buckets.get(key, (float(self.BURST), now, 0))
+            tokens = min(float(self.BURST), tokens + (now - last) * self.RATE)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now, dropped + 1)
+                return False
+            if len(self._buckets) > 1000:  # many distinct templates: forget the oldest state
+                self._buckets.clear()
+            self._buckets[key] = (tokens - 1.0, now, 0)
+        text = record.getMessage()
+        if len(text) > self.MAX_LINE:
+            text = f"{text[: self.MAX_LINE]}... ({len(text)} characters)"
+        if dropped:
+            text += f" [{dropped} similar line(s) dropped]"
+        record.msg, record.args = text.replace("\n", " | ") if record.levelno < logging.ERROR else text, None
+        return True
+
+
 def setup_logging(spool: Spool, verbose: bool) -> None:
     root = logging.getLogger("aiedit")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -66,13 +111,17 @@ def setup_logging(spool: Spool, verbose: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for h in list(root.handlers):
         root.removeHandler(h)
+    guard = LogGuard()  # on the handlers: a logger's own filter would not see its children's records
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
+    console.addFilter(guard)
     root.addHandler(console)
     try:
         fh = RotatingFileHandler(spool.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
         fh.setFormatter(fmt)
+        fh.addFilter(guard)
         root.addHandler(fh)
+        os.chmod(spool.log_file, 0o600)
     except OSError as exc:
         root.warning("cannot write %s: %s", spool.log_file, exc)
 

@@ -367,3 +367,28 @@ def test_size_estimate_limit(tmp_path):
         assert d.status("big")["state"] == "failed"
         lst.send("/aiedit/job", json.dumps(job("small", src, etas=[0.3])))
         assert lst.wait("/aiedit/ack", "small", timeout=5)
+
+
+# -- 11. logged garbage ---------------------------------------------------------------------------------------
+
+
+def test_garbage_floods_do_not_flood_the_log(tmp_path):
+    with Daemon(tmp_path / "spool", "-v") as d, Listener(d.port) as lst:
+        log_file = d.spool / "aiedit.log"
+        before = log_file.stat().st_size
+        tags = b"/aiedit/job\x00," + b"q" * 60_000 + b"\x00\x00\x00"  # unknown type tags
+        for _ in range(20):
+            lst.send_raw(tags)
+        for i in range(1500):
+            lst.send_raw(osc("/aiedit/job", "not json " + "z" * 2000))
+            lst.send_raw(osc(f"/other/{i}", 1))
+            if i % 300 == 0:
+                time.sleep(0.05)  # let the daemon keep up (a dropped datagram proves nothing)
+        assert quick_ping(lst, timeout=5) < 5
+        time.sleep(0.3)
+        grown = log_file.stat().st_size - before
+        assert grown < 60_000, f"the log grew by {grown} bytes"
+        text = log_file.read_text()
+        assert "similar line(s) dropped" in text or grown < 20_000
+        assert max(len(line) for line in text.splitlines()) < 800
+        assert len(d.stderr()) < 200_000
