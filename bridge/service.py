@@ -102,6 +102,7 @@ class Service:
         self.queue = JobQueue()
         self._lock = threading.RLock()
         self._status: dict[str, dict[str, Any]] = {}
+        self._taken_lower: set[str] = set()  # ids of _status, lower-cased (ids are unique regardless of case)
         self._jobs: dict[str, Job] = {}  # queued and running jobs
         self._targets: dict[str, list[ReplyTo]] = {}  # who gets a job's events
         self._running: str | None = None
@@ -145,6 +146,7 @@ class Service:
                     )
                     self._write(st)
             self._status[jid] = st
+            self._taken_lower.add(jid.lower())
         for _, job, _st in sorted(resume, key=lambda r: r[0]):
             self._jobs[job.id] = job
             self._targets[job.id] = [job.reply] if job.reply else []
@@ -199,6 +201,7 @@ class Service:
                     raise ProtocolError("cannot create the job's folder in the spool (see aiedit.log)", job.id,
                                         record=False) from None
                 self._status[job.id] = st
+                self._taken_lower.add(job.id.lower())
                 self._jobs[job.id] = job
                 self._targets[job.id] = [target] if target else []
                 self.queue.put(job.id, job.priority)
@@ -230,17 +233,13 @@ class Service:
                     st = refused_status(obj, jid, msg, model=self.model_name or self.model_spec)
                     self._write(st)
                     self._status[jid] = st
+                    self._taken_lower.add(jid.lower())
         if target:
             self.send(target, "/aiedit/error", [jid, msg])
 
     def _taken(self, jid: str) -> bool:
         # case-insensitively: on macOS and Windows "A" and "a" would share one folder
-        low = jid.lower()
-        return (
-            jid in self._status
-            or any(k.lower() == low for k in self._status)
-            or self.spool.job_exists(jid)
-        )
+        return jid.lower() in self._taken_lower or self.spool.job_exists(jid)
 
     def _check_model(self, job: Job) -> None:
         if job.model is not None and job.model not in (self.model_spec, self.model_name):
