@@ -7,6 +7,7 @@ the daemon must answer ping within a second of starting.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from typing import Any
@@ -126,6 +127,10 @@ class Worker(threading.Thread):
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
                 log.exception("loading model %s failed", self.model)
                 raise ModelUnavailable(f"could not load model {self.model!r}: {_short(exc)}") from None
+            # torch and the model leave millions of long-lived objects: a full garbage collection walking them
+            # stalled the answering thread for ~0.4 s (a 100-job burst); freeze them out of the collector.
+            gc.collect()
+            gc.freeze()
             self.service.set_model_name(self.editor.model_name)
             log.info("model %s loaded", self.editor.model_name)
         return self.editor

@@ -216,9 +216,10 @@ class Listener:
             except OSError:
                 return
             if msg is not None:
+                t = time.perf_counter()
                 with self._cond:
                     self.events.append(msg)
-                    self.times.append(time.perf_counter())
+                    self.times.append(t)
                     self._cond.notify_all()
 
     def wait(self, address: str, job_id: str | None = None, timeout: float = 60.0) -> list[Any]:
