@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -392,3 +393,37 @@ def test_garbage_floods_do_not_flood_the_log(tmp_path):
         assert "similar line(s) dropped" in text or grown < 20_000
         assert max(len(line) for line in text.splitlines()) < 800
         assert len(d.stderr()) < 200_000
+
+
+def test_source_swapped_to_a_fifo_never_blocks(tmp_path):
+    wav = make_wav(tmp_path / "real.wav", seconds=0.5)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "src.wav"
+    link.symlink_to(wav)
+    stop = threading.Event()
+
+    def swap() -> None:  # repoint the source between a real file and a FIFO, atomically, as fast as possible
+        i = 0
+        while not stop.is_set():
+            tmp = tmp_path / f".link{i % 2}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(fifo if i % 2 else wav)
+            os.replace(tmp, link)
+            i += 1
+
+    # --max-seconds below the clip: every job is refused right after its probe, so none reaches the worker
+    with Daemon(tmp_path / "spool", "--max-seconds", "0.1") as d, Listener(d.port) as lst:
+        th = threading.Thread(target=swap, daemon=True)
+        th.start()
+        try:
+            for i in range(300):
+                lst.send("/aiedit/job", json.dumps(job(f"sw{i}", link)))
+                if i % 25 == 24:
+                    assert quick_ping(lst, timeout=2) < 2
+        finally:
+            stop.set()
+            th.join()
+        assert quick_ping(lst, timeout=2) < 2
+        errors = [a for a, _ in lst.events if a == "/aiedit/error"]
+        assert len(errors) == 300 and not any(a == "/aiedit/ack" for a, _ in lst.events)
