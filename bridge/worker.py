@@ -7,14 +7,19 @@ the daemon must answer ping within a second of starting.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
 import logging
+import os
+import stat
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from bridge.protocol import Job, take_name
+from bridge.protocol import Job, no_audio, take_name
 from bridge.service import Service
-from engine.errors import Cancelled, EngineError, ModelUnavailable
+from engine.errors import Cancelled, EngineError, InputError, ModelUnavailable
 from engine.params import EditParams
 from engine.progress import CancelToken, Progress
 
@@ -144,7 +149,9 @@ class Worker(threading.Thread):
             editor = self._load()
             pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
-            result = editor.edit(job.request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
+            with pinned_source(job.source_path) as source:
+                request = dataclasses.replace(job.request, source=source)
+                result = editor.edit(request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
             token.check()
             sv.progress(jid, "writing", pm.writing())
             takes = self._write_takes(job, result, token)
@@ -200,6 +207,24 @@ class Worker(threading.Thread):
         token.check()
         spool.publish_takes(job.id, pending)
         return out
+
+
+@contextlib.contextmanager
+def pinned_source(path: str) -> Iterator[str]:
+    """The source as a path the engine may open without blocking: the file is opened here with ``O_NONBLOCK``
+    and checked to be a regular file, and on systems with ``/dev/fd`` the engine reads that very descriptor, so
+    a source swapped for a FIFO after acceptance cannot hang the worker. Elsewhere the checked path is used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        raise InputError(no_audio(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(no_audio(path))
+        fd_path = f"/dev/fd/{fd}"
+        yield fd_path if os.path.exists(fd_path) else path
+    finally:
+        os.close(fd)
 
 
 def _short(exc: BaseException) -> str:

@@ -427,3 +427,21 @@ def test_source_swapped_to_a_fifo_never_blocks(tmp_path):
         assert quick_ping(lst, timeout=2) < 2
         errors = [a for a, _ in lst.events if a == "/aiedit/error"]
         assert len(errors) == 300 and not any(a == "/aiedit/ack" for a, _ in lst.events)
+
+
+def test_source_swapped_to_a_fifo_after_acceptance_fails_the_job(env, tmp_path):
+    _, lst, src, _ = env
+    link = tmp_path / "later.wav"
+    link.symlink_to(src)
+    lst.send("/aiedit/job", json.dumps(job("blocker2", src, steps=LONG)))
+    lst.send("/aiedit/job", json.dumps(job("swapped", link)))
+    lst.wait("/aiedit/ack", "swapped", timeout=5)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link.unlink()
+    link.symlink_to(fifo)  # accepted as a file, a FIFO by the time the worker reads it
+    lst.send("/aiedit/cancel", "blocker2")
+    end, args = lst.wait_end("swapped", timeout=60)
+    assert end == "/aiedit/error" and "no readable audio file" in args[1]
+    lst.send("/aiedit/job", json.dumps(job("after-swap", src)))
+    assert lst.wait_end("after-swap", timeout=90)[0] == "/aiedit/done"  # the worker was not left blocked
