@@ -445,3 +445,17 @@ def test_source_swapped_to_a_fifo_after_acceptance_fails_the_job(env, tmp_path):
     assert end == "/aiedit/error" and "no readable audio file" in args[1]
     lst.send("/aiedit/job", json.dumps(job("after-swap", src)))
     assert lst.wait_end("after-swap", timeout=90)[0] == "/aiedit/done"  # the worker was not left blocked
+
+
+def test_aiedit_send_passes_the_token_to_status_and_ping(tok):
+    d, _, _ = tok
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "bridge", "send", "--port", str(d.port), "--timeout", "5"]
+    out = subprocess.run([*base, "--token", "s3cret", "status", "--json"], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=30)
+    assert out.returncode == 0 and "secret prompt" in out.stdout
+    out = subprocess.run([*base, "status"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert out.returncode != 0 and "needs the token" in out.stderr
+    out = subprocess.run([*base, "--token", "s3cret", "ping"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=30)
+    assert out.returncode == 0 and json.loads(out.stdout)["pid"] == d.proc.pid
