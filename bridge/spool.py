@@ -284,7 +284,8 @@ class Spool:
             os.close(fd)
 
     def read_job(self, job_id: str) -> dict[str, Any]:
-        return read_json(self.job_dir(job_id) / "job.json")
+        """``job.json`` (a link there is not followed: OSError)."""
+        return _read_spool_json(self.job_dir(job_id) / "job.json")
 
     # -- takes: written hidden, published together just before the final status --------------------------------
 
@@ -346,10 +347,10 @@ class Spool:
         if not self.jobs.is_dir():
             return
         for d in sorted(self.jobs.iterdir()):
-            if not d.is_dir():
+            if d.is_symlink() or not d.is_dir():  # a planted link is never read or written through
                 continue
             try:
-                st = read_json(d / "status.json")
+                st = _read_spool_json(d / "status.json")
                 yield d.name, st if isinstance(st, dict) else None
             except (OSError, ValueError):
                 yield d.name, None
@@ -444,6 +445,13 @@ class Spool:
         except PermissionError:
             pass
         return d
+
+
+def _read_spool_json(path: Path) -> Any:
+    data = read_small_file(path, 1 << 22)
+    if data is None:
+        raise ValueError(f"{path.name} is too large")
+    return json.loads(data)
 
 
 def _lexists(name: str, dir_fd: int) -> bool:
