@@ -28,7 +28,6 @@ log = logging.getLogger("aiedit.daemon")
 
 STOP_WAIT_S = 10.0  # how long a stop waits for the running job to notice its cancel token
 STOP_REASON = "the engine was stopped during this job"
-SWITCH_INTERVAL_S = 0.0005  # GIL hand-over interval (Python's default: 0.005)
 
 
 @dataclass
@@ -184,9 +183,6 @@ class Daemon:
         self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)
 
     def start(self) -> None:
-        # Every syscall on the answering thread gives up the GIL; while the worker runs Python-heavy torch code
-        # it got it back only after the default 5 ms switch interval, i.e. ~4 ms per acknowledged job in a burst.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.service.recover()
         self._osc_thread.start()
         self.heartbeat.beat()  # daemon.json appears once the port answers
