@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import stat
 import tempfile
 import threading
@@ -25,6 +24,8 @@ from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+from bridge.safe_dir import DIR_MODE, SafeDir
 
 log = logging.getLogger("aiedit.spool")
 
@@ -126,9 +127,6 @@ def default_spool() -> Path:
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-FILE_MODE = 0o600  # spool files hold prompts, source paths and edits of the user's audio
-DIR_MODE = 0o700
 
 
 def _dumps(obj: Any) -> bytes:
@@ -151,39 +149,6 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def open_dir(root: Path, *parts: str, create: bool = False) -> int:
-    """A descriptor of ``root/parts...``, refusing a symbolic link (or non-folder) at every step below
-    ``root``; with ``create``, missing steps are made (0700). Writes made relative to it cannot be
-    redirected by a link planted in the spool, even one swapped in while we write."""
-    fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-    try:
-        for part in parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, DIR_MODE, dir_fd=fd)
-            nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def write_at(dir_fd: int, name: str, data: bytes) -> None:
-    """Atomically replace ``name`` in the folder ``dir_fd`` (temporary name, then rename; 0600)."""
-    tmp = f".tmp-{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=dir_fd)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -216,8 +181,9 @@ def read_small_file(path: Path, limit: int) -> bytes | None:
 class Spool:
     """Paths and reads/writes of one spool folder; job ids must already be validated (they name folders).
 
-    Everything under ``jobs/`` is written through folder descriptors opened without following links (see
-    :func:`open_dir`), so a client that can write into the spool cannot have the daemon write elsewhere.
+    Everything under ``jobs/`` is written through folders opened without following links (see
+    :class:`bridge.safe_dir.SafeDir`), so a client that can write into the spool cannot redirect the daemon's
+    writes.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -251,37 +217,25 @@ class Spool:
         status.json; on any failure nothing is left behind."""
         clean = {k: v for k, v in raw.items() if k != "token"}  # never store the shared secret
         job_data, status_data = _dumps(clean), _dumps(status)
-        jobs = open_dir(self.root, "jobs", create=True)
-        try:
-            os.mkdir(job_id, DIR_MODE, dir_fd=jobs)
+        with self._dir("jobs", create=True) as jobs:
+            jobs.mkdir(job_id)
             try:
-                fd = os.open(job_id, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=jobs)
-                try:
-                    write_at(fd, "job.json", job_data)
-                    write_at(fd, "status.json", status_data)
-                finally:
-                    os.close(fd)
+                with jobs.sub(job_id) as d:
+                    d.write("job.json", job_data)
+                    d.write("status.json", status_data)
             except BaseException:
-                self._remove_tree(jobs, job_id)
+                jobs.remove_tree(job_id)
                 raise
-        finally:
-            os.close(jobs)
 
     def write_status(self, status: dict[str, Any]) -> None:
         data = _dumps(status)
-        fd = open_dir(self.root, "jobs", status["id"], create=True)
-        try:
-            write_at(fd, "status.json", data)
-        finally:
-            os.close(fd)
+        with self._dir("jobs", status["id"], create=True) as d:
+            d.write("status.json", data)
 
     def write_job(self, job_id: str, raw: dict[str, Any]) -> None:
         data = _dumps({k: v for k, v in raw.items() if k != "token"})
-        fd = open_dir(self.root, "jobs", job_id, create=True)
-        try:
-            write_at(fd, "job.json", data)
-        finally:
-            os.close(fd)
+        with self._dir("jobs", job_id, create=True) as d:
+            d.write("job.json", data)
 
     def read_job(self, job_id: str) -> dict[str, Any]:
         """``job.json`` (a link there is not followed: OSError)."""
@@ -292,55 +246,37 @@ class Spool:
     def write_partial_take(self, job_id: str, write: Callable[[Any], None]) -> str:
         """Create ``jobs/<id>/takes/.partial-*.wav`` (0600, no link followed), let ``write(fileobj)`` fill it,
         fsync; returns its name for :meth:`publish_takes`."""
-        fd = open_dir(self.root, "jobs", job_id, "takes", create=True)
-        try:
+        with self._dir("jobs", job_id, "takes", create=True) as d:
             name = f".partial-{secrets.token_hex(6)}.wav"
-            tfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=fd)
+            fd = d.create(name)
             try:
-                with os.fdopen(tfd, "wb") as fh:
+                with os.fdopen(fd, "wb") as fh:
                     write(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(name, dir_fd=fd)
+                    d.unlink(name)
                 raise
             return name
-        finally:
-            os.close(fd)
 
     def publish_takes(self, job_id: str, names: list[tuple[str, str]]) -> None:
-        """Rename each (partial, final) pair inside the takes folder, relative to its descriptor."""
-        fd = open_dir(self.root, "jobs", job_id, "takes")
-        try:
+        """Rename each (partial, final) pair inside the takes folder."""
+        with self._dir("jobs", job_id, "takes") as d:
             for tmp, final in names:
-                os.replace(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
-        finally:
-            os.close(fd)
+                d.replace(tmp, final)
 
     def remove_takes(self, job_id: str) -> None:
         """Delete ``jobs/<id>/takes`` (a link there is removed, never followed)."""
         try:
-            fd = open_dir(self.root, "jobs", job_id)
+            d = self._dir("jobs", job_id)
         except OSError:
             return
-        try:
-            self._remove_tree(fd, "takes")
-        finally:
-            os.close(fd)
+        with d:
+            d.remove_tree("takes")
 
-    @staticmethod
-    def _remove_tree(dir_fd: int, name: str) -> None:
-        try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError:
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=dir_fd)
-            return
-        with contextlib.suppress(OSError):
-            shutil.rmtree(name, dir_fd=dir_fd)  # fd-based on Linux: does not follow links inside
+    def _dir(self, *parts: str, create: bool = False) -> SafeDir:
+        return SafeDir.open(self.root, *parts, create=create)
 
     def iter_statuses(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(id, status or None when unreadable) for every job folder."""
@@ -366,47 +302,42 @@ class Spool:
         for jid in names:
             for parts in (("jobs", jid), ("jobs", jid, "takes")):
                 try:
-                    fd = open_dir(self.root, *parts)
+                    d = self._dir(*parts)
                 except OSError:
                     continue
-                try:
-                    for name in os.listdir(fd):
+                with d:
+                    for name in d.listdir():
                         if name.startswith((".partial-", ".tmp-")):
                             with contextlib.suppress(OSError):
-                                os.unlink(name, dir_fd=fd)
+                                d.unlink(name)
                                 n += 1
-                finally:
-                    os.close(fd)
         return n
 
     def reject(self, path: Path, message: str) -> None:
         """Move an inbox file to ``inbox/rejected/`` with a ``.error.txt`` beside it (nothing is lost)."""
         try:
-            inbox = open_dir(self.root, "inbox")
+            inbox = self._dir("inbox")
         except OSError as exc:
             log.warning("cannot open the inbox: %s", exc)
             return
-        try:
-            rejected = open_dir(self.root, "inbox", "rejected", create=True)
-        except OSError as exc:
-            os.close(inbox)
-            log.warning("cannot open inbox/rejected/: %s", exc)
-            return
-        try:
-            dest, n = path.name, 1
-            while _lexists(dest, rejected) or _lexists(dest + ".error.txt", rejected):
-                n += 1
-                dest = f"{path.stem}-{n}{path.suffix}"
+        with inbox:
             try:
-                os.replace(path.name, dest, src_dir_fd=inbox, dst_dir_fd=rejected)
+                rejected = self._dir("inbox", "rejected", create=True)
             except OSError as exc:
-                log.warning("cannot move %s to rejected/: %s", path.name[:100], exc)
+                log.warning("cannot open inbox/rejected/: %s", exc)
                 return
-            with contextlib.suppress(OSError):
-                write_at(rejected, dest + ".error.txt", (message + "\n").encode("utf-8", "replace"))
-        finally:
-            os.close(inbox)
-            os.close(rejected)
+            with rejected:
+                dest, n = path.name, 1
+                while rejected.exists(dest) or rejected.exists(dest + ".error.txt"):
+                    n += 1
+                    dest = f"{path.stem}-{n}{path.suffix}"
+                try:
+                    inbox.replace(path.name, dest, rejected)
+                except OSError as exc:
+                    log.warning("cannot move %s to rejected/: %s", path.name[:100], exc)
+                    return
+                with contextlib.suppress(OSError):
+                    rejected.write(dest + ".error.txt", (message + "\n").encode("utf-8", "replace"))
 
     def inbox_files(self) -> list[Path]:
         """Messages waiting in the inbox, oldest first; temporary names (``.x``, not ``*.json``) are
@@ -452,14 +383,6 @@ def _read_spool_json(path: Path) -> Any:
     if data is None:
         raise ValueError(f"{path.name} is too large")
     return json.loads(data)
-
-
-def _lexists(name: str, dir_fd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        return True
-    except OSError:
-        return False
 
 
 def is_message_name(p: Path) -> bool:

@@ -16,6 +16,7 @@ import pytest
 from bridge_helpers import ROOT, Daemon, Listener, job, make_wav
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bridge import safe_dir
 from bridge.osc_server import AMPLIFY, build_message
 from bridge.osc_wire import MAX_MESSAGES, WireError, parse_datagram
 from bridge.protocol import REPLY_HOST_MSG
@@ -459,3 +460,30 @@ def test_aiedit_send_passes_the_token_to_status_and_ping(tok):
     out = subprocess.run([*base, "--token", "s3cret", "ping"], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=30)
     assert out.returncode == 0 and json.loads(out.stdout)["pid"] == d.proc.pid
+
+
+@pytest.mark.parametrize("use_fd", [True, False])
+def test_safe_dir_refuses_planted_links(tmp_path, monkeypatch, use_fd):
+    """Both backends: descriptors (POSIX) and the checked-path fallback (systems without ``dir_fd``)."""
+    monkeypatch.setattr(safe_dir, "HAVE_DIR_FD", use_fd and safe_dir.HAVE_DIR_FD)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    spool.create_job("a", {"id": "a"}, {"id": "a", "state": "queued"})
+    assert json.loads((spool.job_dir("a") / "status.json").read_text())["state"] == "queued"
+    (spool.jobs / "b").symlink_to(outside)
+    with pytest.raises(FileExistsError):
+        spool.create_job("b", {"id": "b"}, {"id": "b"})
+    with pytest.raises(OSError):
+        spool.write_status({"id": "b", "state": "failed"})
+    (spool.job_dir("a") / "takes").symlink_to(outside)
+    with pytest.raises(OSError):
+        spool.write_partial_take("a", lambda fh: fh.write(b"RIFF"))
+    spool.remove_takes("a")  # removes the link, not what it points to
+    assert not (spool.job_dir("a") / "takes").exists() and outside.is_dir()
+    name = spool.write_partial_take("a", lambda fh: fh.write(b"RIFF"))
+    spool.publish_takes("a", [(name, "eta0.30.wav")])
+    take = spool.takes_dir("a") / "eta0.30.wav"
+    assert take.read_bytes() == b"RIFF" and take.stat().st_mode & 0o777 == 0o600
+    assert list(outside.iterdir()) == []
