@@ -317,6 +317,7 @@ def probe_source(path: str) -> AudioInfo:
     which paths exist on the daemon's machine.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_BINARY", 0)  # Windows: no newline translation under libsndfile
     try:
         fd = os.open(path, flags)
     except (OSError, ValueError):

@@ -161,7 +161,7 @@ def read_small_file(path: Path, limit: int) -> bytes | None:
     """The bytes of a regular file of at most ``limit`` bytes, opened without following a final symlink and
     without blocking (a FIFO dropped in the inbox must not hang the reader); None when it is bigger.
     OSError when it cannot be read or is not a regular file."""
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC | getattr(os, "O_BINARY", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

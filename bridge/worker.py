@@ -215,7 +215,8 @@ def pinned_source(path: str) -> Iterator[str]:
     and checked to be a regular file, and on systems with ``/dev/fd`` the engine reads that very descriptor, so
     a source swapped for a FIFO after acceptance cannot hang the worker. Elsewhere the checked path is used."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
     except (OSError, ValueError):
         raise InputError(no_audio(path)) from None
     try:
