@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
     s.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's; 1-2 on a busy shared CPU)")
+    s.add_argument("--max-seconds", type=float, default=120.0,
+                   help="longest source region a job may ask for (default 120 s)")
+    s.add_argument("--max-channels", type=int, default=8, help="most channels a source may have (default 8)")
+    s.add_argument("--max-output-mb", type=float, default=1024.0,
+                   help="largest estimated size of one job's takes (seconds x channels x takes; default 1024 MB)")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     c = sub.add_parser("send", help="send a request to a running daemon")
@@ -109,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=args.cache_dir,
                 threads=args.threads,
                 verbose=args.verbose,
+                max_seconds=args.max_seconds,
+                max_channels=args.max_channels,
+                max_output_mb=args.max_output_mb,
             )
         )
     from bridge.client import run_send

@@ -72,11 +72,15 @@ class OscClient:
         self.close()
 
 
-def ping(client: OscClient, timeout: float = 2.0, wait: bool = False) -> dict[str, Any] | None:
-    """daemon.json's content from ``/aiedit/pong``; with ``wait``, retry every 0.5 s until ``timeout``."""
+def ping(
+    client: OscClient, timeout: float = 2.0, wait: bool = False, token: str | None = None
+) -> dict[str, Any] | None:
+    """daemon.json's content from ``/aiedit/pong``; with ``wait``, retry every 0.5 s until ``timeout``.
+
+    A daemon with a token answers a ping without it with ``{"version": 1, "token_required": true}`` only."""
     deadline = time.monotonic() + timeout
     while True:
-        client.send("/aiedit/ping")
+        client.send("/aiedit/ping", *([token] if token else []))
         step = min(0.5, timeout) if wait else timeout
         end = min(deadline, time.monotonic() + step)
         while (msg := client.receive(max(0.0, end - time.monotonic()))) is not None:
@@ -90,14 +94,15 @@ def run_send(args: Any) -> int:
     """Entry for ``aiedit send`` (argparse namespace from :mod:`bridge.cli`)."""
     with OscClient(args.host, args.port) as client:
         if args.what == "ping":
-            info = ping(client, args.timeout if args.timeout else (30.0 if args.wait else 2.0), args.wait)
+            info = ping(client, args.timeout if args.timeout else (30.0 if args.wait else 2.0), args.wait,
+                        args.token)
             if info is None:
                 print(f"no answer from {args.host}:{args.port} (is `aiedit serve` running?)", file=sys.stderr)
                 return EXIT_NO_ANSWER
             print(json.dumps(info, indent=1))
             return EXIT_OK
         if args.what == "status":
-            client.send("/aiedit/status")
+            client.send("/aiedit/status", *([args.token] if args.token else []))
             msg = _wait_for(client, {"/aiedit/status", "/aiedit/error"}, None, args.timeout or 2.0)
             if msg is None:
                 return _no_answer(args)

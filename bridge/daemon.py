@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
 
 from bridge.osc_server import OscFrontend
 from bridge.protocol import PathMap
-from bridge.service import Service
-from bridge.spool import Heartbeat, InboxWatcher, Spool, default_spool
+from bridge.service import Limits, Service
+from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.worker import Worker
 
 log = logging.getLogger("aiedit.daemon")
@@ -41,6 +43,9 @@ class ServeConfig:
     cache_dir: str | None = None
     threads: int | None = None
     verbose: bool = False
+    max_seconds: float = 120.0
+    max_channels: int = 8
+    max_output_mb: float = 1024.0
 
 
 class StartupError(Exception):
@@ -56,6 +61,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class LogGuard(logging.Filter):
+    """Keeps hostile traffic from flooding the log: each line is cut to :data:`MAX_LINE` characters, and each
+    kind of line (logger + message template) passes at :data:`RATE` per second after a burst of
+    :data:`BURST`; the next line that passes says how many were dropped."""
+
+    MAX_LINE = 500
+    BURST = 20
+    RATE = 5.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], tuple[float, float, int]] = {}  # key -> (tokens, time, dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        decided = getattr(record, "_aiedit_guard", None)  # one decision per record, for every handler
+        if decided is not None:
+            return bool(decided)
+        ok = self._decide(record)
+        record._aiedit_guard = ok
+        return ok
+
+    def _decide(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:100])
+        now = time.monotonic()
+        with self._lock:
+            tokens, last, dropped = self._buckets.get(key, (float(self.BURST), now, 0))
+            tokens = min(float(self.BURST), tokens + (now - last) * self.RATE)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now, dropped + 1)
+                return False
+            if len(self._buckets) > 1000:  # many distinct templates: forget the oldest state
+                self._buckets.clear()
+            self._buckets[key] = (tokens - 1.0, now, 0)
+        text = record.getMessage()
+        if len(text) > self.MAX_LINE:
+            text = f"{text[: self.MAX_LINE]}... ({len(text)} characters)"
+        if dropped:
+            text += f" [{dropped} similar line(s) dropped]"
+        record.msg, record.args = text.replace("\n", " | ") if record.levelno < logging.ERROR else text, None
+        return True
+
+
 def setup_logging(spool: Spool, verbose: bool) -> None:
     root = logging.getLogger("aiedit")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -63,13 +111,17 @@ def setup_logging(spool: Spool, verbose: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for h in list(root.handlers):
         root.removeHandler(h)
+    guard = LogGuard()  # on the handlers: a logger's own filter would not see its children's records
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
+    console.addFilter(guard)
     root.addHandler(console)
     try:
         fh = RotatingFileHandler(spool.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
         fh.setFormatter(fmt)
+        fh.addFilter(guard)
         root.addHandler(fh)
+        os.chmod(spool.log_file, 0o600)
     except OSError as exc:
         root.warning("cannot write %s: %s", spool.log_file, exc)
 
@@ -91,11 +143,16 @@ class Daemon:
             self.spool.create()
         except OSError as exc:
             raise StartupError(f"cannot create the spool folder {self.spool.root}: {exc}") from None
-        other = self.spool.live_daemon()
-        if other:
+        self.lock = SpoolLock(self.spool.root)
+        try:
+            locked = self.lock.acquire()
+        except OSError as exc:
+            raise StartupError(f"cannot lock {self.lock.path}: {exc.strerror or exc}") from None
+        if not locked:
+            other = self.spool.read_daemon() or {}
             raise StartupError(
-                f"another aiedit daemon (pid {other.get('pid')}, port {other.get('port')}) is "
-                f"serving {self.spool.root}; stop it or use another --spool"
+                f"another aiedit daemon (pid {other.get('pid', '?')}, port {other.get('port', '?')}) holds "
+                f"{self.lock.path}; stop it or use another --spool"
             )
         setup_logging(self.spool, cfg.verbose)
         try:
@@ -113,9 +170,10 @@ class Daemon:
             path_map=path_map,
             host=cfg.host,
             port=self.osc.port,
+            limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
         )
         self.osc.attach(self.service)
-        self.heartbeat = Heartbeat(self.spool, self.service.daemon_info)
+        self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
         self.worker = Worker(
             self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload,
@@ -150,6 +208,7 @@ class Daemon:
             self.service.abandon_running(STOP_REASON)
         self.osc.close()
         self.heartbeat.stop()
+        self.lock.release()
         log.info("stopped")
 
     def serve(self) -> int:

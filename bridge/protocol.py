@@ -8,15 +8,19 @@ this runs on the daemon's answering path and in the unit tests.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import math
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.audio_io import AudioInfo, check_request, region_frames
+import soundfile as sf
+
+from engine.audio_io import AudioInfo, region_frames
 from engine.errors import InputError
 from engine.params import MAX_SAMPLE_STEPS, MAX_STEPS, MODES, STARTS, EditParams, EditRequest, Inpaint, Region
 
@@ -25,6 +29,8 @@ ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PRIORITIES = ("interactive", "batch")
 MAX_MESSAGE_BYTES = 64 * 1024  # one UDP datagram; spool files get the same limit
 MAX_LABEL = 1000
+MAX_PATH = 4096  # characters of source.path (PATH_MAX on Linux)
+MAX_NAME = 255  # bytes of one path component (NAME_MAX)
 STATES_FINAL = ("done", "failed", "cancelled")
 
 
@@ -151,7 +157,7 @@ def decode_json(text: object, what: str = "job") -> dict[str, Any]:
     if len(text.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"the {what} is too large (at most {MAX_MESSAGE_BYTES} bytes)")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"the {what} is not valid JSON ({_short(exc)})") from None
     if not isinstance(obj, dict):
@@ -200,6 +206,7 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
     server_path = path_map.to_server(path)
     if not os.path.isabs(server_path):
         raise InputError(f"source.path must be absolute, got {_clip(path)}")
+    check_path_shape(server_path)
     start = _number(src.get("start", 0.0), "source.start", default=0.0)
     length = _number(src.get("length"), "source.length", default=None)
 
@@ -277,15 +284,67 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
     )
 
 
+def check_path_shape(path: str) -> None:
+    """Refuse paths that can never name a readable file, before anything touches the file system: over
+    :data:`MAX_PATH` characters, a name over :data:`MAX_NAME` bytes, or a trailing separator (a folder)."""
+    if len(path) > MAX_PATH:
+        raise InputError(f"source.path is too long ({len(path)} characters, at most {MAX_PATH})")
+    if path.endswith(("/", "\\")):
+        raise InputError("source.path ends with a separator: it must name a file, not a folder")
+    for part in re.split(r"[/\\]", path):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME:
+            raise InputError(f"source.path holds a name over {MAX_NAME} bytes")
+
+
 def check_source(job: Job) -> tuple[AudioInfo, int]:
     """Probe the source, its region and the inpaint range: (file info, region frame count), or ProtocolError
     for the job's id — so a job that cannot run is refused before it is queued."""
     try:
-        info = check_request(job.request)
+        job.request.validate()
+        info = probe_source(job.source_path)
         _, count = region_frames(info, job.request.region)
+        inp = job.params.inpaint
+        if inp is not None:
+            length = count / info.sample_rate
+            if inp.start >= length or inp.end > length + 1.0 / info.sample_rate:
+                raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
+                                 f"({length:.3f} s long)")
     except InputError as exc:
         raise ProtocolError(str(exc), job.id) from None
     return info, count
+
+
+def probe_source(path: str) -> AudioInfo:
+    """Header facts of a source file, opened so that nothing can block the answering thread.
+
+    ``O_NONBLOCK`` makes opening a FIFO (or a path swapped to one) return at once, and the regular-file test
+    is made on the opened descriptor, so a swap after the test cannot matter. Every way a path can fail (missing,
+    not a file, unreadable, not audio) gives the same message, so an unauthenticated sender cannot learn
+    which paths exist on the daemon's machine.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_BINARY", 0)  # Windows: no newline translation under libsndfile
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError):
+        raise InputError(no_audio(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(no_audio(path))
+        with sf.SoundFile(fd, closefd=False) as f:
+            info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames))
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError):
+        raise InputError(no_audio(path)) from None
+    finally:
+        os.close(fd)
+    if info.frames <= 0 or info.sample_rate <= 0 or info.channels <= 0:
+        raise InputError(f"{os.path.basename(path)} holds no audio")
+    return info
+
+
+def no_audio(path: str) -> str:
+    shown = path if len(path) <= 300 else path[:297] + "..."
+    return f"no readable audio file at {shown} (not found, not a file, unreadable or not audio)"
 
 
 def parse_reply(value: object) -> ReplyTo | None:
@@ -334,18 +393,56 @@ def cancel_from_object(obj: dict[str, Any]) -> CancelRequest:
     return CancelRequest(jid, token, reply)
 
 
+def parse_query_args(args: tuple[Any, ...] | list[Any]) -> tuple[ReplyTo | None, str | None]:
+    """``/aiedit/status`` and ``/aiedit/ping`` arguments: ``[]``, ``[token]``, ``[reply_host, reply_port]``
+    or ``[reply_host, reply_port, token]`` → (reply address or None, token or None)."""
+    args = list(args)
+    token = None
+    if len(args) in (1, 3):
+        token = args.pop()
+        if not isinstance(token, str):
+            raise ProtocolError("the token must be a string")
+    return parse_reply_args(args), token
+
+
 def parse_reply_args(args: tuple[Any, ...] | list[Any]) -> ReplyTo | None:
-    """``/aiedit/status`` and ``/aiedit/ping`` arguments: ``[]`` or ``[reply_host, reply_port]``."""
+    """``[]`` or ``[reply_host, reply_port]``."""
     if not args:
         return None
     if len(args) != 2 or not isinstance(args[0], str) or not args[0]:
-        raise ProtocolError("expected no arguments or [reply_host, reply_port]")
+        raise ProtocolError("expected no arguments, [token], [reply_host, reply_port] or [host, port, token]")
     port = args[1]
     if isinstance(port, float) and port.is_integer():
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ProtocolError("reply_port must be a port number between 1 and 65535")
     return ReplyTo(args[0], port)
+
+
+def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP literal (or ``localhost``) as an address; None for anything that would need a DNS lookup."""
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def reply_allowed(target: ReplyTo, sender: ReplyTo | None, *, trusted: bool = False) -> bool:
+    """Replies go only to the sender's own host (any port there), so the daemon cannot be aimed at a third
+    party. A spool message has no sender: loopback only, unless it was authenticated with the token
+    (``trusted``)."""
+    t = host_ip(target.host)
+    if t is None:
+        return False
+    if sender is None:
+        return trusted or t.is_loopback
+    s = host_ip(sender.host)
+    return s is not None and (t == s or (t.is_loopback and s.is_loopback))
+
+
+REPLY_HOST_MSG = "the reply address must be on the sender's own host (an IP address, another port is fine)"
 
 
 def new_status(
@@ -471,6 +568,13 @@ def _string(value: object, name: str, *, default: str | None) -> str | None:
         return default
     if not isinstance(value, str):
         raise InputError(f"{name} must be a string, got {_clip(value)}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf, which JSON cannot hold: refuse it anywhere
+        raise ValueError(f"number {text[:20]} is out of range")
     return value
 
 

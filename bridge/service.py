@@ -18,10 +18,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridge.protocol import (
+    REPLY_HOST_MSG,
     STATES_FINAL,
     VERSION,
     CancelRequest,
@@ -36,11 +38,12 @@ from bridge.protocol import (
     parse_job,
     parse_reply,
     refused_status,
+    reply_allowed,
     token_ok,
     valid_id,
 )
 from bridge.queue import JobQueue
-from bridge.spool import SETTLE_S, Spool
+from bridge.spool import SETTLE_S, Spool, read_small_file
 from engine.errors import InputError
 from engine.progress import CancelToken
 
@@ -48,7 +51,33 @@ log = logging.getLogger("aiedit.service")
 
 SendFn = Callable[[ReplyTo, str, list[Any]], None]
 RECENT_FINISHED = 50
+INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one job may cost, checked before it is queued (``aiedit serve --max-*``)."""
+
+    max_seconds: float = 120.0
+    max_channels: int = 8
+    max_output_mb: float = 1024.0
+
+    def check(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
+        """ProtocolError with the numbers when the region or its takes are over a limit."""
+        seconds = frames / sample_rate
+        takes = len(job.params.etas)
+        if seconds > self.max_seconds:
+            raise ProtocolError(f"the region is {seconds:.1f} s long; this engine takes at most "
+                                f"{self.max_seconds:g} s (aiedit serve --max-seconds)", job.id)
+        if channels > self.max_channels:
+            raise ProtocolError(f"the source has {channels} channels; this engine takes at most "
+                                f"{self.max_channels} (aiedit serve --max-channels)", job.id)
+        mb = frames * channels * takes * 4 / 1e6  # 32-bit float takes
+        if mb > self.max_output_mb:
+            raise ProtocolError(f"the takes would need about {mb:.0f} MB ({seconds:.1f} s x {channels} ch x "
+                                f"{takes} takes at {sample_rate} Hz); at most {self.max_output_mb:g} MB "
+                                f"(aiedit serve --max-output-mb)", job.id)
 
 
 class Service:
@@ -62,7 +91,9 @@ class Service:
         path_map: PathMap | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()
         self.spool, self.model_spec, self.send = spool, model, send
         self.token, self.path_map = token, path_map or PathMap()
         self.host, self.port = host, port
@@ -71,6 +102,7 @@ class Service:
         self.queue = JobQueue()
         self._lock = threading.RLock()
         self._status: dict[str, dict[str, Any]] = {}
+        self._taken_lower: set[str] = set()  # ids of _status, lower-cased (ids are unique regardless of case)
         self._jobs: dict[str, Job] = {}  # queued and running jobs
         self._targets: dict[str, list[ReplyTo]] = {}  # who gets a job's events
         self._running: str | None = None
@@ -97,7 +129,8 @@ class Service:
                 st = _placeholder(jid, "this job's status file was unreadable")
                 self._write(st)
             state = st.get("state")
-            if state == "running":
+            if state == "running":  # takes it may have published before its final status are withdrawn
+                self.spool.remove_takes(jid)
                 st.update(state="failed", stage="failed", error=STOPPED_MSG, updated=time.time())
                 self._write(st)
                 log.info("job %s was running when the engine stopped: marked failed", jid)
@@ -113,6 +146,7 @@ class Service:
                     )
                     self._write(st)
             self._status[jid] = st
+            self._taken_lower.add(jid.lower())
         for _, job, _st in sorted(resume, key=lambda r: r[0]):
             self._jobs[job.id] = job
             self._targets[job.id] = [job.reply] if job.reply else []
@@ -135,26 +169,39 @@ class Service:
         try:
             obj = message if isinstance(message, dict) else decode_json(message)
             jid = obj.get("id") if valid_id(obj.get("id")) else ""
-            try:
-                target = parse_reply(obj.get("reply")) or sender
-            except InputError:
-                pass
             if not token_ok(self.token, obj.get("token")):
                 log.warning("refused job %r from %s: missing or wrong token", jid, sender)
                 raise ProtocolError("refused: missing or wrong token", jid, record=False)
+            trusted = self.token is not None
+            try:  # refusals from here on may go to the job's reply address, if it is an allowed one
+                wanted = parse_reply(obj.get("reply"))
+                if wanted is not None and reply_allowed(wanted, sender, trusted=trusted):
+                    target = wanted
+            except InputError:
+                pass
             job = parse_job(obj, path_map=self.path_map)
+            if job.reply is not None and not reply_allowed(job.reply, sender, trusted=trusted):
+                raise ProtocolError(REPLY_HOST_MSG, job.id)
             with self._lock:
                 if self._taken(job.id):
                     raise ProtocolError(f"job id {job.id!r} is already taken", job.id)
                 self._check_model(job)
                 info, frames = check_source(job)
+                self.limits.check(job, info.sample_rate, info.channels, frames)
                 st = new_status(
                     job, model=self.model_name or self.model_spec, client_path=obj["source"]["path"]
                 )
                 st.update(sample_rate=info.sample_rate, channels=info.channels, frames=frames)
-                self.spool.write_job(job.id, obj)
-                self._write(st)
+                try:
+                    self.spool.create_job(job.id, obj, st)
+                except FileExistsError:
+                    raise ProtocolError(f"job id {job.id!r} is already taken", job.id, record=False) from None
+                except (OSError, ValueError) as exc:
+                    log.error("cannot create the folder of job %s: %s", job.id, exc)
+                    raise ProtocolError("cannot create the job's folder in the spool (see aiedit.log)", job.id,
+                                        record=False) from None
                 self._status[job.id] = st
+                self._taken_lower.add(job.id.lower())
                 self._jobs[job.id] = job
                 self._targets[job.id] = [target] if target else []
                 self.queue.put(job.id, job.priority)
@@ -170,6 +217,12 @@ class Service:
         except ProtocolError as exc:
             self._refuse(obj, exc, target)
             return None, str(exc)
+        except Exception as exc:  # a bug in validation: one line for the client, the trace in the log
+            log.exception("unexpected error validating job %r", jid)
+            err = ProtocolError(f"internal error while checking the job ({type(exc).__name__}); see aiedit.log",
+                                jid, record=False)
+            self._refuse(obj, err, target)
+            return None, str(err)
 
     def _refuse(self, obj: dict[str, Any] | None, exc: ProtocolError, target: ReplyTo | None) -> None:
         jid, msg = exc.job_id, str(exc)
@@ -180,17 +233,13 @@ class Service:
                     st = refused_status(obj, jid, msg, model=self.model_name or self.model_spec)
                     self._write(st)
                     self._status[jid] = st
+                    self._taken_lower.add(jid.lower())
         if target:
             self.send(target, "/aiedit/error", [jid, msg])
 
     def _taken(self, jid: str) -> bool:
         # case-insensitively: on macOS and Windows "A" and "a" would share one folder
-        low = jid.lower()
-        return (
-            jid in self._status
-            or any(k.lower() == low for k in self._status)
-            or self.spool.job_dir(jid).exists()
-        )
+        return jid.lower() in self._taken_lower or self.spool.job_exists(jid)
 
     def _check_model(self, job: Job) -> None:
         if job.model is not None and job.model not in (self.model_spec, self.model_name):
@@ -203,16 +252,15 @@ class Service:
     def handle_inbox_file(self, path: Path) -> bool:
         """Consume one inbox file (job or ``"op": "cancel"``); False leaves it for the next scan."""
         try:
-            size = path.stat().st_size
-            data = path.read_bytes() if size <= 1 << 20 else b""
-            age = time.time() - path.stat().st_mtime
+            age = time.time() - path.lstat().st_mtime
+            data = read_small_file(path, INBOX_MAX_BYTES)
         except FileNotFoundError:
             return True
         except OSError as exc:
-            self.spool.reject(path, f"cannot read the file: {exc}")
+            self._reject_file(path, f"cannot read the file: {exc.strerror or exc}")
             return True
-        if size > 1 << 20:
-            self.spool.reject(path, "the file is too large to be a message")
+        if data is None:
+            self._reject_file(path, "the file is too large to be a message")
             return True
         try:
             obj = decode_json(data, "message")
@@ -227,7 +275,7 @@ class Service:
         jid = obj.get("id")
         if valid_id(jid):
             with self._lock:
-                if jid in self._status and self._same_job(jid, obj):
+                if jid in self._status and self._accepted_from(jid, obj, time.time() - age):
                     path.unlink(missing_ok=True)  # accepted before a crash, file not yet removed
                     return True
         accepted, error = self.submit(obj, None)
@@ -253,15 +301,24 @@ class Service:
         else:
             path.unlink(missing_ok=True)
 
-    def _same_job(self, jid: str, obj: dict[str, Any]) -> bool:
+    def _accepted_from(self, jid: str, obj: dict[str, Any], mtime: float) -> bool:
+        """True when job ``jid`` was accepted from this very file (a daemon killed between accepting it and
+        removing it): same content, and the file is older than the job. A copy dropped later is a duplicate
+        and is rejected with an ``.error.txt`` like any other."""
         try:
-            return self.spool.read_job(jid) == {k: v for k, v in obj.items() if k != "token"}
-        except (OSError, ValueError):
+            created = float(self._status[jid].get("created") or 0)
+            same = self.spool.read_job(jid) == {k: v for k, v in obj.items() if k != "token"}
+        except (OSError, ValueError, TypeError):
             return False
+        return same and mtime <= created
 
     def cancel(self, req: CancelRequest, sender: ReplyTo | None) -> str | None:
         """Cancel a queued or running job. Returns None on success, else the error (also sent to the
         sender)."""
+        if req.reply is not None and not reply_allowed(req.reply, sender, trusted=self.token is not None):
+            if sender:
+                self.send(sender, "/aiedit/error", [req.id, REPLY_HOST_MSG])
+            return REPLY_HOST_MSG
         target = req.reply or sender
         err: str | None = None
         with self._lock:

@@ -7,14 +7,19 @@ the daemon must answer ping within a second of starting.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import logging
-import shutil
+import os
+import stat
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from bridge.protocol import Job, take_name
+from bridge.protocol import Job, no_audio, take_name
 from bridge.service import Service
-from engine.errors import Cancelled, EngineError, ModelUnavailable
+from engine.errors import Cancelled, EngineError, InputError, ModelUnavailable
 from engine.params import EditParams
 from engine.progress import CancelToken, Progress
 
@@ -130,13 +135,16 @@ class Worker(threading.Thread):
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
                 log.exception("loading model %s failed", self.model)
                 raise ModelUnavailable(f"could not load model {self.model!r}: {_short(exc)}") from None
+            # torch and the model leave millions of long-lived objects: a full garbage collection walking them
+            # stalled the answering thread for ~0.4 s (a 100-job burst); freeze them out of the collector.
+            gc.collect()
+            gc.freeze()
             self.service.set_model_name(self.editor.model_name)
             log.info("model %s loaded", self.editor.model_name)
         return self.editor
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
         sv, jid = self.service, job.id
-        takes_dir = sv.spool.takes_dir(jid)
         try:
             loading = self.editor is None
             if loading:
@@ -144,7 +152,9 @@ class Worker(threading.Thread):
             editor = self._load()
             pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
-            result = editor.edit(job.request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
+            with pinned_source(job.source_path) as source:
+                request = dataclasses.replace(job.request, source=source)
+                result = editor.edit(request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
             token.check()
             sv.progress(jid, "writing", pm.writing())
             takes = self._write_takes(job, result, token)
@@ -167,27 +177,58 @@ class Worker(threading.Thread):
         except Exception as exc:  # a bug: log it, fail this job, keep serving
             log.exception("job %s: unexpected error", jid)
             state, msg = "failed", f"internal error ({type(exc).__name__}: {_short(exc)}); see aiedit.log"
-        shutil.rmtree(takes_dir, ignore_errors=True)  # a failed or cancelled job leaves no takes
+        sv.spool.remove_takes(jid)  # a failed or cancelled job leaves no takes
         sv.finish(jid, state, msg)
 
     def _write_takes(self, job: Job, result: Any, token: CancelToken) -> list[dict[str, Any]]:
-        from engine.audio_io import write_wav_atomic
+        """Write every take under a hidden name, then rename them all into place: the caller writes the final
+        status right after, and a restart withdraws takes whose job never reached it (see Service.recover).
+        Files are 0600 and written relative to folder descriptors (see :class:`bridge.spool.Spool`)."""
+        import numpy as np
+        import soundfile as sf
 
-        takes_dir = self.service.spool.takes_dir(job.id)
+        spool = self.service.spool
         used: set[str] = set()
+        pending: list[tuple[str, str]] = []
         out = []
         for take in result.takes:
             token.check()
-            path = write_wav_atomic(takes_dir / take_name(take.eta, used), take.audio, result.sample_rate)
-            path.chmod(0o644)  # written via mkstemp (0600); REAPER may run as another user
+            audio = np.asarray(take.audio, dtype=np.float32)
+
+            def write(fh: Any, audio: Any = audio) -> None:
+                sf.write(fh, audio, result.sample_rate, format="WAV", subtype="FLOAT")
+
+            final = take_name(take.eta, used)
+            pending.append((spool.write_partial_take(job.id, write), final))
             out.append(
                 {
                     "eta": take.eta,
-                    "path": self.service.path_map.to_client(str(path)),
+                    "path": self.service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
                     "scores": take.scores.to_dict() if take.scores is not None else None,
                 }
             )
+        token.check()
+        spool.publish_takes(job.id, pending)
         return out
+
+
+@contextlib.contextmanager
+def pinned_source(path: str) -> Iterator[str]:
+    """The source as a path the engine may open without blocking: the file is opened here with ``O_NONBLOCK``
+    and checked to be a regular file, and on systems with ``/dev/fd`` the engine reads that very descriptor, so
+    a source swapped for a FIFO after acceptance cannot hang the worker. Elsewhere the checked path is used."""
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
+    except (OSError, ValueError):
+        raise InputError(no_audio(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(no_audio(path))
+        fd_path = f"/dev/fd/{fd}"
+        yield fd_path if os.path.exists(fd_path) else path
+    finally:
+        os.close(fd)
 
 
 def _short(exc: BaseException) -> str:

@@ -94,7 +94,7 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> Daemon:
         (self.spool / "daemon.json").unlink(missing_ok=True)
-        self.spool.mkdir(parents=True, exist_ok=True)
+        self.spool.parent.mkdir(parents=True, exist_ok=True)  # the daemon makes the spool itself (0700)
         t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", *self.args], cwd=ROOT,
                                      env=self.env, stdout=subprocess.DEVNULL,
@@ -192,6 +192,7 @@ class Listener:
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.client = OscClient(host, port)
         self.events: list[tuple[str, list[Any]]] = []
+        self.times: list[float] = []  # time.perf_counter() at each event's arrival
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -215,8 +216,10 @@ class Listener:
             except OSError:
                 return
             if msg is not None:
+                t = time.perf_counter()
                 with self._cond:
                     self.events.append(msg)
+                    self.times.append(t)
                     self._cond.notify_all()
 
     def wait(self, address: str, job_id: str | None = None, timeout: float = 60.0) -> list[Any]:
@@ -246,6 +249,15 @@ class Listener:
                     raise TimeoutError(f"job {job_id} did not end within {timeout} s; got {self.events[-10:]}")
                 self._cond.wait(left)
 
+    def arrival_times(self, address: str) -> dict[str, float]:
+        """First arrival time (perf_counter) of ``address`` per job id."""
+        with self._cond:
+            out: dict[str, float] = {}
+            for (a, args), t in zip(self.events, self.times, strict=True):
+                if a == address and args:
+                    out.setdefault(str(args[0]), t)
+            return out
+
     def events_for(self, job_id: str) -> list[tuple[str, list[Any]]]:
         with self._cond:
             return [(a, args) for a, args in self.events if args and args[0] == job_id]
@@ -266,11 +278,13 @@ class Listener:
                     raise TimeoutError(f"no {answer} within {timeout} s")
                 self._cond.wait(left)
 
-    def ping(self, timeout: float = 5.0) -> dict[str, Any]:
-        return json.loads(self.request("/aiedit/ping", "/aiedit/pong", timeout=timeout)[0])
+    def ping(self, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+        args = [token] if token else []
+        return json.loads(self.request("/aiedit/ping", "/aiedit/pong", *args, timeout=timeout)[0])
 
-    def status(self, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return json.loads(self.request("/aiedit/status", "/aiedit/status", timeout=timeout)[0])["jobs"]
+    def status(self, timeout: float = 5.0, token: str | None = None) -> list[dict[str, Any]]:
+        args = [token] if token else []
+        return json.loads(self.request("/aiedit/status", "/aiedit/status", *args, timeout=timeout)[0])["jobs"]
 
     def close(self) -> None:
         self._stop = True

@@ -253,7 +253,7 @@ def test_token_is_required_when_set(tmp_path):
         osc.send("/aiedit/job", job_json("t3", src, token="s3cret", model="other"))  # passes the token check
         assert "model" in osc.wait("/aiedit/error", "t3", timeout=5)[1]
         assert "token" in osc.request("/aiedit/cancel", "/aiedit/error", "t3")[1]
-        assert osc.ping()["pid"] == d.proc.pid
+        assert osc.ping(token="s3cret")["pid"] == d.proc.pid
 
 
 def test_model_that_fails_to_load(tmp_path):

@@ -11,11 +11,14 @@ from bridge.protocol import (
     MAX_MESSAGE_BYTES,
     PathMap,
     ProtocolError,
+    ReplyTo,
     check_source,
     decode_json,
     parse_cancel,
     parse_job,
+    parse_query_args,
     parse_reply_args,
+    reply_allowed,
     take_name,
     token_ok,
     valid_id,
@@ -172,7 +175,7 @@ def test_source_is_probed(tmp_path):
             check_source(parse_job(job("b", path)))
         assert exc.value.job_id == "b"
     (tmp_path / "text.wav").write_text("not audio")
-    with pytest.raises(ProtocolError, match="cannot read"):
+    with pytest.raises(ProtocolError, match="not audio"):
         check_source(parse_job(job("c", tmp_path / "text.wav")))
     with pytest.raises(ProtocolError, match="after the end"):
         check_source(parse_job(job("d", wav, source={"path": str(wav), "start": 5.0})))
@@ -218,6 +221,21 @@ def test_reply_args():
     for bad in (["127.0.0.1"], ["127.0.0.1", "9051"], ["127.0.0.1", 0], [5, 9051], ["", 1], ["h", 1, 2]):
         with pytest.raises(ProtocolError):
             parse_reply_args(bad)
+    assert parse_query_args(["tok"]) == (None, "tok")
+    assert parse_query_args(["127.0.0.1", 9, "tok"]) == (ReplyTo("127.0.0.1", 9), "tok")
+    for bad in ([5], ["h", 1, 2], ["127.0.0.1", "9"]):
+        with pytest.raises(ProtocolError):
+            parse_query_args(bad)
+
+
+def test_replies_stay_on_the_senders_host():
+    me = ReplyTo("127.0.0.1", 5000)
+    assert reply_allowed(ReplyTo("127.0.0.1", 9), me) and reply_allowed(ReplyTo("localhost", 9), me)
+    assert not reply_allowed(ReplyTo("192.0.2.7", 9), me)
+    assert not reply_allowed(ReplyTo("example.org", 9), me)  # no DNS on the answering path
+    assert reply_allowed(ReplyTo("192.0.2.7", 9), ReplyTo("192.0.2.7", 1))
+    assert reply_allowed(ReplyTo("127.0.0.1", 9), None) and not reply_allowed(ReplyTo("192.0.2.7", 9), None)
+    assert reply_allowed(ReplyTo("192.0.2.7", 9), None, trusted=True)
 
 
 def test_token_compare():

@@ -1,0 +1,287 @@
+"""A bounded, seeded fuzz run against the real daemon over real UDP and a real spool (issue #10).
+
+Ten batches of ~330 cases each: random and mutated datagrams, bundles with hostile sizes and nesting, hostile
+job JSON (some of it valid, so real jobs run), and hostile inbox files (garbage, FIFOs, links, folders, huge
+files). After every batch the daemon must: answer a ping within 100 ms (best of three, once the batch's
+datagrams are drained), grow its RSS by less than ``RSS_BOUND_MB`` since warm-up, have changed no file outside
+the spool, have run no job twice, and have every job it knows in a terminal state. Same seed, same cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from bridge_helpers import Daemon, Listener, job, make_wav
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+SEED = 20261123
+BATCHES = 10
+DATAGRAMS_PER_BATCH = 300
+FILES_PER_BATCH = 30
+RSS_BOUND_MB = 120  # after the model is loaded; the tiny model's edits allocate and free a few MB
+PING_BOUND_S = 0.100
+FINAL = ("done", "failed", "cancelled")
+TINY = {"embed": 1, "tune": 1, "sample": 2}
+
+
+def osc(address: str, *args) -> bytes:
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+def bundle(*elements: bytes, sizes: list[int] | None = None, tag: bytes = b"\0" * 7 + b"\1") -> bytes:
+    out = b"#bundle\x00" + tag
+    for i, e in enumerate(elements):
+        out += struct.pack(">i", sizes[i] if sizes else len(e)) + e
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def snapshot(root: Path, spool: Path) -> dict[str, str]:
+    """Every file under ``root`` except the spool: content hash (or link target)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath).resolve() == spool.resolve():
+            dirnames[:] = []
+            continue
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.name.endswith(".stderr"):
+                continue  # the daemon's own stderr capture
+            if p.is_symlink():
+                out[str(p)] = "link:" + os.readlink(p)
+            elif p.is_file():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class Fuzzer:
+    def __init__(self, rng: random.Random, src: Path, outside: Path) -> None:
+        self.rng, self.src, self.outside = rng, src, outside
+        self.n = 0
+        self.valid_ids: list[str] = []
+
+    def new_id(self) -> str:
+        self.n += 1
+        return f"fz{self.n}"
+
+    # -- JSON --------------------------------------------------------------------------------------------------
+
+    def value(self, depth: int = 0):
+        r = self.rng
+        kind = r.randrange(12 if depth < 3 else 8)
+        return [
+            lambda: None, lambda: r.choice([True, False]), lambda: r.randint(-2**40, 2**40),
+            lambda: r.uniform(-1e6, 1e6), lambda: "".join(chr(r.randrange(32, 0x2FF)) for _ in range(r.randrange(12))),
+            lambda: r.choice(["", "/", "../../etc/passwd", str(self.outside / "keep.txt"), "x" * 5000, "\u00e9\u4e2d"]),
+            lambda: r.choice([0, -1, 65536, 1.5, 1e308]), lambda: r.choice([0.3, 0.5, 1.0]),
+            lambda: [self.value(depth + 1) for _ in range(r.randrange(4))],
+            lambda: {r.choice(["path", "start", "length", "host", "port", "embed", "x"]): self.value(depth + 1)
+                     for _ in range(r.randrange(4))},
+            lambda: [self.value(depth + 1)] * r.randrange(20),
+            lambda: {"path": str(self.src), "start": r.choice([0, 0.1, -1, 99]), "length": self.value(depth + 1)},
+        ][kind]()
+
+    def job_text(self, intact: bool = True) -> str:
+        """Job JSON, mostly hostile; one in ten is valid (and recorded as such when sent ``intact``)."""
+        r = self.rng
+        jid = self.new_id()
+        kind = r.randrange(10)
+        if kind == 0:  # a valid job: it really runs
+            if intact:
+                self.valid_ids.append(jid)
+            return json.dumps(job(jid, self.src, steps=TINY, etas=[0.4], priority=r.choice(["batch", "interactive"])))
+        d = job(jid, self.src, steps=TINY)
+        for _ in range(r.randrange(1, 4)):
+            keys = [*d, "reply", "inpaint", "mode", "token", "label", "guidance", "zz"]
+            d[r.choice(keys)] = self.value()
+        text = json.dumps(d)
+        if kind == 1:
+            text = text[:-1] + ', "big": 1e400}'
+        elif kind == 2:
+            text = text[:-1] + ', "nest": ' + "[" * r.randrange(10, 3000) + "]" * 5 + "}"
+        elif kind == 3:
+            text = text.replace('"prompt"', '"prompt": "\\ud800", "p2"')
+        elif kind == 4:
+            text = text[: r.randrange(len(text))]
+        elif kind == 5:
+            text = text[:-1] + ', "n": NaN}'
+        return text
+
+    # -- datagrams ---------------------------------------------------------------------------------------------
+
+    def mutate(self, data: bytes) -> bytes:
+        b = bytearray(data)
+        r = self.rng
+        for _ in range(r.randrange(1, 6)):
+            op = r.randrange(5)
+            if op == 0 and b:
+                b[r.randrange(len(b))] = r.randrange(256)
+            elif op == 1 and b:
+                del b[r.randrange(len(b)):]
+            elif op == 2:
+                i = r.randrange(len(b) + 1)
+                b[i:i] = bytes(r.randrange(256) for _ in range(r.randrange(1, 9)))
+            elif op == 3 and len(b) >= 4:
+                i = r.randrange(0, len(b) - 3)
+                b[i:i + 4] = struct.pack(">i", r.choice([-4, -1, 0, 3, 1 << 30, -(1 << 31), len(b)]))
+            elif op == 4:
+                b += bytes(4)
+        return bytes(b)
+
+    def datagram(self) -> bytes:
+        r = self.rng
+        kind = r.randrange(9)
+        if kind == 0:
+            return bytes(r.randrange(256) for _ in range(r.randrange(0, 600)))
+        if kind == 1:
+            return self.mutate(osc("/aiedit/job", self.job_text(intact=False)))
+        if kind == 2:
+            return osc("/aiedit/job", self.job_text())
+        if kind == 3:
+            inner = osc(r.choice(["/aiedit/ping", "/aiedit/status", "/aiedit/cancel", "/x"]))
+            for _ in range(r.randrange(0, 8)):
+                inner = bundle(inner, sizes=[r.choice([len(inner), -4, 0, len(inner) + 4, 1 << 28])]
+                               if r.random() < 0.3 else None)
+            return inner
+        if kind == 4:
+            parts = [osc("/aiedit/ping") for _ in range(r.randrange(1, 40))]
+            return bundle(*parts, tag=bytes(r.randrange(256) for _ in range(8)))
+        if kind == 5:
+            return self.mutate(bundle(osc("/aiedit/status"), osc("/aiedit/cancel", "fz1")))
+        if kind == 6:
+            return osc("/aiedit/cancel", r.choice([f"fz{r.randrange(1, self.n + 2)}", "../x", "", 5, 1.5]))
+        if kind == 7:
+            addr = r.choice(["/aiedit/ping", "/aiedit/status"])
+            args = r.choice([[], ["192.0.2.1", 9], ["127.0.0.1", r.randrange(-5, 70000)], ["tok"],
+                             ["h", "p", "t", "x"], [b"blob"]])
+            return osc(addr, *args)
+        tags = "".join(r.choice("ifdhsSbTFNIcmtrq[]") for _ in range(r.randrange(1, 30)))
+        return b"/aiedit/job\x00," + tags.encode() + b"\x00" * (4 - (len(tags) + 1) % 4) + bytes(
+            r.randrange(256) for _ in range(r.randrange(0, 200)))
+
+    # -- spool files -------------------------------------------------------------------------------------------
+
+    def drop_file(self, d: Daemon, i: int) -> None:
+        r = self.rng
+        inbox = d.spool / "inbox"
+        name = f"f{self.n}-{i}.json"
+        kind = r.randrange(8)
+        target = inbox / name
+        if kind == 0:
+            d.drop(name, bytes(r.randrange(256) for _ in range(r.randrange(0, 300))))
+        elif kind == 1:
+            d.drop(name, self.job_text())
+        elif kind == 2:
+            os.mkfifo(target)
+        elif kind == 3:
+            target.symlink_to(self.outside / "keep.json")  # a link to a valid-looking job outside the spool
+        elif kind == 4:
+            target.mkdir()
+        elif kind == 5:
+            d.drop(name, json.dumps({"version": 1, "op": "cancel", "id": f"fz{r.randrange(1, self.n + 2)}"}))
+        elif kind == 6:
+            jid = self.new_id()
+            link = d.spool / "jobs" / jid
+            link.symlink_to(self.outside)  # a planted job folder link, then a job with that id
+            d.drop(name, json.dumps(job(jid, self.src, steps=TINY)))
+        else:
+            d.drop(name, b" " * (1 << 20) + b"{}")  # over the size limit
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    src = make_wav(root / "src.wav", seconds=0.3, channels=1, sr=16_000)
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("the user's file")
+    (outside / "keep.json").write_text(json.dumps(job("outside-job", src)))
+    with Daemon(root / "spool") as d, Listener(d.port) as lst:
+        yield root, src, outside, d, lst
+
+
+def test_fuzz_batches(world):
+    root, src, outside, d, lst = world
+    rng = random.Random(SEED)
+    fz = Fuzzer(rng, src, outside)
+    t_start = time.monotonic()
+    lst.send("/aiedit/job", json.dumps(job("warm", src, steps=TINY, etas=[0.4])))
+    assert lst.wait_end("warm", timeout=120)[0] == "/aiedit/done"  # model loaded: RSS baseline after this
+    before = snapshot(root, d.spool)
+    rss0 = rss_mb(d.proc.pid)
+    cases = 0
+    for batch in range(BATCHES):
+        for i in range(DATAGRAMS_PER_BATCH):
+            lst.send_raw(fz.datagram())
+            cases += 1
+            if i % 50 == 49:
+                time.sleep(0.01)  # stay below the socket's queue: a dropped datagram tests nothing
+        for i in range(FILES_PER_BATCH):
+            fz.drop_file(d, i)
+            cases += 1
+        check_batch(d, lst, fz, before, rss0, batch)
+    elapsed = time.monotonic() - t_start
+    assert cases >= 3000
+    print(f"fuzz: {cases} cases in {elapsed:.1f} s, RSS {rss0:.0f} -> {rss_mb(d.proc.pid):.0f} MB")
+
+
+def check_batch(d: Daemon, lst: Listener, fz: Fuzzer, before: dict[str, str], rss0: float, batch: int) -> None:
+    lst.ping(timeout=30)  # drain: everything sent before this has been handled
+    best = min(_timed_ping(lst) for _ in range(3))
+    assert best < PING_BOUND_S, f"batch {batch}: ping took {best * 1000:.0f} ms"
+    assert d.alive()
+    # every job terminal (valid ones run; the inbox is drained)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pending = [p for p in (d.spool / "inbox").iterdir()
+                   if p.name.endswith(".json") and not p.name.startswith(".") and not p.is_dir()]
+        states = [(p.name, _state(p)) for p in (d.spool / "jobs").iterdir() if not p.is_symlink()]
+        if not pending and all(s in FINAL for _, s in states):
+            break
+        time.sleep(0.1)
+    assert not pending, f"batch {batch}: inbox not drained: {pending[:5]}"
+    assert all(s in FINAL for _, s in states), [x for x in states if x[1] not in FINAL][:5]
+    for jid in fz.valid_ids:  # valid jobs ran (or a fuzzed cancel hit them)
+        assert _state(d.spool / "jobs" / jid) in ("done", "cancelled"), jid
+    # no job ran twice
+    log = (d.spool / "aiedit.log").read_text(errors="replace")
+    accepted = re.findall(r"accepted job (\S+) ", log)
+    assert len(accepted) == len(set(accepted)), "a job was accepted twice"
+    acks = [args[0] for a, args in lst.events if a == "/aiedit/ack"]
+    assert len(acks) == len(set(acks)), "a job was acknowledged twice"
+    ran = re.findall(r"job (\S+) done", log)
+    assert len(ran) == len(set(ran)), "a job ran twice"
+    # nothing outside the spool changed, memory bounded
+    assert snapshot(d.spool.parent, d.spool) == before, f"batch {batch}: a file outside the spool changed"
+    grown = rss_mb(d.proc.pid) - rss0
+    assert grown < RSS_BOUND_MB, f"batch {batch}: RSS grew by {grown:.0f} MB"
+
+
+def _timed_ping(lst: Listener) -> float:
+    t0 = time.perf_counter()
+    lst.ping(timeout=2)
+    return time.perf_counter() - t0
+
+
+def _state(job_dir: Path) -> str | None:
+    try:
+        return json.loads((job_dir / "status.json").read_text()).get("state")
+    except (OSError, ValueError):
+        return None
