@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
+    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU")
+    s.add_argument("--compile", action="store_true", help="torch.compile the UNet on CUDA (slow first edit)")
     s.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's; 1-2 on a busy shared CPU)")
     s.add_argument("--max-seconds", type=float, default=120.0,
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 map_path=args.map_path,
                 device=args.device,
                 cache_dir=args.cache_dir,
+                precision=args.precision,
+                compile=args.compile,
                 threads=args.threads,
                 verbose=args.verbose,
                 max_seconds=args.max_seconds,

@@ -41,6 +41,8 @@ class ServeConfig:
     map_path: list[str] = field(default_factory=list)
     device: str | None = None
     cache_dir: str | None = None
+    precision: str = "auto"
+    compile: bool = False
     threads: int | None = None
     verbose: bool = False
     max_seconds: float = 120.0
@@ -177,7 +179,7 @@ class Daemon:
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
         self.worker = Worker(
             self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload,
-            threads=cfg.threads,
+            threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile,
         )
         self.stop_event = threading.Event()
         self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)

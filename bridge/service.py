@@ -366,7 +366,7 @@ class Service:
             "host": self.host,
             "port": self.port,
             "spool": str(self.spool.root),
-            "model": self.model_spec,
+            "model": self.model_name or self.model_spec,  # what "auto" resolved to, once loaded
             "started": self.started,
             "heartbeat": time.time(),
         }

@@ -101,9 +101,12 @@ class Worker(threading.Thread):
         cache_dir: str | None = None,
         preload: bool = False,
         threads: int | None = None,
+        precision: str = "auto",
+        compile_unet: bool = False,
     ) -> None:
         super().__init__(name="aiedit-worker", daemon=True)
         self.threads = threads
+        self.precision, self.compile_unet = precision, compile_unet
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
         self.preload = preload
         self.editor: Any = None
@@ -129,7 +132,8 @@ class Worker(threading.Thread):
                     import torch
 
                     torch.set_num_threads(self.threads)
-                self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir)
+                self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir,
+                                                 precision=self.precision, compile_unet=self.compile_unet)
             except EngineError:
                 raise
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
@@ -140,7 +144,9 @@ class Worker(threading.Thread):
             gc.collect()
             gc.freeze()
             self.service.set_model_name(self.editor.model_name)
-            log.info("model %s loaded", self.editor.model_name)
+            m = self.editor.model
+            log.info("model %s loaded on %s, weights %s", self.editor.model_name, m.device,
+                     str(m.weight_dtype or m.dtype).removeprefix("torch."))
         return self.editor
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
@@ -162,6 +168,7 @@ class Worker(threading.Thread):
                 jid,
                 "done",
                 takes=takes,
+                model=editor.model_name,  # the model that ran ("auto" resolved)
                 best=result.best,
                 sample_rate=result.sample_rate,
                 channels=result.channels,

@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from bridge_helpers import Daemon, Listener, job, job_json, make_wav
@@ -309,3 +310,29 @@ def test_stop_restart_resume_and_crash(tmp_path):
             assert {"k1", "q1", "f1", "r1"} <= set(ids)
     finally:
         d.stop()
+
+
+def test_serve_precision_and_the_model_auto_resolved_to(tmp_path):
+    """`serve --precision bf16` reaches the engine (weights stored in bf16, a job still gives takes), and
+    daemon.json names the model `auto` loaded rather than "auto" once it is loaded."""
+    src = make_wav(tmp_path / "src.wav", seconds=0.5, sr=16_000, channels=1)
+    with Daemon(tmp_path / "spool", "--precision", "bf16", "--preload", model="auto",
+                env={"AIEDIT_CONFIG": str(tmp_path / "none.toml"), "HF_HOME": str(tmp_path / "hf")}) as d, \
+            Listener(d.port) as osc:
+        osc.send("/aiedit/job", job_json("p1", src))
+        address, args = osc.wait_end("p1", timeout=120)
+        assert address == "/aiedit/done", args
+        st = json.loads(args[1])
+        assert st["model"] == "toy"
+        deadline = time.monotonic() + 15  # daemon.json is rewritten by the heartbeat
+        while (d.daemon_json() or {}).get("model") != "toy" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert d.daemon_json()["model"] == "toy"
+        for take in st["takes"]:
+            data, _ = sf.read(take["path"], always_2d=True)
+            assert data.shape == (8000, 1) and np.isfinite(data).all()
+        assert "model toy loaded on cpu, weights bfloat16" in d.stderr() + _log(d)
+
+
+def _log(d: Daemon) -> str:
+    return "".join(p.read_text(errors="replace") for p in d.spool.glob("*.log*"))
