@@ -24,7 +24,8 @@ from engine.config import ConfigError, apply_config, config_path, load_config, u
 # Peak GPU memory of one edit with a real-size TANGO, fp32 (NVIDIA H100, /work/shared/notes/gpu.md): what a card
 # needs for each mode, with a little headroom for the CUDA context.
 MODE_GIB = {"lora": 11.0, "full": 23.0}
-REAPER_SECTION = "aiedit"  # reaper_scripts/aiedit_lib.lua: M.SECTION, keys as in M.DEFAULTS
+REAPER_SECTION = "aiedit"  # reaper_scripts/aiedit/core.lua: SECTION, keys as in M.DEFAULTS
+ACTION = "AI edit selected items.lua"
 LUA_DEFAULT_SPOOL = "~/.aiedit/spool"
 
 
@@ -256,9 +257,11 @@ def check_reaper(resource_arg: str | None, sp: Spool, token: str | None) -> list
                        "pass --reaper-resource PATH (REAPER: Options → Show REAPER resource path)")]
     out = []
     scripts = resource / "Scripts"
-    found = sorted(scripts.rglob("aiedit_lib.lua")) if scripts.is_dir() else []
+    # an action next to its library folder (reaper_scripts/ as ReaPack or a copy installs it)
+    found = sorted(p for p in scripts.rglob(ACTION) if (p.parent / "aiedit" / "init.lua").is_file()) \
+        if scripts.is_dir() else []
     out.append(Result("reaper scripts", "ok", str(found[0].parent)) if found else
-               Result("reaper scripts", "FAIL", f"no aiedit_lib.lua under {scripts}",
+               Result("reaper scripts", "FAIL", f"no '{ACTION}' with its aiedit/ library under {scripts}",
                       f"install the scripts with ReaPack, or copy {shipped_scripts()} into {scripts / 'aiedit'} "
                       "(docs/reaper.md)"))
     settings = reaper_settings(resource)

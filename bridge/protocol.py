@@ -314,14 +314,9 @@ def check_source(job: Job) -> tuple[AudioInfo, int]:
     return info, count
 
 
-def probe_source(path: str) -> AudioInfo:
-    """Header facts of a source file, opened so that nothing can block the answering thread.
-
-    ``O_NONBLOCK`` makes opening a FIFO (or a path swapped to one) return at once, and the regular-file test
-    is made on the opened descriptor, so a swap after the test cannot matter. Every way a path can fail (missing,
-    not a file, unreadable, not audio) gives the same message, so an unauthenticated sender cannot learn
-    which paths exist on the daemon's machine.
-    """
+def open_regular(path: str) -> int:
+    """A read descriptor on ``path`` that never blocks (``O_NONBLOCK``: a FIFO opens at once) and is checked to be
+    a regular file on the descriptor itself; InputError with the uniform :func:`no_audio` message otherwise."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     flags |= getattr(os, "O_BINARY", 0)  # Windows: no newline translation under libsndfile
     try:
@@ -331,6 +326,22 @@ def probe_source(path: str) -> AudioInfo:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise InputError(no_audio(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def probe_source(path: str) -> AudioInfo:
+    """Header facts of a source file, opened so that nothing can block the answering thread.
+
+    ``O_NONBLOCK`` makes opening a FIFO (or a path swapped to one) return at once, and the regular-file test
+    is made on the opened descriptor, so a swap after the test cannot matter. Every way a path can fail (missing,
+    not a file, unreadable, not audio) gives the same message, so an unauthenticated sender cannot learn
+    which paths exist on the daemon's machine.
+    """
+    fd = open_regular(path)
+    try:
         with sf.SoundFile(fd, closefd=False) as f:
             info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError):

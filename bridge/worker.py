@@ -12,14 +12,13 @@ import dataclasses
 import gc
 import logging
 import os
-import stat
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.protocol import Job, no_audio, take_name
+from bridge.protocol import Job, open_regular, take_name
 from bridge.service import Service
-from engine.errors import Cancelled, EngineError, InputError, ModelUnavailable
+from engine.errors import Cancelled, EngineError, ModelUnavailable
 from engine.params import EditParams
 from engine.progress import CancelToken, Progress
 
@@ -224,14 +223,8 @@ def pinned_source(path: str) -> Iterator[str]:
     """The source as a path the engine may open without blocking: the file is opened here with ``O_NONBLOCK``
     and checked to be a regular file, and on systems with ``/dev/fd`` the engine reads that very descriptor, so
     a source swapped for a FIFO after acceptance cannot hang the worker. Elsewhere the checked path is used."""
+    fd = open_regular(path)
     try:
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags)
-    except (OSError, ValueError):
-        raise InputError(no_audio(path)) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(no_audio(path))
         fd_path = f"/dev/fd/{fd}"
         yield fd_path if os.path.exists(fd_path) else path
     finally:
