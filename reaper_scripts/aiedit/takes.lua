@@ -125,6 +125,23 @@ local function add_as_takes(item, original, record, status, takes, sources, offs
   return #new
 end
 
+-- One new item per η on `track` at the item's position and length; in fixed lane first_lane + i - 1
+-- when first_lane is given.
+local function add_items(track, item, original, record, status, takes, sources, offs, first_lane)
+  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+  for i, t in ipairs(takes) do
+    local it = reaper.AddMediaItemToTrack(track)
+    if first_lane then reaper.SetMediaItemInfo_Value(it, "I_FIXEDLANE", first_lane + i - 1) end
+    reaper.SetMediaItemPosition(it, pos, false)
+    reaper.SetMediaItemLength(it, len, false)
+    local tk = reaper.AddTakeToMediaItem(it)
+    setup_take(tk, sources[i], original, record, offs)
+    tag_take(tk, record, status, t, i)
+  end
+  return #takes
+end
+
 -- Results as items on a new track right below the item's track (one item per η, same position
 -- and length), so the original item keeps its takes untouched.
 local function add_on_new_track(proj, item, original, record, status, takes, sources, offs)
@@ -141,17 +158,7 @@ local function add_on_new_track(proj, item, original, record, status, takes, sou
     tr = reaper.GetTrack(proj, idx)
     reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", want, true)
   end
-  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
-  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
-  for i, t in ipairs(takes) do
-    local it = reaper.AddMediaItemToTrack(tr)
-    reaper.SetMediaItemPosition(it, pos, false)
-    reaper.SetMediaItemLength(it, len, false)
-    local tk = reaper.AddTakeToMediaItem(it)
-    setup_take(tk, sources[i], original, record, offs)
-    tag_take(tk, record, status, t, i)
-  end
-  return #takes
+  return add_items(tr, item, original, record, status, takes, sources, offs)
 end
 
 -- Results as items in new fixed lanes of the item's own track (REAPER 7), one lane per η, at the
@@ -165,20 +172,8 @@ local function add_in_lanes(item, original, record, status, takes, sources, offs
   end
   local first = math.floor(reaper.GetMediaTrackInfo_Value(track, "I_NUMFIXEDLANES"))
   reaper.SetMediaTrackInfo_Value(track, "I_NUMFIXEDLANES", first + #takes)
-  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
-  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
-  for i, t in ipairs(takes) do
-    local lane = first + i - 1
-    reaper.SetMediaTrackInfo_Value(track, "C_LANEPLAYS:" .. lane, 0)
-    local it = reaper.AddMediaItemToTrack(track)
-    reaper.SetMediaItemInfo_Value(it, "I_FIXEDLANE", lane)
-    reaper.SetMediaItemPosition(it, pos, false)
-    reaper.SetMediaItemLength(it, len, false)
-    local tk = reaper.AddTakeToMediaItem(it)
-    setup_take(tk, sources[i], original, record, offs)
-    tag_take(tk, record, status, t, i)
-  end
-  return #takes
+  for i = 1, #takes do reaper.SetMediaTrackInfo_Value(track, "C_LANEPLAYS:" .. (first + i - 1), 0) end
+  return add_items(track, item, original, record, status, takes, sources, offs, first)
 end
 
 -- Imports a "done" status into `proj`. Returns ok, message, kind. One undo point per import in the
