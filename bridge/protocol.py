@@ -20,7 +20,7 @@ from typing import Any
 
 import soundfile as sf
 
-from engine.audio_io import AudioInfo, region_frames
+from engine.audio_io import AudioInfo, check_inpaint, region_frames
 from engine.errors import InputError
 from engine.params import MAX_SAMPLE_STEPS, MAX_STEPS, MODES, STARTS, EditParams, EditRequest, Inpaint, Region
 
@@ -303,12 +303,7 @@ def check_source(job: Job) -> tuple[AudioInfo, int]:
         job.request.validate()
         info = probe_source(job.source_path)
         _, count = region_frames(info, job.request.region)
-        inp = job.params.inpaint
-        if inp is not None:
-            length = count / info.sample_rate
-            if inp.start >= length or inp.end > length + 1.0 / info.sample_rate:
-                raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
-                                 f"({length:.3f} s long)")
+        check_inpaint(job.params.inpaint, count, info.sample_rate)
     except InputError as exc:
         raise ProtocolError(str(exc), job.id) from None
     return info, count

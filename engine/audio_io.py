@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from engine.errors import InputError
-from engine.params import EditRequest, Region
+from engine.params import EditRequest, Inpaint, Region
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,18 @@ def check_request(request: EditRequest) -> AudioInfo:
     request.validate()
     info = probe(request.source)
     _, count = region_frames(info, request.region)
-    inp = request.params.inpaint
-    if inp is not None:
-        length = count / info.sample_rate
-        if inp.start >= length or inp.end > length + 1.0 / info.sample_rate:
-            raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
-                             f"({length:.3f} s long)")
+    check_inpaint(request.params.inpaint, count, info.sample_rate)
     return info
+
+
+def check_inpaint(inp: Inpaint | None, frames: int, sample_rate: int) -> None:
+    """The inpaint range must lie inside the region (``frames`` long at ``sample_rate``)."""
+    if inp is None:
+        return
+    length = frames / sample_rate
+    if inp.start >= length or inp.end > length + 1.0 / sample_rate:
+        raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
+                         f"({length:.3f} s long)")
 
 
 def read_region(path: str | os.PathLike[str], region: Region) -> tuple[np.ndarray, int]:
