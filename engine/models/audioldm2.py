@@ -115,7 +115,7 @@ def locate_snapshot(path_or_id: str, *, label: str, local_files_only: bool = Tru
     except Exception as err:  # LocalEntryNotFoundError, HFValidationError, network errors
         raise ModelUnavailable(
             f"{label} weights ({path_or_id}) are not on this machine: on a connected machine run "
-            f"`huggingface-cli download {path_or_id}`, copy the Hugging Face cache (~/.cache/huggingface/hub) "
+            f"`hf download {path_or_id}`, copy the Hugging Face cache (~/.cache/huggingface/hub) "
             f"here, or pass --model /path/to/folder ({type(err).__name__})") from err
 
 

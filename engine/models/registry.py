@@ -110,7 +110,8 @@ def _missing(spec: ModelSpec, exc: BaseException) -> ModelUnavailable:
         return ModelUnavailable(f"cannot load the model in {spec.source}: {str(exc).splitlines()[0][:200]}")
     return ModelUnavailable(
         f"the weights of {spec.source} are not on this machine: on a connected machine run "
-        f"`huggingface-cli download {spec.source}` and copy the cache here, or pass --model /path/to/folder")
+        f"`hf download {spec.source}` (or `aiedit models pull {spec.name}`) and copy the cache here, or pass "
+        "--model /path/to/folder")
 
 
 def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = False, precision: str = "auto",
@@ -125,15 +126,17 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
 
     prec.resolve(precision, device)  # an unknown name fails before anything loads
 
-    spec = resolve(spec_text)
     if spec_text.strip() == AUTO:
         import logging
 
-        warning = resolve_auto()[1]
+        picked, warning = resolve_auto()  # one scan of the disk; ``resolve`` would scan again
+        spec = resolve(picked)
         if warning:
             logging.getLogger("aiedit.engine").warning(warning)
         else:
             logging.getLogger("aiedit.engine").info("model auto: %s (%s)", spec.name, spec.source)
+    else:
+        spec = resolve(spec_text)
     local_only = not allow_download
     # float32 everywhere: stages 1-2 train with Adam, which is unreliable on half-precision weights.
     dtype = torch.float32

@@ -96,7 +96,7 @@ def load_tango(path_or_id: str, device: torch.device | str = "cpu", dtype: torch
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise ModelUnavailable(f"TANGO folder {folder} lacks {', '.join(missing)}: download {path_or_id} again "
-                               "(`huggingface-cli download declare-lab/tango`) or pass --model /path/to/folder")
+                               "(`hf download declare-lab/tango`) or pass --model /path/to/folder")
     main_cfg = _read_json(folder / "main_config.json")
     vae_cfg = _read_json(folder / "vae_config.json")
     mel = _mel_config(folder / "stft_config.json")
@@ -194,7 +194,7 @@ def _build_text_encoder(folder: Path, main_cfg: dict, sd: dict[str, torch.Tensor
         encoder = T5EncoderModel(T5Config.from_pretrained(te_folder, local_files_only=True))
     except (OSError, ValueError) as err:
         raise ModelUnavailable(f"TANGO's text encoder files ({te_name}) are incomplete in {te_folder}: run "
-                               f"`huggingface-cli download {te_name}` on a connected machine ({err})") from err
+                               f"`hf download {te_name}` on a connected machine ({err})") from err
     sd = dict(sd)
     shared = sd.get("shared.weight", sd.get("encoder.embed_tokens.weight"))
     sd.setdefault("shared.weight", shared)
