@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from known_predictors import ExactPredictor
 
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import Conditioning
@@ -11,16 +12,6 @@ from engine.stages import sample
 
 SHAPE = (8, 12, 16)
 
-
-class ExactPredictor:
-    """ε(x_t, t) = (x_t − √ᾱ_t·z_ref)/√(1−ᾱ_t): a model that knows one latent exactly."""
-
-    def __init__(self, model, z_ref):
-        self.ac, self.z_ref = model.scheduler.alphas_cumprod, z_ref
-
-    def __call__(self, z_t, t, cond):
-        a = self.ac[t.long()].view(-1, 1, 1, 1)
-        return (z_t - a.sqrt() * self.z_ref) / (1 - a).sqrt()
 
 
 class GaussianPredictor:

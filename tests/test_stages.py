@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from known_predictors import ExactPredictor
 
 from engine.models.base import Conditioning
 from engine.stages import diffusion_loss, finetune, optimize_embedding, sample, tuned
@@ -83,16 +84,6 @@ def test_batched_etas_equal_sequential_etas_without_guidance(tiny_model, z0):
     assert torch.allclose(batched, single, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(batched[0], batched[2])
 
-
-class ExactPredictor:
-    """ε(x_t, t) = (x_t − √ᾱ_t·z_ref)/√(1−ᾱ_t): the noise predictor of a model that knows one latent exactly."""
-
-    def __init__(self, model, z_ref):
-        self.ac, self.z_ref = model.scheduler.alphas_cumprod, z_ref
-
-    def __call__(self, z_t, t, cond):
-        a = self.ac[t.long()].view(-1, 1, 1, 1)
-        return (z_t - a.sqrt() * self.z_ref) / (1 - a).sqrt()
 
 
 @pytest.fixture
