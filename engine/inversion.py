@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.models.base import AudioModel, Conditioning
-from engine.stages import StepFn, _noop, make_sampler
+from engine.stages import StepFn, _noop, guided_prediction, make_sampler
 
 
 def _grid(model: AudioModel, steps: int) -> tuple[torch.Tensor, list[float], list[float]]:
@@ -35,18 +35,6 @@ def _grid(model: AudioModel, steps: int) -> tuple[torch.Tensor, list[float], lis
     a_t = [float(ac[t]) for t in ts]
     a_prev = [float(ac[int(t) - stride]) if int(t) - stride >= 0 else final for t in ts]
     return ts, a_t, a_prev
-
-
-def _predict(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
-             uncond: Conditioning | None, guidance: float) -> torch.Tensor:
-    """The model's raw output, with classifier-free guidance when ``uncond`` is given and guidance > 1."""
-    n = x.shape[0]
-    tt = t.expand(n).to(model.device)
-    if uncond is None or guidance <= 1.0:
-        return model.predict_noise(x, tt, cond)
-    both = Conditioning.cat([uncond.repeat(n), cond])
-    out_u, out_c = model.predict_noise(torch.cat([x, x]), torch.cat([tt, tt]), both).chunk(2)
-    return out_u + guidance * (out_c - out_u)
 
 
 def _eps_x0(model: AudioModel, out: torch.Tensor, x: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +115,7 @@ def extract_noise_maps(model: AudioModel, z0: torch.Tensor, cond: Conditioning, 
     residuals = torch.empty_like(noise)
     for i, t in enumerate(ts):
         x = levels[i:i + 1]
-        mean, _ = _ddpm_mean(model, _predict(model, x, t, cond, uncond, guidance), x, a_t[i], a_prev[i])
+        mean, _ = _ddpm_mean(model, guided_prediction(model, x, t, cond, uncond, guidance), x, a_t[i], a_prev[i])
         residuals[i] = levels[i + 1] - mean[0]
         on_step(i + 1, len(ts), None)
     return NoiseMaps(ts, levels, residuals, steps)
@@ -153,7 +141,7 @@ def zeta_sample(model: AudioModel, maps: NoiseMaps, cond: Conditioning, uncond: 
         idx = torch.tensor(active, device=x.device)
         xa = x[idx]
         c = cond.repeat(len(active))
-        mean, _ = _ddpm_mean(model, _predict(model, xa, maps.timesteps[i], c, uncond, guidance), xa,
+        mean, _ = _ddpm_mean(model, guided_prediction(model, xa, maps.timesteps[i], c, uncond, guidance), xa,
                              a_t[i], a_prev[i])
         x[idx] = mean + maps.residuals[i:i + 1]
         if keep is not None:

@@ -201,6 +201,19 @@ def make_sampler(model: AudioModel, kind: str, steps: int):
     return sched
 
 
+def guided_prediction(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                      uncond: Conditioning | None, guidance: float) -> torch.Tensor:
+    """The model's output for the batch ``x`` at timestep ``t``, with classifier-free guidance against ``uncond``
+    (one batched call for both branches) when it is given and ``guidance`` > 1."""
+    n = x.shape[0]
+    tt = t.expand(n).to(model.device)
+    if uncond is None or guidance <= 1.0:
+        return model.predict_noise(x, tt, cond)
+    both = Conditioning.cat([uncond.repeat(n), cond])
+    out_u, out_c = model.predict_noise(torch.cat([x, x]), torch.cat([tt, tt]), both).chunk(2)
+    return out_u + guidance * (out_c - out_u)
+
+
 @torch.no_grad()
 def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | None, *, latent_shape: tuple,
            steps: int, guidance: float, seed: int, sampler: str = "ddim", z_ref: torch.Tensor | None = None,
@@ -232,18 +245,8 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
     else:
         latents = noise * sched.init_noise_sigma
     cond = Conditioning.cat(conds)
-    use_cfg = uncond is not None and guidance > 1.0
-    if use_cfg:
-        assert uncond is not None
-        both = Conditioning.cat([uncond.repeat(n), cond])
     for i, t in enumerate(timesteps):
-        tt = t.expand(n).to(model.device)
-        if use_cfg:
-            x = sched.scale_model_input(torch.cat([latents, latents]), t)
-            pred_u, pred_c = model.predict_noise(x, torch.cat([tt, tt]), both).chunk(2)
-            pred = pred_u + guidance * (pred_c - pred_u)
-        else:
-            pred = model.predict_noise(sched.scale_model_input(latents, t), tt, cond)
+        pred = guided_prediction(model, sched.scale_model_input(latents, t), t, cond, uncond, guidance)
         latents = sched.step(pred, t, latents, return_dict=False)[0]
         if keep is not None and z_ref is not None:
             known = z_ref.expand_as(latents)
