@@ -29,8 +29,8 @@ FAMILY_RANK = {SA3: 0, "tango": 1, "audioldm2": 2, "audioldm": 3}
 TANGO_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
 TANGO_TEXT = "google/flan-t5-large"
 CLAP_SCORER = "laion/clap-htsat-unfused"
-TOY_WARNING = ("no real model (Stable Audio 3, TANGO, AudioLDM 2, AudioLDM) found on this machine: using the shipped toy model, "
-               "which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, hiss) — run "
+TOY_WARNING = ("no real model (Stable Audio 3, TANGO, AudioLDM 2, AudioLDM) found on this machine: using the shipped "
+               "toy model, which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, hiss) — run "
                "`aiedit models list` to see how to get a real one")
 
 
