@@ -145,6 +145,7 @@ class AudioModel(ABC):
     channels: int = 1  # audio channels the model hears and makes
     input_peak: float | None = 0.5  # peak the input is normalised to (AudioLDM's training); None = level kept
     modes: tuple[str, ...] = DDPM_MODES  # the edit modes this model can run (see engine.params.MODES)
+    can_invert: bool = True  # DDIM inversion (engine.inversion) for ``--start inversion``: ᾱ-schedule models
     max_seconds: float = 10.24  # the window the model was trained on; longer clips are edited in windows
     frame_multiple: int = 16  # mel frames must be a multiple of this (VAE × UNet downsampling)
     default_steps: int = 100

@@ -30,8 +30,8 @@ TANGO_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", 
 TANGO_TEXT = "google/flan-t5-large"
 CLAP_SCORER = "laion/clap-htsat-unfused"
 TOY_WARNING = ("no real model (Stable Audio 3, TANGO, AudioLDM 2, AudioLDM) found on this machine: using the shipped "
-               "toy model, which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, hiss) — run "
-               "`aiedit models list` to see how to get a real one")
+               "toy model, which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, "
+               "hiss) — run `aiedit models list` to see how to get a real one")
 
 
 def hub_cache() -> Path:

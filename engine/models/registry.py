@@ -206,7 +206,7 @@ def load_scorer_for(model, choice: str = "auto", *, device: str = "cpu", allow_d
     from engine.scoring import ClapScorer
 
     if choice == "auto":
-        if getattr(model, "name", "") == "tiny":
+        if getattr(model, "name", "") in BUILTIN:
             return ClapScorer.tiny()
         if getattr(model, "name", "") in SHIPPED_CLAP:  # a shipped model scores with its own CLAP
             return load_scorer_for(model, str(SHIPPED_CLAP[model.name]), device=device, allow_download=allow_download)

@@ -47,6 +47,7 @@ class StableAudio3(AudioModel):
     channels = 2
     input_peak = None
     modes = FLOW_MODES
+    can_invert = False  # engine.inversion is DDIM's (an ᾱ schedule); FlowEdit is the flow models' timing-keeping edit
 
     def __init__(self, *, name: str, transformer, vae, text_encoder, tokenizer, duration_embedder, scheduler,
                  max_seconds: float = 30.0, default_steps: int | None = None, default_guidance: float = 1.0) -> None:

@@ -117,9 +117,27 @@ def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 3
             torch.nn.init.normal_(conv.weight, std=0.2)
         for block in transformer.transformer_blocks:
             torch.nn.init.normal_(block.to_local_embed[-1].weight, std=0.2)
+        # SAME zero-initialises each transformer layer's attention and feed-forward outputs and starts its output
+        # tokens at ~1e-5: untrained, those tokens never hear the input (every clip encodes and decodes to the same
+        # thing). Random ones instead, so the tiny codec is a (poor but real) function of its input.
+        for name, p in vae.named_parameters():
+            if name.endswith(("attn.to_out.weight", "ff.proj_out.weight", "new_tokens")):
+                torch.nn.init.normal_(p, std=1.0 if name.endswith("new_tokens") else 0.3)
+    _calibrate_same(vae)
     scheduler = FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True))
     return {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
             "duration_embedder": duration_embedder.eval(), "transformer": transformer.eval(), "scheduler": scheduler}
+
+
+def _calibrate_same(vae) -> None:
+    """Set the soft-norm bottleneck's running std so a test tone encodes to unit-variance latents, as trained SA3
+    latents are (the flow's σ = 1 end is unit noise)."""
+    t = torch.arange(1024 * 32) / 44100
+    probe = 0.3 * torch.stack([torch.sin(2 * math.pi * 330 * t), torch.sin(2 * math.pi * 550 * t)])[None]
+    with torch.no_grad():
+        vae.bottleneck.running_std.fill_(1.0)
+        std = vae.encode(probe).latents.std().item()
+        vae.bottleneck.running_std.fill_(max(std, 1e-6))
 
 
 def sa3_scheduler_config(*, stochastic: bool) -> dict:
