@@ -19,6 +19,10 @@ MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta", "flowedit")
 # (each model lists what it can run: ``AudioModel.modes``).
 ZERO_SHOT_MODES: tuple[str, ...] = ("sdedit", "zeta", "flowedit")
 ZERO_SHOT_LABEL = {"sdedit": "SDEdit", "zeta": "ZETA", "flowedit": "FlowEdit"}
+# The modes each kind of model runs (``AudioModel.modes``): ᾱ-schedule models have ZETA's edit-friendly inversion,
+# flow models FlowEdit instead; the three-stage modes and SDEdit run on both.
+DDPM_MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")
+FLOW_MODES: tuple[str, ...] = ("lora", "full", "sdedit", "flowedit")
 STARTS: tuple[str, ...] = ("noise", "inversion")
 ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as in Imagic
 MAX_STEPS = 20_000

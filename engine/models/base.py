@@ -18,12 +18,10 @@ import torch
 from torch import nn
 
 from engine.mel import MelConfig, wav_to_logmel
+from engine.params import DDPM_MODES, FLOW_MODES
 from engine.schedules import DDPMSchedule, Schedule
 
-# Edit modes by kind of model: the DDPM family has ZETA's edit-friendly inversion (an ᾱ-schedule method); flow
-# models have FlowEdit instead (engine/flowedit.py). The three-stage modes and SDEdit run on both.
-DDPM_MODES = ("lora", "full", "sdedit", "zeta")
-FLOW_MODES = ("lora", "full", "sdedit", "flowedit")
+__all__ = ["DDPM_MODES", "FLOW_MODES", "AudioModel", "Conditioning"]
 
 
 @dataclass

@@ -70,6 +70,17 @@ PIPELINE_FAMILIES = {"AudioLDM2Pipeline": "audioldm2", "AudioLDMPipeline": "audi
                      "StableAudio3AudioToAudioPipeline": SA3, "StableAudio3InpaintPipeline": SA3}
 
 
+FLOW_FAMILIES = (SA3, "tiny-sa3")
+
+
+def modes_of_family(family: str) -> tuple[str, ...]:
+    """The edit modes a family runs, known without loading it (the daemon advertises them before the model loads;
+    the loaded model's ``AudioModel.modes`` says the same)."""
+    from engine.params import DDPM_MODES, FLOW_MODES
+
+    return FLOW_MODES if family in FLOW_FAMILIES else DDPM_MODES
+
+
 def family_of_hub_id(repo: str) -> str | None:
     low = repo.lower()
     if "stable-audio-3" in low:
