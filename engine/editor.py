@@ -224,7 +224,7 @@ class Editor:
                     self.cache.drop_full()  # at most one full UNet state in host RAM besides the pretrained copy
                 tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
                                      lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
-                                     on_step=stepper("finetune"))
+                                     draws=int(p.tune_draws or 1), on_step=stepper("finetune"))
                 timings["finetune"] = timings.get("finetune", 0.0) + time.perf_counter() - t0
                 self.cache.put(key, e_opt, tuning)
             t0 = time.perf_counter()
