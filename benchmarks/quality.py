@@ -140,6 +140,9 @@ def methods_for(a: argparse.Namespace) -> dict[str, dict]:
               f"zeta (guidance {a.zeta_guidance:g})": dict(mode="zeta", etas=ZETA_STRENGTHS, guidance=a.zeta_guidance),
               "SDEdit": dict(mode="sdedit", etas=STRENGTHS),
               "generate": dict(mode="sdedit", etas=(1.0,))})
+    for v in (a.sample_variants.split(",") if a.sample_variants else []):
+        kind, steps = v.split(":")  # the LoRA row again with another sampler: a re-take from the stage cache
+        m[f"ours (LoRA), {kind} {steps}"] = {**lora, "sampler": kind, "sample_steps": int(steps)}
     if a.methods:
         wanted = [x.strip() for x in a.methods.split(",")]
         unknown = [x for x in wanted if x not in m]
@@ -161,9 +164,9 @@ def run(a: argparse.Namespace) -> dict:
     cases = make_cases(a.cases, kinds=tuple(a.kinds.split(",")))
     methods = methods_for(a)
     for mname, kw in methods.items():
-        r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, **kw, "etas": (0.5,)},
-                                             embed_steps=a.embed_steps, embed_lr=a.embed_lr,
-                                             sample_steps=a.sample_steps))
+        r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, "sample_steps": a.sample_steps,
+                                                            **kw, "etas": (0.5,)},
+                                             embed_steps=a.embed_steps, embed_lr=a.embed_lr))
         print(f"{mname:22s} stage 1 {r.embed_steps} @ {r.embed_lr:g}; stage 2 {r.tune_steps} × {r.tune_draws} draws "
               f"@ {r.tune_lr:g}; {r.sample_steps} {r.sampler} steps, guidance {r.guidance:g}"
               if r.mode in ("lora", "full") else
@@ -180,8 +183,8 @@ def run(a: argparse.Namespace) -> dict:
             stage12: dict[str, float] = {}
             for mname, kw in methods.items():
                 p = EditParams(prompt=case.prompt, seed=0, embed_steps=a.embed_steps, embed_lr=a.embed_lr,
-                               sample_steps=a.sample_steps, inpaint=Inpaint(*case.gap) if case.gap else None,
-                               **{"guidance": a.guidance, **kw})
+                               inpaint=Inpaint(*case.gap) if case.gap else None,
+                               **{"guidance": a.guidance, "sample_steps": a.sample_steps, **kw})
                 t0 = time.perf_counter()
                 res = editor.edit(EditRequest(str(path), params=p))
                 wall = time.perf_counter() - t0
@@ -195,7 +198,8 @@ def run(a: argparse.Namespace) -> dict:
                     kept, added = onset_scores(case, y)
                     rows.append(dict(case=case.name, kind=case.kind, method=mname, eta=take.eta,
                                      text=take.scores.text, audio=take.scores.audio, kept=kept, added=added,
-                                     wall=wall, recon_l1=logmel_l1(y, case.input.wave)))
+                                     wall=wall, recon_l1=logmel_l1(y, case.input.wave),
+                                     network_calls=res.network_calls))
                 print(f"  {case.name:9s} {mname:22s} {wall:6.1f} s  " + "  ".join(
                     f"{t.eta:g}:{t.scores.text:+.2f}/{t.scores.audio:+.2f}" for t in res.takes), flush=True)
     return {"settings": vars(a), "rows": rows}
@@ -297,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample-steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--sampler", default="ddim", choices=("ddim", "dpm"), help="stage-3 sampler of the LoRA rows")
+    ap.add_argument("--sample-variants", default=None,
+                    help="extra LoRA rows with other stage-3 samplers, e.g. ddim:8,dpm:25 (they reuse the cached "
+                         "stages 1-2: wall = sampling only)")
     ap.add_argument("--methods", default=None, help="comma-separated method names to run (default: all)")
     ap.add_argument("--tag", default=None, help="appended to every method name, e.g. the configuration's name")
     ap.add_argument("--zeta-guidance", type=float, default=7.5, help="guidance of the second zeta row")

@@ -71,6 +71,9 @@ class EditParams:
     sampler: Literal["ddim", "dpm"] = "ddim"
     start: Literal["noise", "inversion"] = "noise"
     source_prompt: str = ""
+    # zeta: guidance of the source prompt in the inversion (ZETA's reference code: 3 for the source, 12 for the
+    # target; the target's is ``guidance``). Unused without a source prompt.
+    source_guidance: float = 3.0
 
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> EditParams:
         """A copy with every unset stage number filled in: the model's own default where it has one (the keys of
@@ -142,6 +145,8 @@ class EditParams:
             raise InputError(f"LoRA rank {self.lora_rank!r} must be between 1 and 256")
         if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 50):
             raise InputError(f"guidance {self.guidance!r} must be between 0 and 50")
+        if not _is_number(self.source_guidance) or not 0 <= self.source_guidance <= 50:
+            raise InputError(f"source guidance {self.source_guidance!r} must be between 0 and 50")
         if self.sampler not in ("ddim", "dpm"):
             raise InputError(f"unknown sampler {self.sampler!r}: use ddim or dpm")
         if self.inpaint is not None:
