@@ -205,3 +205,11 @@ def test_a_converted_sa3_folder_is_present_verified_and_preferred_by_auto(hub, c
     assert spec.family == "stable-audio-3" and spec.source == str(folder)
     _, out = run(capsys, "list")
     assert "present" in line_of(out, "sa3-small") and "--model auto → sa3-small" in out
+
+
+def test_inventory_no_longer_imports_the_registry_and_the_catalog_needs_no_torch():
+    code = ("import sys; import engine.models.inventory, engine.models.catalog; "
+            "print('engine.models.registry' in sys.modules, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr
