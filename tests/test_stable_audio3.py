@@ -128,6 +128,12 @@ def test_loads_from_diffusers_pipeline_folder(sa3, tmp_path):
     for part in ("model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "duration_embedder",
                  "scheduler"):
         assert (folder / part).exists(), part
-    again = load_stable_audio3(folder)
-    assert again.sample_rate == 44100 and again.channels == 2
+    from engine.models.registry import load_model, resolve
+    from engine.models.verify import verify_folder
+
+    report = verify_folder(folder)  # `aiedit models verify` on the folder (configs against weight headers)
+    assert report.ok and report.family == "stable-audio-3", [c for c in report.checks if not c.ok]
+    assert resolve(str(folder)).family == "stable-audio-3"
+    again = load_model(str(folder))  # the registry's path for a folder: family from model_index.json
+    assert again.sample_rate == 44100 and again.channels == 2 and again.modes == ("lora", "full", "sdedit", "flowedit")
     assert torch.allclose(_adapter(again, seed=5, steps=2), _adapter(sa3, seed=5, steps=2), atol=ATOL, rtol=0)
