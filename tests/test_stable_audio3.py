@@ -14,7 +14,6 @@ import torch
 
 from engine.models.stable_audio3 import (
     StableAudio3,
-    load_stable_audio3,
     pipeline_of,
     save_stable_audio3,
     tiny_stable_audio3,
