@@ -61,8 +61,9 @@ def saved(out: dict, project: int = 0) -> dict:
 def registry(out: dict, project: int | None = None) -> dict:
     """Job bookkeeping records by job id (ProjExtState section aiedit.jobs of each project)."""
     projects = out["projects"] if project is None else [out["projects"][project]]
-    return {k.split("/", 1)[1]: json.loads(v) for p in projects for k, v in p["projextstate"].items()
-            if k.startswith("aiedit.jobs/")}
+    # by the id inside the record: the key itself may come back upper-cased (scenario "ext_keys_upper")
+    recs = [json.loads(v) for p in projects for k, v in p["projextstate"].items() if k.startswith("aiedit.jobs/")]
+    return {r["id"]: r for r in recs}
 
 
 def write_wav(path: Path, seconds: float, sr: int = 48000, channels: int = 2, value: float = 0.1) -> Path:
