@@ -696,17 +696,24 @@ def test_razor_edit_areas_choose_items_and_ranges(env):
 
 
 def test_results_on_a_new_track(env):
+    # issue 18 medium 5: one muted track per η below the item's track, so nothing plays on top of the original
     st, _ = submit_and_finish(env)
     st["extstate"]["aiedit/results"] = "track"
-    out = jobs_session(env, st, [{"defer": 2}])
+    out = jobs_session(env, st, [{"defer": 4}])
     assert out["errors"] == [] and out["open_undo"] == 0
     names = [t["name"] for t in out["tracks"]]
-    assert names[:2] == ["Drums", "AI: Drums"]
-    new = out["tracks"][1]
-    assert new["new"] and len(new["items"]) == 6  # 3 η for Kick + 3 for Snare
+    assert names[:4] == ["Drums", "AI η=0.30 · Drums", "AI η=0.50 · Drums", "AI η=0.70 · Drums"]
+    new = out["tracks"][1:4]
+    assert all(t["new"] and t["mute"] == 1 for t in new)  # nothing new plays until the user unmutes one
+    assert all(len(t["items"]) == 2 for t in new)  # Kick and Snare share the η tracks (reused by the 2nd import)
+    assert names[4:] == ["FX", "AI η=0.30 · FX", "AI η=0.50 · FX", "AI η=0.70 · FX"]
+    assert out["tracks"][0]["mute"] == 0 and out["tracks"][4]["mute"] == 0  # the originals play, untouched
     assert all(len(it["takes"]) == 1 for tr in out["tracks"] if not tr["new"] for it in tr["items"])
     kick = items_by_guid(out)[G1]
-    assert new["items"][0]["values"]["D_POSITION"] == kick["values"]["D_POSITION"]
+    assert new[0]["items"][0]["values"]["D_POSITION"] == kick["values"]["D_POSITION"]
+    assert new[1]["items"][0]["takes"][0]["ext"]["aiedit_best"] == "1"  # best = 1 is the η=0.50 track's item
+    shown = "\n".join(out["gfx_text"])
+    assert "on muted tracks below 'Drums'" in shown and "unmute one" in shown
 
 
 def test_results_in_fixed_lanes(env):
