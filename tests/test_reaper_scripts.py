@@ -130,7 +130,10 @@ def test_dialog_remembers_last_values(env):
 
 def test_bad_dialog_values_ask_again(env):
     out = edit(env, answers=[["x", "0.3, 2.0", "lora", "1"], ["x", "0.3", "preview", ""]])
-    assert "η must be in [0, 1.5]" in out["messages"][0]["msg"]
+    # issue 18: the wrong field is named in its own caption when the dialog comes back (no message box)
+    assert out["messages"] == []
+    assert out["inputs_asked"][1]["labels"][1] == "! η values: η must be in [0; 1.5]: 2.0"
+    assert out["inputs_asked"][1]["labels"][0] == "Prompt" and out["inputs_asked"][1]["values"][1] == "0.3, 2.0"
     jobs = list(inbox_jobs(env["spool"]).values())
     assert len(jobs) == 3 and all(j["mode"] == "zeta" and j["etas"] == [0.3] for j in jobs)
     assert all(isinstance(j["seed"], int) and j["seed"] >= 0 for j in jobs)
@@ -529,8 +532,8 @@ def test_dialog_labels_and_remembered_values_land_in_their_fields(env):
     out = edit(env, answers=[False], extstate=ext)
     asked = out["inputs_asked"][0]
     assert out["errors"] == []
-    assert asked["labels"] == ["Prompt", "η values (e.g. 0.3 0.5 0.7)", "Mode (lora / full / zeta / sdedit)",
-                               "Seed (empty = random)"]
+    assert asked["labels"] == ["Prompt", "η values (e.g. 0.3 0.5 0.7)",
+                               "Mode (lora / full / flowedit / zeta / sdedit)", "Seed (empty = random)"]
     assert asked["values"] == [prompt, "0.3, 0.5", "sdedit", "9"]
     sc = dict(env["scenario"], user_inputs=[False], steps=[{"run": BATCH}])
     assert run(env["tmp"], sc)["errors"] == []
