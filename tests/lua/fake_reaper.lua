@@ -260,6 +260,14 @@ function F.open_in_tab(idx, pspec)
   make_project(pspec, idx, F.projects[idx])
 end
 
+-- File > Save project (as): the tab's project now has a file (and its media folder next to it).
+function F.save_project(idx, file, media)
+  local proj = F.projects[idx]
+  proj.file = file
+  proj.path = file:match("^(.*)/[^/]*$") or proj.path
+  if media then proj.media = media end
+end
+
 -- The user closes a project tab: its pointer is no longer valid and EnumProjects skips it.
 function F.close_project(idx)
   local proj = table.remove(F.projects, idx)

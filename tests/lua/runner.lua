@@ -19,6 +19,7 @@ dialog answers and a list of steps:
   {"open_in_tab": {"index": 1, "project": {...}}}  File > Open in tab 1 (the same ReaProject*)
   {"write_file": {"path": ..., "text": ...}}  something outside REAPER writes a file (the daemon, a status)
   {"advance_clock": 5}                       time passes without a UI tick (REAPER busy, a modal dialog)
+  {"save_project": {"index": 1, "file": ..., "media": ...}}  File > Save project as
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
@@ -80,6 +81,8 @@ for _, step in ipairs(scenario.steps or {}) do
     run_cycles(1)
   elseif step.open_in_tab then
     F.open_in_tab(step.open_in_tab.index, step.open_in_tab.project)
+  elseif step.save_project then
+    F.save_project(step.save_project.index, step.save_project.file, step.save_project.media)
   elseif step.write_file then
     local fh2 = assert(io.open(step.write_file.path, "wb"))
     fh2:write(step.write_file.text)
