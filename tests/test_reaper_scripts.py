@@ -810,7 +810,7 @@ def test_file_open_in_the_same_tab_keeps_jobs_apart(env):
     steps += [{"write_file": {"path": str(env["spool"] / "jobs" / j["id"] / "status.json"), "text": done[k]}}
               for k, j in jobs.items()]
     steps += [{"defer": 6}]
-    out2 = jobs_session(env, saved(out), steps[1:], before=steps[:1])
+    out2 = jobs_session(env, saved(out), steps[1:])
     assert out2["errors"] == []
     b = out2["projects"][0]
     assert b["projextstate"] == {}  # nothing of A's written into B
