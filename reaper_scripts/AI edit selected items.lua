@@ -1,5 +1,5 @@
 -- @description AI edit selected items
--- @version 0.2.0
+-- @version 0.3.0
 -- @author aiedit
 -- @about
 --   # AI edit selected items
@@ -15,8 +15,10 @@
 --   [main] AI edit settings.lua
 --   [nomain] aiedit/*.lua
 -- @changelog
---   Dialog labels fixed; jobs window is its own toggle action; per-project jobs and takes copied into the
---   project folder; rendering in slices; zeta preview mode; razor edits; results on a new track.
+--   Jobs survive project tabs (closed tabs, File > Open in the same tab, upper-cased ext-state keys); results on
+--   muted per-η tracks or silent lanes, by REAPER version (6, 7.08, 7.18+); razor areas per lane, one job per
+--   area; apostrophes in remembered prompts; the wrong dialog field named in its caption; the engine's modes
+--   (flowedit preview); each job's worker; trims before a render; unsaved projects wait for a file.
 
 local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
 package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path

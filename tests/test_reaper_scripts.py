@@ -506,7 +506,7 @@ def test_reapack_headers_and_index():
     pkg = root.find("./category/reapack")
     assert pkg is not None and pkg.get("type") == "script" and pkg.get("name") == names[0]
     version = pkg.find("version")
-    assert version.get("name") == "0.2.0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version.get("name"))
     files = {s.get("file") or pkg.get("name"): s.get("main") for s in version.findall("source")}
     modules = {f"aiedit/{p.name}" for p in (SCRIPTS / "aiedit").glob("*.lua")}
     assert set(files) == {*names, *modules}
@@ -517,7 +517,44 @@ def test_reapack_headers_and_index():
         # pinned to a commit, never the moving main branch
         assert s.text.startswith("https://") and " " not in s.text and f"/{commit}/" in s.text
     version_re = re.compile(r"@version\s+(\S+)")
-    assert {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names} == {"0.2.0"}
+    headers = {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names}
+    assert len(headers) == 1  # one package, one version
+    core = (SCRIPTS / "aiedit" / "core.lua").read_text(encoding="utf-8")
+    assert f'VERSION = "{headers.pop()}"' in core
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, cwd=ROOT)
+
+
+def test_index_version_changes_with_every_provided_file():
+    # issue 18: index.xml pinned a commit whose takes.lua differed from HEAD under the same version. ReaPack
+    # installs by version: a provided file that differs from the pinned commit's needs a new @version.
+    if shutil.which("git") is None or _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout")
+    root = ET.parse(SCRIPTS / "index.xml").getroot()
+    commit = root.get("commit")
+    if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        pytest.skip(f"pinned commit {commit} is not in this clone (shallow?)")
+    version = root.find("./category/reapack/version")
+    pinned = version.get("name")
+    version_re = re.compile(rb"@version\s+(\S+)")
+    main = "reaper_scripts/AI edit selected items.lua"
+    at_commit = _git("show", f"{commit}:{main}")
+    assert at_commit.returncode == 0
+    assert version_re.search(at_commit.stdout).group(1).decode() == pinned  # the index serves what it names
+    changed = []
+    for src in version.findall("source"):
+        rel = "reaper_scripts/" + (src.get("file") or root.find("./category/reapack").get("name"))
+        then = _git("show", f"{commit}:{rel}")
+        assert then.returncode == 0, f"{rel} is not in the pinned commit {commit}"
+        if then.stdout != (ROOT / rel).read_bytes():
+            changed.append(rel)
+    now = version_re.search((ROOT / main).read_bytes()).group(1).decode()
+    if changed:
+        assert now != pinned, f"{changed} changed since {commit[:10]} but @version is still {pinned}: bump it"
+    else:
+        assert now == pinned
 
 
 # ---------------------------------------------------------------------------------------------------------------
