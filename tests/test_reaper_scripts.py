@@ -455,7 +455,7 @@ def test_settings_dialog(env):
                                             [str(env["spool"]), "aiedit serve", "no", '{"sample":4}', ""]],
               steps=[{"run": SETTINGS}])
     out = run(env["tmp"], sc)
-    assert "Steps must be empty or JSON" in out["messages"][0]["msg"]
+    assert out["inputs_asked"][1]["labels"][3].startswith("! Steps override: empty or JSON")
     ext = persisted(out)
     assert ext["aiedit/activate_best"] == "no" and ext["aiedit/steps"] == '{"sample":4}'
 
@@ -775,7 +775,7 @@ def test_settings_results_choice(env):
                                             ["", "aiedit serve", "yes", "", "", "Lanes"]],
               steps=[{"run": SETTINGS}])
     out = run(env["tmp"], sc)
-    assert "Results must be takes, track or lanes." in out["messages"][0]["msg"]
+    assert out["inputs_asked"][1]["labels"][5] == "! Results as: takes / track / lanes"
     assert persisted(out)["aiedit/results"] == "lanes" and out["errors"] == []
 
 

@@ -236,7 +236,8 @@ local function forget_closed(ui)
     if ui.open[e.ident] and not e.gone then keep[#keep + 1] = e
     else
       if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
-      ui.known[e.ident] = nil
+      -- a closed tab's rows all go, so its ids may be read again; a gone record stays known (it is not there)
+      if not ui.open[e.ident] then ui.known[e.ident] = nil end
     end
   end
   ui.rows = keep
@@ -310,9 +311,9 @@ end
 -- "Yes: start it now" cannot see whether the program started (ExecProcess does not wait): when no heartbeat
 -- appears within W.engine_start_grace seconds, the window says so, once.
 local function check_engine_start(ui, now)
-  if ui.engine then return end
   local started = reaper.GetExtState(M.SECTION, "engine_start")
   if started == "" then return end
+  if ui.engine then reaper.DeleteExtState(M.SECTION, "engine_start", false) return end
   local t, cmd = started:match("^([%d%.]+)\t(.*)$")
   t = tonumber(t)
   if not t or now - t < W.engine_start_grace then return end
