@@ -267,7 +267,7 @@ local function poll(ui)
   end
   local active, n = {}, #ui.rows
   for _, e in ipairs(ui.rows) do
-    if M.ACTIVE[e.record.state] and alive(ui, e) then active[#active + 1] = e end
+    if M.ACTIVE[e.record.state] and ui.open[e.ident] then active[#active + 1] = e end -- tabs just enumerated
   end
   ui.imports_left = W.imports_per_poll
   -- round robin over at most per_poll jobs: the cost per tick stays flat however many jobs there are
