@@ -856,6 +856,23 @@ def test_file_open_in_the_same_tab_keeps_jobs_apart(env):
     assert not any(t.startswith(("Kick 03", "Snare", "Door")) for t in out2["gfx_text"])
 
 
+def test_new_unsaved_project_in_the_same_tab_drops_the_old_rows(env):
+    # medium 2, the case a file name cannot tell: an unsaved project replaced by another unsaved one in its tab
+    unsaved = {"tracks": env["scenario"]["tracks"], "file": "", "project_path": str(env["project"])}
+    out = edit(env, projects=[unsaved])
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "running", stage="sampling", progress=0.5)
+    sc = dict(env["scenario"], extstate=persisted(out), projects=[dict(unsaved, **saved(out))],
+              steps=[{"run": JOBS}, {"defer": 1},
+                     {"open_in_tab": {"index": 1, "project": {"tracks": [], "file": ""}}}, {"defer": 3}])
+    out2 = run(env["tmp"], sc)
+    assert out2["errors"] == [] and out2["projects"][0]["projextstate"] == {}
+    assert not any(t.startswith(("Kick 03", "Snare", "Door")) for t in out2["gfx_text"])
+    assert out2["jobs_active"] == 0
+
+
 def test_new_track_results_before_reaper_7_18(env):
     # medium 3: InsertTrackInProject is 7.18+; 7.08 must still make the tracks, and wait for the tab if needed
     st, _ = submit_and_finish(env)

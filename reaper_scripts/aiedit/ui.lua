@@ -153,7 +153,6 @@ function M.update_job(ui, e)
         M.join(r.spool, "jobs", r.id, "takes"))
     else
       if ui.imports_left <= 0 then return end
-      if not still_ours(e) then e.gone = true return end
       ui.imports_left = ui.imports_left - 1
       local ok, msg, kind = M.import_result(e.proj, r, st)
       if kind == "wait" then -- e.g. an unsaved project: the takes wait in the spool, the job stays listed
@@ -274,12 +273,16 @@ local function poll(ui)
   local count = math.min(#active, W.per_poll)
   for k = 1, count do
     local e = active[((ui.cursor + k - 1) % #active) + 1]
-    local ok, err = pcall(M.update_job, ui, e)
-    if not ok then
-      finish(e, "failed", "error while updating: " .. tostring(err))
-      log(ui, e.record.label .. ": " .. e.record.message)
+    if not still_ours(e) then
+      e.gone = true -- the tab now holds another project that was never saved (same pointer, no file)
+    else
+      local ok, err = pcall(M.update_job, ui, e)
+      if not ok then
+        finish(e, "failed", "error while updating: " .. tostring(err))
+        log(ui, e.record.label .. ": " .. e.record.message)
+      end
+      save(ui, e)
     end
-    save(ui, e)
   end
   ui.cursor = #active > 0 and (ui.cursor + count) % #active or 0
   local gone = false
