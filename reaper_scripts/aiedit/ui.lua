@@ -24,14 +24,17 @@ function M.jobs_command()
 end
 
 -- Is the jobs window open? Its action's toggle state says so (the window sets it with set_action_options,
--- REAPER 7.03+): a heartbeat goes stale whenever a modal dialog blocks the defer loops, e.g. while the user
--- types a prompt. Older versions have no toggle from a script, so the heartbeat decides there.
+-- REAPER 7.03+). Older versions have no toggle from a script: there the heartbeat decides, and it counts while
+-- it exists (the window deletes it when it closes; it is not persisted) unless it is minutes old, because every
+-- modal dialog, e.g. the prompt dialog the user is typing in, stops the window's defer loop meanwhile.
+M.HEARTBEAT_STALE = 300
+
 function M.window_alive(cmd)
   if reaper.set_action_options and cmd and reaper.GetToggleCommandStateEx then
     return reaper.GetToggleCommandStateEx(0, cmd) == 1
   end
   local t = tonumber(reaper.GetExtState(M.SECTION, "window_heartbeat"))
-  return t ~= nil and math.abs(reaper.time_precise() - t) < 3
+  return t ~= nil and math.abs(reaper.time_precise() - t) < M.HEARTBEAT_STALE
 end
 
 -- Opens "AI edit jobs" as its own action, so relaunching an edit action never touches the window's defer
