@@ -9,7 +9,9 @@ bump @version in the four scripts (and aiedit/core.lua VERSION), commit, then fr
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -33,8 +35,17 @@ def script_version() -> str:
     return re.search(r"@version\s+(\S+)", text).group(1)
 
 
+def commit_time(commit: str) -> str:
+    """The commit's date in UTC, as reapack-index writes a version's time (a fixed date when git cannot tell)."""
+    proc = subprocess.run(["git", "show", "-s", "--format=%ct", commit], capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return "2026-11-23T00:00:00Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(proc.stdout.strip())))
+
+
 def index_xml(commit: str, version: str | None = None) -> str:
     version = version or script_version()
+    released = commit_time(commit)
     base = f"https://raw.githubusercontent.com/aiedit/aiedit/{commit}/reaper_scripts/"
 
     def url(rel: str) -> str:
@@ -57,7 +68,7 @@ def index_xml(commit: str, version: str | None = None) -> str:
         <description><![CDATA[{DESCRIPTION}]]></description>
         <link rel="website">https://github.com/aiedit/aiedit</link>
       </metadata>
-      <version name="{version}" author="aiedit" time="2026-11-23T00:00:00Z">
+      <version name="{version}" author="aiedit" time="{released}">
         <changelog><![CDATA[{CHANGELOG}]]></changelog>
 {body}
       </version>
