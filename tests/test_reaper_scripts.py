@@ -571,9 +571,12 @@ def test_dialog_labels_and_remembered_values_land_in_their_fields(env):
     assert out["errors"] == []
     assert asked["labels"] == ["Prompt", "η values (e.g. 0.3 0.5 0.7)",
                                "Mode (lora / full / flowedit / zeta / sdedit)", "Seed (empty = random)"]
-    assert asked["values"] == [prompt, "0.3, 0.5", "sdedit", "9"]
+    # quotes are shown typographic (GetUserInputs reads ASCII quotes in defaults as quoting)
+    assert asked["values"] == ["a ”wooden” door (creaky), slammed", "0.3, 0.5", "sdedit", "9"]
     sc = dict(env["scenario"], user_inputs=[False], steps=[{"run": BATCH}])
     assert run(env["tmp"], sc)["errors"] == []
+    out = edit(env, answers=[asked["values"]], extstate=ext)  # OK as shown: the remembered prompt is sent
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {prompt}
 
 
 def test_modes_preview_is_zeta_and_sdedit_is_sent_as_is(env):

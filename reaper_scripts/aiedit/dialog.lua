@@ -76,12 +76,9 @@ function M.text_length(s) return utf8.len(s) or #s end
 
 -- GetUserInputs reads its defaults quote-aware: a lone ' or " makes it ignore the separator up to a closing
 -- one, so one apostrophe in a remembered prompt sent every later default into the prompt field (issue 18).
--- A default with an odd number of quotes is shown with typographic ones (’ ”); when the user leaves it as shown,
--- the original text comes back. Balanced quotes are shown as they are.
+-- Whether it also strips balanced quotes is not known. So a default is never shown with ASCII quotes: they become
+-- typographic ones (’ ”), and when the user leaves the field as shown, the original text comes back.
 local function shown_default(d)
-  local _, n1 = d:gsub("'", "")
-  local _, n2 = d:gsub('"', "")
-  if (n1 + n2) % 2 == 0 then return d end
   return (d:gsub("'", "’"):gsub('"', "”"))
 end
 
