@@ -1073,6 +1073,11 @@ def test_jobs_window_shows_each_jobs_worker(env):
     out = jobs_session(env, saved(out), [{"defer": 1}])
     rows = [t for t in out["gfx_text"] if t.startswith(("Kick 03", "Snare"))]
     assert "Kick 03  ·  sampling  ·  cuda:1@studio-2" in rows and "Snare  ·  finetune" in rows
+    assert "engine: running, model tiny" in out["gfx_text"]  # an old daemon.json: no workers listed
+    heartbeat(env["spool"], workers=[{"name": "cuda:0@studio-2", "state": "busy", "job": jobs["Kick 03"]["id"]},
+                                     {"name": "cuda:1@studio-2", "state": "idle", "job": None}])
+    out = jobs_session(env, saved(out), [{"defer": 1}])
+    assert "engine: running, model tiny, 2 workers (1 busy)" in out["gfx_text"]
 
 
 def test_batch_queues_every_job_at_once(env):

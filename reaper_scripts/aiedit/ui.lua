@@ -343,6 +343,15 @@ local function button(ui, id, label, x, y, w, h)
   ui.targets[#ui.targets + 1] = { id = id, x = x, y = y, w = w, h = h }
 end
 
+-- ", 2 workers (1 busy)" from daemon.json "workers" (several workers; absent in older daemons: "").
+function M.workers_text(info)
+  local ws = M.val(info.workers)
+  if type(ws) ~= "table" or #ws == 0 then return "" end
+  local busy = 0
+  for _, w in ipairs(ws) do if type(w) == "table" and M.val(w.state) == "busy" then busy = busy + 1 end end
+  return string.format(", %d worker%s (%d busy)", #ws, #ws == 1 and "" or "s", busy)
+end
+
 local function visible_rows() return math.max(1, math.floor((gfx.h - W.header - W.footer) / W.row_h)) end
 
 local function draw(ui)
@@ -352,7 +361,7 @@ local function draw(ui)
   gfx.set(1, 1, 1, 1)
   gfx.x, gfx.y = W.pad, W.pad
   local eng = ui.engine
-  gfx.drawstr(eng and ("engine: running, model " .. tostring(M.val(eng.model) or "?"))
+  gfx.drawstr(eng and ("engine: running, model " .. tostring(M.val(eng.model) or "?") .. M.workers_text(eng))
     or ("engine not running: start it with  " .. M.start_command(ui.spool)))
   button(ui, "cancel_all", "Cancel all", gfx.w - 90 - W.pad, W.pad - 2, 90, 20)
   local y = W.header
