@@ -8,7 +8,6 @@ local M = require("aiedit.core")
 
 local W = { poll_every = 0.5, engine_every = 2.0, per_poll = 50, imports_per_poll = 2,
             engine_start_grace = 20, row_h = 24, pad = 8, header = 34, footer = 70 }
-M.JOBS_WINDOW = W
 
 -- The script folder (for the jobs action's path).
 function M.script_dir()
@@ -260,10 +259,9 @@ end
 local function poll(ui)
   -- rescan the bookkeeping only when a script queued jobs or the open projects changed (known ids are skipped)
   local rev = reaper.GetExtState(M.SECTION, "jobs_rev")
-  local now = reaper.time_precise()
   local changed = refresh_projects(ui)
   if rev ~= ui.rev or changed then
-    ui.rev, ui.last_rescan = rev, now
+    ui.rev = rev
     forget_closed(ui)
     rescan(ui, false)
   end
@@ -446,12 +444,11 @@ function M.run_jobs_window()
   -- REAPER 7.03+; older versions show the task-control dialog on relaunch instead
   if reaper.set_action_options then reaper.set_action_options(1 | 4) end
   local ui = { rows = {}, targets = {}, last_poll = -1e9, last_engine = -1e9, last_beat = -1e9,
-               last_rescan = -1e9, known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
+               known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
                spool = M.spool_dir(), open = {}, imports_left = W.imports_per_poll }
   refresh_projects(ui, true)
   rescan(ui, true)
   ui.rev = reaper.GetExtState(M.SECTION, "jobs_rev")
-  ui.last_rescan = reaper.time_precise()
   gfx.init("AI edit jobs", 760, 300)
   -- a TrueType font draws η and · on every platform (the default bitmap font does not)
   gfx.setfont(1, M.is_windows and "Segoe UI" or "Arial", 15)
