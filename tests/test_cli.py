@@ -25,6 +25,7 @@ def test_a_good_edit_writes_one_take_per_eta_and_a_sidecar(tmp_path, capsys):
     side = json.loads((out / "door_aiedit.json").read_text())
     assert [t["eta"] for t in side["takes"]] == [0.25, 0.75]
     assert side["best"] in (0, 1) and side["params"]["seed"] == 7
+    assert side["network_calls"] == {"embedding": 3, "finetune": 3, "sampling": 3}
     for t in side["takes"]:
         data, sr = sf.read(t["path"], always_2d=True)
         assert sr == 48000 and data.shape == original.shape
