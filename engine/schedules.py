@@ -102,6 +102,11 @@ class DDPMSchedule(Schedule):
         return self.config.prediction_type
 
     @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """ᾱ_t of the training schedule (host table): what DDIM inversion and zeta's noise maps read."""
+        return self.scheduler.alphas_cumprod
+
+    @property
     def num_train_timesteps(self) -> int:
         return int(self.config.num_train_timesteps)
 

@@ -353,3 +353,47 @@ def test_sdedit_take_equals_its_solo_run_with_every_sampler(tiny_model, sampler)
     alone = sample(tiny_model, [e], u, strength=0.5, **kw)
     torch.testing.assert_close(together[1:2], alone, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(together[0], together[2], rtol=0, atol=0)  # equal strengths share one loop
+
+
+# 8 ---------------------------------------------------------------------------------------------------------------
+def test_flowedit_guides_the_source_only_with_a_source_prompt(sa3):
+    """Without a source prompt the source rows are the unconditional branch alone (no CFG rows wasted on them);
+    with one they get their own scale, ``source_guidance``."""
+    from engine.flowedit import flowedit
+
+    z0 = _z0(sa3)
+    e, t, u = sa3.encode_prompt(["rain"]), sa3.encode_prompt(["a bell"]), sa3.encode_prompt([""])
+    kw = dict(strengths=[1.0, 0.9], steps=4, guidance=3.0, seed=0)
+    sizes = []
+    inner = type(sa3).predict_noise.__get__(sa3)
+    sa3.predict_noise = lambda z, tt, c: (sizes.append(z.shape[0]), inner(z, tt, c))[1]
+    try:
+        plain = flowedit(sa3, z0, None, t, u, **kw)
+        no_src = sizes[-1]
+        a = flowedit(sa3, z0, e, t, u, source_guidance=1.5, **kw)
+        b = flowedit(sa3, z0, e, t, u, source_guidance=4.0, **kw)
+    finally:
+        del sa3.predict_noise
+    draws, takes = 2, 2
+    assert no_src == draws + 2 * draws * takes  # not 2·(draws + draws·takes)
+    assert sizes[-1] == 2 * draws + 2 * draws * takes
+    assert (a - b).abs().max() > 1e-4 and (a - plain).abs().max() > 1e-4
+
+
+# 12 --------------------------------------------------------------------------------------------------------------
+def test_inversion_reads_the_schedule_not_the_family_scheduler(sa3):
+    """A third ᾱ-family adapter may name its scheduler otherwise: inversion reads ᾱ and the prediction type from
+    ``model.schedule``; on a flow model it refuses instead of reading a table that means something else."""
+    from engine.inversion import ddim_invert
+    from engine.models.audioldm import tiny_audioldm
+
+    m = tiny_audioldm()
+    cond = m.encode_prompt(["a beep"])
+    z0 = torch.randn((1, 8, 16, 16), generator=torch.Generator().manual_seed(0))
+    ref = ddim_invert(m, z0, cond, steps=3)
+    schedule = m.schedule  # an adapter that keeps its scheduler under another name, behind the same schedule
+    m.__class__ = type("Renamed", (type(m),), {"schedule": property(lambda self: schedule)})
+    m.scheduler = None
+    torch.testing.assert_close(ddim_invert(m, z0, cond, steps=3), ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="ᾱ-schedule"):
+        ddim_invert(sa3, _z0(sa3), sa3.encode_prompt(["rain"]), steps=3)
