@@ -43,7 +43,7 @@ def test_good_params_pass_and_defaults_follow_the_paper():
     assert (p.embed_steps, p.embed_lr) == (200, 5e-3)
     full = EditParams(prompt="x", mode="full").resolved()
     assert (full.tune_steps, full.tune_lr, full.tune_draws) == (1500, 1e-6, 1)
-    assert (p.tune_steps, p.tune_lr, p.tune_draws) == (375, 4e-4, 4)
+    assert (p.tune_steps, p.tune_lr, p.tune_draws) == (375, 2e-4, 4)
     assert p.embed_steps + p.tune_steps + 25 <= 700  # a cold LoRA edit at the tiny model's 25 sampling steps
 
 
