@@ -97,6 +97,8 @@ def family_of(host: str) -> socket.AddressFamily:
 
 @functools.lru_cache(maxsize=256)
 def _resolve(host: str, port: int, family: socket.AddressFamily = socket.AF_INET) -> tuple[Any, ...]:
+    if host == "localhost":  # the loopback of the socket's family (not every hosts file names ::1 localhost)
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
     return socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)[0][4]
 
 

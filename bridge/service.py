@@ -63,7 +63,7 @@ log = logging.getLogger("aiedit.service")
 
 SendFn = Callable[[ReplyTo, str, list[Any]], None]
 RECENT_FINISHED = 50  # finished jobs in a status answer (the newest, or the next page after ``since``)
-QUEUED_SHOWN = 200  # queued jobs listed in one answer (the total is always given)
+QUEUED_SHOWN = 50  # queued jobs listed in one answer, in at most half of it (the total is always given)
 ANSWER_BYTES = 64_000  # a status answer fits one UDP datagram
 INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
@@ -421,7 +421,8 @@ class Service:
     def status_text(self, since: float | None = None, budget: int = ANSWER_BYTES) -> str:
         """The ``/aiedit/status`` answer: ``{"jobs": [...], "running": n, "queued": n, "more": bool}``.
 
-        ``jobs`` lists every running job, then queued ones in run order (at most :data:`QUEUED_SHOWN`), then
+        ``jobs`` lists every running job, then queued ones in run order (at most :data:`QUEUED_SHOWN`, in at
+        most half of the budget), then
         finished ones: the :data:`RECENT_FINISHED` newest, or with ``since`` the next that many that ended after
         it, oldest first (a client pages on by passing the last one's ``updated``). Whatever would take the
         answer past ``budget`` bytes is left out and ``more`` says so. Costs O(answer), whatever the history.
@@ -445,9 +446,11 @@ class Service:
                 if not add(_dumps(self._status[jid])):  # fresh: progress moves between writes
                     break
             queued = self.queue.head(QUEUED_SHOWN)
+            full, budget = budget, max(size, budget // 2)  # leave room for the finished jobs
             for jid in queued:
                 if jid in self._status and not add(self._text(jid)):
                     break
+            budget = full
             n_queued = len(self.queue)
             more = more or n_queued > len(queued)
             if since is None:

@@ -49,13 +49,13 @@ def region_frames(info: AudioInfo, region: Region) -> tuple[int, int]:
     """(first frame, frame count) of ``region`` in a file, or :class:`InputError` if it falls outside."""
     # compared in seconds before multiplying: 1e305 s x the rate would overflow to inf, and round(inf) raises
     if region.start >= info.seconds or (start := round(region.start * info.sample_rate)) >= info.frames:
-        raise InputError(f"the region starts at {region.start:.3g} s, after the end of the file "
+        raise InputError(f"the region starts at {_secs(region.start)} s, after the end of the file "
                          f"({info.seconds:.3f} s)")
     if region.length is None:
         count = info.frames - start
     else:
         if region.length > info.seconds + 1.0:
-            raise InputError(f"the region {region.start:.3f}+{region.length:.3g} s runs past the end of the file "
+            raise InputError(f"the region {_secs(region.start)}+{_secs(region.length)} s runs past the end of the file "
                              f"({info.seconds:.3f} s)")
         count = round(region.length * info.sample_rate)
         if start + count > info.frames + 1:  # one frame of rounding slack
@@ -84,7 +84,7 @@ def check_inpaint(inp: Inpaint | None, frames: int, sample_rate: int) -> None:
         return
     length = frames / sample_rate
     if inp.start >= length or inp.end > length + 1.0 / sample_rate:
-        raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
+        raise InputError(f"the inpaint range {_secs(inp.start)}-{_secs(inp.end)} s lies outside the clip "
                          f"({length:.3f} s long)")
     if min(frames, round(inp.end * sample_rate)) <= round(inp.start * sample_rate):
         raise InputError(f"the inpaint range {inp.start:.6g}-{inp.end:.6g} s is shorter than one sample at "
@@ -134,6 +134,11 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def _secs(x: float) -> str:
+    """Seconds for a message: three decimals, or three digits when huge (``1e+305``, not 306 digits)."""
+    return f"{x:.3f}" if abs(x) < 1e6 else f"{x:.3g}"
 
 
 def _short(exc: BaseException) -> str:
