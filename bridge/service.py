@@ -229,7 +229,8 @@ class Service:
                                     "(aiedit serve --max-queued); send it again later", jid, record=False)
             try:  # refusals from here on may go to the job's reply address, if it is an allowed one
                 wanted = parse_reply(obj.get("reply"))
-                if wanted is not None and reply_allowed(wanted, sender, trusted=trusted):
+                if (wanted is not None and reply_allowed(wanted, sender, trusted=trusted)
+                        and not reply_family_error(wanted, self.ip_version)):
                     target = wanted
             except InputError:
                 pass
