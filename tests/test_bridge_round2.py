@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from bridge_helpers import ROOT, TINY_STEPS, Daemon, Listener, job, make_wav
+from bridge_helpers import ROOT, TINY_STEPS, Daemon, Listener, job, make_wav, seed_queued_jobs
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 LONG = {"embed": 20000, "tune": 20000, "sample": 4}
@@ -50,25 +50,6 @@ def wait_running(d: Daemon, jid: str, timeout: float = 90.0, *, loaded: bool = F
             return
         assert time.monotonic() < deadline, f"{jid} never started: {st}"
         time.sleep(0.05)
-
-
-def seed_queued_jobs(spool: Path, src: Path, n: int, *, first: dict | None = None) -> None:
-    """Write ``n`` queued jobs into a spool the way the daemon does (job.json + status.json), for it to resume
-    at start: a long queue without n round trips. ``first`` (a job dict) is queued before them all."""
-    jobs = spool / "jobs"
-    jobs.mkdir(parents=True, exist_ok=True)
-    now = time.time() - 100
-    entries = ([first] if first else []) + [job(f"q{i:05d}", src, priority="batch") for i in range(n)]
-    for i, j in enumerate(entries):
-        d = jobs / j["id"]
-        d.mkdir()
-        (d / "job.json").write_text(json.dumps(j))
-        st = {"version": 1, "id": j["id"], "label": None, "state": "queued", "stage": "queued", "progress": 0.0,
-              "error": None, "priority": j.get("priority", "interactive"), "prompt": j["prompt"], "mode": "lora",
-              "model": "tiny", "seed": 1, "source": {"path": str(src), "start": 0.0, "length": None},
-              "sample_rate": 44100, "channels": 2, "frames": 22050, "takes": [], "best": None,
-              "created": now + i * 1e-3, "updated": now + i * 1e-3}
-        (d / "status.json").write_text(json.dumps(st))
 
 
 # -- 1. a status datagram costs what it answers, not the history ---------------------------------------------------
