@@ -114,6 +114,8 @@ def run_send(args: Any) -> int:
                 print(json.dumps(listing, indent=1))
             else:
                 _print_table(listing["jobs"])
+                if listing.get("more"):
+                    print(f"({listing.get('running', 0)} running, {listing.get('queued', 0)} queued: not all listed)")
             return EXIT_OK
         if args.what == "cancel":
             if args.token:
