@@ -507,3 +507,28 @@ def test_status_answer_unit_is_bounded(tmp_path):
     listing = json.loads(text)
     assert len(text.encode()) <= 64_000 and listing["more"] is True and listing["queued"] == 400
     assert [j["id"] for j in listing["jobs"]] == [f"j{i}" for i in range(len(listing["jobs"]))]
+
+
+def test_3_a_nan_that_reaches_the_service_is_written_as_null(tmp_path):
+    """Defence in depth behind the engine's clipping: a NaN in a finished job's fields still gives a status file,
+    and the /aiedit/done event carries that very file's JSON."""
+    from bridge.service import Service
+    from bridge.spool import Spool
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000), 16000)
+    spool = Spool(tmp_path / "s")
+    spool.create()
+    sent: list = []
+    svc = Service(spool, model="tiny", send=lambda to, addr, args: sent.append((addr, args)))
+    from bridge.protocol import ReplyTo
+
+    svc.submit({"version": 1, "id": "n1", "source": {"path": str(wav)}, "prompt": "x", "etas": [0.5]},
+               ReplyTo("127.0.0.1", 9))
+    assert svc.next_job(0.1) is not None
+    svc.finish("n1", "done", takes=[{"eta": 0.5, "path": "/x.wav",
+                                     "scores": {"text": float("nan"), "audio": 0.5, "sum": float("nan")}}])
+    disk = strict_json((spool.job_dir("n1") / "status.json").read_text())
+    assert disk["state"] == "done" and disk["takes"][0]["scores"] == {"text": None, "audio": 0.5, "sum": None}
+    done = [args for addr, args in sent if addr == "/aiedit/done"]
+    assert done and strict_json(done[0][1]) == disk
