@@ -1,7 +1,7 @@
 """OSC over UDP: the four request addresses, replies, and robustness against whatever arrives on the port.
 
 Every datagram is parsed by :mod:`bridge.osc_wire` (bounded: sizes, nesting, message count) and dispatched
-here by literal address; python-osc is used only to *build* replies. Its own server parser once hung the
+here by literal address, and replies are encoded there too. Its own server parser once hung the
 daemon on a 20-byte bundle, and its dispatcher expands address patterns and honours time tags (a bundle
 tagged an hour ahead would make the answering thread sleep). Requests are handled one at a time on one
 thread: handlers are quick, and order matters (a cancel sent right after its job must see it). Replies leave
@@ -26,10 +26,8 @@ import threading
 import time
 from typing import Any
 
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from bridge.osc_wire import MAX_DATAGRAM as MAX_UDP
-from bridge.osc_wire import Message, WireError, parse_datagram
+from bridge.osc_wire import Message, WireError, encode_message, parse_datagram
 from bridge.protocol import (
     REPLY_HOST_MSG,
     VERSION,
@@ -84,10 +82,8 @@ class Server(socketserver.UDPServer):
 
 
 def build_message(address: str, args: list[Any]) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    return b.build().dgram
+    """A reply's bytes (see :func:`bridge.osc_wire.encode_message`: linear time, unlike python-osc's builder)."""
+    return encode_message(address, args)
 
 
 def family_of(host: str) -> socket.AddressFamily:

@@ -263,9 +263,14 @@ class Spool:
         self.write_status_data(status["id"], _dumps(status))
 
     def write_status_data(self, job_id: str, data: bytes) -> None:
-        """Replace ``jobs/<id>/status.json`` with ``data`` (JSON already encoded by the caller)."""
+        """Replace ``jobs/<id>/status.json`` with ``data`` (JSON already encoded by the caller). A folder planted
+        under that name is removed first (a rename cannot replace it, and nothing legitimate puts one there)."""
         with self._dir("jobs", job_id, create=True) as d:
-            d.write("status.json", data)
+            try:
+                d.write("status.json", data)
+            except IsADirectoryError:
+                d.remove_tree("status.json")
+                d.write("status.json", data)
 
     def remove_job(self, job_id: str) -> None:
         """Delete ``jobs/<id>/`` and everything in it (a link there is removed, never followed)."""
