@@ -418,7 +418,7 @@ def test_fuzz_round2_classes(tmp_path_factory):
             lst.send("/aiedit/job", json.dumps(job(jid, link, steps=TINY, etas=[0.4])))
             lst.wait("/aiedit/ack", jid, timeout=10)
             target = rng.choice(["big", "garbage", "fifo", "missing", "extreme"])
-            new = root / f"swap{i}-{target}"
+            new = root / f"swap{i}-{target}.wav"
             if target == "big":
                 make_wav(new, seconds=200.0, sr=8000, channels=1)  # over --max-seconds (120 s)
             elif target == "garbage":
