@@ -7,6 +7,7 @@ back to that same socket (no ``reply`` needed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -30,6 +31,8 @@ class OscClient:
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind(("127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+        with contextlib.suppress(OSError):  # room for a burst of 64 KB status answers (the kernel caps it)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 
     @property
     def port(self) -> int:

@@ -106,11 +106,14 @@ def lock_holder(spool: Path) -> bool:
     can be holding it then). The lock is per open file: called inside the serving daemon itself it also
     answers True. Used by ``aiedit doctor`` to tell a running engine from a stale ``daemon.json``.
     """
+    if os.name != "nt" and _held(spool, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)):  # the folder (see SpoolLock)
+        return True
+    return _held(Path(spool) / LOCK_NAME, os.O_RDWR | _NOFOLLOW)  # the file (Windows, or an older daemon)
+
+
+def _held(path: Path, flags: int) -> bool:
     try:
-        if os.name != "nt":  # the folder lock (see SpoolLock)
-            fd = os.open(spool, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
-        else:
-            fd = os.open(Path(spool) / LOCK_NAME, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags | _CLOEXEC)
     except OSError:
         return False
     try:

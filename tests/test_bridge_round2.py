@@ -60,7 +60,7 @@ def test_1_status_bundle_with_a_long_queue_answers_at_once(tmp_path):
     spool = tmp_path / "spool"
     seed_queued_jobs(spool, src, 3000, first=job("blocker", src, steps=LONG))
     with Daemon(spool, "--max-queued", "5000", start=False).start(timeout=90) as d, Listener(d.port) as lst:
-        wait_running(d, "blocker")
+        wait_running(d, "blocker", loaded=True)
         lst.send("/aiedit/job", json.dumps(job("mine", src, priority="batch")))
         lst.wait("/aiedit/ack", "mine", timeout=10)
         t0 = time.monotonic()
