@@ -345,6 +345,8 @@ class Service:
                 if jid in self._status and self._accepted_from(jid, obj, time.time() - age):
                     path.unlink(missing_ok=True)  # accepted before a crash, file not yet removed
                     return True
+        if len(self.queue) >= self.max_queued:
+            return False  # busy: a spool job waits in the inbox for room (no client reads inbox/rejected/ for it)
         accepted, error = self.submit(obj, None)
         if accepted:
             path.unlink(missing_ok=True)

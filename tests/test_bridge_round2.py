@@ -532,3 +532,19 @@ def test_3_a_nan_that_reaches_the_service_is_written_as_null(tmp_path):
     assert disk["state"] == "done" and disk["takes"][0]["scores"] == {"text": None, "audio": 0.5, "sum": None}
     done = [args for addr, args in sent if addr == "/aiedit/done"]
     assert done and strict_json(done[0][1]) == disk
+
+
+def test_6_a_spool_job_waits_in_the_inbox_while_the_queue_is_full(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool", "--max-queued", "1") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+        wait_running(d, "blocker")
+        lst.send("/aiedit/job", json.dumps(job("waiting", src)))
+        lst.wait("/aiedit/ack", "waiting", timeout=5)
+        inbox_file = d.drop("later.json", json.dumps(job("later", src)))
+        time.sleep(2.5)  # two inbox scans
+        assert inbox_file.exists() and d.status("later") is None  # not refused, not lost: waiting for room
+        assert not (d.spool / "inbox" / "rejected" / "later.json").exists()
+        lst.send("/aiedit/cancel", "waiting")
+        assert d.wait_status("later", ("queued", "running"), timeout=10)["id"] == "later"
+        assert not inbox_file.exists()
