@@ -235,6 +235,7 @@ class Daemon:
 
     def start(self) -> None:
         self.service.recover()
+        self.osc.alive_at = time.monotonic()  # a long recover is not a hung answering thread
         self._osc_thread.start()
         self.heartbeat.beat()  # daemon.json appears once the port answers
         self.heartbeat.start()
