@@ -192,3 +192,14 @@ def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, ca
     (res / "reaper-extstate.ini").write_text(f"[aiedit]\nspool={spool}\ntoken=s3cret\n")
     code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
     assert "reaper token" not in out or row(out, "reaper token").startswith("ok"), out
+
+
+def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
+    from bridge.doctor import sa3_fit
+
+    both = sa3_fit(0, 40.0)
+    assert both.level == "ok" and "sa3-small" in both.detail and "sa3-medium" in both.detail
+    small = sa3_fit(0, 6.0)
+    assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
+    none = sa3_fit(1, 1.0)
+    assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail
