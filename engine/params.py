@@ -186,7 +186,13 @@ class EditRequest:
 
 
 def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite real number; an integer too large for a float (400 digits) is not one (no OverflowError)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _check_steps(label: str, value: object, *, allow_zero: bool, high: int = MAX_STEPS) -> None:
