@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9050)
     ap.add_argument("--token", default=None)
+    ap.add_argument("--token-file", default=None, metavar="FILE", help="the daemon's token file (mode 0600)")
     ap.add_argument("--reaper-resource", default=None, metavar="PATH",
                     help="REAPER's resource path (Options → Show REAPER resource path); default: the usual place")
     ap.add_argument("--write-reaper-settings", action="store_true",
@@ -116,7 +117,23 @@ def check_torch(device: str | None) -> list[Result]:
                           + "; ".join(short),
                           "" if level == "ok" else "close other GPU programs, or use LoRA / SDEdit mode and a "
                           "smaller model (audioldm)"))
+        out.append(sa3_fit(i, free))
     return out
+
+
+def sa3_fit(gpu: int, free_gib: float) -> Result:
+    """Which Stable Audio 3 sizes the free memory of one GPU holds (engine/models/catalog.py: SA3_GPU_GIB, the
+    issue's sampling figures plus room for stage-2 fine-tuning; estimates, not measurements)."""
+    from engine.models.catalog import SA3_GPU_GIB
+
+    sizes = {"sa3-small": SA3_GPU_GIB["sa3-small"], "sa3-medium": SA3_GPU_GIB["sa3-medium"]}
+    fits = [f"{m} (≈{need:.0f} GiB)" for m, need in sizes.items() if free_gib >= need]
+    short = [f"{m} needs ≈{need:.0f} GiB" for m, need in sizes.items() if free_gib < need]
+    level = "ok" if not short else "warn" if fits else "FAIL"
+    detail = f"Stable Audio 3 with {free_gib:.1f} GiB free: " + "; ".join(
+        ([f"fits {', '.join(fits)}"] if fits else []) + short)
+    return Result(f"gpu {gpu} sa3", level, detail,
+                  "" if level == "ok" else "use sa3-small, close other GPU programs, or flowedit / sdedit mode")
 
 
 def check_model(spec: str) -> list[Result]:
@@ -129,12 +146,13 @@ def check_model(spec: str) -> list[Result]:
     if name == "auto":
         name, warning = resolve_auto()
         if warning:
-            out.append(Result("model", "warn", "auto → toy: no real model (TANGO, AudioLDM 2, AudioLDM) found",
+            out.append(Result("model", "warn", "auto → toy: no real model (Stable Audio 3, TANGO, AudioLDM 2, "
+                              "AudioLDM) found",
                               "`aiedit models list` shows what to pull; the toy model knows only the toy world"))
         else:
             out.append(Result("model", "ok", f"auto → {name}"))
-    if name == "tiny":
-        return [*out, Result("model", "warn", "tiny has random weights: edits come back as noise",
+    if name in ("tiny", "tiny-sa3"):
+        return [*out, Result("model", "warn", f"{name} has random weights: edits come back as noise",
                              "use --model auto (the default) or a real model")]
     try:
         resolve(name)
@@ -353,11 +371,28 @@ def run(args: argparse.Namespace) -> list[Result]:
     else:
         live = None
     results.append(check_port(args.host, args.port, live))
-    host = check_host(args.host, args.token)
+    token, token_check = check_token(args)
+    if token_check:
+        results.append(token_check)
+    host = check_host(args.host, token)
     if host:
         results.append(host)
-    results += check_reaper(args.reaper_resource, sp, args.token, write=args.write_reaper_settings)
+    results += check_reaper(args.reaper_resource, sp, token, write=args.write_reaper_settings)
     return results
+
+
+def check_token(args: argparse.Namespace) -> tuple[str | None, Result | None]:
+    """The token the daemon would use (--token-file, --token, $AIEDIT_TOKEN) and a check of how it is given."""
+    from bridge.secret import TOKEN_ENV, TokenError, resolve_token
+
+    try:
+        token, _ = resolve_token(args.token, getattr(args, "token_file", None))
+    except TokenError as exc:
+        return None, Result("token", "FAIL", str(exc), "chmod 600 the token file, or set $" + TOKEN_ENV)
+    if args.token and not getattr(args, "token_file", None):
+        return token, Result("token", "ok", "a token is set in the config file or on the command line",
+                             "on a shared machine prefer token_file = \"FILE\" (mode 0600) or $" + TOKEN_ENV)
+    return token, None
 
 
 def print_results(results: list[Result], out=None) -> None:

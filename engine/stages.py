@@ -19,6 +19,10 @@ import torch.nn.functional as F
 
 from engine import calls, graphs, precision
 from engine.models.base import AudioModel, Conditioning
+from engine.schedules import start_index
+
+__all__ = ["Tuning", "diffusion_loss", "draw_noise", "finetune", "guidance_batch", "guided_prediction", "loss_at",
+           "make_sampler", "optimize_embedding", "pretrained_state", "sample", "start_index", "tuned"]
 
 StepFn = Callable[[int, int, float | None], None]  # (step, total, loss) — may raise Cancelled
 
@@ -28,27 +32,21 @@ def _noop(step: int, total: int, loss: float | None) -> None:
 
 
 def diffusion_loss(model: AudioModel, z0: torch.Tensor, cond: Conditioning, gen: torch.Generator) -> torch.Tensor:
-    """Eq. (1): noise z0 at t ~ U{0..T−1} and regress the scheduler's target (ε, or v for v-prediction models)."""
+    """Eq. (1): noise z0 at a random level and regress the model's target (ε or v on the ᾱ family, the velocity on
+    flow models): the draw and the pair come from ``model.schedule`` (engine.schedules)."""
     return loss_at(model, z0, cond, *draw_noise(model, z0, gen))
 
 
 def draw_noise(model: AudioModel, z0: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (t, ε) draw per row of z0, where ``gen`` lives (the seeded CPU generator, or the GPU's on the CUDA
-    fast path). Kept apart from :func:`loss_at` so the compiled training step takes the draw as an input."""
-    b = z0.shape[0]
-    t = torch.randint(0, model.num_train_timesteps, (b,), generator=gen, device=gen.device).to(z0.device)
-    noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32, device=gen.device).to(z0.device, z0.dtype)
-    return t, noise
+    """One (timestep, noise) draw per row of z0, where ``gen`` lives (the seeded CPU generator, or the GPU's on the
+    CUDA fast path). Kept apart from :func:`loss_at` so the compiled training step takes the draw as an input."""
+    return model.schedule.draw(z0, gen)
 
 
 def loss_at(model: AudioModel, z0: torch.Tensor, cond: Conditioning, t: torch.Tensor,
             noise: torch.Tensor) -> torch.Tensor:
-    """The loss of one drawn (t, ε) per row: the network part of a training step (one graph when compiled)."""
-    z_t = model.scheduler.add_noise(z0, noise, t)  # type: ignore[attr-defined]
-    if model.prediction_type == "v_prediction":
-        target = model.scheduler.get_velocity(z0, noise, t)  # type: ignore[attr-defined]
-    else:
-        target = noise
+    """The loss of one drawn (t, noise) per row: the network part of a training step (one graph when compiled)."""
+    z_t, target = model.schedule.training_pair(z0, t, noise)
     pred = model.predict_noise(z_t, t, cond)
     return F.mse_loss(pred.float(), target.float())
 
@@ -237,23 +235,13 @@ def tuned(model: AudioModel, tuning: Tuning | None) -> Iterator[None]:
 
 
 def make_sampler(model: AudioModel, kind: str, steps: int):
-    """A fresh sampling scheduler (stateful) on the model's training schedule: DDIM (η=0) or DPM-Solver++.
+    """A fresh sampling scheduler (stateful) on the model's schedule: DDIM (η=0) or DPM-Solver++ on the ᾱ family,
+    the flow models' own Euler / ping-pong sampler on their sigma schedule (engine.schedules).
 
     Its tables and timesteps stay on the host: the loop indexes them with host timesteps (a device timestep
     indexing a host table is a sync per step, and no graph capture is possible); the network gets the device
     copy that :func:`sample` makes once."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-    config = dict(model.scheduler.config)  # type: ignore[attr-defined]
-    if kind == "dpm":
-        # AudioLDM's (and the toy's) DDIM config says "leading": DPM-Solver++ would then start at t = 951 (25-50
-        # steps) or 801 (200) although sampling starts from pure noise. "trailing" starts at T − 1 (diffusers'
-        # scheduler docs; Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed").
-        config["timestep_spacing"] = "trailing"
-    cls = DPMSolverMultistepScheduler if kind == "dpm" else DDIMScheduler
-    sched = cls.from_config(config)
-    sched.set_timesteps(steps)
-    return sched
+    return model.schedule.sampler(kind, steps)
 
 
 def guidance_batch(cond: Conditioning, uncond: Conditioning) -> Conditioning:
@@ -304,11 +292,6 @@ def guided_prediction(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond:
     return _guided(model)(x2, t2, both, graphs.scalar(model, guidance, x))[:n]
 
 
-def start_index(strength: float, steps: int) -> int:
-    """The sampling step an SDEdit strength in (0, 1] starts from (1 = all steps, → 0: only the last)."""
-    return min(steps - 1, steps - max(1, round(strength * steps)))
-
-
 @torch.no_grad()
 def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | None, *, latent_shape: tuple,
            steps: int, guidance: float, seed: int, sampler: str = "ddim", z_ref: torch.Tensor | None = None,
@@ -318,50 +301,47 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
 
     Every take starts from the same seeded noise, so takes differ only by their conditioning and a take is
     reproducible alone or in any batch. ``guidance`` ≤ 1 disables classifier-free guidance. ``strength`` < 1
-    starts from z_ref noised to that level (SDEdit); a list gives each take its own strength, all in one loop (a
-    take rides along as z_ref re-noised to the current level until its start step). ``keep`` (broadcastable to
-    the latent, 1 = keep) blends in z_ref forward-noised to each step's level outside the region being inpainted.
+    starts from z_ref noised to that level (SDEdit; on a flow model the audio-to-audio ``init_noise_level``); a
+    list gives each take its own strength, all in one loop where the schedule allows (a take rides along as z_ref
+    re-noised to the current level until its start step; a flow model runs one loop per strength). ``keep``
+    (broadcastable to the latent, 1 = keep) inpaints: with the model's own masked conditioning when it has one
+    (SA3), else by blending in z_ref forward-noised to each step's level outside the region.
     """
     n = len(conds)
-    sched = make_sampler(model, sampler, steps)
-    timesteps = sched.timesteps  # host
-    strengths = [float(s) for s in strength] if isinstance(strength, list) else [float(strength)] * n
+    schedule = model.schedule
+    strengths = [float(x) for x in strength] if isinstance(strength, list) else [float(strength)] * n
     if len(strengths) != n:
         raise ValueError("one strength per conditioning")
+    if min(strengths) < 1.0 and z_ref is None:
+        raise ValueError("SDEdit needs the input latent")
+    if len(set(strengths)) > 1 and not schedule.joint_strengths:
+        return torch.cat([sample(model, [c], uncond, latent_shape=latent_shape, steps=steps, guidance=guidance,
+                                 seed=seed, sampler=sampler, z_ref=z_ref, keep=keep, strength=x, x_T=x_T,
+                                 on_step=on_step) for c, x in zip(conds, strengths, strict=True)])
+    sched = make_sampler(model, sampler, steps)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((1, *latent_shape), generator=gen, dtype=torch.float32)
     noise = noise.to(model.device, model.dtype).expand(n, *latent_shape).clone()
-    starts = [0 if s >= 1.0 else start_index(s, len(timesteps)) for s in strengths]
-    first = min(starts)
+    timesteps, latents, starts = schedule.start(sched, noise, z_ref, strengths, x_T)  # host timesteps
     late = None  # (n, 1, …) rows that have not started yet at the current step
-    if first > 0 or any(s > first for s in starts):
-        if z_ref is None:
-            raise ValueError("SDEdit needs the input latent")
-        timesteps = timesteps[first:]
-        if hasattr(sched, "set_begin_index"):
-            sched.set_begin_index(first)  # multistep solvers index their sigma tables from here
-        starts = [s - first for s in starts]
-        latents = sched.add_noise(z_ref.expand_as(noise), noise, timesteps[:1].repeat(n))
+    if max(starts) > 0:
         late = torch.tensor(starts, device=model.device).view(n, *([1] * len(latent_shape)))
-    elif x_T is not None:
-        latents = x_T.to(model.device, model.dtype).expand(n, *latent_shape).clone()
-    else:
-        latents = noise * sched.init_noise_sigma
     cond = Conditioning.cat(conds)
     both = guidance_batch(cond, uncond) if uncond is not None and guidance > 1.0 else None
     t_dev = timesteps.to(model.device)  # one copy for the whole loop
-    for i, t in enumerate(timesteps):
-        if late is not None and i > 0 and max(starts) >= i:  # rows starting now (or later) sit at this level
-            assert z_ref is not None
-            latents = torch.where(late >= i, sched.add_noise(z_ref.expand_as(noise), noise, t_dev[i].expand(n)),
-                                  latents)
-        pred = guided_prediction(model, sched.scale_model_input(latents, t), t_dev[i], cond, uncond, guidance,
-                                 both=both)
-        latents = sched.step(pred, t, latents, return_dict=False)[0]
-        if keep is not None and z_ref is not None:
-            known = z_ref.expand_as(latents)
-            if i + 1 < len(timesteps):
-                known = sched.add_noise(known, noise, t_dev[i + 1].expand(n))
-            latents = keep * known + (1 - keep) * latents
-        on_step(i + 1, len(timesteps), None)
+    with model.masked_conditioning(z_ref if keep is not None else None, keep) as native:
+        for i, t in enumerate(timesteps):
+            if late is not None and i > 0 and max(starts) >= i:  # rows starting now (or later) sit at this level
+                assert z_ref is not None
+                latents = torch.where(late >= i, schedule.add_noise(sched, z_ref.expand_as(noise), noise,
+                                                                    t_dev[i].expand(n)), latents)
+            pred = guided_prediction(model, schedule.scale_model_input(sched, latents, t), t_dev[i], cond, uncond,
+                                     guidance, both=both)
+            latents = schedule.step(sched, pred, t, latents, gen)
+            if keep is not None and z_ref is not None and not native:
+                known = z_ref.expand_as(latents)
+                if i + 1 < len(timesteps):
+                    known = schedule.add_noise(sched, known, noise, t_dev[i + 1].expand(n))
+                latents = keep * known + (1 - keep) * latents
+            on_step(i + 1, len(timesteps), None)
     return latents

@@ -122,7 +122,7 @@ def test_full_mode_trains_and_samples_in_fp32_with_tf32_on_a_bf16_model():
 def test_sampler_tables_stay_on_the_host_for_a_gpu_model(tiny_model, kind):
     """The loop indexes the scheduler's host tables with host timesteps (no sync per step); only the network gets
     a device copy. On 831c329 the timesteps were put on the model's device (here: a CUDA model on a CPU build)."""
-    gpu_model = SimpleNamespace(scheduler=tiny_model.scheduler, device=torch.device("cuda"))
+    gpu_model = SimpleNamespace(schedule=tiny_model.schedule, device=torch.device("cuda"))
     sched = make_sampler(gpu_model, kind, 10)
     assert sched.timesteps.device.type == "cpu"
 
