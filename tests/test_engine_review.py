@@ -60,7 +60,9 @@ def test_dpm_starts_at_the_top_of_the_schedule(steps):
     folder = Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy" / "scheduler"
     config = json.loads((folder / "scheduler_config.json").read_text())
     assert config["timestep_spacing"] == "leading"
-    model = SimpleNamespace(scheduler=DDIMScheduler.from_config(config), device=torch.device("cpu"))
+    from engine.schedules import DDPMSchedule
+
+    model = SimpleNamespace(schedule=DDPMSchedule(DDIMScheduler.from_config(config)), device=torch.device("cpu"))
     sched = make_sampler(model, "dpm", steps)
     assert int(sched.timesteps[0]) == 999
     assert len(sched.timesteps) == steps
