@@ -2,8 +2,9 @@
 together.
 
 Threads: main (waits for a stop signal, then shuts down in order), OSC (answers requests), inbox (spool
-files), heartbeat (daemon.json every 2 s), worker (the model and the edits). Only the worker ever imports
-torch.
+files), heartbeat (daemon.json every 2 s), one worker per device (the model and the edits; see
+:mod:`bridge.pool`) or, with ``--ray``, one per Ray actor (:mod:`bridge.remote`). Only local workers ever
+import torch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
 
 from bridge.osc_server import OscFrontend
+from bridge.pool import DeviceError, Pool, parse_devices, worker_names
 from bridge.protocol import PathMap
 from bridge.service import Limits, Service
 from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
@@ -40,6 +43,8 @@ class ServeConfig:
     token: str | None = None
     map_path: list[str] = field(default_factory=list)
     device: str | None = None
+    devices: str | None = None  # "cuda:0,cuda:1" | "all" | "cpu,cpu": one worker each (see bridge.pool)
+    ray: str | None = None  # a Ray cluster address, or "local": the workers are Ray actors (bridge.remote)
     cache_dir: str | None = None
     precision: str = "auto"
     compile: bool = False
@@ -175,28 +180,65 @@ class Daemon:
             limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
         )
         self.osc.attach(self.service)
+        self.pool = Pool()
+        self.service.workers_info = self.pool.info
+        self.shared_cache: str | None = None
+        try:
+            self.workers = self._remote_workers(cfg) if cfg.ray else self._local_workers(cfg)
+        except StartupError:
+            self.osc.close()
+            self.lock.release()
+            raise
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
-        self.worker = Worker(
-            self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload,
-            threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile,
-        )
         self.stop_event = threading.Event()
         self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)
+
+    def _local_workers(self, cfg: ServeConfig) -> list[Worker]:
+        try:
+            devices = parse_devices(cfg.devices, cfg.device)
+        except DeviceError as exc:
+            raise StartupError(str(exc)) from None
+        cache_dir = cfg.cache_dir
+        if cache_dir is None and len(devices) > 1:
+            # several workers share the LoRA stage results through the disk (a re-take on another worker then
+            # skips stages 1-2); a folder of this daemon's own, emptied at start and at stop
+            self.shared_cache = cache_dir = str(self.spool.root / "stage-cache")
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
+                       threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
+                       slot=self.pool.add(name))
+                for device, name in zip(devices, worker_names(devices), strict=True)]
+
+    def _remote_workers(self, cfg: ServeConfig) -> list[threading.Thread]:
+        from bridge import remote
+
+        try:
+            ray = remote.connect(cfg.ray or "local")
+            kinds = remote.actor_kinds(ray, cfg.devices)
+        except remote.RayUnavailable as exc:
+            raise StartupError(str(exc)) from None
+        return [remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
+                                    model=cfg.model, cache_dir=cfg.cache_dir, precision=cfg.precision,
+                                    compile_unet=cfg.compile)
+                for i, kind in enumerate(kinds)]
 
     def start(self) -> None:
         self.service.recover()
         self._osc_thread.start()
         self.heartbeat.beat()  # daemon.json appears once the port answers
         self.heartbeat.start()
-        self.worker.start()
+        for w in self.workers:
+            w.start()
         self.inbox.start()
         log.info(
-            "aiedit serving model %s on %s:%d, spool %s",
+            "aiedit serving model %s on %s:%d, spool %s, %d worker(s)%s",
             self.cfg.model,
             self.cfg.host,
             self.osc.port,
             self.spool.root,
+            len(self.workers),
+            f" on Ray ({self.cfg.ray})" if self.cfg.ray else "",
         )
 
     def stop(self) -> None:
@@ -204,10 +246,19 @@ class Daemon:
         log.info("stopping")
         self.inbox.stop()
         running = self.service.stop_running(STOP_REASON)
-        self.worker.join(timeout=STOP_WAIT_S)
-        if self.worker.is_alive() and running:
-            log.warning("job %s did not stop within %.0f s; marking it cancelled", running, STOP_WAIT_S)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for w in self.workers:
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
+        if running and any(w.is_alive() for w in self.workers):
+            log.warning("job(s) %s did not stop within %.0f s; marking them cancelled", ", ".join(running),
+                        STOP_WAIT_S)
             self.service.abandon_running(STOP_REASON)
+        if self.cfg.ray:
+            import ray
+
+            ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
+        if self.shared_cache:
+            shutil.rmtree(self.shared_cache, ignore_errors=True)
         self.osc.close()
         self.heartbeat.stop()
         self.lock.release()
