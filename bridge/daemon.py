@@ -186,7 +186,7 @@ class Daemon:
         try:
             self.workers = self._remote_workers(cfg) if cfg.ray else self._local_workers(cfg)
         except StartupError:
-            self.osc.close()
+            self.osc.server.server_close()  # not serving yet: shutdown() would wait for serve_forever forever
             self.lock.release()
             raise
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
