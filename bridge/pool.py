@@ -65,7 +65,7 @@ def worker_names(devices: list[str | None], host: str | None = None) -> list[str
     """``"<device>@<host>"`` per worker, unique: a device named more than once is numbered (``cpu:0``, ``cpu:1``).
     A worker on the default device is ``"auto@host"`` until its model has loaded and it knows its device."""
     host = host or socket.gethostname()
-    labels = [d or "auto" for d in devices]
+    labels = ["cuda:0" if d == "cuda" else d or "auto" for d in devices]
     return [f"{label}:{labels[:i].count(label)}@{host}" if labels.count(label) > 1 and ":" not in label
             else f"{label}@{host}" for i, label in enumerate(labels)]
 

@@ -145,6 +145,7 @@ def test_device_lists_and_worker_names():
     assert worker_names(["cuda:0", "cuda:1"], "h") == ["cuda:0@h", "cuda:1@h"]
     assert worker_names([None], "h") == ["auto@h"]
     assert worker_names(["cpu"], "h") == ["cpu@h"]
+    assert worker_names(["cuda"], "h") == ["cuda:0@h"]
 
 
 def _serve(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
