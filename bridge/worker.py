@@ -149,6 +149,12 @@ class Worker(threading.Thread):
                     import torch
 
                     torch.set_num_threads(self.threads)
+                if self.device and self.device.startswith("cuda:"):
+                    import torch
+
+                    # the current CUDA device is per thread: unqualified CUDA calls (memory queries, empty_cache)
+                    # made on this worker's thread then concern its own GPU
+                    torch.cuda.set_device(self.device)
                 self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir,
                                                  precision=self.precision, compile_unet=self.compile_unet)
             except EngineError:

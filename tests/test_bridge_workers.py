@@ -167,3 +167,13 @@ def test_serve_help_lists_devices_and_ray_and_bad_values_fail_in_one_line(tmp_pa
     r = _serve(tmp_path, "--devices", "cpu,tpu")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "aiedit serve: --devices: 'tpu' is not a device (cpu, cuda, cuda:N; or all)"]
+
+
+def test_a_requeued_job_goes_first_in_its_priority_and_a_worker_may_choose_among_the_queued():
+    q = JobQueue()
+    q.put("i1")
+    q.put("b1", "batch")
+    q.put("b0", "batch", front=True)  # a batch job whose worker died: before the other batch jobs, after interactive
+    assert q.order() == ["i1", "b0", "b1"]
+    assert q.get(0, lambda queued: queued[2][0]) == "b1"
+    assert q.get(0, lambda queued: None) is None and q.order() == ["i1", "b0"]
