@@ -67,24 +67,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=8, help="jobs per series, sent at once")
     ap.add_argument("--steps", default="20,20,10", help="embed,tune,sample steps per job")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray series")
+    ap.add_argument("--no-threads", action="store_true", help="skip the 1 worker / 2 threads series (slow on a "
+                    "busy CPU: OpenMP threads spin against other processes)")
     args = ap.parse_args(argv)
     e, t, s = (int(x) for x in args.steps.split(","))
     steps = {"embed": e, "tune": t, "sample": s}
     n = args.jobs
     rows: list[tuple[str, float, str]] = []
     result: dict[str, object] = {"jobs": n, "steps": args.steps}
+
+    def row(name: str, secs: float, note: str = "") -> None:
+        rows.append((name, secs, note))
+        print(f"[scale] {name}: {secs:.1f} s, {60 * n / secs:.1f} jobs/min {note}", flush=True)
+
     with tempfile.TemporaryDirectory(prefix="aiedit-scale-") as tmpdir:
         tmp = Path(tmpdir)
         src = make_wav(tmp / "src.wav", seconds=2.0)
         one, _, _ = series(tmp, src, "one", ["--devices", "cpu"], 1, n, steps)
-        rows.append(("1 worker, 1 torch thread", one, ""))
-        one2, _, _ = series(tmp, src, "one2", ["--devices", "cpu", "--threads", "2"], 1, n, steps,
-                            env={"OMP_NUM_THREADS": "2"})
-        rows.append(("1 worker, 2 torch threads", one2, f"{one / one2:.2f}× the 1-thread rate"))
+        row("1 worker, 1 torch thread", one)
+        if not args.no_threads:
+            one2, _, _ = series(tmp, src, "one2", ["--devices", "cpu", "--threads", "2"], 1, n, steps,
+                                env={"OMP_NUM_THREADS": "2"})
+            row("1 worker, 2 torch threads", one2, f"{one / one2:.2f}× the 1-thread rate")
+            result.update(one_worker_2threads_s=one2)
         two, used, _ = series(tmp, src, "two", ["--devices", "cpu,cpu"], 2, n, steps)
-        rows.append((f"2 workers (--devices cpu,cpu), 1 thread each; ran on {len(used)}", two,
-                     f"{one / two:.2f}× the 1-worker rate"))
-        result.update(one_worker_s=one, one_worker_2threads_s=one2, two_workers_s=two, ratio=one / two)
+        row(f"2 workers (--devices cpu,cpu), 1 thread each; ran on {len(used)}", two,
+            f"{one / two:.2f}× the 1-worker rate")
+        result.update(one_worker_s=one, two_workers_s=two, ratio=one / two)
         overhead: list[tuple[float, float]] = []
         if not args.no_ray:
             try:
@@ -93,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("(skipping the Ray series: pip install 'aiedit[cluster]')")
             else:
                 ray_s, used, log = series(tmp, src, "ray", ["--ray", "local", "--devices", "cpu,cpu"], 2, n, steps)
-                rows.append((f"2 Ray actors (--ray local --devices cpu,cpu); ran on {len(used)}", ray_s,
-                             f"{one / ray_s:.2f}× the 1-worker rate"))
+                row(f"2 Ray actors (--ray local --devices cpu,cpu); ran on {len(used)}", ray_s,
+                    f"{one / ray_s:.2f}× the 1-worker rate")
                 overhead = [(float(a), float(b)) for a, b in OVERHEAD.findall(log)]
                 result.update(ray_s=ray_s, ray_overhead=overhead)
     w = max(len(r[0]) for r in rows)

@@ -183,11 +183,22 @@ class Daemon:
         self.pool = Pool()
         self.service.workers_info = self.pool.info
         self.shared_cache: str | None = None
+        self.exit_code = 0
+        self._ray_thread: threading.Thread | None = None
         try:
-            self.workers = self._remote_workers(cfg) if cfg.ray else self._local_workers(cfg)
-        except StartupError:
+            if cfg.ray:
+                from bridge import remote
+
+                remote.check_installed()  # at once; joining the cluster waits until the port answers (start)
+                self.workers: list[threading.Thread] = []
+                self._ray_thread = threading.Thread(target=self._join_ray, name="aiedit-ray", daemon=True)
+            else:
+                self.workers = list(self._local_workers(cfg))
+        except (StartupError, ImportError) as exc:
             self.osc.server.server_close()  # not serving yet: shutdown() would wait for serve_forever forever
             self.lock.release()
+            if isinstance(exc, ImportError):
+                raise StartupError(str(exc)) from None
             raise
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
@@ -210,18 +221,31 @@ class Daemon:
                        slot=self.pool.add(name))
                 for device, name in zip(devices, worker_names(devices), strict=True)]
 
-    def _remote_workers(self, cfg: ServeConfig) -> list[threading.Thread]:
+    def _join_ray(self) -> None:
+        """Join the cluster and start one worker per actor, on a thread: ``ray.init`` takes seconds (a ``local``
+        instance 10 s and more), and the daemon answers ping meanwhile (jobs queue). A cluster that cannot be
+        joined stops the daemon with one line, as a start-up error would."""
         from bridge import remote
 
+        cfg = self.cfg
         try:
             ray = remote.connect(cfg.ray or "local")
             kinds = remote.actor_kinds(ray, cfg.devices)
         except remote.RayUnavailable as exc:
-            raise StartupError(str(exc)) from None
-        return [remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
+            print(f"aiedit serve: {exc}", file=sys.stderr)
+            log.error("%s", exc)
+            self.exit_code = 2
+            self.stop_event.set()
+            return
+        for i, kind in enumerate(kinds):
+            if self.service.closed.is_set():
+                return
+            w = remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
                                     model=cfg.model, cache_dir=cfg.cache_dir, precision=cfg.precision,
                                     compile_unet=cfg.compile)
-                for i, kind in enumerate(kinds)]
+            self.workers.append(w)
+            w.start()
+        log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
 
     def start(self) -> None:
         self.service.recover()
@@ -230,6 +254,8 @@ class Daemon:
         self.heartbeat.start()
         for w in self.workers:
             w.start()
+        if self._ray_thread is not None:
+            self._ray_thread.start()
         self.inbox.start()
         log.info(
             "aiedit serving model %s on %s:%d, spool %s, %d worker(s)%s",
@@ -238,7 +264,7 @@ class Daemon:
             self.osc.port,
             self.spool.root,
             len(self.workers),
-            f" on Ray ({self.cfg.ray})" if self.cfg.ray else "",
+            f", joining Ray at {self.cfg.ray}" if self.cfg.ray else "",
         )
 
     def stop(self) -> None:
@@ -247,13 +273,15 @@ class Daemon:
         self.inbox.stop()
         running = self.service.stop_running(STOP_REASON)
         deadline = time.monotonic() + STOP_WAIT_S
+        if self._ray_thread is not None:
+            self._ray_thread.join(timeout=STOP_WAIT_S)
         for w in self.workers:
             w.join(timeout=max(0.0, deadline - time.monotonic()))
         if running and any(w.is_alive() for w in self.workers):
             log.warning("job(s) %s did not stop within %.0f s; marking them cancelled", ", ".join(running),
                         STOP_WAIT_S)
             self.service.abandon_running(STOP_REASON)
-        if self.cfg.ray:
+        if self.cfg.ray and "ray" in sys.modules:
             import ray
 
             ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
@@ -272,7 +300,7 @@ class Daemon:
         while not self.stop_event.wait(0.5):
             pass
         self.stop()
-        return 0
+        return self.exit_code
 
     def request_stop(self) -> None:
         self.stop_event.set()

@@ -50,6 +50,14 @@ class RayUnavailable(Exception):
     """Ray is not installed, or the cluster cannot be reached (one line for the console)."""
 
 
+def check_installed() -> None:
+    """ImportError with how to install Ray, when it is not (``aiedit serve`` says it in one line)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ImportError(INSTALL_MSG) from None
+
+
 def connect(address: str) -> Any:
     """``ray.init`` for the daemon: ``local`` starts a private instance, anything else is a cluster address."""
     try:
