@@ -64,6 +64,7 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise RayUnavailable(INSTALL_MSG) from None
+    _probe(address)
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, "configure_logging": False}
     if address == "local":
         kwargs["include_dashboard"] = False
@@ -73,6 +74,21 @@ def connect(address: str) -> Any:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RayUnavailable(f"cannot join the Ray cluster at {address!r}: {text[:200]}") from None
     return ray
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address: ``ray.init`` itself retries for many minutes."""
+    if address in ("local", "auto") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayUnavailable(f"--ray {address!r}: give the head node as HOST:PORT (ray start --head prints it), "
+                             "or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+    except OSError as exc:
+        raise RayUnavailable(f"nothing answers at {address} ({exc.strerror or exc}): is `ray start --head` "
+                             "running there?") from None
 
 
 def actor_kinds(ray: Any, devices: str | None) -> list[str]:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -116,3 +119,15 @@ def test_a_killed_actor_mid_job_still_gets_every_job_done_exactly_once(cluster):
     # the dead actor was replaced by a new one under a new actor name
     workers = _wait_states(d, ["idle", "idle"], timeout=180)
     assert actor not in {w["actor"] for w in workers}
+
+
+def test_a_cluster_address_where_nothing_listens_stops_the_daemon_with_one_line(tmp_path):
+    with socket.socket() as s:  # a TCP port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "bridge", "serve", "--model", "tiny", "--port", "0", "--spool",
+                        str(tmp_path / "spool"), "--ray", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2
+    assert (f"aiedit serve: nothing answers at 127.0.0.1:{port} (Connection refused): is `ray start --head` running "
+            "there?") in r.stderr.splitlines()
