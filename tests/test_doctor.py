@@ -155,3 +155,22 @@ def test_a_bad_value_for_another_command_fails_the_config_check(env, capsys):
     assert code == 1
     line = row(out, "config")
     assert line.startswith("FAIL") and "port = 'nine'" in line and "fix that key" in line
+
+
+def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
+    # issue 18: "Yes: start it now" runs the command through ExecProcess, which does not search PATH (and a macOS
+    # app has no shell PATH): doctor names the full command and can write it into the scripts' settings
+    spool = env / "spool"
+    res = reaper_resource(env, spool, with_scripts=False)
+    _, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
+    line = row(out, "reaper engine")
+    assert line.startswith("warn") and "`aiedit serve`" in line and "not a full path" in line
+    from bridge.doctor import engine_command
+
+    cmd = engine_command()
+    assert cmd in line and Path(cmd.strip('"').split('"')[0].split(" ")[0]).is_absolute()
+    _, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res),
+                    "--write-reaper-settings")
+    ini = (res / "reaper-extstate.ini").read_text()
+    assert f"engine_cmd={cmd}\n" in ini and "[other]\nx=1\n" in ini and "last_prompt=knocks" in ini
+    assert row(out, "reaper engine").startswith("ok")
