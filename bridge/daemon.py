@@ -185,6 +185,7 @@ class Daemon:
         self.shared_cache: str | None = None
         self.exit_code = 0
         self._ray_thread: threading.Thread | None = None
+        self._ray_release = threading.Event()  # set by stop() once the workers are done with Ray
         try:
             if cfg.ray:
                 from bridge import remote
@@ -228,6 +229,7 @@ class Daemon:
         from bridge import remote
 
         cfg = self.cfg
+        ray = None
         try:
             ray = remote.connect(cfg.ray or "local")
             kinds = remote.actor_kinds(ray, cfg.devices)
@@ -236,6 +238,8 @@ class Daemon:
             log.error("%s", exc)
             self.exit_code = 2
             self.stop_event.set()
+            if ray is not None:
+                ray.shutdown()
             return
         for i, kind in enumerate(kinds):
             if self.service.closed.is_set():
@@ -246,6 +250,10 @@ class Daemon:
             self.workers.append(w)
             w.start()
         log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
+        # This thread stays until the workers have stopped: a "local" instance's processes were started from it
+        # with PR_SET_PDEATHSIG (ray._private.utils), which kills them when the *thread* that forked them ends.
+        self._ray_release.wait()
+        ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
 
     def start(self) -> None:
         self.service.recover()
@@ -273,18 +281,15 @@ class Daemon:
         self.inbox.stop()
         running = self.service.stop_running(STOP_REASON)
         deadline = time.monotonic() + STOP_WAIT_S
-        if self._ray_thread is not None:
-            self._ray_thread.join(timeout=STOP_WAIT_S)
         for w in self.workers:
             w.join(timeout=max(0.0, deadline - time.monotonic()))
         if running and any(w.is_alive() for w in self.workers):
             log.warning("job(s) %s did not stop within %.0f s; marking them cancelled", ", ".join(running),
                         STOP_WAIT_S)
             self.service.abandon_running(STOP_REASON)
-        if self.cfg.ray and "ray" in sys.modules:
-            import ray
-
-            ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
+        if self._ray_thread is not None:
+            self._ray_release.set()
+            self._ray_thread.join(timeout=STOP_WAIT_S)  # it shuts Ray down (unless ray.init is still under way)
         if self.shared_cache:
             shutil.rmtree(self.shared_cache, ignore_errors=True)
         self.osc.close()

@@ -27,9 +27,17 @@ LONG = {"embed": 20000, "tune": 3, "sample": 4}  # runs until cancelled
 def cluster(tmp_path_factory):
     # the actor processes are started by this instance's raylet and inherit this environment: they must import
     # this checkout's bridge/ and engine/ (CI installs it editable; PYTHONPATH makes sure of it here)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS")}
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
+    finally:  # the raylet has taken its copy; later tests see the environment they had
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     tmp = tmp_path_factory.mktemp("ray")
     try:
         with Daemon(tmp / "spool", "--ray", ray.get_runtime_context().gcs_address, "--devices", "cpu,cpu",
@@ -131,3 +139,18 @@ def test_a_cluster_address_where_nothing_listens_stops_the_daemon_with_one_line(
     assert r.returncode == 2
     assert (f"aiedit serve: nothing answers at 127.0.0.1:{port} (Connection refused): is `ray start --head` running "
             "there?") in r.stderr.splitlines()
+
+
+def test_ray_local_starts_its_own_instance_runs_a_job_and_ends_it(tmp_path):
+    src = make_wav(tmp_path / "src.wav")
+    d = Daemon(tmp_path / "spool", "--ray", "local", "--devices", "cpu")
+    try:
+        _wait_states(d, ["idle"], timeout=240)
+        with Listener(d.port) as osc:
+            osc.send("/aiedit/job", job_json("local1", src))
+            address, args = osc.wait_end("local1", timeout=120)
+            assert address == "/aiedit/done", args
+        assert json.loads(args[1])["worker"].startswith("cpu:0@")
+    finally:
+        assert d.stop() == 0, d.stderr()[-3000:]
+    assert "stopped" in d.stderr().splitlines()[-1]
