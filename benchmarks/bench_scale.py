@@ -1,6 +1,7 @@
 """Scale benchmark (not a test): N short jobs sent at once to 1 and to 2 workers, and the Ray overhead per job.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks scale [--jobs 8] [--steps 20,20,10] [--no-ray]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks scale [--jobs 8] [--steps 20,20,10] [--no-ray] [--no-threads]
+        [--devices cuda:0,cuda:1] [--model toy]
 
 Runs the real daemon (``--model tiny``) in a subprocess on a temporary spool and talks to it over UDP, as
 ``bench_bridge`` does. Rows: one worker (1 torch thread), one worker with 2 torch threads (the other way to use a
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=8, help="jobs per series, sent at once")
     ap.add_argument("--steps", default="20,20,10", help="embed,tune,sample steps per job")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray series")
+    ap.add_argument("--devices", default="cpu,cpu", help="the two workers' devices (e.g. cuda:0,cuda:1 on a GPU "
+                    "box); the one-worker series uses the first")
+    ap.add_argument("--model", default="tiny", help="model to serve (default tiny: random weights)")
     ap.add_argument("--no-threads", action="store_true", help="skip the 1 worker / 2 threads series (slow on a "
                     "busy CPU: OpenMP threads spin against other processes)")
     args = ap.parse_args(argv)
@@ -83,15 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aiedit-scale-") as tmpdir:
         tmp = Path(tmpdir)
         src = make_wav(tmp / "src.wav", seconds=2.0)
-        one, _, _ = series(tmp, src, "one", ["--devices", "cpu"], 1, n, steps)
+        devs = [d.strip() for d in args.devices.split(",")]
+        if len(devs) != 2:
+            ap.error("--devices: name two devices")
+        common = ["--model", args.model]
+        one, _, _ = series(tmp, src, "one", [*common, "--devices", devs[0]], 1, n, steps)
         row("1 worker, 1 torch thread", one)
         if not args.no_threads:
-            one2, _, _ = series(tmp, src, "one2", ["--devices", "cpu", "--threads", "2"], 1, n, steps,
+            one2, _, _ = series(tmp, src, "one2", [*common, "--devices", devs[0], "--threads", "2"], 1, n, steps,
                                 env={"OMP_NUM_THREADS": "2"})
             row("1 worker, 2 torch threads", one2, f"{one / one2:.2f}× the 1-thread rate")
             result.update(one_worker_2threads_s=one2)
-        two, used, _ = series(tmp, src, "two", ["--devices", "cpu,cpu"], 2, n, steps)
-        row(f"2 workers (--devices cpu,cpu), 1 thread each; ran on {len(used)}", two,
+        two, used, _ = series(tmp, src, "two", [*common, "--devices", args.devices], 2, n, steps)
+        row(f"2 workers (--devices {args.devices}), 1 thread each; ran on {len(used)}", two,
             f"{one / two:.2f}× the 1-worker rate")
         result.update(one_worker_s=one, two_workers_s=two, ratio=one / two)
         overhead: list[tuple[float, float]] = []
@@ -101,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:
                 print("(skipping the Ray series: pip install 'aiedit[cluster]')")
             else:
-                ray_s, used, log = series(tmp, src, "ray", ["--ray", "local", "--devices", "cpu,cpu"], 2, n, steps)
-                row(f"2 Ray actors (--ray local --devices cpu,cpu); ran on {len(used)}", ray_s,
+                kinds = ",".join("cpu" if d == "cpu" else "cuda" for d in devs)
+                ray_s, used, log = series(tmp, src, "ray", [*common, "--ray", "local", "--devices", kinds], 2, n,
+                                          steps)
+                row(f"2 Ray actors (--ray local --devices {kinds}); ran on {len(used)}", ray_s,
                     f"{one / ray_s:.2f}× the 1-worker rate")
                 overhead = [(float(a), float(b)) for a, b in OVERHEAD.findall(log)]
                 result.update(ray_s=ray_s, ray_overhead=overhead)
     w = max(len(r[0]) for r in rows)
-    print(f"\n{'scale benchmark (tiny model, CPU)':<{w}}  {n} jobs sent at once, steps {args.steps}, 2 s clip, 2 η")
+    title = f"scale benchmark ({args.model} model, {args.devices})"
+    print(f"\n{title:<{w}}  {n} jobs sent at once, steps {args.steps}, 2 s clip, 2 η")
     for name, secs, note in rows:
         print(f"{name:<{w}}  {secs:7.1f} s  {60 * n / secs:6.1f} jobs/min  {note}")
     if overhead:
