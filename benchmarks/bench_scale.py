@@ -1,11 +1,11 @@
 """Scale benchmark (not a test): N short jobs sent at once to 1 and to 2 workers, and the Ray overhead per job.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks scale [--jobs 8] [--steps 20,20,10] [--no-ray] [--no-threads]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks scale [--jobs 8] [--steps 20,20,10] [--no-ray] [--with-threads]
         [--devices cuda:0,cuda:1] [--model toy]
 
 Runs the real daemon (``--model tiny``) in a subprocess on a temporary spool and talks to it over UDP, as
-``bench_bridge`` does. Rows: one worker (1 torch thread), one worker with 2 torch threads (the other way to use a
-second core), two workers (``--devices cpu,cpu``, 1 thread each); then ``--ray local --devices cpu,cpu`` (two Ray
+``bench_bridge`` does. Rows: one worker (1 torch thread), with ``--with-threads`` one worker with 2 torch threads
+(the other way to use a second core), two workers (``--devices cpu,cpu``, 1 thread each); then ``--ray local --devices cpu,cpu`` (two Ray
 actors), whose per-job overhead the daemon logs: submit → the actor starts the edit, and the actor's result → the
 takes written by the daemon (transfer included).
 """
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", default="cpu,cpu", help="the two workers' devices (e.g. cuda:0,cuda:1 on a GPU "
                     "box); the one-worker series uses the first")
     ap.add_argument("--model", default="tiny", help="model to serve (default tiny: random weights)")
-    ap.add_argument("--no-threads", action="store_true", help="skip the 1 worker / 2 threads series (slow on a "
-                    "busy CPU: OpenMP threads spin against other processes)")
+    ap.add_argument("--with-threads", action="store_true", help="add a series of 1 worker with 2 torch threads "
+                    "(very slow on a busy CPU: OpenMP threads spin against other processes)")
     args = ap.parse_args(argv)
     e, t, s = (int(x) for x in args.steps.split(","))
     steps = {"embed": e, "tune": t, "sample": s}
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         common = ["--model", args.model]
         one, _, _ = series(tmp, src, "one", [*common, "--devices", devs[0]], 1, n, steps)
         row("1 worker, 1 torch thread", one)
-        if not args.no_threads:
+        if args.with_threads:
             one2, _, _ = series(tmp, src, "one2", [*common, "--devices", devs[0], "--threads", "2"], 1, n, steps,
                                 env={"OMP_NUM_THREADS": "2"})
             row("1 worker, 2 torch threads", one2, f"{one / one2:.2f}× the 1-thread rate")
