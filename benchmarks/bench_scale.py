@@ -4,10 +4,10 @@
         [--devices cuda:0,cuda:1] [--model toy]
 
 Runs the real daemon (``--model tiny``) in a subprocess on a temporary spool and talks to it over UDP, as
-``bench_bridge`` does. Rows: one worker (1 torch thread), with ``--with-threads`` one worker with 2 torch threads
-(the other way to use a second core), two workers (``--devices cpu,cpu``, 1 thread each); then ``--ray local --devices cpu,cpu`` (two Ray
-actors), whose per-job overhead the daemon logs: submit → the actor starts the edit, and the actor's result → the
-takes written by the daemon (transfer included).
+``bench_bridge`` does. Rows: one worker (1 torch thread); with ``--with-threads`` one worker with 2 torch threads
+(the other way to use a second core); two workers (``--devices cpu,cpu``, 1 thread each); then ``--ray local
+--devices cpu,cpu`` (two Ray actors), whose per-job overhead the daemon logs: submit → the actor starts the edit,
+and the actor's result → the takes written by the daemon (transfer included).
 """
 
 from __future__ import annotations
