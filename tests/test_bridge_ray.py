@@ -19,7 +19,7 @@ from bridge_helpers import ROOT, Daemon, Listener, job_json, make_wav
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'")
 
-MEDIUM = {"embed": 40, "tune": 20, "sample": 4}  # a few seconds per job on a loaded CPU: long enough to kill mid-job
+MEDIUM = {"embed": 30, "tune": 10, "sample": 4}  # a few seconds per job on a loaded CPU: long enough to kill mid-job
 LONG = {"embed": 20000, "tune": 3, "sample": 4}  # runs until cancelled
 
 
