@@ -31,6 +31,7 @@ import soundfile as sf
 import torch
 
 from engine.models.base import AudioModel
+from engine.models.tiny_parts import AUDIOLDM_SCHEDULER_CONFIG
 
 # -- published configs ------------------------------------------------------------------------------------------
 
@@ -64,10 +65,7 @@ AUDIOLDM2_UNET = {
     "cross_attention_dim": [[None, 768, 1024]] * 4,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}
-# cvssp/audioldm* scheduler/scheduler_config.json (ε-prediction, scaled-linear 0.0015 → 0.0195).
-AUDIOLDM_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195,
-                      "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
-                      "steps_offset": 1, "prediction_type": "epsilon"}
+AUDIOLDM_SCHEDULER = AUDIOLDM_SCHEDULER_CONFIG  # cvssp/audioldm* scheduler/scheduler_config.json
 
 # Published sizes (millions of parameters) the built models are checked against: TANGO's UNet (its paper and
 # notes/gpu.md), AudioLDM's UNets (the AudioLDM paper: S 181 M, L 739 M) and whole pipelines (the cvssp/audioldm-*
@@ -241,21 +239,30 @@ class Report:
         lines = [f"\nreal-size benchmark — {h['model']} ({h['size']}), {h['seconds']:g} s clip, latent {h['latent']}, "
                  f"precision {h['precision']}{', compiled' if h['compile'] else ''}",
                  f"machine: {h['machine']}", f"UNet {h['unet_m']:.1f} M parameters (published {h['published_m']})",
-                 "", f"| {'what':<38} | {'wall':>9} | split | peak GPU | peak RSS |",
-                 f"|{'-' * 40}|{'-' * 11}|---|---|---|"]
+                 "", f"| {'what':<38} | {'wall':>9} | split | network calls | peak GPU | peak RSS |",
+                 f"|{'-' * 40}|{'-' * 11}|---|---|---|---|"]
         for r in self.rows:
             wall = f"{r['ms_per_step']:.1f} ms/step" if "ms_per_step" in r else f"{r['wall_s']:.2f} s"
             split = ", ".join(f"{k} {v:.2f}" for k, v in r.get("split", {}).items()) or "—"
             gpu = f"{r['peak_gpu_mib'] / 1024:.2f} GiB" if r.get("peak_gpu_mib") is not None else "—"
-            lines.append(f"| {r['what']:<38} | {wall:>9} | {split} | {gpu} | {r['peak_rss_mib'] / 1024:.2f} GiB |")
+            lines.append(f"| {r['what']:<38} | {wall:>9} | {split} | {calls_cell(r.get('network_calls'))} | {gpu} "
+                         f"| {r['peak_rss_mib'] / 1024:.2f} GiB |")
         return "\n".join(lines)
+
+
+def calls_cell(calls: dict[str, int] | None) -> str:
+    """``embedding 200 + finetune 375 + sampling 25 = 600`` (sequential network calls per stage), or —."""
+    if not calls:
+        return "—"
+    return " + ".join(f"{k} {v}" for k, v in calls.items()) + f" = {sum(calls.values())}"
 
 
 def _fmt(r: dict) -> str:
     if "ms_per_step" in r:
         return f"{r['ms_per_step']:.1f} ms/step"
     split = " ".join(f"{k}={v:.2f}" for k, v in r.get("split", {}).items())
-    return f"{r['wall_s']:.2f} s  [{split}]"
+    calls = f"  calls: {calls_cell(r['network_calls'])}" if r.get("network_calls") else ""
+    return f"{r['wall_s']:.2f} s  [{split}]{calls}"
 
 
 def machine(device: str) -> str:
@@ -378,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         report.add({"what": "stage 1 step", "ms_per_step": s1 * 1e3, "peak_gpu_mib": _gpu_peak()})
         s2 = per_step(lambda k: finetune(m, z0, e, mode="lora", steps=k, **kw), timed)
         report.add({"what": "stage 2 LoRA step", "ms_per_step": s2 * 1e3, "peak_gpu_mib": _gpu_peak()})
+        s2k = per_step(lambda k: finetune(m, z0, e, mode="lora", steps=k, draws=4, **kw), timed)
+        report.add({"what": "stage 2 LoRA step, 4 noise draws", "ms_per_step": s2k * 1e3,
+                    "peak_gpu_mib": _gpu_peak()})
         s2f = per_step(lambda k: finetune(m, z0, e, mode="full", steps=k, **kw), timed)
         report.add({"what": "stage 2 full step", "ms_per_step": s2f * 1e3, "peak_gpu_mib": _gpu_peak()})
         conds = [e] * a.etas
@@ -398,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             wall, peak, res = _measure(lambda: editor.edit(EditRequest(str(src), Region(), params)))
             split = {k: round(v, 3) for k, v in res.timings.items()}  # type: ignore[attr-defined]
             report.add({"what": what, "wall_s": wall, "split": split, "peak_gpu_mib": peak,
-                        "cache_hit": res.cache_hit, "params": res.params})  # type: ignore[attr-defined]
+                        "cache_hit": res.cache_hit, "params": res.params,  # type: ignore[attr-defined]
+                        "network_calls": res.network_calls})  # type: ignore[attr-defined]
 
         if "lora" in rows or "retake" in rows:
             edit_row(f"cold LoRA edit, {a.etas} η", base)

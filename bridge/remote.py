@@ -136,7 +136,8 @@ class EditActor:
             label = f"cuda:{ids[0] if ids else 0}"
         else:
             label = f"cpu:{self.index}"
-        return {"name": f"{label}@{socket.gethostname()}", "model": self.editor.model_name, "pid": os.getpid()}
+        return {"name": f"{label}@{socket.gethostname()}", "model": self.editor.model_name,
+                "modes": tuple(self.editor.model.modes), "pid": os.getpid()}
 
     def edit(self, jid: str, request: EditRequest, audio: Any, sample_rate: int) -> dict[str, Any]:
         """Edit the region (``audio``: frames x channels float64) and return the takes as WAV bytes, or
@@ -172,7 +173,7 @@ class EditActor:
                               "scores": t.scores.to_dict() if t.scores is not None else None})
             return {"state": "done", "model": editor.model_name, "best": result.best,
                     "sample_rate": result.sample_rate, "channels": result.channels, "frames": result.frames,
-                    "takes": takes, "t_start": t_start, "t_end": time.time()}
+                    "network_calls": result.network_calls, "takes": takes, "t_start": t_start, "t_end": time.time()}
         except Cancelled:
             return {"state": "cancelled", "error": token.reason or "cancelled"}
         except EngineError as exc:
@@ -239,7 +240,7 @@ class RemoteWorker(threading.Thread):
             return False
         self.actor = actor
         self.slot.name = info["name"]
-        self.service.set_model_name(info["model"])
+        self.service.set_model_name(info["model"], info["modes"])
         self.pool.set_state(self.slot, "idle")
         log.info("Ray worker %s ready as %s (pid %s)", name, info["name"], info["pid"])
         return True
@@ -309,7 +310,7 @@ class RemoteWorker(threading.Thread):
             return
         written = time.time()
         sv.finish(jid, "done", takes=takes, model=out["model"], best=out["best"], sample_rate=out["sample_rate"],
-                  channels=out["channels"], frames=out["frames"])
+                  channels=out["channels"], frames=out["frames"], network_calls=out["network_calls"])
         log.info("job %s ran on %s: submit→start %.3f s, result→takes written %.3f s (of which writing %.3f s)",
                  jid, self.slot.name, out["t_start"] - t_submit, written - out["t_end"], written - t_result)
 

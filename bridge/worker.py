@@ -22,7 +22,7 @@ from bridge.pool import LOAD_LOCK, Pool, Slot, worker_names
 from bridge.protocol import Job, open_regular, take_name
 from bridge.service import Service
 from engine.errors import Cancelled, EngineError, ModelUnavailable
-from engine.params import EditParams
+from engine.params import ZERO_SHOT_MODES, EditParams
 from engine.progress import CancelToken, Progress
 
 log = logging.getLogger("aiedit.worker")
@@ -46,7 +46,7 @@ class ProgressMap:
         p = params  # resolved: every step count filled in
         n = len(p.etas)
         self.loading = LOADING if loading else 0.0
-        zero_shot = p.mode in ("sdedit", "zeta")
+        zero_shot = p.mode in ZERO_SHOT_MODES
         tune_steps = 0 if zero_shot else int(p.tune_steps or 0)
         embed_steps = 0 if zero_shot else int(p.embed_steps or 0)
         sample_cost = (p.sample_steps or 50) * n * 0.7
@@ -166,7 +166,7 @@ class Worker(threading.Thread):
             # stalled the answering thread for ~0.4 s (a 100-job burst); freeze them out of the collector.
             gc.collect()
             gc.freeze()
-            self.service.set_model_name(self.editor.model_name)
+            self.service.set_model_name(self.editor.model_name, self.editor.model.modes)
             m = self.editor.model
             if self.device is None and self.slot.name.startswith("auto@"):  # now it knows where "auto" put it
                 self.slot.name = f"{m.device}@{socket.gethostname()}"
@@ -203,6 +203,7 @@ class Worker(threading.Thread):
                 sample_rate=result.sample_rate,
                 channels=result.channels,
                 frames=result.frames,
+                network_calls=result.network_calls,
             )
             return
         except Cancelled:

@@ -1,9 +1,10 @@
 """The edit, end to end: audio region in, one aligned take per η out, scored.
 
 ``Editor`` holds a loaded model (and optionally a CLAP scorer and a stage cache) and runs requests one at a time.
-It owns the audio bookkeeping around the stages: the model hears mono at its own rate, peak-normalised as in
-training; every take comes back at the input's rate, channel count and exact length, time-aligned; an inpainting
-take equals the input sample for sample outside the selected range.
+It owns the audio bookkeeping around the stages: the model hears the input at its own rate and channel count (mono
+for the AudioLDM family, peak-normalised as in its training; stereo for Stable Audio 3, level kept); every take
+comes back at the input's rate, channel count and exact length, time-aligned; an inpainting take equals the input
+sample for sample outside the selected range.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import numpy as np
 import soxr
 import torch
 
+from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
 from engine.errors import InputError, OutOfMemory
+from engine.flowedit import flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning
 from engine.params import ZERO_SHOT_MODES, EditParams, EditRequest
@@ -61,6 +64,7 @@ class Editor:
              cancel: CancelToken | None = None) -> EditResult:
         """Run one request; raises InputError, OutOfMemory, Cancelled (all before anything is returned)."""
         request.validate()
+        self.check_mode(request.params)
         report = progress or (lambda p: None)
         token = cancel or CancelToken()
         try:
@@ -78,6 +82,15 @@ class Editor:
         return OutOfMemory("the GPU ran out of memory: try LoRA mode, a shorter region or fewer η values; "
                            "the model itself is unchanged")
 
+    def check_mode(self, params: EditParams) -> None:
+        """Refuse up front, in one line, a mode (or start) this model cannot run."""
+        m = self.model
+        if params.mode not in m.modes:
+            raise InputError(f"{m.name} cannot run mode {params.mode!r}: it runs {', '.join(m.modes)}")
+        if params.start == "inversion" and not m.can_invert:
+            raise InputError(f"{m.name} has no DDIM inversion: use --start noise (or --mode flowedit to keep the "
+                             "input's timing)")
+
     def resolve_params(self, params: EditParams) -> EditParams:
         """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
         paper's (what results record, and what the cache keys on)."""
@@ -90,17 +103,21 @@ class Editor:
     def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken) -> EditResult:
         p = self.resolve_params(request.params)
         timings: dict[str, float] = {}
+        counts: dict[str, int] = {}
         t0 = time.perf_counter()
         report(Progress("preparing", 0, 1))
         data, sr = read_region(request.source, request.region)
         frames, channels = data.shape
         span = self._inpaint_span(p, frames, sr)
         msr = self.model.sample_rate
-        mono = soxr.resample(data.mean(axis=1), sr, msr, quality="VHQ") if sr != msr else data.mean(axis=1)
-        dc = float(mono.mean())
-        peak = float(np.max(np.abs(mono - dc))) if mono.size else 0.0
-        gain = 0.5 / peak if peak > 1e-6 else 1.0  # AudioLDM's training normalisation; undone on the way out
-        x = (mono - dc) * gain
+        heard = to_model_channels(data, self.model.channels)
+        heard = soxr.resample(heard, sr, msr, quality="VHQ") if sr != msr else heard
+        dc, gain = 0.0, 1.0
+        if self.model.input_peak is not None:  # AudioLDM's training normalisation; undone on the way out
+            dc = float(heard.mean())
+            peak = float(np.max(np.abs(heard - dc))) if heard.size else 0.0
+            gain = self.model.input_peak / peak if peak > 1e-6 else 1.0
+        x = (heard - dc) * gain
         window = int(self.model.max_seconds * msr)
         focus = (span.model_start, span.model_end) if span else (0, len(x))
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
@@ -113,7 +130,7 @@ class Editor:
         cache_hits = 0
         for k, win in enumerate(windows):
             waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, e_target,
-                                           uncond, report, token, timings)
+                                           uncond, report, token, timings, counts)
             cache_hits += hit
             for j, w in enumerate(waves):
                 pieces[j].append((win, w))
@@ -123,17 +140,17 @@ class Editor:
         for eta, parts in zip(p.etas, pieces, strict=True):
             y = overlap_add(parts, len(x)) / gain + dc
             y = soxr.resample(y, msr, sr, quality="VHQ") if sr != msr else y
-            y = _fit_length(y, frames)
+            y = to_input_channels(_fit_length(y, frames), channels)
             if span is not None:
                 audio = splice(data, y, span.start, span.end, round(INPAINT_FADE_S * sr))
             else:
-                audio = np.repeat(y[:, None], channels, axis=1)
+                audio = y
             takes.append(Take(float(eta), audio.astype(np.float32)))
         timings["assemble"] = time.perf_counter() - t0
 
         trained = p.mode not in ZERO_SHOT_MODES
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
-                            timings=timings, windows=len(windows), params=p.to_dict())
+                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts)
         if self.scorer is not None:
             token.check()
             t0 = time.perf_counter()
@@ -171,25 +188,25 @@ class Editor:
 
     def _edit_window(self, seg: np.ndarray, win: Window, k: int, nwin: int, span: _Span | None, p: EditParams,
                      e_target: Conditioning, uncond: Conditioning, report: ProgressFn, token: CancelToken,
-                     timings: dict[str, float]) -> tuple[list[np.ndarray], bool]:
+                     timings: dict[str, float], counts: dict[str, int]) -> tuple[list[np.ndarray], bool]:
         """Stages 1-3 on one window; returns one model-rate waveform per η and whether the cache was hit."""
         m = self.model
         n = len(seg)
-        nframes = m.frames_for(n)
-        wave = torch.zeros(1, nframes * m.mel.hop_length)
-        wave[0, :n] = torch.from_numpy(seg.astype(np.float32))
-        z0 = m.encode_audio(wave)
+        padded = m.padded_length(n)
+        wave = torch.zeros(1, m.channels, padded)
+        wave[0, :, :n] = torch.from_numpy(np.ascontiguousarray(seg.reshape(n, -1).T, dtype=np.float32))
+        z0 = m.audio_to_latent(wave)
         shape = tuple(z0.shape[1:])
         keep = None
         if span is not None:
-            per_latent = m.mel.hop_length * nframes // z0.shape[2]
+            per_latent = padded // z0.shape[2]
             a = max(0, span.model_start - win.start) // per_latent
             b = -(-(min(win.end, span.model_end) - win.start) // per_latent)
-            keep = torch.ones(1, 1, z0.shape[2], 1, device=m.device, dtype=m.dtype)
+            keep = torch.ones(1, 1, z0.shape[2], *([1] * (z0.dim() - 3)), device=m.device, dtype=m.dtype)
             keep[:, :, a:b] = 0
         steps, guidance = int(p.sample_steps or m.default_steps), float(p.guidance or 0.0)
-        if steps > m.num_train_timesteps:
-            raise InputError(f"sampling steps {steps} exceed the model's {m.num_train_timesteps} timesteps")
+        if steps > m.max_sample_steps:
+            raise InputError(f"sampling steps {steps} exceed the model's {m.max_sample_steps}")
         seed = p.seed + 7919 * k
 
         def stepper(stage: str) -> Callable[[int, int, float | None], None]:
@@ -199,50 +216,71 @@ class Editor:
             return on_step
 
         hit = False
-        if p.mode == "sdedit":
+        if p.mode == "sdedit":  # every strength in one loop: a take joins the batch at its own start step
             t0 = time.perf_counter()
-            latents = torch.cat([
-                sample(m, [e_target], uncond, latent_shape=shape, steps=steps, guidance=guidance, seed=seed,
-                       sampler=p.sampler, z_ref=z0, keep=keep, strength=float(s), on_step=stepper("sampling"))
-                for s in p.etas])
+            with calls.stage(m, "sampling", counts):
+                latents = sample(m, [e_target] * len(p.etas), uncond, latent_shape=shape, steps=steps,
+                                 guidance=guidance, seed=seed, sampler=p.sampler, z_ref=z0, keep=keep,
+                                 strength=[float(s) for s in p.etas], on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         elif p.mode == "zeta":
-            latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings)
+            latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings, counts)
+        elif p.mode == "flowedit":
+            e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
+            t0 = time.perf_counter()
+            with calls.stage(m, "sampling", counts):
+                latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
+                                   steps=steps, guidance=guidance, seed=seed, keep=keep, on_step=stepper("sampling"))
+            timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
-            key = cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed})
+            key = self.stage_cache_key(seg, p, seed)
             cached = self.cache.get(key)
             if cached is not None:
                 hit = True
                 e_opt, tuning = cached[0].to(m.device, m.dtype), cached[1]
             else:
                 t0 = time.perf_counter()
-                e_opt, _ = optimize_embedding(m, z0, e_target, steps=int(p.embed_steps or 0),
-                                              lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
+                with calls.stage(m, "embedding", counts):
+                    e_opt, _ = optimize_embedding(m, z0, e_target, steps=int(p.embed_steps or 0),
+                                                  lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
                 timings["embedding"] = timings.get("embedding", 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if p.mode == "full":
                     self.cache.drop_full()  # at most one full UNet state in host RAM besides the pretrained copy
-                tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
-                                     lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
-                                     on_step=stepper("finetune"))
+                with calls.stage(m, "finetune", counts):
+                    tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
+                                         lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
+                                         draws=int(p.tune_draws or 1), on_step=stepper("finetune"))
                 timings["finetune"] = timings.get("finetune", 0.0) + time.perf_counter() - t0
                 self.cache.put(key, e_opt, tuning)
             t0 = time.perf_counter()
             conds = [e_opt.lerp(e_target, float(eta)) for eta in p.etas]
             with tuned(m, tuning):
                 x_T = None
-                if p.start == "inversion":
-                    x_T = ddim_invert(m, z0, e_opt, steps=steps, on_step=stepper("inverting"))
-                latents = self._sample_batched(conds, uncond, shape, steps, guidance, seed, p, z0, keep,
-                                               stepper("sampling"), x_T)
+                if p.start == "inversion":  # on the sampler's own grid: it ends where that sampler starts
+                    with calls.stage(m, "inverting", counts):
+                        x_T = ddim_invert(m, z0, e_opt, steps=steps, sampler=p.sampler,
+                                          on_step=stepper("inverting"))
+                with calls.stage(m, "sampling", counts):
+                    latents = self._sample_batched(conds, uncond, shape, steps, guidance, seed, p, z0, keep,
+                                                   stepper("sampling"), x_T)
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         token.check()
         t0 = time.perf_counter()
         report(Progress("decoding", 0, 1, k, nwin))
-        waves = m.decode_latent(latents)[:, :n].cpu().numpy().astype(np.float64)
+        decoded = m.latent_to_audio(latents)[:, :, :n].cpu().numpy().astype(np.float64)  # (takes, C, n)
+        waves = decoded[:, 0] if seg.ndim == 1 else decoded.transpose(0, 2, 1)
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
+
+    def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int) -> str:
+        """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, and where and in
+        which precision they ran (a bf16 or GPU result is not the fp32 CPU one, and vice versa)."""
+        m = self.model
+        where = {"device": m.device.type, "weights": str(m.weight_dtype or m.dtype).removeprefix("torch."),
+                 "dtype": str(m.dtype).removeprefix("torch.")}
+        return cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed, **where})
 
     def _sample_batched(self, conds: list[Conditioning], uncond: Conditioning, shape: tuple, steps: int,
                         guidance: float, seed: int, p: EditParams, z0: torch.Tensor, keep: torch.Tensor | None,
@@ -263,18 +301,27 @@ class Editor:
 
     def _zeta(self, p: EditParams, z0: torch.Tensor, e_target: Conditioning, uncond: Conditioning, steps: int,
               guidance: float, seed: int, keep: torch.Tensor | None, stepper,
-              timings: dict[str, float]) -> torch.Tensor:
+              timings: dict[str, float], counts: dict[str, int]) -> torch.Tensor:
         """Zero-shot edit: invert z0 once (edit-friendly DDPM), re-sample all strengths under the prompt (an
-        inpainting range is blended with the input's levels; the splice after decoding keeps the audio exact)."""
+        inpainting range is blended with the input's levels; the splice after decoding keeps the audio exact).
+
+        The inversion guides the source prompt with its own scale (ZETA's reference code: source 3, target 12);
+        without a source prompt its conditional branch *is* the unconditional one, so it runs that one alone."""
         m = self.model
-        e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
         t0 = time.perf_counter()
-        maps = extract_noise_maps(m, z0, e_src, uncond, steps=steps, guidance=guidance, seed=seed,
-                                  on_step=stepper("inverting"))
+        with calls.stage(m, "inverting", counts):
+            if p.source_prompt.strip():
+                e_src = self._encode(p.source_prompt)[0]
+                maps = extract_noise_maps(m, z0, e_src, uncond, steps=steps, guidance=float(p.source_guidance),
+                                          seed=seed, on_step=stepper("inverting"))
+            else:
+                maps = extract_noise_maps(m, z0, uncond, None, steps=steps, guidance=1.0, seed=seed,
+                                          on_step=stepper("inverting"))
         timings["invert"] = timings.get("invert", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
-        latents = zeta_sample(m, maps, e_target, uncond, strengths=[float(s) for s in p.etas], guidance=guidance,
-                              keep=keep, on_step=stepper("sampling"))
+        with calls.stage(m, "sampling", counts):
+            latents = zeta_sample(m, maps, e_target, uncond, strengths=[float(s) for s in p.etas],
+                                  guidance=guidance, keep=keep, on_step=stepper("sampling"))
         timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         return latents
 
@@ -282,7 +329,30 @@ class Editor:
 def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
     if len(y) >= frames:
         return y[:frames]
-    return np.pad(y, (0, frames - len(y)))
+    return np.pad(y, [(0, frames - len(y))] + [(0, 0)] * (y.ndim - 1))
+
+
+def to_model_channels(data: np.ndarray, channels: int) -> np.ndarray:
+    """(frames, C_in) → what a model with ``channels`` hears: (frames,) mono mix, or (frames, 2) stereo (mono
+    duplicated; more than two channels folded, even ones to the left and odd ones to the right)."""
+    if channels == 1:
+        return data.mean(axis=1)
+    if data.shape[1] == channels:
+        return data
+    if data.shape[1] == 1:
+        return np.repeat(data, channels, axis=1)
+    return np.stack([data[:, 0::2].mean(axis=1), data[:, 1::2].mean(axis=1)], axis=1)
+
+
+def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:
+    """The inverse of :func:`to_model_channels`: a model's (frames,) or (frames, 2) output → (frames, channels)."""
+    if y.ndim == 1:
+        return np.repeat(y[:, None], channels, axis=1)
+    if y.shape[1] == channels:
+        return y
+    if channels == 1:
+        return y.mean(axis=1, keepdims=True)
+    return y[:, np.arange(channels) % y.shape[1]]
 
 
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,
