@@ -81,6 +81,7 @@ def test_two_actors_run_a_batch_and_the_daemon_writes_their_takes(cluster):
     for st in done:
         assert [t["path"] for t in st["takes"]] == [str(d.spool / "jobs" / st["id"] / "takes" / n)
                                                     for n in ("eta0.30.wav", "eta0.60.wav")]
+        assert st["network_calls"]["sampling"] > 0 and st["model"] == "tiny"  # as a local worker reports them
         info = sf.info(st["takes"][0]["path"])
         assert (info.frames, info.channels, info.samplerate, info.subtype) == (44_100, 2, 44_100, "FLOAT")
     assert "submit→start" in d.stderr()  # the Ray overhead per job is logged
