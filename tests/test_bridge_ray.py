@@ -75,8 +75,7 @@ def test_two_actors_run_a_batch_and_the_daemon_writes_their_takes(cluster):
         for i in range(4):
             address, args = osc.wait_end(f"batch{i}", timeout=240)
             assert address == "/aiedit/done", args
-            done.append(json.loads(args[1]))
-            assert any(a == "/aiedit/progress" and x[1] == "embedding" for a, x in osc.events_for(f"batch{i}"))
+            done.append(json.loads(args[1]))  # (progress streaming is checked on a long job, in the cancel test)
     assert {st["worker"] for st in done} == names
     for st in done:
         assert [t["path"] for t in st["takes"]] == [str(d.spool / "jobs" / st["id"] / "takes" / n)
