@@ -265,6 +265,7 @@ class RemoteWorker(threading.Thread):
         sv, jid, ray = self.service, job.id, self.ray
         try:
             with pinned_source(job.source_path) as source:
+                sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
                 audio, sr = read_region(source, job.request.region)
         except (EngineError, OSError) as exc:
             sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
@@ -296,6 +297,11 @@ class RemoteWorker(threading.Thread):
             sv.finish(jid, out["state"], out["error"])
             return
         t_result = time.time()
+        try:
+            sv.check_output(job, out["sample_rate"], out["channels"], out["frames"])
+        except EngineError as exc:
+            sv.finish(jid, "failed", str(exc))
+            return
         try:
             sv.progress(jid, "writing", 1.0 - WRITING)
             takes = write_takes(sv, job, [(t["eta"], _bytes_writer(t["wav"]), t["scores"]) for t in out["takes"]],
