@@ -1,6 +1,6 @@
 """Train the toy flow model (the Stable Audio 3 architecture, shrunk) on the procedural world, from scratch, on a CPU.
 
-    python -m toyworld.train_flow --out engine/weights/toy_flow [--stages ae,whiten,text,dit] [--quick]
+    python -m toyworld.train_flow --out engine/weights/toy_flow [--stages ae,whiten,dit] [--quick] [--max-minutes M]
 
 The same classes the ``stable-audio-3`` family loads, in diffusers' ``StableAudio3Pipeline`` folder layout
 (model_index.json, vae/, text_encoder/, tokenizer/, duration_embedder/, transformer/, scheduler/), at 44.1 kHz stereo:
@@ -12,13 +12,17 @@ The same classes the ``stable-audio-3`` family loads, in diffusers' ``StableAudi
 - ``whiten``: folds each latent channel's mean and std into the soft-norm bottleneck (encoder side) and the
   decoder's input projection, so the flow model sees zero-mean, unit-variance latents with the decoded audio
   unchanged. The toy AudioLDM needed the same (docs/quality.md, "The fix that made it edit").
-- ``text``: a tiny transformers ``T5GemmaEncoderModel`` with an offline byte-level tokenizer
-  (``engine.models.tiny_parts``), its weights trained as a caption encoder: contrastively against a small audio
-  tower on the AE's latents (the tower is thrown away). It then stays frozen for ``dit`` (see ``train_text``).
-- ``dit``: diffusers ``StableAudio3DiTModel`` on whole-clip latents, the rectified-flow loss
-  (x_σ = (1 − σ)·x0 + σ·ε, target v = ε − x0), σ drawn from a logit-normal shifted to high noise (where only the
-  text says what the clip holds), 10 % empty-prompt dropout for classifier-free guidance, the pipeline's duration
-  conditioning; EMA weights shipped. Writes the whole pipeline folder.
+- ``dit``: diffusers ``StableAudio3DiTModel`` on whole-clip latents (111 frames for 2.56 s), with the rectified-flow
+  loss (x_σ = (1 − σ)·x0 + σ·ε, target v = ε − x0); σ half from log-SNR uniform in [−7, 4] (64 % of draws above
+  σ = 0.5: at high noise only the text says what the clip holds, the lesson of the toy AudioLDM's second round), half
+  uniform; 10 % empty-prompt dropout for classifier-free guidance; the pipeline's duration conditioning (a
+  ``StableAudio3DurationEmbedder``, also the extra context token); a quarter of the steps with SA3's inpainting input
+  (``local_add_cond`` = mask ∥ masked latents, a random 0.25-1 s gap), so inpainting has learned conditioning.
+  The text encoder, a tiny transformers ``T5GemmaEncoderModel`` behind ``world_tokenizer`` (a GemmaTokenizer whose
+  BPE merges spell the world's 25 words), trains *jointly* with the DiT: the real SA3 keeps T5Gemma frozen because it
+  arrives pretrained on language, while ours starts random; frozen it would hand the DiT fixed random features of
+  character strings, trained it learns the word distinctions the flow loss needs, in the same budget. EMA weights
+  of both are shipped, and the stage writes the whole ``StableAudio3Pipeline`` folder.
 
 Single-threaded by default (the machine is shared); timings go to stdout and ``<out>/train_log.json``.
 """
@@ -33,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from toyworld import world
 from toyworld.train import log, lr_at, set_lr
@@ -51,8 +54,8 @@ def clips_stereo(n: int, start: int = 0) -> tuple[np.ndarray, list[str]]:
 
 # ↓1024 (patch 128 × stride 8): 64 numbers per 2 × 1024 samples, the real SAME's compression (2 × 4096 → 256)
 # at a 4× finer latent rate (43 Hz, 23 ms a latent) so onsets stay placeable and a 2.56 s clip is 111 DiT tokens.
-AE_CONFIG = dict(audio_channels=2, patch_size=128, encoder_channels=48, encoder_c_mults=(4,), encoder_strides=(8,),
-                 encoder_transformer_depths=(2,), latent_dim=64, use_differential_attention=True, dim_heads=48,
+AE_CONFIG = dict(audio_channels=2, patch_size=128, encoder_channels=32, encoder_c_mults=(4,), encoder_strides=(8,),
+                 encoder_transformer_depths=(2,), latent_dim=64, use_differential_attention=True, dim_heads=32,
                  ff_mult=2, sliding_window=2, sampling_rate=SR)
 
 
@@ -80,7 +83,7 @@ def stft_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def train_ae(out: Path, q: float) -> dict:
     torch.manual_seed(11)
     rng = np.random.default_rng(11)
-    n, steps, batch = max(16, int(600 * q)), max(4, int(AE_STEPS * q)), 8
+    n, steps, batch = max(16, int(400 * q)), max(4, int(AE_STEPS * q)), 6
     waves, _ = clips_stereo(n)
     wt = torch.from_numpy(waves)
     ae = ae_model().train()
@@ -90,7 +93,7 @@ def train_ae(out: Path, q: float) -> dict:
         idx = rng.integers(0, n, batch)
         off = rng.integers(0, wt.shape[-1] - AE_CROP + 1, batch)
         x = torch.stack([wt[i, :, o:o + AE_CROP] for i, o in zip(idx, off, strict=True)])
-        set_lr(opt, lr_at(step, steps, 1.5e-3))
+        set_lr(opt, lr_at(step, steps, 2e-3))
         z = ae.encode(x).latents
         z_noisy = z + 0.1 * z.detach().std() * torch.randn_like(z)
         y = ae.decode(z_noisy).sample[..., :AE_CROP]
@@ -104,7 +107,7 @@ def train_ae(out: Path, q: float) -> dict:
         if step % 50 == 0 or step == steps - 1:
             log(f"ae {step}/{steps} stft {spec.item():.3f} wav L1 {wav_l1.item():.4f} "
                 f"({time.perf_counter() - t0:.0f} s, {(time.perf_counter() - t0) / (step + 1):.2f} s/step)")
-            if step % 500 == 0 and step:
+            if step % 200 == 0 and step:
                 ae.save_pretrained(out / "vae", safe_serialization=True)  # a partial run still leaves an AE
     ae.eval()
     with torch.no_grad():
@@ -150,15 +153,209 @@ def whiten_ae(out: Path, q: float) -> dict:
             "channel_std_range": [sigma.min().item(), sigma.max().item()], "decode_drift": drift}
 
 
-AE_STEPS = 800
+AE_STEPS = 500
 
-STAGES = {"ae": train_ae, "whiten": whiten_ae}
+# ---------------------------------------------------------------------------------------------- text + DiT
+
+TEXT_MAX = 48  # tokens; the world's captions take ≤ 14 with the word merges
+COND = 64  # T5Gemma hidden size = the DiT's cond_token_dim and global_cond_dim
+
+
+def world_tokenizer():
+    """A GemmaTokenizer built in memory: Gemma's special ids (pad 0, eos 1, bos 2, unk 3), byte fall-back, one token
+    per printable ASCII character and '▁', plus BPE merges that spell each of the world's words (with and without
+    the leading '▁'), so a caption is a handful of word tokens and any other text still encodes, by characters."""
+    from transformers import GemmaTokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for ch in [chr(i) for i in range(33, 127)] + ["▁"]:
+        vocab.setdefault(ch, len(vocab))
+    words = sorted({w for c in world.all_captions() for w in c.split()} | {"silence"})
+    merges: list[tuple[str, str]] = []
+    for piece in [*words, *("▁" + w for w in words)]:
+        cur = piece[0]
+        for ch in piece[1:]:
+            if cur + ch not in vocab:
+                merges.append((cur, ch))
+                vocab[cur + ch] = len(vocab)
+            cur += ch
+    tok = GemmaTokenizer(vocab=vocab, merges=merges, model_max_length=TEXT_MAX)
+    tok.padding_side = "right"
+    return tok
+
+
+def text_encoder_model(vocab_size: int):
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    module = T5GemmaModuleConfig(vocab_size=vocab_size, hidden_size=COND, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                                 max_position_embeddings=TEXT_MAX * 2, sliding_window=TEXT_MAX * 2,
+                                 layer_types=["full_attention", "full_attention"])
+    return T5GemmaEncoderModel(T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(),
+                                             is_encoder_decoder=False))
+
+
+def dit_model():
+    from diffusers import StableAudio3DiTModel
+
+    latent = AE_CONFIG["latent_dim"]
+    return StableAudio3DiTModel(io_channels=latent, patch_size=1, embed_dim=128, depth=4, num_heads=4,
+                                cond_token_dim=COND, global_cond_dim=COND, local_add_cond_dim=latent + 1,
+                                timestep_features_dim=64, ff_mult=2.0, num_memory_tokens=4,
+                                use_differential_attention=True)
+
+
+def duration_model():
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
+
+    return StableAudio3DurationEmbedder(output_dim=COND, fourier_dim=32, max_val=30.0)
+
+
+def scheduler():
+    """Plain Euler steps on the log-SNR sigma grid (``num_train_timesteps=1``: the DiT takes t = σ ∈ [0, 1]). The
+    toy model is not distilled, so no ping-pong re-noising (that is the distilled checkpoints' sampler)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0, stochastic_sampling=False)
+
+
+def encode_text(te, tok, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``StableAudio3Pipeline.encode_prompt`` computes (max-length padding, mask)."""
+    ids = tok(prompts, padding="max_length", max_length=TEXT_MAX, truncation=True, return_tensors="pt")
+    return te(ids.input_ids, attention_mask=ids.attention_mask)[0], ids.attention_mask
+
+
+def context(emb: torch.Tensor, mask: torch.Tensor, dur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``StableAudio3Pipeline.prepare_cross_attention``: the duration embedding appended as one more token."""
+    return torch.cat([emb, dur[:, None]], dim=1), torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+
+
+def draw_sigma(rng: np.random.Generator, n: int) -> torch.Tensor:
+    lam = rng.uniform(-7.0, 4.0, n)
+    sig = np.where(rng.random(n) < 0.5, 1 / (1 + np.exp(lam)), rng.uniform(0.0, 1.0, n))
+    return torch.from_numpy(sig.clip(1e-3, 1.0)).float()
+
+
+def train_dit(out: Path, q: float, max_minutes: float | None = None) -> dict:
+    from diffusers import AutoencoderSAME, StableAudio3Pipeline
+
+    torch.manual_seed(14)
+    rng = np.random.default_rng(14)
+    n, steps, batch = max(24, int(DIT_CLIPS * q)), max(4, int(DIT_STEPS * q)), 8
+    ae = AutoencoderSAME.from_pretrained(out / "vae").eval()
+    t0 = time.perf_counter()
+    lat, caps = [], []
+    with torch.no_grad():
+        for s in range(0, n, 32):
+            waves, c = clips_stereo(min(32, n - s), start=600_000 + s)
+            lat.append(ae.encode(torch.from_numpy(waves)).latents)
+            caps += c
+    lat = torch.cat(lat)
+    uniq = [*sorted(set(caps)), ""]
+    where = {c: i for i, c in enumerate(uniq)}
+    cap_idx = np.array([where[c] for c in caps])
+    log(f"dit: {n} latents {tuple(lat.shape[1:])} (mean {lat.mean():.3f}, std {lat.std():.3f}), {len(uniq)} captions, "
+        f"in {time.perf_counter() - t0:.0f} s")
+    tok = world_tokenizer()
+    te = text_encoder_model(len(tok)).train()
+    dit = dit_model().train()
+    dur_emb = duration_model().train()
+    seconds = torch.full((batch,), world.SECONDS)
+    params = [*dit.parameters(), *te.parameters(), *dur_emb.parameters()]
+    modules = {"dit": dit, "te": te, "dur": dur_emb}
+    ema = {k: {n_: v.detach().clone() for n_, v in m.state_dict().items()} for k, m in modules.items()}
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    frames = lat.shape[-1]
+    t0 = time.perf_counter()
+    avg, step = None, 0
+    for step in range(steps):
+        idx = rng.integers(0, n, batch)
+        z0 = lat[idx]
+        prompts = [uniq[cap_idx[i]] if rng.random() >= 0.1 else "" for i in idx]
+        sigma = draw_sigma(rng, batch)
+        noise = torch.randn_like(z0)
+        zt = (1 - sigma[:, None, None]) * z0 + sigma[:, None, None] * noise
+        local = None
+        if rng.random() < 0.25:  # SA3's inpainting input: 1 = keep, 0 = to fill
+            keep = torch.ones(batch, 1, frames)
+            for b in range(batch):
+                w = int(rng.uniform(0.25, 1.0) * frames / world.SECONDS)
+                a = int(rng.integers(0, frames - w))
+                keep[b, :, a:a + w] = 0
+            local = torch.cat([keep, z0 * keep], dim=1)
+        set_lr(opt, lr_at(step, steps, 1e-3, warmup=100))
+        emb, mask = encode_text(te, tok, prompts)
+        dur = dur_emb(seconds)
+        ctx, ctx_mask = context(emb, mask, dur)
+        v = dit(zt, sigma, encoder_hidden_states=ctx, global_hidden_states=dur, encoder_attention_mask=ctx_mask,
+                local_add_cond=local, return_dict=False)[0]
+        loss = ((v - (noise - z0)) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(0.995, (1 + step) / (10 + step))
+            for k, m in modules.items():
+                for n_, v_ in m.state_dict().items():
+                    if v_.dtype.is_floating_point:
+                        ema[k][n_].mul_(d).add_(v_.detach(), alpha=1 - d)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        el = time.perf_counter() - t0
+        if step % 50 == 0 or step == steps - 1:
+            log(f"dit {step}/{steps} loss {avg:.4f} ({el:.0f} s, {el / (step + 1):.2f} s/step)")
+        if max_minutes is not None and el > 60 * max_minutes:
+            log(f"dit: time budget of {max_minutes} min reached at step {step + 1}/{steps}; shipping the EMA weights")
+            break
+    for k, m in modules.items():
+        m.load_state_dict(ema[k])
+        m.eval()
+    pipe = StableAudio3Pipeline(vae=ae, text_encoder=te, tokenizer=tok, duration_embedder=dur_emb, transformer=dit,
+                                scheduler=scheduler())
+    pipe.save_pretrained(out, safe_serialization=True)
+    info = {"steps_done": step + 1, "steps_planned": steps, "batch": batch, "clips": n, "final_loss_ema": avg,
+            "params_m": {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in modules.items()}}
+    info["text_matters"] = text_effect(dit, te, tok, dur_emb, lat[:24], [caps[i] for i in range(24)])
+    log(f"dit: x0 error with the caption vs the empty prompt, by σ: {info['text_matters']}")
+    return info
+
+
+def text_effect(dit, te, tok, dur_emb, z0: torch.Tensor, caps: list[str]) -> dict:
+    """Mean squared x0 error at a few noise levels, conditioned on the true caption and on the empty prompt: the
+    gap is how much the text tells the model (none at all would make text-guided edits impossible)."""
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        dur = dur_emb(torch.full((len(z0),), world.SECONDS))
+        for sig in (0.3, 0.6, 0.9):
+            noise = torch.randn(z0.shape, generator=g)
+            zt = (1 - sig) * z0 + sig * noise
+            errs = []
+            for prompts in (caps, [""] * len(caps)):
+                emb, mask = encode_text(te, tok, prompts)
+                ctx, ctx_mask = context(emb, mask, dur)
+                v = dit(zt, torch.full((len(z0),), sig), encoder_hidden_states=ctx, global_hidden_states=dur,
+                        encoder_attention_mask=ctx_mask, return_dict=False)[0]
+                errs.append(((zt - sig * v - z0) ** 2).mean().item())
+            out[str(sig)] = {"caption": round(errs[0], 4), "empty": round(errs[1], 4)}
+    return out
+
+
+DIT_CLIPS = 800
+DIT_STEPS = 1000
+
+STAGES = {"ae": train_ae, "whiten": whiten_ae, "dit": train_dit}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="toyworld.train_flow", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy_flow"))
-    ap.add_argument("--stages", default="ae,whiten,text,dit", help="comma-separated, in dependency order")
+    ap.add_argument("--stages", default="ae,whiten,dit", help="comma-separated, in dependency order")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop the DiT stage after this much training time and ship what it has")
     ap.add_argument("--quick", action="store_true", help="2 %% of the data and steps (a smoke test)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
@@ -171,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in a.stages.split(","):
         t0 = time.perf_counter()
         log(f"stage {name} …")
-        info = STAGES[name](out, q)
+        info = STAGES[name](out, q, a.max_minutes) if name == "dit" else STAGES[name](out, q)
         info["wall_s"] = round(time.perf_counter() - t0, 1)
         log(f"stage {name} done in {info['wall_s']} s: {info}")
         record = json.loads(log_path.read_text()) if log_path.exists() else {}  # a parallel stage may have written
