@@ -112,7 +112,23 @@ def check_torch(device: str | None) -> list[Result]:
                           + "; ".join(short),
                           "" if level == "ok" else "close other GPU programs, or use LoRA / SDEdit mode and a "
                           "smaller model (audioldm)"))
+        out.append(sa3_fit(i, free))
     return out
+
+
+def sa3_fit(gpu: int, free_gib: float) -> Result:
+    """Which Stable Audio 3 sizes the free memory of one GPU holds (engine/models/catalog.py: SA3_GPU_GIB, the
+    issue's sampling figures plus room for stage-2 fine-tuning; estimates, not measurements)."""
+    from engine.models.catalog import SA3_GPU_GIB
+
+    sizes = {"sa3-small": SA3_GPU_GIB["sa3-small"], "sa3-medium": SA3_GPU_GIB["sa3-medium"]}
+    fits = [f"{m} (≈{need:.0f} GiB)" for m, need in sizes.items() if free_gib >= need]
+    short = [f"{m} needs ≈{need:.0f} GiB" for m, need in sizes.items() if free_gib < need]
+    level = "ok" if not short else "warn" if fits else "FAIL"
+    detail = f"Stable Audio 3 with {free_gib:.1f} GiB free: " + "; ".join(
+        ([f"fits {', '.join(fits)}"] if fits else []) + short)
+    return Result(f"gpu {gpu} sa3", level, detail,
+                  "" if level == "ok" else "use sa3-small, close other GPU programs, or flowedit / sdedit mode")
 
 
 def check_model(spec: str) -> list[Result]:
@@ -125,12 +141,13 @@ def check_model(spec: str) -> list[Result]:
     if name == "auto":
         name, warning = resolve_auto()
         if warning:
-            out.append(Result("model", "warn", "auto → toy: no real model (TANGO, AudioLDM 2, AudioLDM) found",
+            out.append(Result("model", "warn", "auto → toy: no real model (Stable Audio 3, TANGO, AudioLDM 2, "
+                              "AudioLDM) found",
                               "`aiedit models list` shows what to pull; the toy model knows only the toy world"))
         else:
             out.append(Result("model", "ok", f"auto → {name}"))
-    if name == "tiny":
-        return [*out, Result("model", "warn", "tiny has random weights: edits come back as noise",
+    if name in ("tiny", "tiny-sa3"):
+        return [*out, Result("model", "warn", f"{name} has random weights: edits come back as noise",
                              "use --model auto (the default) or a real model")]
     try:
         resolve(name)

@@ -98,6 +98,7 @@ class Service:
         self.token, self.path_map = token, path_map or PathMap()
         self.host, self.port = host, port
         self.model_name: str | None = None  # resolved by the worker once loaded
+        self.modes: tuple[str, ...] = modes_for_spec(model)  # the selected model's modes; the loaded one's later
         self.started = time.time()
         self.queue = JobQueue()
         self._lock = threading.RLock()
@@ -248,6 +249,12 @@ class Service:
                 f"the job asks for {job.model!r}",
                 job.id,
             )
+        if job.params.mode not in self.modes:
+            raise ProtocolError(
+                f"model {self.model_name or self.model_spec!r} cannot run mode {job.params.mode!r}: it runs "
+                f"{', '.join(self.modes)}",
+                job.id,
+            )
 
     def handle_inbox_file(self, path: Path) -> bool:
         """Consume one inbox file (job or ``"op": "cancel"``); False leaves it for the next scan."""
@@ -367,6 +374,7 @@ class Service:
             "port": self.port,
             "spool": str(self.spool.root),
             "model": self.model_name or self.model_spec,  # what "auto" resolved to, once loaded
+            "modes": list(self.modes),  # the edit modes that model runs (docs/protocol.md)
             "started": self.started,
             "heartbeat": time.time(),
         }
@@ -405,8 +413,10 @@ class Service:
                 self._last_sent[jid] = (stage, fraction, now)
                 self._emit(jid, "/aiedit/progress", [jid, stage, float(st["progress"])])
 
-    def set_model_name(self, name: str) -> None:
+    def set_model_name(self, name: str, modes: tuple[str, ...] | None = None) -> None:
         self.model_name = name
+        if modes:
+            self.modes = tuple(modes)
 
     def finish(self, jid: str, state: str, error: str | None = None, **fields: Any) -> None:
         """End the running job (``done``/``failed``/``cancelled``); ignored if it already ended."""
@@ -469,6 +479,21 @@ class Service:
     def _emit(self, jid: str, address: str, args: list[Any]) -> None:
         for target in self._targets.get(jid, []):
             self.send(target, address, args)
+
+
+def modes_for_spec(spec: str) -> tuple[str, ...]:
+    """The edit modes the model a daemon was started with runs, known without loading it (no torch): by the
+    family its name, folder or ``auto`` choice resolves to. Every mode when that cannot be told yet (the worker
+    replaces the answer with the loaded model's own once it is loaded)."""
+    from engine.params import MODES
+
+    try:
+        from engine.models.catalog import modes_of_family
+        from engine.models.registry import resolve
+
+        return modes_of_family(resolve(spec).family)
+    except Exception:  # an unknown or missing model fails later, with its own message, when the worker loads it
+        return MODES
 
 
 def _placeholder(jid: str, error: str) -> dict[str, Any]:

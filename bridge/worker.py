@@ -19,7 +19,7 @@ from typing import Any
 from bridge.protocol import Job, open_regular, take_name
 from bridge.service import Service
 from engine.errors import Cancelled, EngineError, ModelUnavailable
-from engine.params import EditParams
+from engine.params import ZERO_SHOT_MODES, EditParams
 from engine.progress import CancelToken, Progress
 
 log = logging.getLogger("aiedit.worker")
@@ -43,7 +43,7 @@ class ProgressMap:
         p = params  # resolved: every step count filled in
         n = len(p.etas)
         self.loading = LOADING if loading else 0.0
-        zero_shot = p.mode in ("sdedit", "zeta")
+        zero_shot = p.mode in ZERO_SHOT_MODES
         tune_steps = 0 if zero_shot else int(p.tune_steps or 0)
         embed_steps = 0 if zero_shot else int(p.embed_steps or 0)
         sample_cost = (p.sample_steps or 50) * n * 0.7
@@ -142,7 +142,7 @@ class Worker(threading.Thread):
             # stalled the answering thread for ~0.4 s (a 100-job burst); freeze them out of the collector.
             gc.collect()
             gc.freeze()
-            self.service.set_model_name(self.editor.model_name)
+            self.service.set_model_name(self.editor.model_name, self.editor.model.modes)
             m = self.editor.model
             log.info("model %s loaded on %s, weights %s", self.editor.model_name, m.device,
                      str(m.weight_dtype or m.dtype).removeprefix("torch."))

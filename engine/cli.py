@@ -26,18 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("input", help="audio file (anything libsndfile reads); never modified")
     ap.add_argument("--prompt", required=True, help="what the sound should become")
     ap.add_argument("--eta", type=float, nargs="+", default=[0.25, 0.5, 0.75],
-                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta: strengths in (0, 1])")
+                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta, flowedit: strengths in (0, 1])")
     ap.add_argument("--mode", choices=list(MODES), default="lora",
-                    help="lora | full (the paper's three stages), sdedit (preview), zeta (zero-shot edit)")
+                    help="lora | full (the paper's three stages), sdedit (preview), zeta (zero-shot edit, ᾱ-schedule "
+                         "models), flowedit (zero-shot edit, flow models such as Stable Audio 3)")
     ap.add_argument("--start-from", dest="start_from", choices=list(STARTS), default="noise",
                     help="stage 3 start for lora/full: fresh noise or the input inverted by the tuned model")
-    ap.add_argument("--source-prompt", default="", help="zeta: what the input sounds like (default: none)")
+    ap.add_argument("--source-prompt", default="", help="zeta, flowedit: what the input sounds like (default: none)")
     ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
     ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
     ap.add_argument("--model", default="auto",
-                    help="auto (default: the best model on this machine, else toy) | toy | tango | audioldm2 | "
-                         "audioldm | hub id | folder | tiny (random weights, tests only)")
+                    help="auto (default: the best model on this machine, else toy) | toy | sa3-medium | sa3-small | "
+                         "tango | audioldm2 | audioldm | hub id | folder | tiny, tiny-sa3 (random weights, tests)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
     ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sample-steps", type=int, default=None, help="stage 3 steps (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
-                    help="stage 3 sampler: ddim (default) or dpm (DPM-Solver++, for fewer --sample-steps)")
+                    help="stage 3 sampler on ᾱ-schedule models: ddim (default) or dpm (DPM-Solver++, for fewer "
+                         "--sample-steps); flow models use their own")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU "

@@ -1,9 +1,10 @@
 """The edit, end to end: audio region in, one aligned take per η out, scored.
 
 ``Editor`` holds a loaded model (and optionally a CLAP scorer and a stage cache) and runs requests one at a time.
-It owns the audio bookkeeping around the stages: the model hears mono at its own rate, peak-normalised as in
-training; every take comes back at the input's rate, channel count and exact length, time-aligned; an inpainting
-take equals the input sample for sample outside the selected range.
+It owns the audio bookkeeping around the stages: the model hears the input at its own rate and channel count (mono
+for the AudioLDM family, peak-normalised as in its training; stereo for Stable Audio 3, level kept); every take
+comes back at the input's rate, channel count and exact length, time-aligned; an inpainting take equals the input
+sample for sample outside the selected range.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
 from engine.errors import InputError, OutOfMemory
+from engine.flowedit import flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning
 from engine.params import ZERO_SHOT_MODES, EditParams, EditRequest
@@ -61,6 +63,7 @@ class Editor:
              cancel: CancelToken | None = None) -> EditResult:
         """Run one request; raises InputError, OutOfMemory, Cancelled (all before anything is returned)."""
         request.validate()
+        self.check_mode(request.params)
         report = progress or (lambda p: None)
         token = cancel or CancelToken()
         try:
@@ -77,6 +80,15 @@ class Editor:
             torch.cuda.empty_cache()
         return OutOfMemory("the GPU ran out of memory: try LoRA mode, a shorter region or fewer η values; "
                            "the model itself is unchanged")
+
+    def check_mode(self, params: EditParams) -> None:
+        """Refuse up front, in one line, a mode (or start) this model cannot run."""
+        m = self.model
+        if params.mode not in m.modes:
+            raise InputError(f"{m.name} cannot run mode {params.mode!r}: it runs {', '.join(m.modes)}")
+        if params.start == "inversion" and not m.can_invert:
+            raise InputError(f"{m.name} has no DDIM inversion: use --start noise (or --mode flowedit to keep the "
+                             "input's timing)")
 
     def resolve_params(self, params: EditParams) -> EditParams:
         """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
@@ -96,11 +108,14 @@ class Editor:
         frames, channels = data.shape
         span = self._inpaint_span(p, frames, sr)
         msr = self.model.sample_rate
-        mono = soxr.resample(data.mean(axis=1), sr, msr, quality="VHQ") if sr != msr else data.mean(axis=1)
-        dc = float(mono.mean())
-        peak = float(np.max(np.abs(mono - dc))) if mono.size else 0.0
-        gain = 0.5 / peak if peak > 1e-6 else 1.0  # AudioLDM's training normalisation; undone on the way out
-        x = (mono - dc) * gain
+        heard = to_model_channels(data, self.model.channels)
+        heard = soxr.resample(heard, sr, msr, quality="VHQ") if sr != msr else heard
+        dc, gain = 0.0, 1.0
+        if self.model.input_peak is not None:  # AudioLDM's training normalisation; undone on the way out
+            dc = float(heard.mean())
+            peak = float(np.max(np.abs(heard - dc))) if heard.size else 0.0
+            gain = self.model.input_peak / peak if peak > 1e-6 else 1.0
+        x = (heard - dc) * gain
         window = int(self.model.max_seconds * msr)
         focus = (span.model_start, span.model_end) if span else (0, len(x))
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
@@ -123,11 +138,11 @@ class Editor:
         for eta, parts in zip(p.etas, pieces, strict=True):
             y = overlap_add(parts, len(x)) / gain + dc
             y = soxr.resample(y, msr, sr, quality="VHQ") if sr != msr else y
-            y = _fit_length(y, frames)
+            y = to_input_channels(_fit_length(y, frames), channels)
             if span is not None:
                 audio = splice(data, y, span.start, span.end, round(INPAINT_FADE_S * sr))
             else:
-                audio = np.repeat(y[:, None], channels, axis=1)
+                audio = y
             takes.append(Take(float(eta), audio.astype(np.float32)))
         timings["assemble"] = time.perf_counter() - t0
 
@@ -175,21 +190,21 @@ class Editor:
         """Stages 1-3 on one window; returns one model-rate waveform per η and whether the cache was hit."""
         m = self.model
         n = len(seg)
-        nframes = m.frames_for(n)
-        wave = torch.zeros(1, nframes * m.mel.hop_length)
-        wave[0, :n] = torch.from_numpy(seg.astype(np.float32))
-        z0 = m.encode_audio(wave)
+        padded = m.padded_length(n)
+        wave = torch.zeros(1, m.channels, padded)
+        wave[0, :, :n] = torch.from_numpy(np.ascontiguousarray(seg.reshape(n, -1).T, dtype=np.float32))
+        z0 = m.audio_to_latent(wave)
         shape = tuple(z0.shape[1:])
         keep = None
         if span is not None:
-            per_latent = m.mel.hop_length * nframes // z0.shape[2]
+            per_latent = padded // z0.shape[2]
             a = max(0, span.model_start - win.start) // per_latent
             b = -(-(min(win.end, span.model_end) - win.start) // per_latent)
-            keep = torch.ones(1, 1, z0.shape[2], 1, device=m.device, dtype=m.dtype)
+            keep = torch.ones(1, 1, z0.shape[2], *([1] * (z0.dim() - 3)), device=m.device, dtype=m.dtype)
             keep[:, :, a:b] = 0
         steps, guidance = int(p.sample_steps or m.default_steps), float(p.guidance or 0.0)
-        if steps > m.num_train_timesteps:
-            raise InputError(f"sampling steps {steps} exceed the model's {m.num_train_timesteps} timesteps")
+        if steps > m.max_sample_steps:
+            raise InputError(f"sampling steps {steps} exceed the model's {m.max_sample_steps}")
         seed = p.seed + 7919 * k
 
         def stepper(stage: str) -> Callable[[int, int, float | None], None]:
@@ -208,6 +223,12 @@ class Editor:
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         elif p.mode == "zeta":
             latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings)
+        elif p.mode == "flowedit":
+            e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
+            t0 = time.perf_counter()
+            latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas], steps=steps,
+                               guidance=guidance, seed=seed, keep=keep, on_step=stepper("sampling"))
+            timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
             key = cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed})
             cached = self.cache.get(key)
@@ -239,7 +260,8 @@ class Editor:
         token.check()
         t0 = time.perf_counter()
         report(Progress("decoding", 0, 1, k, nwin))
-        waves = m.decode_latent(latents)[:, :n].cpu().numpy().astype(np.float64)
+        decoded = m.latent_to_audio(latents)[:, :, :n].cpu().numpy().astype(np.float64)  # (takes, C, n)
+        waves = decoded[:, 0] if seg.ndim == 1 else decoded.transpose(0, 2, 1)
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
@@ -282,7 +304,30 @@ class Editor:
 def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
     if len(y) >= frames:
         return y[:frames]
-    return np.pad(y, (0, frames - len(y)))
+    return np.pad(y, [(0, frames - len(y))] + [(0, 0)] * (y.ndim - 1))
+
+
+def to_model_channels(data: np.ndarray, channels: int) -> np.ndarray:
+    """(frames, C_in) → what a model with ``channels`` hears: (frames,) mono mix, or (frames, 2) stereo (mono
+    duplicated; more than two channels folded, even ones to the left and odd ones to the right)."""
+    if channels == 1:
+        return data.mean(axis=1)
+    if data.shape[1] == channels:
+        return data
+    if data.shape[1] == 1:
+        return np.repeat(data, channels, axis=1)
+    return np.stack([data[:, 0::2].mean(axis=1), data[:, 1::2].mean(axis=1)], axis=1)
+
+
+def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:
+    """The inverse of :func:`to_model_channels`: a model's (frames,) or (frames, 2) output → (frames, channels)."""
+    if y.ndim == 1:
+        return np.repeat(y[:, None], channels, axis=1)
+    if y.shape[1] == channels:
+        return y
+    if channels == 1:
+        return y.mean(axis=1, keepdims=True)
+    return y[:, np.arange(channels) % y.shape[1]]
 
 
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from engine.models import inventory
-from engine.models.registry import ALIASES, SHIPPED, SHIPPED_CLAP
+from engine.models.catalog import ALIASES, BUILTIN, GATED, SA3, SHIPPED, SHIPPED_CLAP, converted_home
 from engine.models.verify import Report, check_weights, verify_folder
 
 # Only what the TANGO loader reads from the text-encoder repo (not its duplicate .bin/.h5/.msgpack weights).
@@ -51,7 +51,7 @@ def cmd_list(out=None) -> int:
         state = "present" if e.present else "missing"
         where = str(e.folder) if e.folder else e.source
         size = f", {human(e.size)}" if e.size else ""
-        print(f"{e.name:<16} {e.family:<9} {state:<8} {where}{size}", file=out)
+        print(f"{e.name:<16} {e.family:<14} {state:<8} {where}{size}", file=out)
         if e.note:
             print(f"{'':<16} {e.note}", file=out)
         for n in e.needs:
@@ -70,6 +70,9 @@ def copy_instructions(name: str, repos: list[str]) -> str:
              "then copy these folders from that machine's cache (~/.cache/huggingface/hub) into this one:"]
     lines += [f"    {inventory.cache_folder_of(r, Path('~/.cache/huggingface/hub')).name}/  →  "
               f"{inventory.cache_folder_of(r, cache)}/" for r in repos]
+    if any(r in GATED for r in repos):
+        lines.append(f"or copy the folder converted on that machine (the pull prints the conversion command) to "
+                     f"{sa3_target(name)}/")
     lines.append(f"and check the copy with `aiedit models verify {name}`.")
     return "\n".join(lines)
 
@@ -80,7 +83,7 @@ def _offline() -> bool:
 
 def cmd_pull(name: str, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    if name in SHIPPED or name == "tiny":
+    if name in SHIPPED or name in BUILTIN:
         print(f"{name} ships with aiedit: nothing to pull", file=out)
         return 0
     try:
@@ -88,6 +91,9 @@ def cmd_pull(name: str, out=None, err=None) -> int:
     except KeyError:
         print(f"aiedit models: error: unknown model {name!r}: use one of {', '.join(ALIASES)} or a hub id", file=err)
         return 2
+    gated = [r for r in repos if r in GATED]
+    for repo in gated:
+        print(licence_note(repo), file=out)
     if _offline():
         print(f"HF_HUB_OFFLINE is set (unset it to fetch from this machine).\n{copy_instructions(name, repos)}",
               file=err)
@@ -99,11 +105,39 @@ def cmd_pull(name: str, out=None, err=None) -> int:
         try:
             path = snapshot_download(repo, allow_patterns=PULL_PATTERNS.get(repo))
         except Exception as exc:  # no connection, DNS, gated repo, disk full: say what to do instead
-            print(f"cannot fetch {repo}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                  f"\n{copy_instructions(name, repos)}", file=err)
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            hint = f"\n{licence_note(repo)}" if repo in GATED and "gated" in why.lower() + type(exc).__name__.lower() \
+                else ""
+            print(f"cannot fetch {repo}: {why}{hint}\n{copy_instructions(name, repos)}", file=err)
             return 1
         print(f"  → {path}", file=out)
+        if repo in GATED:
+            print(convert_instructions(name, repo, Path(path)), file=out)
+            return 0
     return cmd_verify(name, out=out)
+
+
+def licence_note(repo: str) -> str:
+    """What a gated download needs from the user; aiedit never asks for, reads out or stores a token itself."""
+    return (f"{repo} is gated under {GATED[repo]}.\n"
+            f"  1. accept the licence at https://huggingface.co/{repo} (logged in to your Hugging Face account);\n"
+            "  2. give huggingface_hub your access token: `hf auth login`, or set HF_TOKEN in the environment.\n"
+            "  aiedit uses whatever huggingface_hub finds and never stores a token itself.")
+
+
+def sa3_target(name: str) -> Path:
+    alias = name if name in ALIASES else name.rsplit("/", 1)[-1]
+    return converted_home() / alias
+
+
+def convert_instructions(name: str, repo: str, snapshot: Path | None) -> str:
+    """The hub checkpoint is in stable-audio-tools layout; diffusers converts it (its SA3 docs)."""
+    src = snapshot or Path(f"<the downloaded {repo} folder>")
+    return ("Stable Audio 3 checkpoints are not published in diffusers layout: convert this one with diffusers' own "
+            "script (from the diffusers repository, the version installed here):\n"
+            f"    python scripts/convert_stable_audio_3_to_diffusers.py --checkpoint_path {src / 'model.safetensors'} "
+            f"--model_config_path {src / 'model_config.json'} --output_dir {sa3_target(name)}\n"
+            f"then check it with `aiedit models verify {name}` (--model {name} loads it from there).")
 
 
 def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
@@ -113,6 +147,12 @@ def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
         if name in SHIPPED_CLAP:
             pairs.append((f"{name} CLAP", SHIPPED_CLAP[name]))
         return pairs, None
+    if name in ALIASES and ALIASES[name][0] == SA3:
+        found = inventory.find_alias(name)
+        if found is None or not found.usable:
+            return [], (f"{name} ({ALIASES[name][1]}) is not converted on this machine (looked for "
+                        f"{sa3_target(name)}): `aiedit models pull {name}`")
+        return [(name, found.folder)], None
     if name in ALIASES:
         snap = inventory.hub_snapshot(ALIASES[name][1])
         if snap is None:

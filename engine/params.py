@@ -13,9 +13,16 @@ from typing import Any, Literal
 
 from engine.errors import InputError
 
-Mode = Literal["lora", "full", "sdedit", "zeta"]
-MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")
-ZERO_SHOT_MODES: tuple[str, ...] = ("sdedit", "zeta")  # no stages 1-2; ``etas`` are strengths in (0, 1]
+Mode = Literal["lora", "full", "sdedit", "zeta", "flowedit"]
+MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta", "flowedit")
+# No stages 1-2; ``etas`` are strengths in (0, 1]. ``zeta`` runs on ᾱ-schedule models, ``flowedit`` on flow models
+# (each model lists what it can run: ``AudioModel.modes``).
+ZERO_SHOT_MODES: tuple[str, ...] = ("sdedit", "zeta", "flowedit")
+ZERO_SHOT_LABEL = {"sdedit": "SDEdit", "zeta": "ZETA", "flowedit": "FlowEdit"}
+# The modes each kind of model runs (``AudioModel.modes``): ᾱ-schedule models have ZETA's edit-friendly inversion,
+# flow models FlowEdit instead; the three-stage modes and SDEdit run on both.
+DDPM_MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")
+FLOW_MODES: tuple[str, ...] = ("lora", "full", "sdedit", "flowedit")
 STARTS: tuple[str, ...] = ("noise", "inversion")
 ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as in Imagic
 MAX_STEPS = 20_000
@@ -46,9 +53,10 @@ class Inpaint:
 
 @dataclass(frozen=True)
 class EditParams:
-    """What to do to the audio. ``etas`` are edit strengths (η), or strengths in (0, 1] in ``sdedit`` / ``zeta``
-    mode. ``start`` picks stage 3's start for the three-stage modes: fresh seeded noise, or the input inverted
-    with the tuned model (``engine.inversion``). ``source_prompt`` describes the input for ``zeta`` ("" = none)."""
+    """What to do to the audio. ``etas`` are edit strengths (η), or strengths in (0, 1] in ``sdedit`` / ``zeta`` /
+    ``flowedit`` mode. ``start`` picks stage 3's start for the three-stage modes: fresh seeded noise, or the input
+    inverted with the tuned model (``engine.inversion``). ``source_prompt`` describes the input for ``zeta`` and
+    ``flowedit`` ("" = none)."""
 
     prompt: str
     etas: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -114,7 +122,7 @@ class EditParams:
             if not _is_number(eta) or not lo <= eta <= hi:
                 raise InputError(f"{name} {eta!r} is outside [{lo:g}, {hi:g}]")
         if zero_shot and any(e <= 0 for e in self.etas):
-            label = "SDEdit" if self.mode == "sdedit" else "ZETA"
+            label = ZERO_SHOT_LABEL[self.mode]
             raise InputError(f"an {label} strength of 0 changes nothing: use values in (0, 1]")
         if self.start not in STARTS:
             raise InputError(f"unknown start {self.start!r}: use noise or inversion")

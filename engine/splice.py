@@ -54,7 +54,7 @@ def overlap_add(pieces: list[tuple[Window, np.ndarray]], total: int) -> np.ndarr
     Overlapping windows are edits of the same input, so their content is correlated (nearly identical at low η):
     equal-power gains would add to +3 dB mid-overlap, equal-gain ones keep the level.
     """
-    out = np.zeros(total, dtype=np.float64)
+    out = np.zeros((total, *pieces[0][1].shape[1:]), dtype=np.float64)  # (total,) or (total, channels)
     covered_to = None
     for win, audio in pieces:
         seg = audio[: win.end - win.start].astype(np.float64)
@@ -62,7 +62,7 @@ def overlap_add(pieces: list[tuple[Window, np.ndarray]], total: int) -> np.ndarr
             out[win.start:win.end] = seg
         else:
             n = covered_to - win.start
-            fade_out, fade_in = equal_gain(n)
+            fade_out, fade_in = (g.reshape(-1, *([1] * (seg.ndim - 1))) for g in equal_gain(n))
             out[win.start:covered_to] = out[win.start:covered_to] * fade_out + seg[:n] * fade_in
             out[covered_to:win.end] = seg[n:]
         covered_to = win.end

@@ -28,17 +28,11 @@ def _noop(step: int, total: int, loss: float | None) -> None:
 
 
 def diffusion_loss(model: AudioModel, z0: torch.Tensor, cond: Conditioning, gen: torch.Generator) -> torch.Tensor:
-    """Eq. (1): noise z0 at t ~ U{0..T−1} and regress the scheduler's target (ε, or v for v-prediction models).
+    """Eq. (1): noise z0 at a random level and regress the model's target (ε / v for the ᾱ family, the velocity
+    for flow models): the pair comes from ``model.schedule`` (engine.schedules).
 
-    t and ε are drawn where ``gen`` lives (the seeded CPU generator, or the GPU's on the CUDA fast path)."""
-    b = z0.shape[0]
-    t = torch.randint(0, model.num_train_timesteps, (b,), generator=gen, device=gen.device).to(z0.device)
-    noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32, device=gen.device).to(z0.device, z0.dtype)
-    z_t = model.scheduler.add_noise(z0, noise, t)  # type: ignore[attr-defined]
-    if model.prediction_type == "v_prediction":
-        target = model.scheduler.get_velocity(z0, noise, t)  # type: ignore[attr-defined]
-    else:
-        target = noise
+    Levels and noise are drawn where ``gen`` lives (the seeded CPU generator, or the GPU's on the CUDA fast path)."""
+    z_t, t, target = model.schedule.training_example(z0, gen)
     pred = model.predict_noise(z_t, t, cond)
     return F.mse_loss(pred.float(), target.float())
 
@@ -191,14 +185,9 @@ def tuned(model: AudioModel, tuning: Tuning | None) -> Iterator[None]:
 
 
 def make_sampler(model: AudioModel, kind: str, steps: int):
-    """A fresh sampling scheduler (stateful) on the model's training schedule: DDIM (η=0) or DPM-Solver++."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-    config = dict(model.scheduler.config)  # type: ignore[attr-defined]
-    cls = DPMSolverMultistepScheduler if kind == "dpm" else DDIMScheduler
-    sched = cls.from_config(config)
-    sched.set_timesteps(steps, device=model.device)
-    return sched
+    """A fresh sampling scheduler (stateful) on the model's schedule: DDIM (η=0) or DPM-Solver++ on the ᾱ family,
+    the flow models' own Euler / ping-pong sampler on its sigma schedule."""
+    return model.schedule.sampler(kind, steps, model.device)
 
 
 def guided_prediction(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
@@ -223,35 +212,28 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
 
     Every take starts from the same seeded noise, so takes differ only by their conditioning and a take is
     reproducible alone or in any batch. ``guidance`` ≤ 1 disables classifier-free guidance. ``strength`` < 1
-    starts from z_ref noised to that level (SDEdit). ``keep`` (broadcastable to the latent, 1 = keep) blends in
-    z_ref forward-noised to each step's level outside the region being inpainted.
+    starts from z_ref noised to that level (SDEdit; on a flow model the audio-to-audio ``init_noise_level``).
+    ``keep`` (broadcastable to the latent, 1 = keep) inpaints: with the model's own masked conditioning when it
+    has one (SA3), else by blending in z_ref forward-noised to each step's level outside the region.
     """
     n = len(conds)
+    schedule = model.schedule
     sched = make_sampler(model, sampler, steps)
-    timesteps = sched.timesteps
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((1, *latent_shape), generator=gen, dtype=torch.float32)
     noise = noise.to(model.device, model.dtype).expand(n, *latent_shape).clone()
-    if strength < 1.0:
-        if z_ref is None:
-            raise ValueError("SDEdit needs the input latent")
-        start = min(len(timesteps) - 1, len(timesteps) - max(1, round(strength * len(timesteps))))
-        timesteps = timesteps[start:]
-        if hasattr(sched, "set_begin_index"):
-            sched.set_begin_index(start)  # multistep solvers index their sigma tables from here
-        latents = sched.add_noise(z_ref.expand_as(noise), noise, timesteps[:1].repeat(n))
-    elif x_T is not None:
-        latents = x_T.to(model.device, model.dtype).expand(n, *latent_shape).clone()
-    else:
-        latents = noise * sched.init_noise_sigma
+    if strength < 1.0 and z_ref is None:
+        raise ValueError("SDEdit needs the input latent")
+    timesteps, latents = schedule.start(sched, noise, z_ref, strength, x_T)
     cond = Conditioning.cat(conds)
-    for i, t in enumerate(timesteps):
-        pred = guided_prediction(model, sched.scale_model_input(latents, t), t, cond, uncond, guidance)
-        latents = sched.step(pred, t, latents, return_dict=False)[0]
-        if keep is not None and z_ref is not None:
-            known = z_ref.expand_as(latents)
-            if i + 1 < len(timesteps):
-                known = sched.add_noise(known, noise, timesteps[i + 1].expand(n))
-            latents = keep * known + (1 - keep) * latents
-        on_step(i + 1, len(timesteps), None)
+    with model.masked_conditioning(z_ref if keep is not None else None, keep) as native:
+        for i, t in enumerate(timesteps):
+            pred = guided_prediction(model, schedule.scale_model_input(sched, latents, t), t, cond, uncond, guidance)
+            latents = schedule.step(sched, pred, t, latents, gen)
+            if keep is not None and z_ref is not None and not native:
+                known = z_ref.expand_as(latents)
+                if i + 1 < len(timesteps):
+                    known = schedule.add_noise(sched, known, noise, timesteps[i + 1].expand(n))
+                latents = keep * known + (1 - keep) * latents
+            on_step(i + 1, len(timesteps), None)
     return latents

@@ -47,3 +47,22 @@ def test_a_lone_surrogate_is_refused_and_does_not_burn_the_id(tmp_path):
     assert sent and sent[-1][0] == "/aiedit/error" and "Unicode" in sent[-1][1][1]
     jid, err = svc.submit(msg.replace("\\ud800", "ok"), None)
     assert (jid, err) == ("s1", None)
+
+
+def test_daemon_json_lists_the_models_modes_and_a_mode_it_cannot_run_is_refused(tmp_path):
+    svc, sent, wav = make_service(tmp_path)
+    assert svc.daemon_info()["modes"] == ["lora", "full", "sdedit", "zeta"]
+    job = {"version": 1, "id": "f1", "source": {"path": str(wav)}, "prompt": "x", "etas": [0.5], "mode": "flowedit"}
+    _, err = svc.submit(job, ReplyTo("127.0.0.1", 9))
+    assert err is not None and "cannot run mode 'flowedit'" in err and "lora, full, sdedit, zeta" in err
+    assert "\n" not in err and sent[-1][0] == "/aiedit/error"
+    svc.set_model_name("tiny-sa3", ("lora", "full", "sdedit", "flowedit"))  # what the worker reports once loaded
+    assert svc.daemon_info()["modes"] == ["lora", "full", "sdedit", "flowedit"]
+    assert svc.submit({**job, "id": "f2"}, None) == ("f2", None)
+
+
+def test_modes_are_known_from_the_model_name_before_it_loads(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    svc = Service(spool, model="tiny-sa3", send=lambda *a: None)
+    assert svc.daemon_info()["modes"] == ["lora", "full", "sdedit", "flowedit"]

@@ -155,3 +155,14 @@ def test_a_bad_value_for_another_command_fails_the_config_check(env, capsys):
     assert code == 1
     line = row(out, "config")
     assert line.startswith("FAIL") and "port = 'nine'" in line and "fix that key" in line
+
+
+def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
+    from bridge.doctor import sa3_fit
+
+    both = sa3_fit(0, 40.0)
+    assert both.level == "ok" and "sa3-small" in both.detail and "sa3-medium" in both.detail
+    small = sa3_fit(0, 6.0)
+    assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
+    none = sa3_fit(1, 1.0)
+    assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail

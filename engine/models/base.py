@@ -8,7 +8,8 @@ way a diffusers pipeline composes components, so the stage code is written once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +18,10 @@ import torch
 from torch import nn
 
 from engine.mel import MelConfig, wav_to_logmel
+from engine.params import DDPM_MODES, FLOW_MODES
+from engine.schedules import DDPMSchedule, Schedule
+
+__all__ = ["DDPM_MODES", "FLOW_MODES", "AudioModel", "Conditioning"]
 
 
 @dataclass
@@ -122,17 +127,23 @@ def _pad_seq(x: torch.Tensor, length: int) -> torch.Tensor:
 class AudioModel(ABC):
     """A latent audio diffusion model as the edit sees it.
 
-    Subclasses set the attributes below and implement prompt encoding and the UNet call. The VAE/vocoder path is
-    shared by every model of the AudioLDM family (a log-mel VAE plus a HiFi-GAN vocoder).
+    Subclasses set the attributes below and implement prompt encoding and the denoiser call. The defaults of the
+    audio path are the AudioLDM family's (16 kHz mono, a log-mel VAE plus a HiFi-GAN vocoder); a family with
+    another codec (Stable Audio 3: a waveform autoencoder, 44.1 kHz stereo) overrides ``audio_to_latent`` /
+    ``latent_to_audio`` / ``padded_length`` and the facts below.
     """
 
     name: str
     cache_id: str = ""  # what the stage cache keys on (set by the registry); falls back to ``name``
-    unet: nn.Module
+    unet: nn.Module  # the denoising network the stages call and fine-tune (a UNet, or SA3's DiT)
     vae: nn.Module
     vocoder: nn.Module
     scheduler: object  # a diffusers scheduler holding the training noise schedule
     mel: MelConfig = MelConfig()
+    channels: int = 1  # audio channels the model hears and makes
+    input_peak: float | None = 0.5  # peak the input is normalised to (AudioLDM's training); None = level kept
+    modes: tuple[str, ...] = DDPM_MODES  # the edit modes this model can run (see engine.params.MODES)
+    can_invert: bool = True  # DDIM inversion (engine.inversion) for ``--start inversion``: ᾱ-schedule models
     max_seconds: float = 10.24  # the window the model was trained on; longer clips are edited in windows
     frame_multiple: int = 16  # mel frames must be a multiple of this (VAE × UNet downsampling)
     default_steps: int = 100
@@ -146,6 +157,19 @@ class AudioModel(ABC):
     @property
     def sample_rate(self) -> int:
         return self.mel.sample_rate
+
+    @property
+    def schedule(self) -> Schedule:
+        """The prediction / loss / sampling rules (engine.schedules); the AudioLDM family's ᾱ schedule by default."""
+        cached = self.__dict__.get("_schedule")
+        if cached is None or cached.scheduler is not self.scheduler:
+            cached = DDPMSchedule(self.scheduler)
+            self.__dict__["_schedule"] = cached
+        return cached
+
+    @property
+    def max_sample_steps(self) -> int:
+        return self.schedule.max_steps
 
     @property
     def prediction_type(self) -> str:
@@ -188,6 +212,26 @@ class AudioModel(ABC):
         mel = self.vae.decode((latent / self.scaling_factor).to(vae_dtype)).sample  # (B, 1, T, n_mels)
         wave = self.vocoder(mel.squeeze(1).to(next(self.vocoder.parameters()).dtype))
         return wave.float()
+
+    # -- audio ⇄ latent as the editor sees it: (B, channels, N) at ``sample_rate`` --------------------------------
+
+    def padded_length(self, num_samples: int) -> int:
+        """Samples the codec needs to cover ``num_samples`` (whole mel frames / latent frames)."""
+        return self.frames_for(num_samples) * self.mel.hop_length
+
+    def audio_to_latent(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, channels, padded N) → latent; mono models take channel 0."""
+        return self.encode_audio(wave[:, 0])
+
+    def latent_to_audio(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent → (B, channels, N) waveform."""
+        return self.decode_latent(latent).unsqueeze(1)
+
+    @contextmanager
+    def masked_conditioning(self, z_ref: torch.Tensor | None, keep: torch.Tensor | None) -> Iterator[bool]:
+        """Inpainting conditioning of the model's own, if it has one (yields True: the sampler then leaves the
+        latents alone); the AudioLDM family has none (yields False: the sampler blends in the known latent)."""
+        yield False
 
     def _settle(self) -> None:
         """Finish construction: mel frames must divide by the VAE's and the UNet's downsampling, and every module

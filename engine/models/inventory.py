@@ -11,18 +11,27 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.models.registry import ALIASES, SHIPPED, SHIPPED_CLAP
+from engine.models.catalog import (
+    ALIASES,
+    PIPELINE_FAMILIES,
+    SA3,
+    SHIPPED,
+    SHIPPED_CLAP,
+    converted_home,
+    family_of_hub_id,
+)
 
-# --model auto prefers these, best first: TANGO > AudioLDM 2 > AudioLDM; within a family the larger checkpoint.
-AUTO_ORDER = ("tango2-full", "tango2", "tango-full", "tango", "audioldm2-large", "audioldm2", "audioldm2-music",
-              "audioldm-l", "audioldm-m", "audioldm")
-FAMILY_RANK = {"tango": 0, "audioldm2": 1, "audioldm": 2}
+# --model auto prefers these, best first: Stable Audio 3 (44.1 kHz stereo, 8-step sampling) > TANGO > AudioLDM 2 >
+# AudioLDM; within a family the larger checkpoint (SA3 medium, then small sfx, then small music).
+AUTO_ORDER = ("sa3-medium", "sa3-small", "sa3-small-music", "tango2-full", "tango2", "tango-full", "tango",
+              "audioldm2-large", "audioldm2", "audioldm2-music", "audioldm-l", "audioldm-m", "audioldm")
+FAMILY_RANK = {SA3: 0, "tango": 1, "audioldm2": 2, "audioldm": 3}
 TANGO_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
 TANGO_TEXT = "google/flan-t5-large"
 CLAP_SCORER = "laion/clap-htsat-unfused"
-TOY_WARNING = ("no real model (TANGO, AudioLDM 2, AudioLDM) found on this machine: using the shipped toy model, "
-               "which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, hiss) — run "
-               "`aiedit models list` to see how to get a real one")
+TOY_WARNING = ("no real model (Stable Audio 3, TANGO, AudioLDM 2, AudioLDM) found on this machine: using the shipped "
+               "toy model, which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, "
+               "hiss) — run `aiedit models list` to see how to get a real one")
 
 
 def hub_cache() -> Path:
@@ -72,7 +81,7 @@ def family_of(folder: Path) -> str | None:
             cls = json.loads(index.read_text()).get("_class_name", "")
         except (OSError, ValueError):
             return None
-        return {"AudioLDM2Pipeline": "audioldm2", "AudioLDMPipeline": "audioldm"}.get(cls)
+        return PIPELINE_FAMILIES.get(cls)
     if (folder / "main_config.json").is_file() and (folder / "vae_config.json").is_file():
         return "tango"
     return None
@@ -107,9 +116,23 @@ class Found:
         return not self.lacks
 
 
+def sa3_converted(alias: str) -> Path | None:
+    """The converted folder of a Stable Audio 3 alias (``<model folder>/<alias>`` or ``converted_home()/<alias>``)."""
+    for base in (*model_dirs(), converted_home()):
+        if (base / alias / "model_index.json").is_file():
+            return base / alias
+    return None
+
+
 def find_alias(alias: str) -> Found | None:
-    """The hub-cache snapshot of an alias, or None when it is not cached."""
+    """The hub-cache snapshot of an alias (for Stable Audio 3: its converted folder), or None when absent."""
     family, repo = ALIASES[alias]
+    if family == SA3:
+        conv = sa3_converted(alias)
+        if conv is not None:
+            return Found(alias, family, conv, alias, missing_files(conv, family))
+        snap = hub_snapshot(repo)
+        return None if snap is None else Found(alias, family, snap, alias, ["conversion to diffusers layout"])
     snap = hub_snapshot(repo)
     if snap is None:
         return None
@@ -127,7 +150,7 @@ def find_in_dirs() -> list[Found]:
             continue
         for cand in (d, *sorted(p for p in d.iterdir() if p.is_dir())):
             family = family_of(cand)
-            if family is None:
+            if family is None or (family == SA3 and cand.name in ALIASES):  # listed under its alias
                 continue
             lacks = missing_files(cand, family)
             if family == "tango" and tango_text_encoder(cand) is None:
@@ -137,7 +160,8 @@ def find_in_dirs() -> list[Found]:
 
 
 def best_present() -> Found | None:
-    """The best usable real model on this machine (TANGO > AudioLDM 2 > AudioLDM), or None. Reads no weights."""
+    """The best usable real model on this machine (SA3 > TANGO > AudioLDM 2 > AudioLDM), or None. Reads no
+    weights."""
     candidates: list[tuple[tuple[int, int], Found]] = []
     for i, alias in enumerate(AUTO_ORDER):
         f = find_alias(alias)
@@ -165,6 +189,7 @@ EXTRAS: dict[str, list[tuple[str, str, bool]]] = {
               (CLAP_SCORER, "CLAP, for take scores", False)],
     "audioldm": [(CLAP_SCORER, "CLAP, for take scores", False)],
     "audioldm2": [],
+    SA3: [(CLAP_SCORER, "CLAP, for take scores", False)],
 }
 
 
@@ -233,6 +258,15 @@ def entries() -> list[Entry]:
                          folder_size(folder) if present else 0, needs,
                          "shipped; knows only the toy world (docs/quality.md)"))
     for alias, (family, repo) in ALIASES.items():
+        if family == SA3:
+            found = find_alias(alias)
+            present = found is not None and found.usable
+            note = "gated: accept the licence on its model page first (aiedit models pull explains)"
+            if found is not None and not found.usable:
+                note = f"downloaded to {found.folder} but not converted yet: aiedit models pull {alias} says how"
+            out.append(Entry(alias, family, repo, found.folder if found else None, present,
+                             folder_size(found.folder) if found else 0, _needs(family, None), note))
+            continue
         snap = hub_snapshot(repo)
         present = snap is not None and not missing_files(snap, family)
         out.append(Entry(alias, family, repo, snap, present, folder_size(snap) if snap else 0,
@@ -241,6 +275,8 @@ def entries() -> list[Entry]:
         out.append(Entry(f.name, f.family, str(f.folder), f.folder, not missing_files(f.folder, f.family),
                          folder_size(f.folder), _needs(f.family, f.folder), "found in a configured model folder"))
     out.append(Entry("tiny", "tiny", "built in", None, True, 0, [], "random weights: tests only, never chosen by auto"))
+    out.append(Entry("tiny-sa3", "tiny-sa3", "built in", None, True, 0, [],
+                     "Stable Audio 3's classes at toy widths, random weights: tests only, never chosen by auto"))
     return out
 
 
@@ -250,8 +286,7 @@ def repos_to_pull(name: str) -> list[str]:
         family, repo = ALIASES[name]
         return [repo, *(r for r, _, _ in EXTRAS[family])]
     if "/" in name:  # a hub id of a known family
-        low = name.lower()
-        family = "audioldm2" if "audioldm2" in low else "tango" if "tango" in low else "audioldm"
+        family = family_of_hub_id(name) or "audioldm"
         return [name, *(r for r, _, _ in EXTRAS[family])]
     raise KeyError(name)
 

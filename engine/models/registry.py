@@ -1,8 +1,9 @@
 """Model names → loaders. Offline by default: a missing model fails at once with how to get it, never hangs.
 
 A spec is ``auto`` (the best real model on this machine, else the shipped toy model: engine/models/inventory.py),
-a short name (``tiny``, ``audioldm``, ``audioldm2``, ``tango``…), a hub id (``cvssp/audioldm2``), or a
-local folder (diffusers layout with ``model_index.json``, or TANGO's snapshot layout with ``main_config.json``).
+a short name (``tiny``, ``tiny-sa3``, ``audioldm``, ``audioldm2``, ``tango``, ``sa3-small``, ``sa3-medium``…), a hub
+id (``cvssp/audioldm2``), or a local folder (diffusers layout with ``model_index.json``, or TANGO's snapshot layout
+with ``main_config.json``). Stable Audio 3 loads from a converted diffusers folder only (engine/models/catalog.py).
 """
 
 from __future__ import annotations
@@ -14,38 +15,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError, ModelUnavailable
+from engine.models.catalog import (
+    ALIASES,
+    AUTO,
+    BUILTIN,
+    PIPELINE_FAMILIES,
+    SA3,
+    SHIPPED,
+    SHIPPED_CLAP,
+    SHIPPED_DEFAULTS,
+    WEIGHTS_DIR,
+    converted_home,
+    family_of_hub_id,
+)
 
-ALIASES: dict[str, tuple[str, str]] = {
-    "audioldm": ("audioldm", "cvssp/audioldm-s-full-v2"),
-    "audioldm-m": ("audioldm", "cvssp/audioldm-m-full"),
-    "audioldm-l": ("audioldm", "cvssp/audioldm-l-full"),
-    "audioldm2": ("audioldm2", "cvssp/audioldm2"),
-    "audioldm2-music": ("audioldm2", "cvssp/audioldm2-music"),
-    "audioldm2-large": ("audioldm2", "cvssp/audioldm2-large"),
-    "tango": ("tango", "declare-lab/tango"),
-    "tango-full": ("tango", "declare-lab/tango-full"),
-    "tango2": ("tango", "declare-lab/tango2"),
-    "tango2-full": ("tango", "declare-lab/tango2-full"),
-}
-BUILTIN = ("tiny",)
-AUTO = "auto"
-# Models shipped in the repo (diffusers layout under engine/weights/), trained here by ``python -m toyworld.train``.
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED: dict[str, tuple[str, Path]] = {"toy": ("audioldm", WEIGHTS_DIR / "toy")}
-# Their own CLAP scorers (a folder ``ClapScorer.load`` reads) and the edit defaults that suit them.
-SHIPPED_CLAP: dict[str, Path] = {"toy": WEIGHTS_DIR / "toy_clap"}
-# The toy model's stage settings were swept on held-out clips (docs/quality.md): the paper's rates are tuned for
-# models 100-1000× larger and move this one too little in 300 steps (full at 1e-6).
-SHIPPED_DEFAULTS: dict[str, dict] = {"toy": {
-    "max_seconds": 2.56, "default_steps": 30, "default_guidance": 2.5,
-    "stage_defaults": {"embed_steps": 100, "embed_lr": 1e-2, "full_steps": 300, "full_lr": 5e-5,
-                       "lora_steps": 300, "lora_lr": 3e-3}}}
+# The names themselves live in engine/models/catalog.py (shared with the inventory); re-exported here.
+__all__ = ["ALIASES", "AUTO", "BUILTIN", "SHIPPED", "SHIPPED_CLAP", "SHIPPED_DEFAULTS", "WEIGHTS_DIR", "ModelSpec",
+           "load_model", "load_scorer_for", "resolve", "resolve_auto"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "tiny" | "audioldm" | "audioldm2" | "tango"
+    family: str  # "tiny" | "tiny-sa3" | "audioldm" | "audioldm2" | "tango" | "stable-audio-3"
     source: str  # hub id or folder
     name: str  # what results and caches call it
 
@@ -65,14 +57,15 @@ def resolve(spec: str) -> ModelSpec:
         return ModelSpec(family, str(folder), s)
     if s in ALIASES:
         family, hub = ALIASES[s]
+        if family == SA3:
+            folder = sa3_folder(s)
+            return ModelSpec(family, str(folder) if folder else hub, s)
         return ModelSpec(family, hub, s)
     path = Path(os.path.expanduser(s))
     if path.is_dir():
         return ModelSpec(_family_of_folder(path), str(path.resolve()), path.resolve().name)
     if _HUB_ID.match(s) and not s.startswith(("/", ".")):
-        low = s.lower()
-        family = "audioldm2" if "audioldm2" in low else "tango" if "tango" in low else \
-            "audioldm" if "audioldm" in low else None
+        family = family_of_hub_id(s)
         if family is None:
             raise InputError(f"cannot tell which model family {s!r} is: name a folder or one of "
                              f"{', '.join((AUTO, *BUILTIN, *SHIPPED, *ALIASES))}")
@@ -90,22 +83,40 @@ def resolve_auto() -> tuple[str, str | None]:
     return pick()
 
 
+def sa3_folder(alias: str) -> Path | None:
+    """The converted (diffusers-layout) folder of a Stable Audio 3 alias: ``<model folder>/<alias>`` in a configured
+    model folder, else ``converted_home()/<alias>``; None when not converted yet."""
+    from engine.models.inventory import model_dirs
+
+    for base in (*model_dirs(), converted_home()):
+        cand = base / alias
+        if (cand / "model_index.json").is_file():
+            return cand
+    return None
+
+
 def _family_of_folder(path: Path) -> str:
     index = path / "model_index.json"
     if index.exists():
         cls = json.loads(index.read_text()).get("_class_name", "")
-        if cls == "AudioLDM2Pipeline":
-            return "audioldm2"
-        if cls == "AudioLDMPipeline":
-            return "audioldm"
-        raise ModelUnavailable(f"{path} holds a {cls or 'unknown'} pipeline, not AudioLDM, AudioLDM 2 or TANGO")
+        if cls in PIPELINE_FAMILIES:
+            return PIPELINE_FAMILIES[cls]
+        raise ModelUnavailable(f"{path} holds a {cls or 'unknown'} pipeline, not AudioLDM, AudioLDM 2, TANGO or "
+                               "Stable Audio 3")
     if (path / "main_config.json").exists() and (path / "vae_config.json").exists():
         return "tango"
-    raise ModelUnavailable(f"{path} is not a model folder: expected model_index.json (AudioLDM, AudioLDM 2) or "
-                           "main_config.json + vae_config.json (TANGO)")
+    if (path / "model_config.json").is_file() and (path / "model.safetensors").is_file():
+        raise ModelUnavailable(f"{path} is a Stable Audio 3 checkpoint in stable-audio-tools layout: convert it to "
+                               "diffusers layout first (docs/install.md, Stable Audio 3)")
+    raise ModelUnavailable(f"{path} is not a model folder: expected model_index.json (AudioLDM, AudioLDM 2, Stable "
+                           "Audio 3) or main_config.json + vae_config.json (TANGO)")
 
 
 def _missing(spec: ModelSpec, exc: BaseException) -> ModelUnavailable:
+    if spec.family == SA3 and not Path(spec.source).is_dir():
+        return ModelUnavailable(
+            f"{spec.name} ({spec.source}, gated) is not converted on this machine: run `aiedit models pull "
+            f"{spec.name}` (it explains the licence and the conversion) or pass --model /path/to/converted/folder")
     if Path(spec.source).is_dir():
         return ModelUnavailable(f"cannot load the model in {spec.source}: {str(exc).splitlines()[0][:200]}")
     return ModelUnavailable(
@@ -145,6 +156,16 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
             from engine.models.audioldm import tiny_audioldm
 
             model = tiny_audioldm()
+        elif spec.family == "tiny-sa3":
+            from engine.models.stable_audio3 import tiny_stable_audio3
+
+            model = tiny_stable_audio3()
+        elif spec.family == SA3:
+            if not Path(spec.source).is_dir():
+                raise FileNotFoundError(spec.source)
+            from engine.models.stable_audio3 import load_stable_audio3
+
+            model = load_stable_audio3(spec.source, name=spec.name)
         elif spec.family == "audioldm":
             from engine.models.audioldm import load_audioldm
 
@@ -185,7 +206,7 @@ def load_scorer_for(model, choice: str = "auto", *, device: str = "cpu", allow_d
     from engine.scoring import ClapScorer
 
     if choice == "auto":
-        if getattr(model, "name", "") == "tiny":
+        if getattr(model, "name", "") in BUILTIN:
             return ClapScorer.tiny()
         if getattr(model, "name", "") in SHIPPED_CLAP:  # a shipped model scores with its own CLAP
             return load_scorer_for(model, str(SHIPPED_CLAP[model.name]), device=device, allow_download=allow_download)

@@ -60,3 +60,89 @@ def tiny_ddim_config() -> dict:
     """The AudioLDM family's training schedule (scaled-linear betas, ε-prediction)."""
     return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 clip_sample=False, set_alpha_to_one=False, prediction_type="epsilon", steps_offset=1)
+
+
+# -- Stable Audio 3 at toy widths ---------------------------------------------------------------------------------
+
+def offline_gemma_tokenizer(model_max_length: int = 64):
+    """A GemmaTokenizer built in memory (no hub): specials at Gemma's ids (pad 0, eos 1, bos 2, unk 3), byte
+    fall-back tokens for anything else, one token per printable ASCII character and '▁' for spaces. SA3's pipeline
+    calls it exactly as the real one (``padding="max_length"``, truncation, ``batch_decode``)."""
+    from transformers import GemmaTokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for ch in [chr(i) for i in range(33, 127)] + ["▁"]:
+        vocab.setdefault(ch, len(vocab))
+    # right padding (saved with the tokenizer): Conditioning pads masked sequences on the right
+    return GemmaTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length, padding_side="right")
+
+
+def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 32) -> dict:
+    """The components of diffusers' ``StableAudio3Pipeline`` at toy widths, random weights, offline.
+
+    Real geometry where it matters to the editor: 44.1 kHz stereo in and out of ``AutoencoderSAME`` (downsampling
+    1024 instead of the real 4096, so short test clips still have a few dozen latent frames), a DiT that predicts
+    velocity with the inpainting (local-additive) input, T5Gemma cross-attention plus the duration token, and the
+    distilled checkpoints' 8-step ping-pong ``FlowMatchEulerDiscreteScheduler``. Keys are the pipeline's own
+    (``StableAudio3Pipeline(**components)`` builds it).
+    """
+    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    tokenizer = offline_gemma_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderSAME(audio_channels=2, patch_size=256, encoder_channels=8, encoder_c_mults=(2,),
+                              encoder_strides=(4,), encoder_transformer_depths=(1,), latent_dim=latent_dim,
+                              use_differential_attention=True, dim_heads=8, ff_mult=2, sampling_rate=44100)
+        module = T5GemmaModuleConfig(vocab_size=len(tokenizer), hidden_size=cond_dim, intermediate_size=48,
+                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                     query_pre_attn_scalar=16, max_position_embeddings=128, sliding_window=64,
+                                     layer_types=["full_attention", "full_attention"])
+        text_encoder = T5GemmaEncoderModel(T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(),
+                                                         is_encoder_decoder=False))
+        duration_embedder = StableAudio3DurationEmbedder(output_dim=cond_dim, fourier_dim=16)
+        transformer = StableAudio3DiTModel(io_channels=latent_dim, patch_size=1, embed_dim=32, depth=2, num_heads=2,
+                                           cond_token_dim=cond_dim, global_cond_dim=cond_dim,
+                                           local_add_cond_dim=latent_dim + 1, timestep_features_dim=16, ff_mult=2,
+                                           num_memory_tokens=4, use_differential_attention=True)
+        # Zero-initialised parts (the residual convs, each block's inpainting projection) make a fresh DiT
+        # ignore some of its inputs: give them weights so that every input (latent, time, text, duration, the
+        # inpainting mask and latent) visibly reaches the output in tests.
+        for conv in (transformer.preprocess_conv, transformer.postprocess_conv):
+            torch.nn.init.normal_(conv.weight, std=0.2)
+        for block in transformer.transformer_blocks:
+            torch.nn.init.normal_(block.to_local_embed[-1].weight, std=0.2)
+        # SAME zero-initialises each transformer layer's attention and feed-forward outputs and starts its output
+        # tokens at ~1e-5: untrained, those tokens never hear the input (every clip encodes and decodes to the same
+        # thing). Random ones instead, so the tiny codec is a (poor but real) function of its input.
+        for name, p in vae.named_parameters():
+            if name.endswith(("attn.to_out.weight", "ff.proj_out.weight", "new_tokens")):
+                torch.nn.init.normal_(p, std=1.0 if name.endswith("new_tokens") else 0.3)
+    _calibrate_same(vae)
+    scheduler = FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True))
+    return {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
+            "duration_embedder": duration_embedder.eval(), "transformer": transformer.eval(), "scheduler": scheduler}
+
+
+def _calibrate_same(vae) -> None:
+    """Set the soft-norm bottleneck's running std so a test tone encodes to unit-variance latents, as trained SA3
+    latents are (the flow's σ = 1 end is unit noise)."""
+    t = torch.arange(1024 * 32) / 44100
+    probe = 0.3 * torch.stack([torch.sin(2 * math.pi * 330 * t), torch.sin(2 * math.pi * 550 * t)])[None]
+    with torch.no_grad():
+        vae.bottleneck.running_std.fill_(1.0)
+        std = vae.encode(probe).latents.std().item()
+        vae.bottleneck.running_std.fill_(max(std, 1e-6))
+
+
+def sa3_scheduler_config(*, stochastic: bool) -> dict:
+    """``FlowMatchEulerDiscreteScheduler`` as SA3 samples: sigmas are supplied by the pipeline's log-SNR schedule,
+    timesteps are the sigmas themselves (the DiT's Fourier time features expect t ∈ [0, 1], diffusers'
+    ``StableAudio3DiTModel.forward`` docstring), hence ``num_train_timesteps=1``; ``stochastic_sampling`` is the
+    distilled checkpoints' ping-pong re-noising (diffusers' SA3 pipeline docs: 8 steps), Euler for the base ones."""
+    return dict(num_train_timesteps=1, shift=1.0, stochastic_sampling=stochastic)
