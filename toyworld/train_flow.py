@@ -1,6 +1,7 @@
 """Train the toy flow model (the Stable Audio 3 architecture, shrunk) on the procedural world, from scratch, on a CPU.
 
-    python -m toyworld.train_flow --out engine/weights/toy_flow [--stages ae,whiten,dit] [--quick] [--max-minutes M]
+    python -m toyworld.train_flow --out engine/weights/toy_flow [--stages ae,whiten,decoder,dit] [--quick]
+                                  [--max-minutes M]
 
 The same classes the ``stable-audio-3`` family loads, in diffusers' ``StableAudio3Pipeline`` folder layout
 (model_index.json, vae/, text_encoder/, tokenizer/, duration_embedder/, transformer/, scheduler/), at 44.1 kHz stereo:
@@ -12,6 +13,8 @@ The same classes the ``stable-audio-3`` family loads, in diffusers' ``StableAudi
 - ``whiten``: folds each latent channel's mean and std into the soft-norm bottleneck (encoder side) and the
   decoder's input projection, so the flow model sees zero-mean, unit-variance latents with the decoded audio
   unchanged. The toy AudioLDM needed the same (docs/quality.md, "The fix that made it edit").
+- ``decoder``: a second round for the decoder alone on the frozen encoder's latents (the latent space does not
+  move, so it can run beside ``dit``), with a loss that ignores inaudible magnitude differences.
 - ``dit``: diffusers ``StableAudio3DiTModel`` on whole-clip latents (111 frames for 2.56 s), with the rectified-flow
   loss (x_σ = (1 − σ)·x0 + σ·ε, target v = ε − x0); σ half from log-SNR uniform in [−7, 4] (64 % of draws above
   σ = 0.5: at high noise only the text says what the clip holds, the lesson of the toy AudioLDM's second round), half
@@ -65,15 +68,16 @@ def ae_model():
     return AutoencoderSAME(**AE_CONFIG)
 
 
-def stft_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Multi-resolution STFT loss (log magnitude L1 + spectral convergence) at 44.1 kHz, channels folded in."""
+def stft_loss(y: torch.Tensor, x: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """Multi-resolution STFT loss (log magnitude L1 + spectral convergence) at 44.1 kHz, channels folded in;
+    magnitudes below ``floor`` count as equal (a high floor stops inaudible bins in silence from dominating)."""
     y, x = y.reshape(-1, y.shape[-1]), x.reshape(-1, x.shape[-1])
     loss = y.new_zeros(())
     for n_fft, hop in ((2048, 512), (512, 128), (128, 32)):
         w = torch.hann_window(n_fft)
         sy = torch.stft(y, n_fft, hop, window=w, return_complex=True).abs()
         sx = torch.stft(x, n_fft, hop, window=w, return_complex=True).abs()
-        loss = loss + (torch.log(sy.clamp(min=1e-5)) - torch.log(sx.clamp(min=1e-5))).abs().mean()
+        loss = loss + (torch.log(sy.clamp(min=floor)) - torch.log(sx.clamp(min=floor))).abs().mean()
         loss = loss + torch.linalg.norm(sy - sx) / torch.linalg.norm(sx).clamp(min=1e-5)
     return loss / 3
 
@@ -154,6 +158,56 @@ def whiten_ae(out: Path, q: float) -> dict:
 
 
 AE_STEPS = 500
+
+
+def train_decoder(out: Path, q: float, max_minutes: float | None = None) -> dict:
+    """A second round for the SAME decoder alone, on the whitened latents of the frozen encoder: the latent space
+    does not move, so it can run beside ``dit`` (which learns on those latents). Magnitudes below 1e-2 (≈ 90 dB
+    under the loudest bins) count as equal, so the loss follows what is audible rather than the exact level of
+    digital silence, which dominated round 1's log-magnitude term; latent noise of 0.1 (the latents have unit
+    std) keeps the decoder tolerant of imperfect samples."""
+    from diffusers import AutoencoderSAME
+
+    torch.manual_seed(12)
+    rng = np.random.default_rng(12)
+    n, steps, batch = max(16, int(400 * q)), max(4, int(DECODER_STEPS * q)), 6
+    waves, _ = clips_stereo(n, start=100_000)
+    wt = torch.from_numpy(waves)
+    ae = AutoencoderSAME.from_pretrained(out / "vae")
+    ae.requires_grad_(False).eval()
+    ae.decoder.requires_grad_(True).train()
+    params = list(ae.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    t0 = time.perf_counter()
+    step = 0
+    for step in range(steps):
+        idx = rng.integers(0, n, batch)
+        off = rng.integers(0, wt.shape[-1] - AE_CROP + 1, batch)
+        x = torch.stack([wt[i, :, o:o + AE_CROP] for i, o in zip(idx, off, strict=True)])
+        set_lr(opt, lr_at(step, steps, 1e-3))
+        with torch.no_grad():
+            z = ae.encode(x).latents
+        y = ae.decode(z + 0.1 * torch.randn_like(z)).sample[..., :AE_CROP]
+        wav_l1 = (y - x).abs().mean()
+        spec = stft_loss(y, x, floor=1e-2)
+        loss = spec + 5.0 * wav_l1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        el = time.perf_counter() - t0
+        if step % 50 == 0 or step == steps - 1:
+            log(f"decoder {step}/{steps} stft {spec.item():.3f} wav L1 {wav_l1.item():.4f} ({el:.0f} s)")
+        if max_minutes is not None and el > 60 * max_minutes:
+            log(f"decoder: time budget of {max_minutes} min reached at step {step + 1}/{steps}")
+            break
+    ae.eval()
+    ae.save_pretrained(out / "vae", safe_serialization=True)
+    return {"steps_done": step + 1, "steps_planned": steps, "batch": batch, "stft_floor": 1e-2,
+            "final_stft": spec.item(), "final_wav_l1": wav_l1.item()}
+
+
+DECODER_STEPS = 1500
 
 # ---------------------------------------------------------------------------------------------- text + DiT
 
@@ -347,15 +401,16 @@ def text_effect(dit, te, tok, dur_emb, z0: torch.Tensor, caps: list[str]) -> dic
 DIT_CLIPS = 800
 DIT_STEPS = 1000
 
-STAGES = {"ae": train_ae, "whiten": whiten_ae, "dit": train_dit}
+STAGES = {"ae": train_ae, "whiten": whiten_ae, "decoder": train_decoder, "dit": train_dit}
+TIMED = ("decoder", "dit")  # stages that take --max-minutes
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="toyworld.train_flow", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy_flow"))
-    ap.add_argument("--stages", default="ae,whiten,dit", help="comma-separated, in dependency order")
+    ap.add_argument("--stages", default="ae,whiten,decoder,dit", help="comma-separated, in dependency order")
     ap.add_argument("--max-minutes", type=float, default=None,
-                    help="stop the DiT stage after this much training time and ship what it has")
+                    help="stop the decoder and DiT stages after this much training time each and ship what they have")
     ap.add_argument("--quick", action="store_true", help="2 %% of the data and steps (a smoke test)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
@@ -368,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in a.stages.split(","):
         t0 = time.perf_counter()
         log(f"stage {name} …")
-        info = STAGES[name](out, q, a.max_minutes) if name == "dit" else STAGES[name](out, q)
+        info = STAGES[name](out, q, a.max_minutes) if name in TIMED else STAGES[name](out, q)
         info["wall_s"] = round(time.perf_counter() - t0, 1)
         log(f"stage {name} done in {info['wall_s']} s: {info}")
         record = json.loads(log_path.read_text()) if log_path.exists() else {}  # a parallel stage may have written
