@@ -37,6 +37,7 @@ import soundfile as sf
 import torch
 
 from engine.models.base import AudioModel
+from engine.models.tiny_parts import AUDIOLDM_SCHEDULER_CONFIG
 
 # -- published configs ------------------------------------------------------------------------------------------
 
@@ -70,10 +71,7 @@ AUDIOLDM2_UNET = {
     "cross_attention_dim": [[None, 768, 1024]] * 4,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}
-# cvssp/audioldm* scheduler/scheduler_config.json (ε-prediction, scaled-linear 0.0015 → 0.0195).
-AUDIOLDM_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195,
-                      "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
-                      "steps_offset": 1, "prediction_type": "epsilon"}
+AUDIOLDM_SCHEDULER = AUDIOLDM_SCHEDULER_CONFIG  # cvssp/audioldm* scheduler/scheduler_config.json
 
 # Stable Audio 3's DiTs (StableAudio3DiTModel kwargs). Sources: the Stability-AI/stable-audio-3 repository's MLX
 # ports, optimized/mlx/models/defs/dit_mlx.py (small: embed 1024, depth 20, 16 heads of 64, FF inner 4096, *plain*

@@ -158,7 +158,8 @@ def onset_scores(case: Case, take: np.ndarray) -> tuple[float, float | None]:
 
 def methods_for(a: argparse.Namespace, modes: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")) -> dict[str, dict]:
     """The rows for a model that runs ``modes`` (a flow model: FlowEdit instead of ZETA, no inverted start)."""
-    lora = dict(mode="lora", etas=ETAS, tune_steps=a.lora_steps, tune_lr=a.lora_lr, lora_rank=a.lora_rank)
+    lora = dict(mode="lora", etas=ETAS, tune_steps=a.lora_steps, tune_lr=a.lora_lr, tune_draws=a.lora_draws,
+                lora_rank=a.lora_rank, sampler=a.sampler)
     if "flowedit" in modes:
         m = {"flowedit": dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS),
              f"flowedit (guidance {a.zeta_guidance:g})": dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS,
@@ -167,16 +168,28 @@ def methods_for(a: argparse.Namespace, modes: tuple[str, ...] = ("lora", "full",
         if a.full:
             m["ours (full)"] = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
         m.update({"SDEdit": dict(mode="sdedit", etas=STRENGTHS), "generate": dict(mode="sdedit", etas=(1.0,))})
-        return m
-    m = {"ours (LoRA)": lora, "ours (LoRA, inverted)": {**lora, "start": "inversion"}}
-    if a.full:
-        full = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
-        m.update({"ours (full)": full, "ours (full, inverted)": {**full, "start": "inversion"}})
-    m.update({"zeta": dict(mode="zeta", etas=ZETA_STRENGTHS),
-              # ZETA's reference settings steer the target far harder than our samplers' default guidance
-              f"zeta (guidance {a.zeta_guidance:g})": dict(mode="zeta", etas=ZETA_STRENGTHS, guidance=a.zeta_guidance),
-              "SDEdit": dict(mode="sdedit", etas=STRENGTHS),
-              "generate": dict(mode="sdedit", etas=(1.0,))})
+    else:
+        m = {"ours (LoRA)": lora, "ours (LoRA, inverted)": {**lora, "start": "inversion"}}
+        if a.full:
+            full = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
+            m.update({"ours (full)": full, "ours (full, inverted)": {**full, "start": "inversion"}})
+        m.update({"zeta": dict(mode="zeta", etas=ZETA_STRENGTHS),
+                  # ZETA's reference settings steer the target far harder than our samplers' default guidance
+                  f"zeta (guidance {a.zeta_guidance:g})": dict(mode="zeta", etas=ZETA_STRENGTHS,
+                                                               guidance=a.zeta_guidance),
+                  "SDEdit": dict(mode="sdedit", etas=STRENGTHS),
+                  "generate": dict(mode="sdedit", etas=(1.0,))})
+    for v in (a.sample_variants.split(",") if a.sample_variants else []):
+        kind, steps = v.split(":")  # the LoRA row again with another sampler: a re-take from the stage cache
+        m[f"ours (LoRA), {kind} {steps}"] = {**lora, "sampler": kind, "sample_steps": int(steps)}
+    if a.methods:
+        wanted = [x.strip() for x in a.methods.split(",")]
+        unknown = [x for x in wanted if x not in m]
+        if unknown:
+            raise SystemExit(f"unknown method(s) {unknown}: choose from {list(m)}")
+        m = {k: v for k, v in m.items() if k in wanted}
+    if a.tag:  # one run per configuration; the tag keeps their rows apart when several JSON files are summarised
+        m = {f"{k} [{a.tag}]": v for k, v in m.items()}
     return m
 
 
@@ -192,12 +205,13 @@ def run(a: argparse.Namespace) -> dict:
     cases = make_cases(a.cases, kinds=tuple(a.kinds.split(",")), sr=sr, stereo=stereo)
     methods = methods_for(a, tuple(getattr(model, "modes", ("lora", "full", "sdedit", "zeta"))))
     for mname, kw in methods.items():
-        r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, **kw, "etas": (0.5,)},
-                                             embed_steps=a.embed_steps, embed_lr=a.embed_lr,
-                                             sample_steps=a.sample_steps))
-        print(f"{mname:22s} stage 1 {r.embed_steps} @ {r.embed_lr:g}; stage 2 {r.tune_steps} @ {r.tune_lr:g}; "
-              f"{r.sample_steps} sampling steps, guidance {r.guidance:g}" if r.mode in ("lora", "full") else
-              f"{mname:22s} {r.sample_steps} sampling steps, guidance {r.guidance:g}", flush=True)
+        r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, "sample_steps": a.sample_steps,
+                                                            **kw, "etas": (0.5,)},
+                                             embed_steps=a.embed_steps, embed_lr=a.embed_lr))
+        print(f"{mname:22s} stage 1 {r.embed_steps} @ {r.embed_lr:g}; stage 2 {r.tune_steps} × {r.tune_draws} draws "
+              f"@ {r.tune_lr:g}; {r.sample_steps} {r.sampler} steps, guidance {r.guidance:g}"
+              if r.mode in ("lora", "full") else
+              f"{mname:22s} {r.sample_steps} {r.sampler} steps, guidance {r.guidance:g}", flush=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
@@ -212,8 +226,8 @@ def run(a: argparse.Namespace) -> dict:
             stage12: dict[str, float] = {}
             for mname, kw in methods.items():
                 p = EditParams(prompt=case.prompt, seed=0, embed_steps=a.embed_steps, embed_lr=a.embed_lr,
-                               sample_steps=a.sample_steps, inpaint=Inpaint(*case.gap) if case.gap else None,
-                               **{"guidance": a.guidance, **kw})
+                               inpaint=Inpaint(*case.gap) if case.gap else None,
+                               **{"guidance": a.guidance, "sample_steps": a.sample_steps, **kw})
                 t0 = time.perf_counter()
                 res = editor.edit(EditRequest(str(path), params=p))
                 wall = time.perf_counter() - t0
@@ -227,7 +241,8 @@ def run(a: argparse.Namespace) -> dict:
                     kept, added = onset_scores(case, y)
                     rows.append(dict(case=case.name, kind=case.kind, method=mname, eta=take.eta,
                                      text=take.scores.text, audio=take.scores.audio, kept=kept, added=added,
-                                     wall=wall, recon_l1=logmel_l1(y, ref16)))
+                                     wall=wall, recon_l1=logmel_l1(y, ref16),
+                                     network_calls=res.network_calls))
                 print(f"  {case.name:9s} {mname:22s} {wall:6.1f} s  " + "  ".join(
                     f"{t.eta:g}:{t.scores.text:+.2f}/{t.scores.audio:+.2f}" for t in res.takes), flush=True)
             if a.json:  # after every case, so a run cut short still leaves its rows
@@ -331,18 +346,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--embed-lr", type=float, default=None)
     ap.add_argument("--lora-steps", type=int, default=None)
     ap.add_argument("--lora-lr", type=float, default=None)
+    ap.add_argument("--lora-draws", type=int, default=None, help="stage-2 noise draws per step (batch)")
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--full-steps", type=int, default=None)
     ap.add_argument("--full-lr", type=float, default=None)
     ap.add_argument("--sample-steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
+    ap.add_argument("--sampler", default="ddim", choices=("ddim", "dpm"), help="stage-3 sampler of the LoRA rows")
+    ap.add_argument("--sample-variants", default=None,
+                    help="extra LoRA rows with other stage-3 samplers, e.g. ddim:8,dpm:25 (they reuse the cached "
+                         "stages 1-2: wall = sampling only)")
+    ap.add_argument("--methods", default=None, help="comma-separated method names to run (default: all)")
+    ap.add_argument("--tag", default=None, help="appended to every method name, e.g. the configuration's name")
     ap.add_argument("--zeta-guidance", type=float, default=7.5,
                     help="guidance of the second zeta (flow models: FlowEdit) row")
     ap.add_argument("--json", default=None, help="write every take's scores here")
-    ap.add_argument("--from-json", default=None, help="only summarise rows written by an earlier --json run")
+    ap.add_argument("--from-json", nargs="+", default=None,
+                    help="only summarise rows written by earlier --json runs (several files: their rows together)")
     a = ap.parse_args(argv)
     if a.from_json:
-        print(summarise(json.loads(Path(a.from_json).read_text())["rows"]))
+        rows = [r for f in a.from_json for r in json.loads(Path(f).read_text())["rows"]]
+        seen: set[tuple] = set()  # the oracle rows repeat in every file
+        unique = [r for r in rows if (key := (r["case"], r["method"], r["eta"])) not in seen and not seen.add(key)]
+        print(summarise(unique))
         return
     t0 = time.perf_counter()
     res = run(a)

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--start-from", dest="start_from", choices=list(STARTS), default="noise",
                     help="stage 3 start for lora/full: fresh noise or the input inverted by the tuned model")
     ap.add_argument("--source-prompt", default="", help="zeta, flowedit: what the input sounds like (default: none)")
+    ap.add_argument("--source-guidance", type=float, default=3.0,
+                    help="zeta: guidance of the source prompt in the inversion (default 3, as ZETA's code)")
     ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
     ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
     ap.add_argument("--embed-lr", type=float, default=None, help="stage 1 Adam rate (default: the model's, else 2e-3)")
     ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps (default: the model's, else 1500)")
+    ap.add_argument("--tune-draws", type=int, default=None,
+                    help="stage 2 noise draws per step, in one batch (default: the model's, else 4 LoRA / 1 full)")
     ap.add_argument("--tune-lr", type=float, default=None,
                     help="stage 2 Adam rate (default: the model's, else 1e-6 full / 1e-4 LoRA)")
     ap.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
@@ -76,7 +80,8 @@ def request_from_args(a: argparse.Namespace) -> EditRequest:
     params = EditParams(prompt=a.prompt, etas=tuple(a.eta), mode=a.mode, seed=a.seed, inpaint=inpaint,
                         embed_steps=a.embed_steps, embed_lr=a.embed_lr, tune_steps=a.tune_steps, tune_lr=a.tune_lr,
                         lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler,
-                        start=a.start_from, source_prompt=a.source_prompt)
+                        start=a.start_from, source_prompt=a.source_prompt, source_guidance=a.source_guidance,
+                        tune_draws=a.tune_draws)
     return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params).validate()
 
 
@@ -155,6 +160,7 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
                "params": result.params, "sample_rate": result.sample_rate,
                "channels": result.channels, "frames": result.frames, "cache_hit": result.cache_hit,
                "timings": {k: round(v, 3) for k, v in result.timings.items()} | {"load": round(load_s, 3)},
+               "network_calls": result.network_calls,
                "takes": [], "best": result.best}
     for take in result.takes:
         path = write_wav_atomic(out / f"{stem}_{request.params.mode}_eta{take.eta:.2f}.wav", take.audio,

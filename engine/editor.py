@@ -18,6 +18,7 @@ import numpy as np
 import soxr
 import torch
 
+from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
 from engine.errors import InputError, OutOfMemory
@@ -102,6 +103,7 @@ class Editor:
     def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken) -> EditResult:
         p = self.resolve_params(request.params)
         timings: dict[str, float] = {}
+        counts: dict[str, int] = {}
         t0 = time.perf_counter()
         report(Progress("preparing", 0, 1))
         data, sr = read_region(request.source, request.region)
@@ -128,7 +130,7 @@ class Editor:
         cache_hits = 0
         for k, win in enumerate(windows):
             waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, e_target,
-                                           uncond, report, token, timings)
+                                           uncond, report, token, timings, counts)
             cache_hits += hit
             for j, w in enumerate(waves):
                 pieces[j].append((win, w))
@@ -148,7 +150,7 @@ class Editor:
 
         trained = p.mode not in ZERO_SHOT_MODES
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
-                            timings=timings, windows=len(windows), params=p.to_dict())
+                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts)
         if self.scorer is not None:
             token.check()
             t0 = time.perf_counter()
@@ -186,7 +188,7 @@ class Editor:
 
     def _edit_window(self, seg: np.ndarray, win: Window, k: int, nwin: int, span: _Span | None, p: EditParams,
                      e_target: Conditioning, uncond: Conditioning, report: ProgressFn, token: CancelToken,
-                     timings: dict[str, float]) -> tuple[list[np.ndarray], bool]:
+                     timings: dict[str, float], counts: dict[str, int]) -> tuple[list[np.ndarray], bool]:
         """Stages 1-3 on one window; returns one model-rate waveform per η and whether the cache was hit."""
         m = self.model
         n = len(seg)
@@ -214,48 +216,54 @@ class Editor:
             return on_step
 
         hit = False
-        if p.mode == "sdedit":
+        if p.mode == "sdedit":  # every strength in one loop: a take joins the batch at its own start step
             t0 = time.perf_counter()
-            latents = torch.cat([
-                sample(m, [e_target], uncond, latent_shape=shape, steps=steps, guidance=guidance, seed=seed,
-                       sampler=p.sampler, z_ref=z0, keep=keep, strength=float(s), on_step=stepper("sampling"))
-                for s in p.etas])
+            with calls.stage(m, "sampling", counts):
+                latents = sample(m, [e_target] * len(p.etas), uncond, latent_shape=shape, steps=steps,
+                                 guidance=guidance, seed=seed, sampler=p.sampler, z_ref=z0, keep=keep,
+                                 strength=[float(s) for s in p.etas], on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         elif p.mode == "zeta":
-            latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings)
+            latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings, counts)
         elif p.mode == "flowedit":
             e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
             t0 = time.perf_counter()
-            latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas], steps=steps,
-                               guidance=guidance, seed=seed, keep=keep, on_step=stepper("sampling"))
+            with calls.stage(m, "sampling", counts):
+                latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
+                                   steps=steps, guidance=guidance, seed=seed, keep=keep, on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
-            key = cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed})
+            key = self.stage_cache_key(seg, p, seed)
             cached = self.cache.get(key)
             if cached is not None:
                 hit = True
                 e_opt, tuning = cached[0].to(m.device, m.dtype), cached[1]
             else:
                 t0 = time.perf_counter()
-                e_opt, _ = optimize_embedding(m, z0, e_target, steps=int(p.embed_steps or 0),
-                                              lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
+                with calls.stage(m, "embedding", counts):
+                    e_opt, _ = optimize_embedding(m, z0, e_target, steps=int(p.embed_steps or 0),
+                                                  lr=float(p.embed_lr or 0), seed=seed, on_step=stepper("embedding"))
                 timings["embedding"] = timings.get("embedding", 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if p.mode == "full":
                     self.cache.drop_full()  # at most one full UNet state in host RAM besides the pretrained copy
-                tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
-                                     lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
-                                     on_step=stepper("finetune"))
+                with calls.stage(m, "finetune", counts):
+                    tuning, _ = finetune(m, z0, e_opt, mode=p.mode, steps=int(p.tune_steps or 0),
+                                         lr=float(p.tune_lr or 0), rank=p.lora_rank, seed=seed,
+                                         draws=int(p.tune_draws or 1), on_step=stepper("finetune"))
                 timings["finetune"] = timings.get("finetune", 0.0) + time.perf_counter() - t0
                 self.cache.put(key, e_opt, tuning)
             t0 = time.perf_counter()
             conds = [e_opt.lerp(e_target, float(eta)) for eta in p.etas]
             with tuned(m, tuning):
                 x_T = None
-                if p.start == "inversion":
-                    x_T = ddim_invert(m, z0, e_opt, steps=steps, on_step=stepper("inverting"))
-                latents = self._sample_batched(conds, uncond, shape, steps, guidance, seed, p, z0, keep,
-                                               stepper("sampling"), x_T)
+                if p.start == "inversion":  # on the sampler's own grid: it ends where that sampler starts
+                    with calls.stage(m, "inverting", counts):
+                        x_T = ddim_invert(m, z0, e_opt, steps=steps, sampler=p.sampler,
+                                          on_step=stepper("inverting"))
+                with calls.stage(m, "sampling", counts):
+                    latents = self._sample_batched(conds, uncond, shape, steps, guidance, seed, p, z0, keep,
+                                                   stepper("sampling"), x_T)
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         token.check()
         t0 = time.perf_counter()
@@ -265,6 +273,14 @@ class Editor:
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
+
+    def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int) -> str:
+        """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, and where and in
+        which precision they ran (a bf16 or GPU result is not the fp32 CPU one, and vice versa)."""
+        m = self.model
+        where = {"device": m.device.type, "weights": str(m.weight_dtype or m.dtype).removeprefix("torch."),
+                 "dtype": str(m.dtype).removeprefix("torch.")}
+        return cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed, **where})
 
     def _sample_batched(self, conds: list[Conditioning], uncond: Conditioning, shape: tuple, steps: int,
                         guidance: float, seed: int, p: EditParams, z0: torch.Tensor, keep: torch.Tensor | None,
@@ -285,18 +301,27 @@ class Editor:
 
     def _zeta(self, p: EditParams, z0: torch.Tensor, e_target: Conditioning, uncond: Conditioning, steps: int,
               guidance: float, seed: int, keep: torch.Tensor | None, stepper,
-              timings: dict[str, float]) -> torch.Tensor:
+              timings: dict[str, float], counts: dict[str, int]) -> torch.Tensor:
         """Zero-shot edit: invert z0 once (edit-friendly DDPM), re-sample all strengths under the prompt (an
-        inpainting range is blended with the input's levels; the splice after decoding keeps the audio exact)."""
+        inpainting range is blended with the input's levels; the splice after decoding keeps the audio exact).
+
+        The inversion guides the source prompt with its own scale (ZETA's reference code: source 3, target 12);
+        without a source prompt its conditional branch *is* the unconditional one, so it runs that one alone."""
         m = self.model
-        e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
         t0 = time.perf_counter()
-        maps = extract_noise_maps(m, z0, e_src, uncond, steps=steps, guidance=guidance, seed=seed,
-                                  on_step=stepper("inverting"))
+        with calls.stage(m, "inverting", counts):
+            if p.source_prompt.strip():
+                e_src = self._encode(p.source_prompt)[0]
+                maps = extract_noise_maps(m, z0, e_src, uncond, steps=steps, guidance=float(p.source_guidance),
+                                          seed=seed, on_step=stepper("inverting"))
+            else:
+                maps = extract_noise_maps(m, z0, uncond, None, steps=steps, guidance=1.0, seed=seed,
+                                          on_step=stepper("inverting"))
         timings["invert"] = timings.get("invert", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
-        latents = zeta_sample(m, maps, e_target, uncond, strengths=[float(s) for s in p.etas], guidance=guidance,
-                              keep=keep, on_step=stepper("sampling"))
+        with calls.stage(m, "sampling", counts):
+            latents = zeta_sample(m, maps, e_target, uncond, strengths=[float(s) for s in p.etas],
+                                  guidance=guidance, keep=keep, on_step=stepper("sampling"))
         timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         return latents
 

@@ -25,14 +25,12 @@ from __future__ import annotations
 import torch
 
 from engine.models.base import AudioModel, Conditioning
+from engine.schedules import start_index
 from engine.stages import StepFn, _noop, guided_prediction
 
+__all__ = ["NOISE_DRAWS", "flowedit", "start_index"]
+
 NOISE_DRAWS = 2  # the paper's n_avg: noise draws averaged per step (1 already works; 2 steadies short schedules)
-
-
-def start_index(strength: float, steps: int) -> int:
-    """The step a strength in (0, 1] starts from: 1 → step 0 (σ = 1), → 0 only the last step."""
-    return min(steps - 1, steps - max(1, round(strength * steps)))
 
 
 @torch.no_grad()

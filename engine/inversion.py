@@ -21,20 +21,23 @@ from dataclasses import dataclass
 import torch
 
 from engine.models.base import AudioModel, Conditioning
-from engine.stages import StepFn, _noop, guided_prediction, make_sampler
+from engine.stages import StepFn, _noop, guidance_batch, guided_prediction, make_sampler
 
 
-def _grid(model: AudioModel, steps: int) -> tuple[torch.Tensor, list[float], list[float]]:
-    """The DDIM sampler's timesteps (descending) with ᾱ at each and at the level each step lands on, by the
-    scheduler's own rule (t − T/steps, the final ᾱ below 0), so an inverted start matches ``stages.sample``."""
-    sched = make_sampler(model, "ddim", steps)
+def _grid(model: AudioModel, steps: int,
+          sampler: str = "ddim") -> tuple[torch.Tensor, list[float], list[float], torch.Tensor]:
+    """The sampler's own timesteps (descending, on the host) with ᾱ at each, ᾱ at the level each step lands on
+    (the next timestep; after the last one DDIM's final ᾱ, or a clean latent for DPM-Solver++, which ends at
+    σ = 0) and that level's timestep (0 at the end), so an inverted start is the level ``stages.sample`` starts
+    from with the same sampler. (For DDIM's "leading" grid the next timestep is DDIM's own t − T/steps.)"""
+    sched = make_sampler(model, sampler, steps)
     ts = sched.timesteps.cpu()
-    ac = sched.alphas_cumprod.cpu().double()
-    final = float(sched.final_alpha_cumprod)
-    stride = sched.config.num_train_timesteps // sched.num_inference_steps
+    ac = model.scheduler.alphas_cumprod.cpu().double()  # type: ignore[attr-defined]
+    final = float(sched.final_alpha_cumprod) if hasattr(sched, "final_alpha_cumprod") else 1.0
     a_t = [float(ac[t]) for t in ts]
-    a_prev = [float(ac[int(t) - stride]) if int(t) - stride >= 0 else final for t in ts]
-    return ts, a_t, a_prev
+    a_prev = [float(ac[t]) for t in ts[1:]] + [final]
+    t_prev = torch.cat([ts[1:], torch.zeros(1, dtype=ts.dtype)])
+    return ts, a_t, a_prev, t_prev
 
 
 def _eps_x0(model: AudioModel, out: torch.Tensor, x: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,9 +49,10 @@ def _eps_x0(model: AudioModel, out: torch.Tensor, x: torch.Tensor, a: float) -> 
 
 
 @torch.no_grad()
-def ddim_invert(model: AudioModel, z0: torch.Tensor, cond: Conditioning, *, steps: int,
+def ddim_invert(model: AudioModel, z0: torch.Tensor, cond: Conditioning, *, steps: int, sampler: str = "ddim",
                 on_step: StepFn = _noop) -> torch.Tensor:
-    """The start noise x_τ1 from which DDIM sampling with ``steps`` steps under ``cond`` returns (about) z0.
+    """The start noise x_τ1 from which sampling with ``steps`` steps under ``cond`` returns (about) z0, on the
+    grid of ``sampler`` (its first timestep is where that sampler starts).
 
     Unguided on purpose: it uses the conditional branch alone. Stage 2 fits the UNet to z0 under e_opt without
     guidance, so that branch is the model that knows z0; inverting a guided prediction (w > 1) drifts off the
@@ -56,13 +60,12 @@ def ddim_invert(model: AudioModel, z0: torch.Tensor, cond: Conditioning, *, step
     a start that all η share. Each step uses ε(x_s, s) at the current level for the move up to the next one,
     DDIM's usual first-order approximation (exact when the predictor's x0 does not depend on x).
     """
-    ts, a_t, a_prev = _grid(model, steps)
-    stride = model.num_train_timesteps // steps
+    ts, a_t, a_prev, t_prev = _grid(model, steps, sampler)
+    t_dev = t_prev.to(model.device)  # one copy, not one (and a sync) per step
     x = z0.clone()
     for k, i in enumerate(reversed(range(len(ts)))):
-        # from the level sampling step i lands on (its timestep, or 0 after the last step) up to ts[i]'s level
-        t_here = (ts[i] - stride).clamp(min=0)
-        out = model.predict_noise(x, t_here.expand(x.shape[0]).to(model.device), cond)
+        # from the level sampling step i lands on (the next timestep, or 0 after the last step) up to ts[i]'s
+        out = guided_prediction(model, x, t_dev[i], cond, None, 1.0)
         eps, x0 = _eps_x0(model, out, x, a_prev[i])
         x = a_t[i] ** 0.5 * x0 + (1 - a_t[i]) ** 0.5 * eps
         on_step(k + 1, len(ts), None)
@@ -107,15 +110,18 @@ def extract_noise_maps(model: AudioModel, z0: torch.Tensor, cond: Conditioning, 
     ``uncond`` and guidance has no effect. Reconstruction is exact for any model, since each residual is solved
     against that model's own prediction.
     """
-    ts, a_t, a_prev = _grid(model, steps)
+    ts, a_t, a_prev, _ = _grid(model, steps)
+    ts_dev = ts.to(model.device)
+    both = guidance_batch(cond, uncond) if uncond is not None and guidance > 1.0 else None
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((len(ts), *z0.shape[1:]), generator=gen, dtype=torch.float32).to(z0.device, z0.dtype)
     a = torch.tensor(a_t, dtype=z0.dtype, device=z0.device).view(-1, *([1] * (z0.dim() - 1)))
     levels = torch.cat([a.sqrt() * z0 + (1 - a).sqrt() * noise, z0])
     residuals = torch.empty_like(noise)
-    for i, t in enumerate(ts):
+    for i in range(len(ts)):
         x = levels[i:i + 1]
-        mean, _ = _ddpm_mean(model, guided_prediction(model, x, t, cond, uncond, guidance), x, a_t[i], a_prev[i])
+        out = guided_prediction(model, x, ts_dev[i], cond, uncond, guidance, both=both)
+        mean, _ = _ddpm_mean(model, out, x, a_t[i], a_prev[i])
         residuals[i] = levels[i + 1] - mean[0]
         on_step(i + 1, len(ts), None)
     return NoiseMaps(ts, levels, residuals, steps)
@@ -131,20 +137,25 @@ def zeta_sample(model: AudioModel, maps: NoiseMaps, cond: Conditioning, uncond: 
     and every step adds back the input's residual noise, so the takes differ only in how many steps the target
     prompt steers. ``keep`` (1 = keep) puts the input's own level back outside an inpainting range each step.
     """
-    _, a_t, a_prev = _grid(model, maps.steps)
+    _, a_t, a_prev, _ = _grid(model, maps.steps)
+    ts_dev = maps.timesteps.to(model.device)
     starts = [maps.start_index(float(s)) for s in strengths]
-    first = min(starts)
-    x = maps.levels[starts].clone()  # a take that joins later starts from the input's level there
+    order = sorted(range(len(starts)), key=lambda j: starts[j])  # earliest start first: the active takes of a
+    starts_sorted = [starts[j] for j in order]                     # step are then a prefix of the batch
+    first = starts_sorted[0]
+    x = maps.levels[starts_sorted].clone()  # a take that joins later starts from the input's level there
     total = len(maps.timesteps) - first
+    conds = {m: cond.repeat(m) for m in sorted(set(range(1, len(starts) + 1)))}
+    boths = {m: guidance_batch(c, uncond) if uncond is not None and guidance > 1.0 else None
+             for m, c in conds.items()}
     for i in range(first, len(maps.timesteps)):
-        active = [j for j, s in enumerate(starts) if s <= i]
-        idx = torch.tensor(active, device=x.device)
-        xa = x[idx]
-        c = cond.repeat(len(active))
-        mean, _ = _ddpm_mean(model, guided_prediction(model, xa, maps.timesteps[i], c, uncond, guidance), xa,
-                             a_t[i], a_prev[i])
-        x[idx] = mean + maps.residuals[i:i + 1]
+        m = sum(s <= i for s in starts_sorted)
+        xa = x[:m]
+        out = guided_prediction(model, xa, ts_dev[i], conds[m], uncond, guidance, both=boths[m])
+        mean, _ = _ddpm_mean(model, out, xa, a_t[i], a_prev[i])
+        x[:m] = mean + maps.residuals[i:i + 1]
         if keep is not None:
             x = keep * maps.levels[i + 1:i + 2] + (1 - keep) * x
         on_step(i - first + 1, total, None)
-    return x
+    inverse = sorted(range(len(order)), key=lambda j: order[j])
+    return x[inverse]

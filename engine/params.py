@@ -32,7 +32,8 @@ MAX_TAKES = 16
 # keeps the 1500 steps (the paper reports its speed-up per step) at 1e-4: its adapters start at zero and need a far
 # larger rate than the whole model's 1e-6. A model may override any of these (``AudioModel.stage_defaults``).
 PAPER_STAGE_DEFAULTS: dict[str, Any] = {"embed_steps": 500, "embed_lr": 2e-3, "full_steps": 1500, "full_lr": 1e-6,
-                                        "lora_steps": 1500, "lora_lr": 1e-4}
+                                        "lora_steps": 1500, "lora_lr": 1e-4, "full_draws": 1, "lora_draws": 1}
+MAX_DRAWS = 64  # noise draws per stage-2 step (one batch): beyond this a step is a memory question, not a speed one
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class EditParams:
     embed_lr: float | None = None
     tune_steps: int | None = None
     tune_lr: float | None = None
+    # Stage 2 noise draws per optimiser step (one batch of k (t, ε) pairs): the same draws in k× fewer sequential
+    # UNet calls; None = the model's default, else the paper's batch of 1.
+    tune_draws: int | None = None
     lora_rank: int = 8
     # Stage 3: sampling. None picks the model's own default.
     sample_steps: int | None = None
@@ -75,6 +79,9 @@ class EditParams:
     sampler: Literal["ddim", "dpm"] = "ddim"
     start: Literal["noise", "inversion"] = "noise"
     source_prompt: str = ""
+    # zeta: guidance of the source prompt in the inversion (ZETA's reference code: 3 for the source, 12 for the
+    # target; the target's is ``guidance``). Unused without a source prompt.
+    source_guidance: float = 3.0
 
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> EditParams:
         """A copy with every unset stage number filled in: the model's own default where it has one (the keys of
@@ -88,6 +95,7 @@ class EditParams:
             embed_lr=self.embed_lr if self.embed_lr is not None else d["embed_lr"],
             tune_steps=self.tune_steps if self.tune_steps is not None else d[f"{kind}_steps"],
             tune_lr=self.tune_lr if self.tune_lr is not None else d[f"{kind}_lr"],
+            tune_draws=self.tune_draws if self.tune_draws is not None else d.get(f"{kind}_draws", 1),
             sample_steps=self.sample_steps if self.sample_steps is not None else d.get("sample_steps"),
             guidance=self.guidance if self.guidance is not None else d.get("guidance"))
 
@@ -96,7 +104,8 @@ class EditParams:
         Call it on :meth:`resolved` params so a default and the same value given explicitly share a key."""
         r = self.resolved()
         return {"prompt": r.prompt, "mode": r.mode, "seed": r.seed, "embed_steps": r.embed_steps,
-                "embed_lr": r.embed_lr, "tune_steps": r.tune_steps, "tune_lr": r.tune_lr, "lora_rank": r.lora_rank}
+                "embed_lr": r.embed_lr, "tune_steps": r.tune_steps, "tune_lr": r.tune_lr, "tune_draws": r.tune_draws,
+                "lora_rank": r.lora_rank}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -134,6 +143,7 @@ class EditParams:
         steps, lr = r.tune_steps, r.tune_lr
         _check_steps("embedding steps", r.embed_steps, allow_zero=True)
         _check_steps("fine-tuning steps", steps, allow_zero=True)
+        _check_steps("noise draws per fine-tuning step", r.tune_draws, allow_zero=False, high=MAX_DRAWS)
         if self.sample_steps is not None:
             _check_steps("sampling steps", self.sample_steps, allow_zero=False, high=MAX_SAMPLE_STEPS)
         for label, value in (("embedding learning rate", r.embed_lr), ("fine-tuning learning rate", lr)):
@@ -143,6 +153,8 @@ class EditParams:
             raise InputError(f"LoRA rank {self.lora_rank!r} must be between 1 and 256")
         if self.guidance is not None and (not _is_number(self.guidance) or not 0 <= self.guidance <= 50):
             raise InputError(f"guidance {self.guidance!r} must be between 0 and 50")
+        if not _is_number(self.source_guidance) or not 0 <= self.source_guidance <= 50:
+            raise InputError(f"source guidance {self.source_guidance!r} must be between 0 and 50")
         if self.sampler not in ("ddim", "dpm"):
             raise InputError(f"unknown sampler {self.sampler!r}: use ddim or dpm")
         if self.inpaint is not None:

@@ -7,8 +7,8 @@ stays float32, so the tensors that train — e_opt, LoRA adapters (peft keeps th
 master weights — and the loss stay fp32; hooks cast at the UNet's boundary. ``auto`` is bf16 on CUDA GPUs that
 support it and fp32 everywhere else, so the CPU path is unchanged bit for bit.
 
-Also here: the training noise generator (on the model's device on CUDA, the seeded CPU generator elsewhere), the
-optimiser (fused Adam on CUDA) and optional ``torch.compile`` of the UNet forward.
+Also here: the training noise generator (on the model's device on CUDA, the seeded CPU generator elsewhere) and
+the optimiser (fused, capturable Adam on CUDA). Compiling the steps is ``engine.graphs``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def apply(model: AudioModel, precision: str = "auto", *, compile_unet: bool = Fa
         model.unet.register_forward_hook(_output_to_fp32)
         model.unet._aiedit_casts = True  # type: ignore[attr-defined]
     if compile_unet:
-        compile_forward(model)
+        from engine import graphs
+
+        graphs.enable(model, mode=graphs.default_mode(model.device))
     return model
 
 
@@ -85,23 +87,31 @@ def low_precision(model: AudioModel) -> bool:
 
 @contextlib.contextmanager
 def full_finetune_weights(model: AudioModel) -> Iterator[None]:
-    """A full fine-tune of a bf16-stored UNet trains fp32 master weights under bf16 autocast; on exit the UNet is
-    stored in its weight dtype again (the caller restores the pretrained values)."""
-    if not low_precision(model):
-        yield
-        return
-    torch.nn.Module.float(model.unet)
+    """A full fine-tune (and sampling with its result) runs in fp32 with TF32 matmuls, also when the UNet is
+    stored in bf16: bf16 autocast over fp32 master weights measured slowest on an H100 (201 ms a step against 150
+    fp32 / 162 TF32, /work/shared/notes/gpu.md) and its casts cost launches, and at the paper's rate (1e-6) a
+    bf16 copy of the result would round most of the drift away. On exit the UNet is stored in its weight dtype
+    again (the caller restores the pretrained values)."""
+    with tf32():
+        if not low_precision(model):
+            yield
+            return
+        torch.nn.Module.float(model.unet)
+        try:
+            yield
+        finally:
+            torch.nn.Module.to(model.unet, dtype=model.weight_dtype)
+
+
+@contextlib.contextmanager
+def tf32() -> Iterator[None]:
+    """TF32 for CUDA matmuls and convolutions inside the block (no effect on a CPU)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
         yield
     finally:
-        torch.nn.Module.to(model.unet, dtype=model.weight_dtype)
-
-
-def train_autocast(model: AudioModel):
-    """bf16 autocast while a low-precision model trains fp32 master weights; a no-op otherwise."""
-    if low_precision(model) and weight_dtype(model.unet) == torch.float32:
-        return torch.autocast(device_type=model.device.type, dtype=model.weight_dtype)
-    return contextlib.nullcontext()
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -113,17 +123,13 @@ def generator(seed: int, device: torch.device | str) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def adam_options(device: torch.device | str) -> dict[str, bool]:
+    """Adam's flags for parameters on ``device``: on CUDA the fused kernel (one launch for every tensor) and
+    ``capturable`` (step counters stay on the GPU, so a step never reads one back and can sit in a CUDA graph)."""
+    return {"fused": True, "capturable": True} if torch.device(device).type == "cuda" else {}
+
+
 def optimizer(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """Adam; the fused CUDA kernel when every parameter is a CUDA float tensor (one launch instead of dozens)."""
-    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=True) if fused else torch.optim.Adam(params, lr=lr)
-
-
-def compile_forward(model: AudioModel, mode: str = "reduce-overhead") -> None:
-    """``torch.compile`` the UNet's forward (CUDA graphs with ``reduce-overhead``). The first call per shape pays
-    the compilation (a minute or two on real models), so it only pays for a long-lived editor (the daemon)."""
-    unet = model.unet
-    if getattr(unet, "_aiedit_compiled", False):
-        return
-    unet.forward = torch.compile(unet.forward, mode=mode, dynamic=False)  # type: ignore[method-assign]
-    unet._aiedit_compiled = True  # type: ignore[attr-defined]
+    """Adam, with :func:`adam_options` when every parameter is a CUDA float tensor."""
+    cuda = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, **adam_options("cuda" if cuda else "cpu"))

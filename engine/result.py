@@ -41,6 +41,8 @@ class EditResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     windows: int = 1
     params: dict[str, Any] = field(default_factory=dict)  # the parameters used, model defaults filled in
+    # sequential denoiser calls per stage that ran (engine.calls): embedding, finetune, inverting, sampling
+    network_calls: dict[str, int] = field(default_factory=dict)
 
     def pick_best(self) -> None:
         scored = [(t.scores.sum, i) for i, t in enumerate(self.takes) if t.scores is not None]

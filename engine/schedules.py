@@ -20,11 +20,18 @@ from typing import Any
 import torch
 
 
+def start_index(strength: float, steps: int) -> int:
+    """The sampling step a strength in (0, 1] starts from (1 = all steps, → 0: only the last); SDEdit on the ᾱ
+    family and FlowEdit's n_max."""
+    return min(steps - 1, steps - max(1, round(strength * steps)))
+
+
 class Schedule(ABC):
     """The prediction / loss / sampling rules of one model."""
 
     kind: str  # "ddpm" | "flow"
     config: Any  # the wrapped diffusers scheduler's config
+    joint_strengths: bool  # whether takes with different SDEdit strengths can share one sampling loop
 
     @property
     @abstractmethod
@@ -32,20 +39,30 @@ class Schedule(ABC):
         """The most sampling steps that make sense (the training grid for DDPM)."""
 
     @abstractmethod
+    def draw(self, z0: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(network timestep, noise) per row of z0, drawn from ``gen`` (where it lives), moved to z0's device."""
+
+    @abstractmethod
+    def training_pair(self, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+        """(noisy input, regression target) for clean latents at the drawn timesteps."""
+
     def training_example(self, z0: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor,
                                                                                    torch.Tensor]:
-        """(noisy input, network timestep, regression target) for a batch of clean latents; noise levels and noise
-        are drawn from ``gen`` (where it lives), then moved to z0's device."""
+        """(noisy input, timestep, target): :meth:`draw` then :meth:`training_pair`."""
+        t, noise = self.draw(z0, gen)
+        z_t, target = self.training_pair(z0, t, noise)
+        return z_t, t, target
 
     @abstractmethod
-    def sampler(self, kind: str, steps: int, device: torch.device):
-        """A fresh stateful sampler for ``steps`` steps."""
+    def sampler(self, kind: str, steps: int):
+        """A fresh stateful sampler for ``steps`` steps, its tables and timesteps on the host."""
 
     @abstractmethod
-    def start(self, sched, noise: torch.Tensor, z_ref: torch.Tensor | None, strength: float,
-              x_T: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(timesteps to run, start latents): pure noise, an SDEdit start (z_ref noised to ``strength``), or a
-        given start ``x_T``."""
+    def start(self, sched, noise: torch.Tensor, z_ref: torch.Tensor | None, strengths: list[float],
+              x_T: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(host timesteps to run, start latents, each row's start step among them): pure noise, an SDEdit start
+        (z_ref noised to each row's strength), or a given start ``x_T``."""
 
     def scale_model_input(self, sched, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return x
@@ -64,6 +81,7 @@ class DDPMSchedule(Schedule):
     """The AudioLDM family's ᾱ schedule (a diffusers DDIM/DDPM scheduler config; ε- or v-prediction)."""
 
     kind = "ddpm"
+    joint_strengths = True
 
     def __init__(self, scheduler) -> None:
         self.scheduler = scheduler
@@ -81,36 +99,50 @@ class DDPMSchedule(Schedule):
     def max_steps(self) -> int:
         return self.num_train_timesteps
 
-    def training_example(self, z0, gen):
-        """Eq. (1) of the paper: t ~ U{0..T−1}, z_t = √ᾱ·z0 + √(1−ᾱ)·ε, target ε (or v for v-prediction)."""
+    def draw(self, z0, gen):
+        """Eq. (1) of the paper: t ~ U{0..T−1} and ε ~ 𝒩(0, I)."""
         b = z0.shape[0]
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=gen, device=gen.device).to(z0.device)
         noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32, device=gen.device).to(z0.device, z0.dtype)
+        return t, noise
+
+    def training_pair(self, z0, t, noise):
+        """z_t = √ᾱ·z0 + √(1−ᾱ)·ε; target ε (or v for v-prediction)."""
         z_t = self.scheduler.add_noise(z0, noise, t)
         target = self.scheduler.get_velocity(z0, noise, t) if self.prediction_type == "v_prediction" else noise
-        return z_t, t, target
+        return z_t, target
 
-    def sampler(self, kind, steps, device):
+    def sampler(self, kind, steps):
         """DDIM (η = 0) or DPM-Solver++ on the training schedule."""
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+        config = dict(self.config)
+        if kind == "dpm":
+            # AudioLDM's (and the toy's) DDIM config says "leading": DPM-Solver++ would then start at t = 951 (25-50
+            # steps) or 801 (200) although sampling starts from pure noise. "trailing" starts at T − 1 (diffusers'
+            # scheduler docs; Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed").
+            config["timestep_spacing"] = "trailing"
         cls = DPMSolverMultistepScheduler if kind == "dpm" else DDIMScheduler
-        sched = cls.from_config(dict(self.config))
-        sched.set_timesteps(steps, device=device)
+        sched = cls.from_config(config)
+        sched.set_timesteps(steps)
         return sched
 
-    def start(self, sched, noise, z_ref, strength, x_T):
+    def start(self, sched, noise, z_ref, strengths, x_T):
+        """SDEdit truncates the schedule at each row's strength; rows that start later ride along (re-noised
+        z_ref, see ``stages.sample``) until their step."""
         timesteps = sched.timesteps
         n = noise.shape[0]
-        if strength < 1.0:
-            start = min(len(timesteps) - 1, len(timesteps) - max(1, round(strength * len(timesteps))))
-            timesteps = timesteps[start:]
+        starts = [0 if s >= 1.0 else start_index(s, len(timesteps)) for s in strengths]
+        first = min(starts)
+        if first > 0 or any(s > first for s in starts):
+            timesteps = timesteps[first:]
             if hasattr(sched, "set_begin_index"):
-                sched.set_begin_index(start)  # multistep solvers index their sigma tables from here
-            return timesteps, sched.add_noise(z_ref.expand_as(noise), noise, timesteps[:1].repeat(n))
+                sched.set_begin_index(first)  # multistep solvers index their sigma tables from here
+            latents = sched.add_noise(z_ref.expand_as(noise), noise, timesteps[:1].repeat(n))
+            return timesteps, latents, [s - first for s in starts]
         if x_T is not None:
-            return timesteps, x_T.to(noise.device, noise.dtype).expand_as(noise).clone()
-        return timesteps, noise * sched.init_noise_sigma
+            return timesteps, x_T.to(noise.device, noise.dtype).expand_as(noise).clone(), starts
+        return timesteps, noise * sched.init_noise_sigma, starts
 
     def scale_model_input(self, sched, x, t):
         return sched.scale_model_input(x, t)
@@ -131,6 +163,7 @@ class FlowSchedule(Schedule):
 
     kind = "flow"
     prediction_type = "flow"  # velocity v = ε − x0
+    joint_strengths = False  # each strength squeezes all steps into [strength, 0]: its own loop
 
     def __init__(self, scheduler, *, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX) -> None:
         self.scheduler = scheduler
@@ -159,34 +192,38 @@ class FlowSchedule(Schedule):
         """The network's time input at noise level σ (σ·num_train_timesteps, as the scheduler sets it)."""
         return sigma * self.num_train_timesteps
 
-    def training_example(self, z0, gen):
-        """Rectified-flow regression (Liu et al. 2022; Lipman et al. 2023): σ ~ U(0, 1), x_σ = (1−σ)·z0 + σ·ε,
-        target v = ε − z0, the velocity SA3's sampler integrates (x0 = x_σ − σ·v)."""
+    def draw(self, z0, gen):
+        """Rectified-flow training (Liu et al. 2022; Lipman et al. 2023): σ ~ U(0, 1) and ε ~ 𝒩(0, I); the network
+        timestep is σ on the scheduler's scale."""
         b = z0.shape[0]
         sigma = torch.rand((b,), generator=gen, device=gen.device).to(z0.device)
         noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32, device=gen.device).to(z0.device, z0.dtype)
-        s = sigma.view(-1, *([1] * (z0.dim() - 1))).to(z0.dtype)
-        z_t = (1 - s) * z0 + s * noise
-        return z_t, self.timestep(sigma), noise - z0
+        return self.timestep(sigma), noise
 
-    def sampler(self, kind, steps, device):
+    def training_pair(self, z0, t, noise):
+        """x_σ = (1−σ)·z0 + σ·ε, target v = ε − z0: the velocity SA3's sampler integrates (x0 = x_σ − σ·v)."""
+        s = (t.to(torch.float32) / self.num_train_timesteps).view(-1, *([1] * (z0.dim() - 1))).to(z0.dtype)
+        return (1 - s) * z0 + s * noise, noise - z0
+
+    def sampler(self, kind, steps):
         """A fresh ``FlowMatchEulerDiscreteScheduler`` on the log-SNR schedule (``kind`` is a DDPM choice: unused)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         sched = FlowMatchEulerDiscreteScheduler.from_config(dict(self.config))
-        sched.set_timesteps(sigmas=self.sigmas(steps), device=device)
+        sched.set_timesteps(sigmas=self.sigmas(steps))
         return sched
 
-    def start(self, sched, noise, z_ref, strength, x_T):
+    def start(self, sched, noise, z_ref, strengths, x_T):
+        strength = strengths[0]  # one strength per loop (joint_strengths is False)
+        starts = [0] * len(strengths)
         if strength < 1.0:
             # The audio-to-audio pipeline's ``init_noise_level``: mix the input with noise at σ = strength and
             # squeeze the whole step count into [strength, 0] (StableAudio3AudioToAudioPipeline, steps 5-6).
-            sched.set_timesteps(sigmas=self.sigmas(sched.num_inference_steps, sigma_max=strength),
-                                device=noise.device)
-            return sched.timesteps, (1.0 - strength) * z_ref.expand_as(noise) + strength * noise
+            sched.set_timesteps(sigmas=self.sigmas(sched.num_inference_steps, sigma_max=strength))
+            return sched.timesteps, (1.0 - strength) * z_ref.expand_as(noise) + strength * noise, starts
         if x_T is not None:
-            return sched.timesteps, x_T.to(noise.device, noise.dtype).expand_as(noise).clone()
-        return sched.timesteps, noise.clone()
+            return sched.timesteps, x_T.to(noise.device, noise.dtype).expand_as(noise).clone(), starts
+        return sched.timesteps, noise.clone(), starts
 
     def step(self, sched, pred, t, x, gen):
         """The scheduler's own Euler / ping-pong update, except that the ping-pong re-noise is drawn once and

@@ -10,6 +10,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The developer's own ~/.aiedit/config.toml must not change what the tests run (tests that need one make one).
 os.environ["AIEDIT_CONFIG"] = str(Path(__file__).resolve().parent / "no-such-config.toml")
+# Nor may converted Stable Audio 3 folders in the developer's ~/.cache/aiedit/models (tests that need one make one).
+os.environ["AIEDIT_MODELS_HOME"] = str(Path(__file__).resolve().parent / "no-such-models")
 # Tiny models gain nothing from intra-op threads, and OpenMP's spinning threads collapse throughput when the
 # daemon subprocess and pytest compete for 2 cores (measured 50x slower). Subprocesses inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -46,6 +46,8 @@ def test_ping_answers_right_after_start(env):
     pong = osc.ping()
     assert pong["version"] == 1 and pong["pid"] == d.proc.pid and pong["port"] == d.port
     assert pong["model"] == "tiny" and pong["spool"] == str(d.spool.resolve()) and pong["heartbeat"] > 0
+    assert pong["modes"] == ["lora", "full", "sdedit", "zeta"]  # known from the name, before the model loads
+    assert d.daemon_json()["modes"] == pong["modes"]
     assert d.started_in < 5.0, f"first pong after {d.started_in:.2f} s"  # ~0.3 s unloaded; the machine is shared
 
 

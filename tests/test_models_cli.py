@@ -149,3 +149,67 @@ def test_verify_names_a_missing_shard(tmp_path, capsys):
                         "conv_out.weight": "diffusion_pytorch_model-00002-of-00002.safetensors"}}))
     code, out = run(capsys, "verify", str(folder))
     assert code == 1 and "missing shard(s): diffusion_pytorch_model-00002-of-00002.safetensors" in out
+
+
+def sa3_folder(base: Path, alias: str) -> Path:
+    folder = base / alias
+    for part in ("transformer", "vae", "text_encoder", "duration_embedder"):
+        (folder / part).mkdir(parents=True)
+        (folder / part / "config.json").write_text("{}")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableAudio3Pipeline"}))
+    return folder
+
+
+def test_list_shows_both_sa3_sizes_missing_with_their_pull_commands(hub, capsys):
+    code, out = run(capsys, "list")
+    assert code == 0
+    for name, repo in (("sa3-small", "stabilityai/stable-audio-3-small-sfx"),
+                       ("sa3-medium", "stabilityai/stable-audio-3-medium")):
+        row = line_of(out, name)
+        assert "stable-audio-3" in row and "missing" in row and repo in row
+        assert f"get it: aiedit models pull {name}" in out
+    assert "gated: accept the licence" in out
+
+
+def test_pull_sa3_explains_the_gated_licence_and_offline_what_to_copy(hub, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_never_printed")
+    home = tmp_path / "converted"
+    monkeypatch.setenv("AIEDIT_MODELS_HOME", str(home))
+    code, out = run(capsys, "pull", "sa3-medium")
+    assert code == 1
+    assert "Stability AI Community License" in out and "https://huggingface.co/stabilityai/stable-audio-3-medium" in out
+    assert "hf auth login" in out and "HF_TOKEN" in out and "never stores a token" in out
+    assert "hf_secret_never_printed" not in out
+    assert "models--stabilityai--stable-audio-3-medium/" in out and str(home / "sa3-medium") in out
+    assert not home.exists()
+
+
+def test_a_converted_sa3_folder_is_present_verified_and_preferred_by_auto(hub, capsys, monkeypatch, tmp_path):
+    from engine.models.inventory import resolve_auto
+    from engine.models.registry import resolve
+
+    fake_snapshot(hub, "declare-lab/tango", TANGO)
+    fake_snapshot(hub, "google/flan-t5-large", {"tokenizer_config.json": "{}"})
+    assert resolve_auto()[0] == "tango"
+    home = tmp_path / "converted"
+    monkeypatch.setenv("AIEDIT_MODELS_HOME", str(home))
+    fake_snapshot(hub, "stabilityai/stable-audio-3-small-sfx", {"model.safetensors": "junk",
+                                                               "model_config.json": "{}"})
+    _, out = run(capsys, "list")
+    assert "missing" in line_of(out, "sa3-small") and "not converted yet" in out  # downloaded, not usable
+    assert resolve_auto()[0] == "tango"
+    folder = sa3_folder(home, "sa3-small")
+    assert resolve_auto()[0] == "sa3-small"
+    spec = resolve("sa3-small")
+    assert spec.family == "stable-audio-3" and spec.source == str(folder)
+    _, out = run(capsys, "list")
+    assert "present" in line_of(out, "sa3-small") and "--model auto → sa3-small" in out
+
+
+def test_inventory_no_longer_imports_the_registry_and_the_catalog_needs_no_torch():
+    code = ("import sys; import engine.models.inventory, engine.models.catalog; "
+            "print('engine.models.registry' in sys.modules, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr

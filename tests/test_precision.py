@@ -74,7 +74,7 @@ def test_bf16_stage2_trains_fp32_and_restores_the_bf16_weights_bit_for_bit(bf16_
     if mode == "lora":
         assert all(v.dtype == torch.float32 for v in tuning.state.values())  # adapters train in fp32
     else:
-        assert all(v.dtype == torch.bfloat16 for v in tuning.state.values())  # half the host memory of fp32
+        assert all(v.dtype == torch.float32 for v in tuning.state.values())  # bf16 would round the drift away
         assert any(not torch.equal(tuning.state[k], before[k]) for k in before)
     shape = tuple(z0.shape[1:])
     with tuned(m, tuning):

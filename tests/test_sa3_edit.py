@@ -46,6 +46,20 @@ def test_cli_edit_on_tiny_sa3_keeps_rate_channels_length(tmp_path, capsys, mode)
         takes.append(data)
     assert not np.allclose(takes[0][:, 0], takes[0][:, 1])  # two real channels, not mono copied twice
     assert not np.allclose(takes[0], takes[1])  # the strengths / η differ
+    assert all(set(t["scores"]) == {"text", "audio", "sum"} for t in side["takes"])
+    if mode == "flowedit":  # both strengths in one loop: one network call per step of the earliest start
+        assert side["network_calls"] == {"sampling": 3}
+
+
+def test_a_retake_reuses_stages_1_2_from_the_cache(tmp_path, sa3):
+    src = tmp_path / "in.wav"
+    write_clip(src, seconds=0.6, sr=44100)
+    editor = Editor(sa3)
+    p = EditParams("a bell", etas=(0.5,), mode="lora", embed_steps=2, tune_steps=2, sample_steps=2)
+    first = editor.edit(EditRequest(str(src), params=p))
+    again = editor.edit(EditRequest(str(src), params=p.with_(etas=(0.25, 1.0))))
+    assert not first.cache_hit and again.cache_hit
+    assert "finetune" not in again.timings and len(again.takes) == 2
 
 
 def test_modes_the_family_cannot_run_are_refused_in_one_line(tmp_path, capsys, sa3, tiny_model):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from engine.models.stable_audio3 import (
+    StableAudio3,
     load_stable_audio3,
     pipeline_of,
     save_stable_audio3,
@@ -94,6 +95,23 @@ def test_inpainting_equals_inpaint_pipeline(sa3):
     assert torch.allclose(ours, theirs, atol=ATOL, rtol=0)
     plain = _adapter(sa3, seed=9)
     assert (ours - plain).abs().max() > 1e-2  # the masked conditioning reaches the DiT
+
+
+def test_base_checkpoints_euler_sampling_equals_the_pipeline_too():
+    """The non-distilled (base) checkpoints sample with deterministic Euler steps (stochastic_sampling False)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableAudio3Pipeline
+
+    from engine.models.tiny_parts import sa3_scheduler_config, tiny_sa3_components
+
+    parts = tiny_sa3_components(seed=1)
+    parts["scheduler"] = FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=False))
+    m = StableAudio3(name="tiny-sa3-base", **parts)
+    assert m.default_steps == 100 and not m.schedule.stochastic
+    ours = _adapter(m, seed=2, steps=6)
+    theirs = pipeline_of(m, StableAudio3Pipeline)(
+        PROMPT, duration=_duration(m), num_inference_steps=6, generator=torch.Generator().manual_seed(2),
+        output_type="latent").audios
+    assert torch.allclose(ours, theirs, atol=ATOL, rtol=0)
 
 
 def test_batched_takes_equal_single_takes(sa3):

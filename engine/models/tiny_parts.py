@@ -56,10 +56,17 @@ def tiny_vocoder(seed: int = 0):
         voc = SpeechT5HifiGan(cfg)
     return voc.eval()
 
+# cvssp/audioldm* (and audioldm2) scheduler/scheduler_config.json: ε-prediction, scaled-linear betas 0.0015 → 0.0195
+# (the latent-diffusion defaults linear_start/linear_end), so ᾱ(999) = 1.4e-4. Stable Diffusion's 0.00085 → 0.012,
+# which TANGO and the toy model use, ends at ᾱ(999) = 4.7e-3.
+AUDIOLDM_SCHEDULER_CONFIG: dict = {"num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195,
+                                   "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
+                                   "steps_offset": 1, "prediction_type": "epsilon"}
+
+
 def tiny_ddim_config() -> dict:
-    """The AudioLDM family's training schedule (scaled-linear betas, ε-prediction)."""
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                clip_sample=False, set_alpha_to_one=False, prediction_type="epsilon", steps_offset=1)
+    """The AudioLDM family's training schedule (:data:`AUDIOLDM_SCHEDULER_CONFIG`), for the tiny models."""
+    return dict(AUDIOLDM_SCHEDULER_CONFIG)
 
 
 # -- Stable Audio 3 at toy widths ---------------------------------------------------------------------------------
