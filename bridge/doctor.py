@@ -11,6 +11,7 @@ import argparse
 import configparser
 import errno
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--token", default=None)
     ap.add_argument("--reaper-resource", default=None, metavar="PATH",
                     help="REAPER's resource path (Options → Show REAPER resource path); default: the usual place")
+    ap.add_argument("--write-reaper-settings", action="store_true",
+                    help="write this install's full engine command into the REAPER scripts' settings "
+                         "(reaper-extstate.ini; close REAPER first: it rewrites the file when it quits)")
     apply_config(ap, "doctor")
     return ap
 
@@ -267,7 +271,57 @@ def reaper_settings(resource: Path) -> dict[str, str] | None:
     return dict(cp[REAPER_SECTION]) if cp.has_section(REAPER_SECTION) else {}
 
 
-def check_reaper(resource_arg: str | None, sp: Spool, token: str | None) -> list[Result]:
+def engine_command() -> str:
+    """The full command that starts this install's daemon: REAPER's ExecProcess does not search PATH like a shell,
+    and a macOS app started from the Dock has no shell PATH at all, so the scripts need an absolute program."""
+    exe = Path(sys.executable).parent / ("aiedit.exe" if os.name == "nt" else "aiedit")
+    found = str(exe) if exe.is_file() else shutil.which("aiedit")
+    parts = [str(Path(found).resolve()), "serve"] if found else [sys.executable, "-m", "bridge.cli", "serve"]
+    # the scripts take the program as the first word or the first "quoted run" (reaper_scripts/aiedit/engine.lua)
+    return " ".join(f'"{p}"' if " " in p else p for p in parts)
+
+
+def _program(cmd: str) -> str:
+    cmd = cmd.strip()
+    if cmd.startswith('"'):
+        return cmd[1:].split('"', 1)[0]
+    return cmd.split(" ", 1)[0] if cmd else ""
+
+
+def check_engine_cmd(settings: dict[str, str]) -> Result:
+    theirs = settings.get("engine_cmd") or "aiedit serve"  # the scripts' default (settings.lua)
+    program = _program(theirs)
+    ours = engine_command()
+    if Path(program).is_absolute() and Path(program).is_file():
+        return Result("reaper engine", "ok", f"REAPER starts the engine with {theirs}")
+    why = "is not a full path" if not Path(program).is_absolute() else "does not exist"
+    return Result("reaper engine", "warn", f"REAPER's scripts start the engine with `{theirs}`: {program} {why}, "
+                  "so 'Yes: start it now' may find nothing (on macOS it never finds a bare name)",
+                  f"set AI edit settings → Engine command to: {ours}   (or, with REAPER closed: "
+                  "aiedit doctor --write-reaper-settings)")
+
+
+def write_engine_cmd(resource: Path, cmd: str) -> Path:
+    """Sets engine_cmd in the [aiedit] section of reaper-extstate.ini, keeping every other line as it is."""
+    ini = resource / "reaper-extstate.ini"
+    lines = ini.read_text(encoding="utf-8").splitlines() if ini.is_file() else []
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{REAPER_SECTION}]"), None)
+    if start is None:
+        lines += ["", f"[{REAPER_SECTION}]", f"engine_cmd={cmd}"]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        at = next((i for i in range(start + 1, end) if lines[i].split("=", 1)[0].strip() == "engine_cmd"), None)
+        if at is None:
+            lines.insert(start + 1, f"engine_cmd={cmd}")
+        else:
+            lines[at] = f"engine_cmd={cmd}"
+    tmp = ini.with_name(ini.name + ".aiedit-tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, ini)
+    return ini
+
+
+def check_reaper(resource_arg: str | None, sp: Spool, token: str | None, write: bool = False) -> list[Result]:
     resource = Path(resource_arg).expanduser() if resource_arg else default_reaper_resource()
     if resource is None:
         return [Result("reaper", "skip", "REAPER's resource path not found",
@@ -281,11 +335,15 @@ def check_reaper(resource_arg: str | None, sp: Spool, token: str | None) -> list
                Result("reaper scripts", "FAIL", f"no '{ACTION}' with its aiedit/ library under {scripts}",
                       f"install the scripts with ReaPack, or copy {shipped_scripts()} into {scripts / 'aiedit'} "
                       "(docs/reaper.md)"))
+    if write:
+        ini = write_engine_cmd(resource, engine_command())
+        out.append(Result("reaper write", "ok", f"engine_cmd={engine_command()} in {ini}"))
     settings = reaper_settings(resource)
     if settings is None:
         out.append(Result("reaper spool", "FAIL", f"no reaper-extstate.ini in {resource}",
                           "is this REAPER's resource path? (Options → Show REAPER resource path)"))
         return out
+    out.append(check_engine_cmd(settings))
     theirs = settings.get("spool") or LUA_DEFAULT_SPOOL
     theirs_path = Path(os.path.expanduser(theirs)).resolve()
     if theirs_path != sp.root:
@@ -315,7 +373,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     host = check_host(args.host, args.token)
     if host:
         results.append(host)
-    results += check_reaper(args.reaper_resource, sp, args.token)
+    results += check_reaper(args.reaper_resource, sp, args.token, write=args.write_reaper_settings)
     return results
 
 

@@ -1,5 +1,5 @@
 -- @description AI batch re-take
--- @version 0.2.0
+-- @version 0.3.0
 -- @author aiedit
 -- @noindex
 -- @about
@@ -38,33 +38,38 @@ local function collect(scope)
   return items
 end
 
-local function ask()
-  local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"), lib.get_setting("last_mode"),
+local function ask(modes)
+  local last_mode = lib.get_setting("last_mode")
+  if not lib.parse_mode(last_mode, modes) then last_mode = modes[1] end
+  local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"), last_mode,
                      lib.get_setting("last_seed"), lib.get_setting("last_scope"), lib.get_setting("last_use_notes") }
-  while true do
-    local v = lib.user_inputs(TITLE, { "Prompt (default)", "η values", "Mode (lora / full / zeta / sdedit)",
-      "Seed (empty = random)", "Items (selected items / selected tracks / project)",
-      "Use item notes as prompt (yes/no)" }, defaults, 320)
-    if not v then return nil end
-    defaults = v
-    local mode = lib.parse_mode(v[3])
-    local etas, eerr = lib.parse_etas(v[2], mode)
-    local seed, serr = lib.parse_seed(v[4])
-    local scope = parse_scope(v[5])
-    local err = (not mode and "Mode must be lora, full, zeta (preview) or sdedit.") or eerr or serr
-      or (not scope and "Items must be: selected items, selected tracks or project.")
-    if not err then
-      lib.set_setting("last_prompt", lib.trim(v[1]))
-      lib.set_setting("last_etas", lib.trim(v[2]))
-      lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
-      lib.set_setting("last_seed", lib.trim(v[4]))
-      lib.set_setting("last_scope", scope)
-      lib.set_setting("last_use_notes", lib.is_yes(v[6]) and "yes" or "no")
-      return { prompt = lib.trim(v[1]), etas = etas, mode = mode, seed = seed, scope = scope,
-               use_notes = lib.is_yes(v[6]) }
-    end
-    reaper.ShowMessageBox(err, TITLE, 0)
-  end
+  local fields = {
+    { name = "Prompt", hint = "default", check = function(s)
+        s = lib.trim(s)
+        if lib.text_length(s) > 1000 then return nil, "longer than 1000 characters" end
+        return s
+      end },
+    { name = "η values", check = function(s, v) return lib.parse_etas(s, lib.parse_mode(v[3], modes) or "lora") end },
+    { name = "Mode", hint = table.concat(modes, " / "), check = function(s) return lib.parse_mode(s, modes) end },
+    { name = "Seed", hint = "empty = random", check = function(s) return lib.parse_seed(s) end },
+    { name = "Items", hint = "selected items / selected tracks / project", check = function(s)
+        local scope = parse_scope(s)
+        if not scope then return nil, "selected items / selected tracks / project" end
+        return scope
+      end },
+    { name = "Use item notes as prompt", hint = "yes/no", check = function(s)
+        return lib.is_yes(s) and "yes" or "no"
+      end },
+  }
+  local p, v = lib.ask_fields(TITLE, fields, defaults, 320)
+  if not p then return nil end
+  lib.set_setting("last_prompt", p[1])
+  lib.set_setting("last_etas", lib.trim(v[2]))
+  lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
+  lib.set_setting("last_seed", lib.trim(v[4]))
+  lib.set_setting("last_scope", p[5])
+  lib.set_setting("last_use_notes", p[6])
+  return { prompt = p[1], etas = p[2], mode = p[3], seed = p[4], scope = p[5], use_notes = p[6] == "yes" }
 end
 
 -- The item's prompt: its notes (when asked for and not empty), else the dialog's prompt.
@@ -77,14 +82,14 @@ local function params_for(opts)
       if notes ~= "" then prompt = notes end
     end
     if prompt == "" then return nil, "no prompt (empty notes and no default prompt)" end
-    if #prompt > 1000 then return nil, "prompt longer than 1000 characters" end
+    if lib.text_length(prompt) > 1000 then return nil, "prompt longer than 1000 characters" end
     return { prompt = prompt, etas = opts.etas, mode = opts.mode, seed = opts.seed, priority = "batch" }
   end
 end
 
 local function main()
   local spool = lib.spool_dir()
-  local opts = ask()
+  local opts = ask(lib.offered_modes(lib.engine_info(spool)))
   if not opts then return end
   local items = collect(opts.scope)
   if #items == 0 then

@@ -1,5 +1,5 @@
 -- @description AI edit selected items
--- @version 0.2.0
+-- @version 0.3.0
 -- @author aiedit
 -- @about
 --   # AI edit selected items
@@ -15,8 +15,10 @@
 --   [main] AI edit settings.lua
 --   [nomain] aiedit/*.lua
 -- @changelog
---   Dialog labels fixed; jobs window is its own toggle action; per-project jobs and takes copied into the
---   project folder; rendering in slices; zeta preview mode; razor edits; results on a new track.
+--   Jobs survive project tabs (closed tabs, File > Open in the same tab, upper-cased ext-state keys); results on
+--   muted per-η tracks or silent lanes, by REAPER version (6, 7.08, 7.18+); razor areas per lane, one job per
+--   area; apostrophes in remembered prompts; the wrong dialog field named in its caption; the engine's modes
+--   (flowedit preview); each job's worker; trims before a render; unsaved projects wait for a file.
 
 local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
 package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path
@@ -31,32 +33,32 @@ local function selected_items()
   return items
 end
 
--- The dialog; remembers the last values. Returns params or nil (cancelled).
-local function ask_params()
-  local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"),
-                     lib.get_setting("last_mode"), lib.get_setting("last_seed") }
-  while true do
-    local v = lib.user_inputs(TITLE, { "Prompt", "η values (e.g. 0.3 0.5 0.7)",
-      "Mode (lora / full / zeta / sdedit)", "Seed (empty = random)" }, defaults, 320)
-    if not v then return nil end
-    defaults = v
-    local prompt = lib.trim(v[1])
-    local mode = lib.parse_mode(v[3])
-    local etas, eerr = lib.parse_etas(v[2], mode)
-    local seed, serr = lib.parse_seed(v[4])
-    local err = (prompt == "" and "Please type a prompt.")
-      or (#prompt > 1000 and "The prompt is longer than 1000 characters.")
-      or (not mode and "Mode must be lora, full, zeta (preview) or sdedit.")
-      or eerr or serr
-    if not err then
-      lib.set_setting("last_prompt", prompt)
-      lib.set_setting("last_etas", lib.trim(v[2]))
-      lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
-      lib.set_setting("last_seed", lib.trim(v[4]))
-      return { prompt = prompt, etas = etas, mode = mode, seed = seed, priority = "interactive" }
-    end
-    reaper.ShowMessageBox(err, TITLE, 0) -- then show the dialog again with what was typed
-  end
+-- The dialog; remembers the last values. `modes`: what the engine's model offers. Returns params or nil.
+local function ask_params(modes)
+  local last_mode = lib.get_setting("last_mode")
+  if not lib.parse_mode(last_mode, modes) then last_mode = modes[1] end -- e.g. zeta remembered, flow model now
+  local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"), last_mode,
+                     lib.get_setting("last_seed") }
+  local fields = {
+    { name = "Prompt", check = function(s)
+        s = lib.trim(s)
+        if s == "" then return nil, "type a prompt" end
+        if lib.text_length(s) > 1000 then return nil, "longer than 1000 characters" end
+        return s
+      end },
+    { name = "η values", hint = "e.g. 0.3 0.5 0.7", check = function(s, v)
+        return lib.parse_etas(s, lib.parse_mode(v[3], modes) or "lora")
+      end },
+    { name = "Mode", hint = table.concat(modes, " / "), check = function(s) return lib.parse_mode(s, modes) end },
+    { name = "Seed", hint = "empty = random", check = function(s) return lib.parse_seed(s) end },
+  }
+  local p, v = lib.ask_fields(TITLE, fields, defaults, 320)
+  if not p then return nil end
+  lib.set_setting("last_prompt", p[1])
+  lib.set_setting("last_etas", lib.trim(v[2]))
+  lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
+  lib.set_setting("last_seed", lib.trim(v[4]))
+  return { prompt = p[1], etas = p[2], mode = p[3], seed = p[4], priority = "interactive" }
 end
 
 -- Razor edits win over the selection: the items they touch, each with its own range.
@@ -81,7 +83,7 @@ local function main()
   end
   local spool = lib.spool_dir()
   if not lib.ensure_engine(spool) then return end
-  local params = ask_params()
+  local params = ask_params(lib.offered_modes(lib.engine_info(spool)))
   if not params then return end
   local ts, te = reaper.GetSet_LoopTimeRange(false, false, 0, 0, false)
   local ok_list, failed = lib.submit_items(items, function() return params end, spool, ts, te, areas)

@@ -1,5 +1,5 @@
 -- @description AI edit settings
--- @version 0.2.0
+-- @version 0.3.0
 -- @author aiedit
 -- @noindex
 -- @about
@@ -13,31 +13,35 @@ local lib = require("aiedit")
 
 local TITLE = "AI edit settings"
 local KEYS = { "spool", "engine_cmd", "activate_best", "steps", "token", "results" }
-local CAPTIONS = { "Spool folder (empty = daemon default)", "Engine command", "Activate best take (yes/no)",
-  "Steps override (JSON or empty)", "Token (empty unless --token)", "Results as (takes / track / lanes)" }
 
 local function main()
   local defaults = {}
   for i, k in ipairs(KEYS) do defaults[i] = lib.get_setting(k) end
-  while true do
-    local v = lib.user_inputs(TITLE, CAPTIONS, defaults, 360)
-    if not v then return end
-    defaults = v
-    local steps = lib.trim(v[4])
-    local ok_steps = steps == "" or type(lib.json_decode(steps)) == "table"
-    local results = lib.trim(v[6]):lower()
-    results = (results == "" or results:find("^take")) and "takes" or (results:find("^track") and "track")
-      or (results:find("^lane") and "lanes") or nil
-    if ok_steps and results and lib.trim(v[2]) ~= "" then
-      for i, k in ipairs(KEYS) do lib.set_setting(k, lib.trim(v[i])) end
-      lib.set_setting("activate_best", lib.is_yes(v[3]) and "yes" or "no")
-      lib.set_setting("results", results)
-      return
-    end
-    reaper.ShowMessageBox(not results and "Results must be takes, track or lanes."
-      or ok_steps and "The engine command must not be empty."
-      or 'Steps must be empty or JSON like {"embed":500,"tune":1500,"sample":100}.', TITLE, 0)
-  end
+  local fields = {
+    { name = "Spool folder", hint = "empty = daemon default", check = function(s) return lib.trim(s) end },
+    { name = "Engine command", hint = "full path + serve", check = function(s)
+        s = lib.trim(s)
+        if s == "" then return nil, "must not be empty" end
+        return s
+      end },
+    { name = "Activate best take", hint = "yes/no", check = function(s) return lib.is_yes(s) and "yes" or "no" end },
+    { name = "Steps override", hint = "JSON or empty", check = function(s)
+        s = lib.trim(s)
+        if s ~= "" and type(lib.json_decode(s)) ~= "table" then return nil, 'empty or JSON like {"sample":100}' end
+        return s
+      end },
+    { name = "Token", hint = "empty unless --token", check = function(s) return lib.trim(s) end },
+    { name = "Results as", hint = "takes / track / lanes", check = function(s)
+        s = lib.trim(s):lower()
+        if s == "" or s:find("^take") then return "takes" end
+        if s:find("^track") then return "track" end
+        if s:find("^lane") then return "lanes" end
+        return nil, "takes / track / lanes"
+      end },
+  }
+  local v = lib.ask_fields(TITLE, fields, defaults, 360)
+  if not v then return end
+  for i, k in ipairs(KEYS) do lib.set_setting(k, v[i]) end
 end
 
 main()

@@ -61,8 +61,9 @@ def saved(out: dict, project: int = 0) -> dict:
 def registry(out: dict, project: int | None = None) -> dict:
     """Job bookkeeping records by job id (ProjExtState section aiedit.jobs of each project)."""
     projects = out["projects"] if project is None else [out["projects"][project]]
-    return {k.split("/", 1)[1]: json.loads(v) for p in projects for k, v in p["projextstate"].items()
-            if k.startswith("aiedit.jobs/")}
+    # by the id inside the record: the key itself may come back upper-cased (scenario "ext_keys_upper")
+    recs = [json.loads(v) for p in projects for k, v in p["projextstate"].items() if k.startswith("aiedit.jobs/")]
+    return {r["id"]: r for r in recs}
 
 
 def write_wav(path: Path, seconds: float, sr: int = 48000, channels: int = 2, value: float = 0.1) -> Path:
@@ -71,12 +72,13 @@ def write_wav(path: Path, seconds: float, sr: int = 48000, channels: int = 2, va
     return path
 
 
-def heartbeat(spool: Path, age: float = 0.0, model: str = "tiny") -> None:
+def heartbeat(spool: Path, age: float = 0.0, model: str = "tiny", **extra) -> None:
+    """daemon.json; `extra` adds newer fields (e.g. modes=[...], workers=[...])."""
     spool.mkdir(parents=True, exist_ok=True)
     now = time.time()
     (spool / "daemon.json").write_text(json.dumps({
         "version": 1, "pid": 1, "host": "127.0.0.1", "port": 9050, "spool": str(spool), "model": model,
-        "started": now - 100, "heartbeat": now - age}))
+        "started": now - 100, "heartbeat": now - age, **extra}))
 
 
 def inbox_jobs(spool: Path) -> dict:
@@ -85,7 +87,7 @@ def inbox_jobs(spool: Path) -> dict:
 
 
 def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None, progress: float = 0.0,
-                 error: str | None = None, best: int | None = None, model: str = "tiny") -> dict:
+                 error: str | None = None, best: int | None = None, model: str = "tiny", **extra) -> dict:
     """A status.json as the daemon writes it (docs/protocol.md); for "done", real take WAVs are written."""
     jdir = spool / "jobs" / job["id"]
     (jdir / "takes").mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,7 @@ def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None
         "model": model, "seed": job.get("seed", 0), "source": job["source"], "sample_rate": info.samplerate,
         "channels": info.channels, "frames": frames, "takes": takes,
         "best": (best if best is not None else (len(takes) - 1 if takes else None)),
-        "created": time.time() - 5, "updated": time.time(),
+        "created": time.time() - 5, "updated": time.time(), **extra,
     }
     (jdir / "status.json").write_text(json.dumps(status), encoding="utf-8")
     return status

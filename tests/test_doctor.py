@@ -166,3 +166,22 @@ def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
     assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
     none = sa3_fit(1, 1.0)
     assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail
+
+
+def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
+    # issue 18: "Yes: start it now" runs the command through ExecProcess, which does not search PATH (and a macOS
+    # app has no shell PATH): doctor names the full command and can write it into the scripts' settings
+    spool = env / "spool"
+    res = reaper_resource(env, spool, with_scripts=False)
+    _, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
+    line = row(out, "reaper engine")
+    assert line.startswith("warn") and "`aiedit serve`" in line and "not a full path" in line
+    from bridge.doctor import engine_command
+
+    cmd = engine_command()
+    assert cmd in line and Path(cmd.strip('"').split('"')[0].split(" ")[0]).is_absolute()
+    _, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res),
+                    "--write-reaper-settings")
+    ini = (res / "reaper-extstate.ini").read_text()
+    assert f"engine_cmd={cmd}\n" in ini and "[other]\nx=1\n" in ini and "last_prompt=knocks" in ini
+    assert row(out, "reaper engine").startswith("ok")

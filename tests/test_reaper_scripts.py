@@ -130,7 +130,10 @@ def test_dialog_remembers_last_values(env):
 
 def test_bad_dialog_values_ask_again(env):
     out = edit(env, answers=[["x", "0.3, 2.0", "lora", "1"], ["x", "0.3", "preview", ""]])
-    assert "η must be in [0, 1.5]" in out["messages"][0]["msg"]
+    # issue 18: the wrong field is named in its own caption when the dialog comes back (no message box)
+    assert out["messages"] == []
+    assert out["inputs_asked"][1]["labels"][1] == "! η values: η must be in [0; 1.5]: 2.0"
+    assert out["inputs_asked"][1]["labels"][0] == "Prompt" and out["inputs_asked"][1]["values"][1] == "0.3, 2.0"
     jobs = list(inbox_jobs(env["spool"]).values())
     assert len(jobs) == 3 and all(j["mode"] == "zeta" and j["etas"] == [0.3] for j in jobs)
     assert all(isinstance(j["seed"], int) and j["seed"] >= 0 for j in jobs)
@@ -452,7 +455,7 @@ def test_settings_dialog(env):
                                             [str(env["spool"]), "aiedit serve", "no", '{"sample":4}', ""]],
               steps=[{"run": SETTINGS}])
     out = run(env["tmp"], sc)
-    assert "Steps must be empty or JSON" in out["messages"][0]["msg"]
+    assert out["inputs_asked"][1]["labels"][3].startswith("! Steps override: empty or JSON")
     ext = persisted(out)
     assert ext["aiedit/activate_best"] == "no" and ext["aiedit/steps"] == '{"sample":4}'
 
@@ -503,7 +506,7 @@ def test_reapack_headers_and_index():
     pkg = root.find("./category/reapack")
     assert pkg is not None and pkg.get("type") == "script" and pkg.get("name") == names[0]
     version = pkg.find("version")
-    assert version.get("name") == "0.2.0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version.get("name"))
     files = {s.get("file") or pkg.get("name"): s.get("main") for s in version.findall("source")}
     modules = {f"aiedit/{p.name}" for p in (SCRIPTS / "aiedit").glob("*.lua")}
     assert set(files) == {*names, *modules}
@@ -514,7 +517,44 @@ def test_reapack_headers_and_index():
         # pinned to a commit, never the moving main branch
         assert s.text.startswith("https://") and " " not in s.text and f"/{commit}/" in s.text
     version_re = re.compile(r"@version\s+(\S+)")
-    assert {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names} == {"0.2.0"}
+    headers = {version_re.search((SCRIPTS / n).read_text(encoding="utf-8")).group(1) for n in names}
+    assert len(headers) == 1  # one package, one version
+    core = (SCRIPTS / "aiedit" / "core.lua").read_text(encoding="utf-8")
+    assert f'VERSION = "{headers.pop()}"' in core
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, cwd=ROOT)
+
+
+def test_index_version_changes_with_every_provided_file():
+    # issue 18: index.xml pinned a commit whose takes.lua differed from HEAD under the same version. ReaPack
+    # installs by version: a provided file that differs from the pinned commit's needs a new @version.
+    if shutil.which("git") is None or _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout")
+    root = ET.parse(SCRIPTS / "index.xml").getroot()
+    commit = root.get("commit")
+    if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        pytest.skip(f"pinned commit {commit} is not in this clone (shallow?)")
+    version = root.find("./category/reapack/version")
+    pinned = version.get("name")
+    version_re = re.compile(rb"@version\s+(\S+)")
+    main = "reaper_scripts/AI edit selected items.lua"
+    at_commit = _git("show", f"{commit}:{main}")
+    assert at_commit.returncode == 0
+    assert version_re.search(at_commit.stdout).group(1).decode() == pinned  # the index serves what it names
+    changed = []
+    for src in version.findall("source"):
+        rel = "reaper_scripts/" + (src.get("file") or root.find("./category/reapack").get("name"))
+        then = _git("show", f"{commit}:{rel}")
+        assert then.returncode == 0, f"{rel} is not in the pinned commit {commit}"
+        if then.stdout != (ROOT / rel).read_bytes():
+            changed.append(rel)
+    now = version_re.search((ROOT / main).read_bytes()).group(1).decode()
+    if changed:
+        assert now != pinned, f"{changed} changed since {commit[:10]} but @version is still {pinned}: bump it"
+    else:
+        assert now == pinned
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -529,11 +569,14 @@ def test_dialog_labels_and_remembered_values_land_in_their_fields(env):
     out = edit(env, answers=[False], extstate=ext)
     asked = out["inputs_asked"][0]
     assert out["errors"] == []
-    assert asked["labels"] == ["Prompt", "η values (e.g. 0.3 0.5 0.7)", "Mode (lora / full / zeta / sdedit)",
-                               "Seed (empty = random)"]
-    assert asked["values"] == [prompt, "0.3, 0.5", "sdedit", "9"]
+    assert asked["labels"] == ["Prompt", "η values (e.g. 0.3 0.5 0.7)",
+                               "Mode (lora / full / flowedit / zeta / sdedit)", "Seed (empty = random)"]
+    # quotes are shown typographic (GetUserInputs reads ASCII quotes in defaults as quoting)
+    assert asked["values"] == ["a ”wooden” door (creaky), slammed", "0.3, 0.5", "sdedit", "9"]
     sc = dict(env["scenario"], user_inputs=[False], steps=[{"run": BATCH}])
     assert run(env["tmp"], sc)["errors"] == []
+    out = edit(env, answers=[asked["values"]], extstate=ext)  # OK as shown: the remembered prompt is sent
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {prompt}
 
 
 def test_modes_preview_is_zeta_and_sdedit_is_sent_as_is(env):
@@ -696,17 +739,24 @@ def test_razor_edit_areas_choose_items_and_ranges(env):
 
 
 def test_results_on_a_new_track(env):
+    # issue 18 medium 5: one muted track per η below the item's track, so nothing plays on top of the original
     st, _ = submit_and_finish(env)
     st["extstate"]["aiedit/results"] = "track"
-    out = jobs_session(env, st, [{"defer": 2}])
+    out = jobs_session(env, st, [{"defer": 4}])
     assert out["errors"] == [] and out["open_undo"] == 0
     names = [t["name"] for t in out["tracks"]]
-    assert names[:2] == ["Drums", "AI: Drums"]
-    new = out["tracks"][1]
-    assert new["new"] and len(new["items"]) == 6  # 3 η for Kick + 3 for Snare
+    assert names[:4] == ["Drums", "AI η=0.30 · Drums", "AI η=0.50 · Drums", "AI η=0.70 · Drums"]
+    new = out["tracks"][1:4]
+    assert all(t["new"] and t["mute"] == 1 for t in new)  # nothing new plays until the user unmutes one
+    assert all(len(t["items"]) == 2 for t in new)  # Kick and Snare share the η tracks (reused by the 2nd import)
+    assert names[4:] == ["FX", "AI η=0.30 · FX", "AI η=0.50 · FX", "AI η=0.70 · FX"]
+    assert out["tracks"][0]["mute"] == 0 and out["tracks"][4]["mute"] == 0  # the originals play, untouched
     assert all(len(it["takes"]) == 1 for tr in out["tracks"] if not tr["new"] for it in tr["items"])
     kick = items_by_guid(out)[G1]
-    assert new["items"][0]["values"]["D_POSITION"] == kick["values"]["D_POSITION"]
+    assert new[0]["items"][0]["values"]["D_POSITION"] == kick["values"]["D_POSITION"]
+    assert new[1]["items"][0]["takes"][0]["ext"]["aiedit_best"] == "1"  # best = 1 is the η=0.50 track's item
+    shown = "\n".join(out["gfx_text"])
+    assert "on muted tracks below 'Drums'" in shown and "unmute one" in shown
 
 
 def test_results_in_fixed_lanes(env):
@@ -728,7 +778,7 @@ def test_settings_results_choice(env):
                                             ["", "aiedit serve", "yes", "", "", "Lanes"]],
               steps=[{"run": SETTINGS}])
     out = run(env["tmp"], sc)
-    assert "Results must be takes, track or lanes." in out["messages"][0]["msg"]
+    assert out["inputs_asked"][1]["labels"][5] == "! Results as: takes / track / lanes"
     assert persisted(out)["aiedit/results"] == "lanes" and out["errors"] == []
 
 
@@ -739,3 +789,304 @@ def test_luacheck_clean():
     cmd = [exe, "--codes", "--no-color", "--config", "tests/lua/luacheckrc", "reaper_scripts", "tests/lua"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 18: REAPER round 2, each defect under the fake extended with the documented behaviour
+
+
+def test_upper_cased_ext_state_keys_still_import(env):
+    # possibly critical: EnumProjExtState may give the keys back upper-cased; the jobs must still be found
+    out = edit(env, ext_keys_upper=True)
+    keys = [k for k in out["projects"][0]["projextstate"] if k.startswith("aiedit.jobs/")]
+    assert len(keys) == 3 and all(k.split("/", 1)[1] == k.split("/", 1)[1].upper() for k in keys)
+    st = saved(out)
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done", best=1)
+    out = jobs_session(env, st, [{"defer": 4}], ext_keys_upper=True)
+    assert out["errors"] == []
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+    assert all(len(it["takes"]) == 4 for it in items_by_guid(out).values())
+    # and the records were updated in place, not duplicated under a second key
+    assert len([k for k in out["projects"][0]["projextstate"] if k.startswith("aiedit.jobs/")]) == 3
+
+
+def test_closing_a_tab_while_its_job_finishes_keeps_the_window(env):
+    # medium 1: the tab closes, its job finishes before the window noticed: nothing may touch the closed project
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    done = {}
+    for label, j in jobs.items():
+        pick_up(env["spool"], j["id"])
+        done[label] = json.dumps(write_status(env["spool"], j, "done"))
+        write_status(env["spool"], j, "running", stage="sampling", progress=0.5)
+    other = {"tracks": env["scenario"]["tracks"], "project_path": str(env["project"]),
+             "projextstate": out["projects"][0]["projextstate"]}
+    kick_status = env["spool"] / "jobs" / jobs["Kick 03"]["id"] / "status.json"
+    sc = dict(env["scenario"], extstate=persisted(out), projects=[{"tracks": []}, other],
+              steps=[{"run": JOBS}, {"defer": 1}, {"close_project": 2},
+                     {"write_file": {"path": str(kick_status), "text": done["Kick 03"]}}, {"defer": 6}])
+    out2 = run(env["tmp"], sc)
+    assert out2["errors"] == []
+    assert out2["gfx_open"] and out2["pending_defer"] == 1  # the window still runs
+    assert not any("Kick 03" in t for t in out2["gfx_text"])
+
+
+def test_file_open_in_the_same_tab_keeps_jobs_apart(env):
+    # medium 2: File > Open in the same tab keeps the ReaProject*; A's jobs must not land in B
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    done = {}
+    for label, j in jobs.items():
+        pick_up(env["spool"], j["id"])
+        done[label] = json.dumps(write_status(env["spool"], j, "done"))
+        write_status(env["spool"], j, "running", stage="sampling", progress=0.5)
+    b_tracks = [{"name": "B", "items": [{"guid": "{BBBB}", "position": 1.0, "length": 1.0,
+                                         "takes": [{"name": "Bee", "source": wave_source(env["a"])}]}]}]
+    steps = [{"run": JOBS}, {"defer": 1},
+             {"open_in_tab": {"index": 1, "project": {"tracks": b_tracks, "file": str(env["tmp"] / "b.rpp"),
+                                                      "project_path": str(env["tmp"] / "b")}}}]
+    steps += [{"write_file": {"path": str(env["spool"] / "jobs" / j["id"] / "status.json"), "text": done[k]}}
+              for k, j in jobs.items()]
+    steps += [{"defer": 6}]
+    out2 = jobs_session(env, saved(out), steps[1:])
+    assert out2["errors"] == []
+    b = out2["projects"][0]
+    assert b["projextstate"] == {}  # nothing of A's written into B
+    assert [len(it["takes"]) for tr in b["tracks"] for it in tr["items"]] == [1] and b["undo"] == []
+    assert not any("item gone" in t for t in out2["gfx_text"])
+    assert not any(t.startswith(("Kick 03", "Snare", "Door")) for t in out2["gfx_text"])
+
+
+def test_new_unsaved_project_in_the_same_tab_drops_the_old_rows(env):
+    # medium 2, the case a file name cannot tell: an unsaved project replaced by another unsaved one in its tab
+    unsaved = {"tracks": env["scenario"]["tracks"], "file": "", "project_path": str(env["project"])}
+    out = edit(env, projects=[unsaved])
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "running", stage="sampling", progress=0.5)
+    sc = dict(env["scenario"], extstate=persisted(out), projects=[dict(unsaved, **saved(out))],
+              steps=[{"run": JOBS}, {"defer": 1},
+                     {"open_in_tab": {"index": 1, "project": {"tracks": [], "file": ""}}}, {"defer": 3}])
+    out2 = run(env["tmp"], sc)
+    assert out2["errors"] == [] and out2["projects"][0]["projextstate"] == {}
+    assert not any(t.startswith(("Kick 03", "Snare", "Door")) for t in out2["gfx_text"])
+    assert out2["jobs_active"] == 0
+
+
+def test_new_track_results_before_reaper_7_18(env):
+    # medium 3: InsertTrackInProject is 7.18+; 7.08 must still make the tracks, and wait for the tab if needed
+    st, _ = submit_and_finish(env)
+    st["extstate"]["aiedit/results"] = "track"
+    out = jobs_session(env, st, [{"defer": 4}], reaper_version="7.08")
+    assert out["errors"] == [] and {r["state"] for r in registry(out).values()} == {"imported"}
+    assert [t["name"] for t in out["tracks"]][:2] == ["Drums", "AI η=0.30 · Drums"]
+    # the item's project is another tab: the import waits (nothing copied) until that tab is active
+    st2, _ = submit_and_finish(env)
+    st2["extstate"]["aiedit/results"] = "track"
+    other = {"tracks": env["scenario"]["tracks"], "project_path": str(env["project"]),
+             "projextstate": st2["projextstate"]}
+    sc = dict(env["scenario"], extstate=st2["extstate"], projects=[{"tracks": []}, other], reaper_version="7.08",
+              steps=[{"run": JOBS}, {"defer": 2}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and out["jobs_active"] == 3
+    assert any("switch to its project tab" in t for t in out["gfx_text"])
+    assert len(out["projects"][1]["tracks"]) == 2 and out["projects"][1]["undo"] == []
+    sc["steps"] = [{"run": JOBS}, {"defer": 2}, {"switch_project": 2}, {"defer": 4}]
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and {r["state"] for r in registry(out).values()} == {"imported"}
+    assert len(out["projects"][1]["tracks"]) == 8
+
+
+def test_lanes_on_reaper_6_become_muted_tracks(env):
+    # medium 4: UpdateTimeline exists since 6.24 but lanes only since 7: nothing may stack on the original track
+    st, _ = submit_and_finish(env)
+    st["extstate"]["aiedit/results"] = "lanes"
+    out = jobs_session(env, st, [{"defer": 4}], reaper_version="6.83")
+    assert out["errors"] == []
+    drums = out["tracks"][0]
+    assert len(drums["items"]) == 2 and drums["freemode"] == 0  # only the two originals
+    assert [t["name"] for t in out["tracks"]][1] == "AI η=0.30 · Drums" and out["tracks"][1]["mute"] == 1
+    assert any("REAPER 6 has no fixed lanes" in t for t in out["gfx_text"])
+
+
+def test_razor_area_on_one_lane_and_two_areas_on_one_item(env):
+    # medium 6: lane extents live only in P_RAZOREDITS_EXT; a second area on the same item is a second job
+    lanes = {"name": "Comp", "freemode": 2, "lanes": 2, "items": [
+        {"guid": "{LANE0}", "position": 2.0, "length": 2.0, "lane": 0,
+         "takes": [{"name": "Lane0", "source": wave_source(env["a"])}]},
+        {"guid": "{LANE1}", "position": 2.0, "length": 2.0, "lane": 1,
+         "takes": [{"name": "Lane1", "source": wave_source(env["a"])}]}],
+        "razor_ext": '2.5 3.0 "" 0.5 1.0,3.2 3.6 "" 0.5 1.0'}
+    env["scenario"]["tracks"] = [lanes]
+    out = edit(env, time_selection=[0, 0])
+    assert out["errors"] == []
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert sorted(j["label"] for j in jobs) == ["Lane1", "Lane1"]
+    assert sorted((j["inpaint"]["start"], j["inpaint"]["end"]) for j in jobs) == [
+        (pytest.approx(0.5), pytest.approx(1.0)), (pytest.approx(1.2), pytest.approx(1.6))]
+
+
+def test_apostrophe_in_the_remembered_prompt(env):
+    # medium 7: GetUserInputs reads defaults quote-aware; one apostrophe must not move the other fields
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/last_prompt": "don't stop", "aiedit/last_etas": "0.3, 0.5",
+           "aiedit/last_mode": "sdedit", "aiedit/last_seed": "9"}
+    out = edit(env, answers=[False], extstate=ext)
+    assert out["errors"] == []
+    assert out["inputs_asked"][0]["values"] == ["don’t stop", "0.3, 0.5", "sdedit", "9"]
+    # accepted as shown: the prompt sent is the remembered one, apostrophe and all
+    out = edit(env, answers=[["don’t stop", "0.3, 0.5", "sdedit", "9"]], extstate=ext)
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {"don't stop"}
+    assert persisted(out)["aiedit/last_prompt"] == "don't stop"
+
+
+def test_trim_while_the_render_waits_keeps_takes_aligned(env):
+    # medium 8: the render reads the item as it is then; the job and the bookkeeping must describe the same audio
+    env["scenario"]["tracks"][0]["items"][1]["length"] = 12.0  # Snare: rendered (loops past its 10 s source)
+    trim = {"guid": G2, "item": {"D_POSITION": 6.5, "D_LENGTH": 11.5}, "take": {"D_STARTOFFS": 0.75}}
+    out = edit(env, steps=[{"run": EDIT}, {"edit_item": trim}, {"defer": 10}])
+    assert out["errors"] == []
+    snare = by_label(inbox_jobs(env["spool"]))["Snare"]
+    assert snare["source"]["length"] == pytest.approx(11.5)
+    assert sf.info(snare["source"]["path"]).frames == round(11.5 * 48000)
+    st = saved(out)
+    pick_up(env["spool"], snare["id"])
+    write_status(env["spool"], snare, "done")
+    snare_item = env["scenario"]["tracks"][0]["items"][1]
+    snare_item.update(position=6.5, length=11.5)
+    snare_item["takes"][0]["startoffs"] = 0.75
+    out = jobs_session(env, st, [{"defer": 2}])
+    new = items_by_guid(out)[G2]["takes"][1]
+    assert new["values"]["D_STARTOFFS"] == pytest.approx(0.0)  # the render already starts where the item does
+
+
+def test_prompt_limit_counts_characters(env):
+    prompt = "音" * 400  # 400 characters, 1200 bytes
+    out = edit(env, answers=[[prompt, "0.5", "lora", "1"]])
+    assert out["errors"] == [] and out["messages"] == []
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {prompt}
+
+
+def test_imports_are_bounded_per_tick(env):
+    ext, _ = submit_and_finish(env)
+    out = jobs_session(env, ext, [])  # the window's first tick only
+    assert len(out["undo"]) == 4  # two imports (begin + end each), the third waits
+    out = jobs_session(env, ext, [{"defer": 1}])
+    assert len(out["undo"]) == 6 and {r["state"] for r in registry(out).values()} == {"imported"}
+
+
+def test_start_now_failures_are_reported(env):
+    heartbeat(env["spool"], age=30)
+    out = edit(env, mb_answers=[6], exec_fails=True)
+    assert "not a full path" in out["messages"][0]["msg"]  # the default "aiedit serve" relies on PATH
+    assert "Could not start the engine" in out["messages"][1]["msg"]
+    assert len(inbox_jobs(env["spool"])) == 3  # queued anyway
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    out = edit(env, mb_answers=[6], steps=[{"run": EDIT}, {"defer": 50}])  # started, but no heartbeat follows
+    assert len(out["messages"]) == 1
+    assert any("the engine did not start within 20 s" in t for t in out["gfx_text"])
+
+
+def test_jobs_window_survives_a_long_dialog(env):
+    # the heartbeat goes stale while a modal dialog blocks the defer loops; the toggle state does not
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}, {"run": EDIT}, {"defer": 1}], dialog_seconds=10,
+               answers=[["a", "0.5", "lora", "1"], ["b", "0.5", "lora", "2"]])
+    assert out["errors"] == [] and out["gfx_open"] and out["pending_defer"] == 1
+    assert len(registry(out)) == 6
+    # REAPER before 7.03 has no toggle state from a script: the heartbeat counts while it exists
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}, {"run": EDIT}, {"defer": 1}], dialog_seconds=10,
+               answers=[["a", "0.5", "lora", "1"], ["b", "0.5", "lora", "2"]], reaper_version="6.83")
+    assert out["errors"] == [] and out["gfx_open"] and out["task_control"] == []
+
+
+def test_unsaved_project_waits_for_a_file_and_relative_sources_follow_their_project(env):
+    st, _ = submit_and_finish(env)
+    unsaved = {"tracks": env["scenario"]["tracks"], "file": "", "project_path": str(env["tmp"] / "default-media"),
+               "projextstate": st["projextstate"]}
+    sc = dict(env["scenario"], extstate=st["extstate"], projects=[unsaved], steps=[{"run": JOBS}, {"defer": 2}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and out["jobs_active"] == 3 and out["undo"] == []
+    assert not (env["tmp"] / "default-media").exists()  # nothing copied into REAPER's default folder
+    assert any("save the project" in t for t in out["gfx_text"])
+    sc["steps"] = [{"run": JOBS}, {"defer": 2},
+                   {"save_project": {"index": 1, "file": str(env["project"] / "p.rpp"), "media": str(env["project"])}},
+                   {"defer": 4}]
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and {r["state"] for r in registry(out).values()} == {"imported"}
+    assert all(t["source"]["file"].startswith(str(env["project"] / "aiedit"))
+               for it in items_by_guid(out).values() for t in it["takes"][1:])
+    # a relative source path is relative to its own project's folder, not to the active tab's
+    p2 = env["tmp"] / "p2"
+    p2.mkdir()
+    write_wav(p2 / "rel.wav", 4.0)
+    tab2 = {"tracks": [{"name": "R", "items": [{"guid": "{REL}", "position": 0.0, "length": 1.0, "selected": True,
+                                                "takes": [{"name": "Rel", "source": wave_source(Path("rel.wav"))}]}]}],
+            "file": str(p2 / "two.rpp"), "project_path": str(p2 / "media")}
+    sc = dict(env["scenario"], projects=[{"tracks": [], "project_path": str(env["tmp"] / "one")}, tab2],
+              active_project=1, user_inputs=[["x", "0.5", "lora", "1"]],
+              steps=[{"switch_project": 2}, {"run": EDIT}])
+    sc["projects"][1]["tracks"][0]["items"][0]["takes"][0]["source"]["file"] = "rel.wav"
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and out["messages"] == []
+    assert [j["source"]["path"] for j in inbox_jobs(env["spool"]).values()] == [str(p2 / "rel.wav")]
+
+
+def test_dialog_names_the_wrong_field_in_its_caption(env):
+    out = edit(env, answers=[["x", "0.5", "zetta", "1"], False])
+    labels = out["inputs_asked"][1]["labels"]
+    assert labels[2].startswith("! Mode: one of lora / full / flowedit / zeta / sdedit")
+    assert labels[0] == "Prompt" and labels[3] == "Seed (empty = random)"
+    # each caption names its own field only ("zeta" holds "eta": the η field is never called "eta")
+    for i, name in enumerate(["prompt", "η", "mode", "seed"]):
+        assert [name in lab.lower() for lab in labels] == [j == i for j in range(4)], (name, labels)
+    assert not any(re.search(r"\beta\b", lab) for lab in labels)
+    assert out["messages"] == [] and inbox_jobs(env["spool"]) == {}
+
+
+def test_dialog_offers_the_daemons_modes(env):
+    heartbeat(env["spool"], modes=["lora", "full", "flowedit", "sdedit"])
+    out = edit(env, answers=[["x", "0.6", "preview", "1"]], extstate={"aiedit/spool": str(env["spool"]),
+                                                                      "aiedit/last_mode": "zeta"})
+    asked = out["inputs_asked"][0]
+    assert asked["labels"][2] == "Mode (lora / full / flowedit / sdedit)"
+    assert asked["values"][2] == "lora"  # the remembered zeta is not offered by this model
+    assert {j["mode"] for j in inbox_jobs(env["spool"]).values()} == {"flowedit"}
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    out = edit(env, answers=[["x", "0.6", "zeta", "1"], False])
+    assert out["inputs_asked"][1]["labels"][2].startswith("! Mode: one of lora / full / flowedit / sdedit")
+    heartbeat(env["spool"], modes=["lora", "full", "zeta", "sdedit"])
+    edit(env, answers=[["x", "0.6", "preview", "1"]])
+    assert {j["mode"] for j in inbox_jobs(env["spool"]).values()} == {"zeta"}
+
+
+def test_jobs_window_shows_each_jobs_worker(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    write_status(env["spool"], jobs["Kick 03"], "running", stage="sampling", progress=0.4, worker="cuda:1@studio-2")
+    write_status(env["spool"], jobs["Snare"], "running", stage="finetune", progress=0.2)  # an old daemon: no worker
+    out = jobs_session(env, saved(out), [{"defer": 1}])
+    rows = [t for t in out["gfx_text"] if t.startswith(("Kick 03", "Snare"))]
+    assert "Kick 03  ·  sampling  ·  cuda:1@studio-2" in rows and "Snare  ·  finetune" in rows
+    assert "engine: running, model tiny" in out["gfx_text"]  # an old daemon.json: no workers listed
+    heartbeat(env["spool"], workers=[{"name": "cuda:0@studio-2", "state": "busy", "job": jobs["Kick 03"]["id"]},
+                                     {"name": "cuda:1@studio-2", "state": "idle", "job": None}])
+    out = jobs_session(env, saved(out), [{"defer": 1}])
+    assert "engine: running, model tiny, 2 workers (1 busy)" in out["gfx_text"]
+
+
+def test_batch_queues_every_job_at_once(env):
+    # issue 19: with several workers the daemon runs a batch side by side, so the client queues all of it at once
+    # (only items that must be rendered wait for their own render, one slice per UI tick)
+    extra = [{"guid": f"{{B{i}}}", "position": 20.0 + i * 2, "length": 1.0,
+              "takes": [{"name": f"B{i}", "source": wave_source(env["a"])}]} for i in range(5)]
+    env["scenario"]["tracks"][1]["items"] += extra
+    sc = dict(env["scenario"], user_inputs=[["metal", "0.5", "lora", "1", "project", "no"]], steps=[{"run": BATCH}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    assert len(inbox_jobs(env["spool"])) == 8 and out["messages"][0]["msg"].startswith("8 jobs queued.")

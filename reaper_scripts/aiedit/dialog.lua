@@ -7,19 +7,43 @@ local M = require("aiedit.core")
 
 function M.trim(s) return (tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")) end
 
--- The protocol mode from what people type: lora | full | zeta | sdedit; "preview" is zeta (the fast
--- zero-shot edit). nil when unknown.
-function M.parse_mode(s)
+-- Every edit mode the scripts know (docs/protocol.md). A daemon lists the ones its model runs in daemon.json
+-- "modes"; an old daemon does not, and then all are offered.
+M.MODES = { "lora", "full", "flowedit", "zeta", "sdedit" }
+
+-- The modes to offer: daemon.json's "modes" (known ones, in its order), else every mode.
+function M.offered_modes(info)
+  local listed = info and M.val(info.modes)
+  if type(listed) ~= "table" or #listed == 0 then return M.MODES end
+  local known, out = {}, {}
+  for _, m in ipairs(M.MODES) do known[m] = true end
+  for _, m in ipairs(listed) do if known[m] then out[#out + 1] = m end end
+  return #out > 0 and out or M.MODES
+end
+
+local function offers(modes, m)
+  for _, x in ipairs(modes) do if x == m then return true end end
+  return false
+end
+
+-- The protocol mode from what people type: one of `modes` (default: all); "preview" / "quick" is the fast
+-- zero-shot edit: flowedit when the daemon lists it (flow models), else zeta. Returns mode, or nil and why.
+function M.parse_mode(s, modes)
+  modes = modes or M.MODES
   s = M.trim(s):lower()
-  if s == "lora" or s == "" then return "lora" end
-  if s == "full" or s == "full fine-tune" or s == "finetune" then return "full" end
-  if s == "zeta" or s == "preview" or s == "quick preview" or s == "quick" then return "zeta" end
-  if s == "sdedit" then return "sdedit" end
-  return nil
+  local m
+  if s == "" then m = "lora"
+  elseif s == "full fine-tune" or s == "finetune" then m = "full"
+  elseif s == "preview" or s == "quick preview" or s == "quick" then
+    -- an old daemon lists no modes (all are offered): it knows zeta, not flowedit
+    m = (modes ~= M.MODES and offers(modes, "flowedit")) and "flowedit" or "zeta"
+  else m = s end
+  if offers(modes, m) then return m end
+  return nil, "one of " .. table.concat(modes, " / ") .. " (or preview)"
 end
 
 -- Zero-shot modes take noise strengths in (0, 1] instead of η.
-M.ZERO_SHOT = { sdedit = true, zeta = true }
+M.ZERO_SHOT = { sdedit = true, zeta = true, flowedit = true }
 
 function M.parse_etas(s, mode)
   local etas = M.array()
@@ -47,19 +71,62 @@ function M.parse_seed(s)
   return v
 end
 
+-- Characters, not bytes: a 400-character Japanese prompt is 1200 bytes. Invalid UTF-8 counts bytes.
+function M.text_length(s) return utf8.len(s) or #s end
+
+-- GetUserInputs reads its defaults quote-aware: a lone ' or " makes it ignore the separator up to a closing
+-- one, so one apostrophe in a remembered prompt sent every later default into the prompt field (issue 18).
+-- Whether it also strips balanced quotes is not known. So a default is never shown with ASCII quotes: they become
+-- typographic ones (’ ”), and when the user leaves the field as shown, the original text comes back.
+local function shown_default(d)
+  return (d:gsub("'", "’"):gsub('"', "”"))
+end
+
 -- GetUserInputs with "\n" as the value separator: prompts may contain commas. The separator applies to
--- the values only: REAPER always splits the captions on commas, so a caption must never hold one.
+-- the values only: REAPER always splits the captions on commas, so a caption must never hold one (a comma in
+-- an error note becomes ";").
 function M.user_inputs(title, captions, defaults, width)
   for _, c in ipairs(captions) do
     if c:find(",", 1, true) then error("dialog caption holds a comma: " .. c) end
   end
-  for i, d in ipairs(defaults) do defaults[i] = tostring(d):gsub("[\r\n]+", " ") end
+  local shown = {}
+  for i, d in ipairs(defaults) do
+    defaults[i] = tostring(d):gsub("[\r\n]+", " ")
+    shown[i] = shown_default(defaults[i])
+  end
   local caps = table.concat(captions, ",") .. ",separator=\n,extrawidth=" .. (width or 250)
-  local ok, csv = reaper.GetUserInputs(title, #captions, caps, table.concat(defaults, "\n"))
+  local ok, csv = reaper.GetUserInputs(title, #captions, caps, table.concat(shown, "\n"))
   if not ok then return nil end
   local vals = {}
   for v in (csv .. "\n"):gmatch("([^\n]*)\n") do vals[#vals + 1] = v end
+  for i, v in ipairs(vals) do
+    if shown[i] ~= defaults[i] and v == shown[i] then vals[i] = defaults[i] end
+  end
   return vals
+end
+
+-- Asks until every field is valid or the user cancels. fields: {name = "Prompt", hint = "...", check =
+-- function(value, values) -> parsed or nil, why}. A wrong field is shown in its own caption ("! Mode: why"),
+-- so the dialog says which field is wrong; no caption names another field. Returns the parsed values or nil.
+function M.ask_fields(title, fields, defaults, width)
+  local notes = {}
+  while true do
+    local caps = {}
+    for i, f in ipairs(fields) do
+      caps[i] = notes[i] and ("! " .. f.name .. ": " .. notes[i]) or (f.hint and (f.name .. " (" .. f.hint .. ")")
+        or f.name)
+      caps[i] = caps[i]:gsub(",", ";")
+    end
+    local v = M.user_inputs(title, caps, defaults, width)
+    if not v then return nil end
+    defaults, notes = v, {}
+    local out, bad = {}, false
+    for i, f in ipairs(fields) do
+      local val, why = f.check(v[i] or "", v)
+      if val == nil then notes[i], bad = why or "invalid", true else out[i] = val end
+    end
+    if not bad then return out, v end
+  end
 end
 
 return M

@@ -38,11 +38,25 @@ function M.ensure_engine(spool)
     "Yes: start it now from REAPER and queue the jobs.\n" ..
     "No: queue the jobs anyway (they run when the engine starts).\n" ..
     "Cancel: do nothing."
+  local program = M.get_setting("engine_cmd"):match('^%s*"([^"]+)"') or M.get_setting("engine_cmd"):match("^%s*(%S+)")
+  if program and not M.is_abs(program) then
+    -- ExecProcess does not search PATH the way a shell does, and a macOS app started from the Dock has no
+    -- shell PATH at all: only a full path is sure to start
+    msg = msg .. "\n\n(" .. program .. " is not a full path: if Yes does nothing, put the full path in " ..
+      "AI edit settings; `aiedit doctor` prints it.)"
+  end
   local answer = reaper.ShowMessageBox(msg, "AI edit: engine not running", 3)
   if answer == 6 then
     -- -2: do not wait, and start minimised (no console window flashing up on Windows). A blocking
-    -- ExecProcess would freeze REAPER for as long as the daemon runs.
-    reaper.ExecProcess(cmd, -2)
+    -- ExecProcess would freeze REAPER for as long as the daemon runs. "returns NULL on total failure".
+    if reaper.ExecProcess(cmd, -2) == nil then
+      reaper.ShowMessageBox("Could not start the engine:\n\n    " .. cmd .. "\n\nPut the full path of aiedit " ..
+        "in AI edit settings (`aiedit doctor` prints it), or start it in a terminal. The jobs are queued " ..
+        "and run when the engine starts.", "AI edit: engine not started", 0)
+    else
+      -- the jobs window reports it when no heartbeat follows (the start itself cannot be seen from here)
+      reaper.SetExtState(M.SECTION, "engine_start", string.format("%.3f\t%s", reaper.time_precise(), cmd), false)
+    end
     return true
   end
   return answer == 7

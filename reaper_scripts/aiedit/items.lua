@@ -48,10 +48,16 @@ function M.take_envelopes(take)
   return found
 end
 
-local function source_path(src)
+-- A relative media path is relative to the folder of the item's own project file (not the active tab's, and
+-- not the recording path); an unsaved project has no folder, so its recording path is the best guess.
+local function source_path(src, item)
   local p = reaper.GetMediaSourceFileName(src, "")
   if p and p ~= "" and not M.is_abs(p) then
-    p = M.join(reaper.GetProjectPath(""), p) -- relative media paths are relative to the project
+    local proj = reaper.GetItemProjectContext(item)
+    local file = M.project_file(proj) or ""
+    local base = file:match("^(.*)[/\\][^/\\]*$")
+    if not base or base == "" then base = reaper.GetProjectPathEx(proj, "") end
+    p = M.join(base, p)
   end
   return p
 end
@@ -88,7 +94,7 @@ function M.inspect_item(item)
     len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH"),
     offs = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS"),
     rate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE"),
-    path = source_path(src),
+    path = source_path(src, item),
   }
   if info.len <= 0 then return nil, "item has zero length" end
   if info.rate <= 0 then info.rate = 1 end
@@ -135,22 +141,59 @@ function M.region_for(info, ts, te)
   return region, inpaint
 end
 
--- Razor-edit areas on media lanes, per item they touch: {item = {start, end}}; nil when there are none.
--- P_RAZOREDITS holds "start end GUID" triples; the GUID is "" for media items (else an envelope).
+-- The razor-edit areas of a track as {start, end, guid, top, bottom} (top/bottom nil when the area spans the
+-- whole track). REAPER 7: "P_RAZOREDITS_EXT : list of razor edit areas, as comma-separated sets of
+-- space-separated tuples of start time, end time, optional: envelope GUID string, fixed/fipm top y-position,
+-- fixed/fipm bottom y-position" -- the lane extent exists only there. REAPER 6: "P_RAZOREDITS", triples.
+local function track_razor_areas(tr)
+  local out = {}
+  local ok, ext = reaper.GetSetMediaTrackInfo_String(tr, "P_RAZOREDITS_EXT", "", false)
+  if ok and ext and ext ~= "" then
+    for tuple in ext:gmatch("[^,]+") do
+      local a, b, rest = tuple:match("^%s*(%S+)%s+(%S+)%s*(.-)%s*$")
+      local g, top, bottom = "", nil, nil
+      if rest and rest ~= "" then
+        local q, tail = rest:match('^"([^"]*)"%s*(.-)$')
+        if q then g, rest = q, tail end
+        local t, bo = rest:match("^(%S+)%s+(%S+)")
+        top, bottom = tonumber(t), tonumber(bo)
+      end
+      out[#out + 1] = { tonumber(a), tonumber(b), g, top, bottom }
+    end
+    return out
+  end
+  local _, s = reaper.GetSetMediaTrackInfo_String(tr, "P_RAZOREDITS", "", false)
+  for a, b, g in (s or ""):gmatch('(%S+)%s+(%S+)%s+"([^"]*)"') do out[#out + 1] = { tonumber(a), tonumber(b), g } end
+  return out
+end
+
+-- Does an area with a y-extent (fixed lanes, free positioning) cover the item's lane? The item's own extent
+-- comes from "F_FREEMODE_Y : free item positioning or fixed lane Y-position. 0=top of track, 1.0=bottom of
+-- track" and F_FREEMODE_H; without one (no lanes) every area covers it.
+local function covers_lane(item, top, bottom)
+  if not top or not bottom then return true end
+  local y = reaper.GetMediaItemInfo_Value(item, "F_FREEMODE_Y")
+  local h = reaper.GetMediaItemInfo_Value(item, "F_FREEMODE_H")
+  if not h or h <= 0 then return true end
+  return math.min(bottom, y + h) - math.max(top, y) > 1e-4
+end
+
+-- Razor-edit areas on media lanes, per item they touch: {item = {{start, end}, ...}} (one entry per area, so
+-- two areas on one item make two jobs); nil when there are none. Envelope areas (GUID not "") are ignored.
 function M.razor_areas(proj)
   local areas, any = {}, false
   for t = 0, reaper.CountTracks(proj) - 1 do
     local tr = reaper.GetTrack(proj, t)
-    local _, s = reaper.GetSetMediaTrackInfo_String(tr, "P_RAZOREDITS", "", false)
-    for a, b, g in (s or ""):gmatch('(%S+)%s+(%S+)%s+"([^"]*)"') do
-      local rs, re = tonumber(a), tonumber(b)
+    for _, a in ipairs(track_razor_areas(tr)) do
+      local rs, re, g = a[1], a[2], a[3]
       if g == "" and rs and re and re > rs then
         for i = 0, reaper.CountTrackMediaItems(tr) - 1 do
           local it = reaper.GetTrackMediaItem(tr, i)
           local pos = reaper.GetMediaItemInfo_Value(it, "D_POSITION")
           local len = reaper.GetMediaItemInfo_Value(it, "D_LENGTH")
-          if rs < pos + len and re > pos and not areas[it] then
-            areas[it] = { rs, re }
+          if rs < pos + len and re > pos and covers_lane(it, a[4], a[5]) then
+            areas[it] = areas[it] or {}
+            areas[it][#areas[it] + 1] = { rs, re }
             any = true
           end
         end

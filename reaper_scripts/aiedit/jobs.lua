@@ -64,9 +64,51 @@ function M.prepare_job(item, params, spool, ts, te)
     local pending = {}
     for k, v in pairs(job) do if k ~= "token" then pending[k] = v end end
     record.state, record.stage, record.job = "rendering", "rendering", pending
-    record.render = { sr = info.sr, channels = info.channels, length = info.len }
+    -- the geometry the job was built for: the render (later, in the jobs window) re-checks it
+    record.render = { sr = info.sr, channels = info.channels, length = info.len, offs = info.offs, rate = info.rate }
+    if inpaint then -- in source seconds, which a trim or a move does not change
+      record.render.inpaint_src = { info.offs + inpaint.start * info.rate, info.offs + inpaint["end"] * info.rate }
+    end
   end
   return job, record
+end
+
+local EPS = 1e-6
+
+-- Has the item's geometry (offset, playrate, length) changed since the job of a rendered item was built?
+-- Records written before the geometry was kept say no.
+function M.render_geometry_changed(item, take, record)
+  local g = record.render
+  if not g or not g.offs then return false end
+  return math.abs(reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS") - g.offs) > EPS
+    or math.abs(reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE") - g.rate) > EPS
+    or math.abs(reaper.GetMediaItemInfo_Value(item, "D_LENGTH") - g.length) > EPS
+end
+
+-- Rebuilds a waiting job for the item as it is now (render length, inpaint range, the geometry the import
+-- aligns to), so the render, the job and the bookkeeping are taken at the same moment. Returns true, or nil and
+-- why the job cannot go on (the range to regenerate was trimmed away).
+function M.reanchor_render(item, take, record)
+  local g = record.render
+  local offs = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS")
+  local rate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE")
+  local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+  if rate <= 0 then rate = 1 end
+  if len <= EPS then return nil, "the item has zero length now" end
+  local inpaint = nil
+  if g.inpaint_src then
+    local s = math.max(0.0, (g.inpaint_src[1] - offs) / rate)
+    local e = math.min(len, (g.inpaint_src[2] - offs) / rate)
+    if e - s <= EPS then
+      return nil, "the part to regenerate was trimmed off the item while its render waited"
+    end
+    if not (s <= EPS and e >= len - EPS) then inpaint = { start = s + 0.0, ["end"] = e + 0.0 } end
+  end
+  g.offs, g.rate, g.length = offs, rate, len
+  record.orig_offs, record.orig_rate, record.inpaint = offs, rate, inpaint
+  record.job.source.length = len + 0.0
+  record.job.inpaint = inpaint or M.null
+  return true
 end
 
 function M.submit(spool, job)
@@ -118,31 +160,42 @@ function M.registry_bump()
   reaper.SetExtState(M.SECTION, "jobs_rev", tostring(n + 1), false)
 end
 
--- Records of one project not in `known` (id -> anything): {id, record, text} each. Known ids are
--- not decoded again.
+-- Records of one project not in `known` (lower-cased id -> anything): {id, key, record, text} each. Known ids
+-- are not decoded again. The key is compared without case: public probes saw EnumProjExtState return keys
+-- upper-cased, which is not settled for every REAPER version (docs/reaper.md), so both work; `key` is the key as
+-- REAPER enumerated it, and later writes use exactly that key.
 function M.registry_scan(proj, known)
   local out, i = {}, 0
   while true do
     local ok, key, text = reaper.EnumProjExtState(proj, M.JOBS_SECTION, i)
     if not ok then break end
-    if not (known and known[key]) then
+    local lkey = tostring(key):lower()
+    if not (known and known[lkey]) then
       local r = M.json_decode(text)
-      if type(r) == "table" and r.id == key then out[#out + 1] = { id = key, record = r, text = text } end
+      if type(r) == "table" and type(r.id) == "string" and r.id:lower() == lkey then
+        out[#out + 1] = { id = r.id, key = key, record = r, text = text }
+      end
     end
     i = i + 1
   end
   return out
 end
 
--- Open projects (tabs), as ReaProject pointers.
+-- Open projects (tabs): {proj = ReaProject*, file = project file name ("" while never saved)} each.
 function M.projects()
   local out, i = {}, 0
   while true do
-    local proj = reaper.EnumProjects(i, "")
+    local proj, file = reaper.EnumProjects(i, "")
     if not proj then return out end
-    out[#out + 1] = proj
+    out[#out + 1] = { proj = proj, file = file or "" }
     i = i + 1
   end
+end
+
+-- The project file of an open project, "" when it was never saved, nil when it is not open.
+function M.project_file(proj)
+  for _, p in ipairs(M.projects()) do if p.proj == proj then return p.file end end
+  return nil
 end
 
 return M

@@ -4,35 +4,36 @@ and the summary says what was queued and why the others were not. ]]
 local M = require("aiedit.core")
 
 -- items: list of MediaItem; params_for(item) -> params table or nil, reason; `areas` optionally maps an
--- item to its {ts, te} (razor edits), else ts/te apply to all. Returns submitted records and failures
--- {label, reason}. One failing item never stops the rest.
+-- item to its list of {ts, te} ranges (razor edits: one job per range), else ts/te apply to all. Returns
+-- submitted records and failures {label, reason}. One failing item never stops the rest. Every job that needs
+-- no render is in the inbox when this returns (a batch goes to the engine at once, whatever its size).
 function M.submit_items(items, params_for, spool, ts, te, areas)
   local ok_list, failed = {}, {}
   for _, item in ipairs(items) do
     local tk = reaper.GetActiveTake(item)
     local label = tk and M.take_name(tk) or "(empty item)"
-    local params, perr = params_for(item)
-    local job, record = nil, perr
-    local a = areas and areas[item]
-    local its, ite = ts, te
-    if a then its, ite = a[1], a[2] end
-    if params then
-      local okc, j, r = pcall(M.prepare_job, item, params, spool, its, ite)
-      if not okc then job, record = nil, tostring(j) else job, record = j, r end
-    end
-    if job then
-      local written, werr = true, nil
-      if record.state ~= "rendering" then written, werr = M.submit(spool, job) end
-      if written then
-        local proj = reaper.GetItemProjectContext(item)
-        M.registry_write(proj, record)
-        record.project = proj
-        ok_list[#ok_list + 1] = record
-      else
-        failed[#failed + 1] = { label = label, reason = werr }
+    local ranges = areas and areas[item] or { { ts, te } }
+    for _, range in ipairs(ranges) do
+      local params, perr = params_for(item)
+      local job, record = nil, perr
+      if params then
+        local okc, j, r = pcall(M.prepare_job, item, params, spool, range[1], range[2])
+        if not okc then job, record = nil, tostring(j) else job, record = j, r end
       end
-    else
-      failed[#failed + 1] = { label = label, reason = record }
+      if job then
+        local written, werr = true, nil
+        if record.state ~= "rendering" then written, werr = M.submit(spool, job) end
+        if written then
+          local proj = reaper.GetItemProjectContext(item)
+          M.registry_write(proj, record)
+          record.project = proj
+          ok_list[#ok_list + 1] = record
+        else
+          failed[#failed + 1] = { label = label, reason = werr }
+        end
+      else
+        failed[#failed + 1] = { label = label, reason = record }
+      end
     end
   end
   if #ok_list > 0 then

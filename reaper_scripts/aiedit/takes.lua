@@ -1,7 +1,8 @@
 -- @noindex
 --[[ Import of finished jobs: copy the take files into the project's media folder (the spool is not
-the project's), then add one take per η to the item (or one item per η on a new track), as one undo
-point in the item's own project. ]]
+the project's), then add one take per η to the item (or one muted track per η, or one silent fixed lane
+per η), as one undo point in the item's own project. What each REAPER version can do decides the placement
+(docs/reaper.md, "REAPER versions"). ]]
 local M = require("aiedit.core")
 
 local EPS = 1e-6
@@ -38,16 +39,28 @@ function M.take_label(eta, prompt)
   return string.format("AI η=%.2f · %s", eta, short_prompt(prompt))
 end
 
--- Where a project keeps its media: GetProjectPathEx (the project's recording path) + aiedit/<job>.
+-- REAPER's version as a number (7.08 for "7.08/win64"); 0 when unknown.
+function M.reaper_version()
+  local v = reaper.GetAppVersion and reaper.GetAppVersion() or ""
+  return tonumber(tostring(v):match("^(%d+%.%d+)")) or 0
+end
+
+-- Fixed item lanes came with REAPER 7.0 ("UpdateTimeline" exists since 6.24, so it proves nothing).
+function M.has_fixed_lanes() return M.reaper_version() >= 7.0 end
+
+-- Where a project keeps its media: GetProjectPathEx (the project's recording path) + aiedit/<job>. nil for a
+-- project that was never saved: its "recording path" is REAPER's global default folder, not the project's.
 function M.media_dir(proj, job_id)
+  if (M.project_file(proj) or "") == "" then return nil end
   local base = reaper.GetProjectPathEx(proj, "")
-  if not base or base == "" then base = reaper.GetProjectPath("") end
+  if not base or base == "" then return nil end
   return M.join(base, "aiedit", job_id)
 end
 
 -- Copies the take files next to the project (atomic per file). Returns the new paths or nil, error.
 function M.copy_takes(proj, record, takes)
   local dir = M.media_dir(proj, record.id)
+  if not dir then return nil, "the project was never saved" end
   M.mkdir_p(dir)
   local out = {}
   for i, t in ipairs(takes) do
@@ -127,7 +140,7 @@ end
 
 -- One new item per η on `track` at the item's position and length; in fixed lane first_lane + i - 1
 -- when first_lane is given.
-local function add_items(track, item, original, record, status, takes, sources, offs, first_lane)
+local function add_items(track, item, original, record, status, takes, sources, offs, first_lane, index0)
   local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
   local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
   for i, t in ipairs(takes) do
@@ -137,28 +150,70 @@ local function add_items(track, item, original, record, status, takes, sources, 
     reaper.SetMediaItemLength(it, len, false)
     local tk = reaper.AddTakeToMediaItem(it)
     setup_take(tk, sources[i], original, record, offs)
-    tag_take(tk, record, status, t, i)
+    tag_take(tk, record, status, t, index0 or i)
   end
   return #takes
 end
 
--- Results as items on a new track right below the item's track (one item per η, same position
--- and length), so the original item keeps its takes untouched.
-local function add_on_new_track(proj, item, original, record, status, takes, sources, offs)
+-- A new track at idx (0-based) in `proj`. InsertTrackInProject exists from REAPER 7.18; before, only
+-- InsertTrackAtIndex, which inserts into the *active* project. nil when neither can reach `proj` now.
+function M.insert_track(proj, idx)
+  if reaper.InsertTrackInProject then
+    reaper.InsertTrackInProject(proj, idx, 0)
+  elseif reaper.EnumProjects(-1, "") == proj then
+    reaper.InsertTrackAtIndex(idx, false)
+  else
+    return nil
+  end
+  return reaper.GetTrack(proj, idx)
+end
+
+-- Can results go on new tracks in `proj` now? False before REAPER 7.18 while another tab is active.
+function M.can_insert_track(proj)
+  return reaper.InsertTrackInProject ~= nil or reaper.EnumProjects(-1, "") == proj
+end
+
+local function track_name(tr)
+  return select(2, reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", "", false)) or ""
+end
+
+function M.result_track_name(eta, base)
+  return string.format("AI η=%.2f · %s", eta, base)
+end
+
+-- Results on new tracks right below the item's track: one track per η (named "AI η=0.50 · Drums", reused by
+-- later imports), each muted, so nothing plays on top of the original; the original item is untouched.
+-- Unmuting one track (or soloing it) auditions that η. Returns the number of items added and of tracks made.
+local function add_on_new_tracks(proj, item, original, record, status, takes, sources, offs)
   local track = reaper.GetMediaItemTrack(item)
   local idx = math.floor(reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER")) -- 1-based: the next one
-  local _, tname = reaper.GetSetMediaTrackInfo_String(track, "P_NAME", "", false)
-  local want = "AI: " .. (tname ~= "" and tname or record.label)
-  -- reuse the results track right below when an earlier import made one
-  local tr = reaper.GetTrack(proj, idx)
-  local below = ""
-  if tr then below = select(2, reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", "", false)) end
-  if not tr or below ~= want then
-    reaper.InsertTrackInProject(proj, idx, 0)
-    tr = reaper.GetTrack(proj, idx)
-    reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", want, true)
+  local base = track_name(track) ~= "" and track_name(track) or record.label
+  -- the block of result tracks already right below (from earlier imports)
+  local block, last, suffix = {}, idx - 1, " · " .. base
+  while true do
+    local tr = reaper.GetTrack(proj, last + 1)
+    if not tr then break end
+    local name = track_name(tr)
+    if not (name:sub(1, #"AI η=") == "AI η=" and name:sub(-#suffix) == suffix) then break end
+    block[name] = tr
+    last = last + 1
   end
-  return add_items(tr, item, original, record, status, takes, sources, offs)
+  local made = 0
+  for i, t in ipairs(takes) do
+    local want = M.result_track_name(tonumber(t.eta) or 0, base)
+    local tr = block[want]
+    if not tr then
+      tr = M.insert_track(proj, last + 1)
+      if not tr then error("REAPER before 7.18 adds tracks only to the active project tab") end
+      last = last + 1
+      made = made + 1
+      reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", want, true)
+      reaper.SetMediaTrackInfo_Value(tr, "B_MUTE", 1)
+      block[want] = tr
+    end
+    add_items(tr, item, original, record, status, { t }, { sources[i] }, offs, nil, i)
+  end
+  return #takes, made
 end
 
 -- Results as items in new fixed lanes of the item's own track (REAPER 7), one lane per η, at the
@@ -190,6 +245,17 @@ function M.import_result(proj, record, status)
     return false, "the item is gone; the takes are kept in " .. M.join(record.spool, "jobs", record.id,
       "takes"), "missing"
   end
+  local target, note = M.get_setting("results"), ""
+  if target == "lanes" and not M.has_fixed_lanes() then -- REAPER 6: no lanes; muted tracks instead
+    target, note = "track", " (REAPER 6 has no fixed lanes)"
+  end
+  -- checks that can wait come before anything is copied or changed
+  if not M.media_dir(proj, record.id) then
+    return false, "save the project (File > Save project) to import its takes", "wait"
+  end
+  if target == "track" and not M.can_insert_track(proj) then
+    return false, "switch to its project tab to import (REAPER before 7.18 adds tracks only there)", "wait"
+  end
   local paths, cerr = M.copy_takes(proj, record, takes)
   if not paths then return false, "could not copy the takes into the project folder: " .. tostring(cerr) end
   local sources = {}
@@ -199,12 +265,15 @@ function M.import_result(proj, record, status)
   end
   local original = M.find_take(item, record.take)
   local offs = M.alignment_offset(original, record)
-  local target = M.get_setting("results")
-  if target == "lanes" and not reaper.APIExists("UpdateTimeline") then target = "track" end -- before REAPER 7
   reaper.PreventUIRefresh(1)
   reaper.Undo_BeginBlock2(proj)
+  local made = 0
   local ok, n = pcall(function()
-    if target == "track" then return add_on_new_track(proj, item, original, record, status, takes, sources, offs) end
+    if target == "track" then
+      local count, tracks = add_on_new_tracks(proj, item, original, record, status, takes, sources, offs)
+      made = tracks
+      return count
+    end
     if target == "lanes" then return add_in_lanes(item, original, record, status, takes, sources, offs) end
     return add_as_takes(item, original, record, status, takes, sources, offs)
   end)
@@ -218,7 +287,14 @@ function M.import_result(proj, record, status)
   reaper.PreventUIRefresh(-1)
   reaper.UpdateArrange()
   if not ok then return false, "import failed: " .. tostring(n) end
-  local where = ({ track = " on a new track", lanes = " in new lanes" })[target] or ""
+  local where = ""
+  if target == "track" then
+    local _, tname = reaper.GetSetMediaTrackInfo_String(reaper.GetMediaItemTrack(item), "P_NAME", "", false)
+    where = string.format(" on muted tracks below %s (%d new; unmute one to hear it)%s",
+      tname ~= "" and ("'" .. tname .. "'") or "its track", made, note)
+  elseif target == "lanes" then
+    where = " in new lanes (not playing: click a lane's play button to hear it)"
+  end
   return true, string.format("%d take%s added%s", n, n == 1 and "" or "s", where)
 end
 

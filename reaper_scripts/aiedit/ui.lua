@@ -2,11 +2,12 @@
 --[[ The jobs window: its own toggle action, a gfx defer loop that never blocks. It keeps every job
 record in memory, reads status.json of active jobs a few times a second, renders items that need it in
 slices, writes a record back only when it changed, and shows its messages itself (no console pop-up
-per line). ]]
+per line). A project is known by its ReaProject* *and* its file: File > Open in the same tab keeps the
+pointer, and a closed tab's pointer must never be used again. ]]
 local M = require("aiedit.core")
 
-local W = { poll_every = 0.5, engine_every = 2.0, rescan_every = 2.0, per_poll = 50, row_h = 24, pad = 8,
-            header = 34, footer = 70 }
+local W = { poll_every = 0.5, engine_every = 2.0, per_poll = 50, imports_per_poll = 2,
+            engine_start_grace = 20, row_h = 24, pad = 8, header = 34, footer = 70 }
 
 -- The script folder (for the jobs action's path).
 function M.script_dir()
@@ -14,17 +15,32 @@ function M.script_dir()
   return path:match("^(.*[/\\])") or ""
 end
 
-function M.window_alive()
-  local t = tonumber(reaper.GetExtState(M.SECTION, "window_heartbeat"))
-  return t ~= nil and math.abs(reaper.time_precise() - t) < 3
+-- The "AI edit jobs" action's command id (registered on first use; registering again returns the same id).
+function M.jobs_command()
+  local cmd = reaper.AddRemoveReaScript(true, 0, M.script_dir() .. "AI edit jobs.lua", true)
+  if not cmd or cmd == 0 then return nil end
+  return cmd
 end
 
--- Opens "AI edit jobs" as its own action (registered on first use), so relaunching an edit action
--- never touches the window's defer loop. Does nothing when the window already runs.
+-- Is the jobs window open? Its action's toggle state says so (the window sets it with set_action_options,
+-- REAPER 7.03+). Older versions have no toggle from a script: there the heartbeat decides, and it counts while
+-- it exists (the window deletes it when it closes; it is not persisted) unless it is minutes old, because every
+-- modal dialog, e.g. the prompt dialog the user is typing in, stops the window's defer loop meanwhile.
+M.HEARTBEAT_STALE = 300
+
+function M.window_alive(cmd)
+  if reaper.set_action_options and cmd and reaper.GetToggleCommandStateEx then
+    return reaper.GetToggleCommandStateEx(0, cmd) == 1
+  end
+  local t = tonumber(reaper.GetExtState(M.SECTION, "window_heartbeat"))
+  return t ~= nil and math.abs(reaper.time_precise() - t) < M.HEARTBEAT_STALE
+end
+
+-- Opens "AI edit jobs" as its own action, so relaunching an edit action never touches the window's defer
+-- loop. Does nothing when the window already runs (launching it again would close it: it is a toggle).
 function M.open_jobs_window()
-  if M.window_alive() then return false end
-  local cmd = reaper.AddRemoveReaScript(true, 0, M.script_dir() .. "AI edit jobs.lua", true)
-  if not cmd or cmd == 0 then return false end
+  local cmd = M.jobs_command()
+  if not cmd or M.window_alive(cmd) then return false end
   reaper.Main_OnCommand(cmd, 0)
   return true
 end
@@ -37,6 +53,7 @@ local function state_text(r)
   elseif r.state == "cancelling" then return "cancelling…"
   elseif r.state == "rendering" then return "rendering the item…"
   elseif r.state == "submitted" then return "waiting for the engine"
+  elseif r.waiting then return "done: " .. r.waiting
   end
   return r.state
 end
@@ -50,10 +67,23 @@ local function log(ui, msg)
   if #ui.messages > 50 then table.remove(ui.messages, 1) end
 end
 
-local function save(e)
+-- A row may touch its project only while that tab is open and still holds the same project: a closed tab's
+-- ReaProject* is invalid (ValidatePtr2), and File > Open in the same tab keeps the pointer but changes the file.
+local function alive(ui, e)
+  return reaper.ValidatePtr2(0, e.proj, "ReaProject*") and ui.open[e.ident] == true
+end
+
+-- The project still holds this job's record (under the key REAPER enumerated): false when the tab now holds
+-- another project that was never saved (same pointer, same empty file name).
+local function still_ours(e)
+  local _, cur = reaper.GetProjExtState(e.proj, M.JOBS_SECTION, e.key)
+  return cur ~= nil and cur ~= ""
+end
+
+local function save(ui, e)
   local text = M.json_encode(e.record)
-  if text ~= e.text then
-    reaper.SetProjExtState(e.proj, M.JOBS_SECTION, e.record.id, text)
+  if text ~= e.text and alive(ui, e) and still_ours(e) then
+    reaper.SetProjExtState(e.proj, M.JOBS_SECTION, e.key, text)
     e.text = text
   end
 end
@@ -62,16 +92,31 @@ local function finish(e, state, message)
   local r = e.record
   r.state, r.message, r.finished = state, message, os.time()
   if r.rendered then os.remove(r.rendered) r.rendered = nil end
-  r.job = nil
+  r.job, r.waiting = nil, nil
 end
 
--- One rendering slice for a job whose item must be rendered; submits the job when done.
+-- One rendering slice for a job whose item must be rendered; submits the job when done. The item is read
+-- again before every slice: a trim while the job waited re-anchors the job to the item as it is now, and a
+-- change during the render starts it over (the render, the job and the bookkeeping always agree).
 local function render_tick(ui, e)
   local r = e.record
+  local item = M.find_item(e.proj, r.item)
+  local take = item and M.find_take(item, r.take)
+  if not take then
+    if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
+    finish(e, "failed", "the item was deleted before it was rendered")
+    return
+  end
+  local changed = M.render_geometry_changed(item, take, r)
+  if changed and e.render then
+    M.render_abort(e.render)
+    e.render, ui.renders[e] = nil, nil
+  end
+  if changed then
+    local ok, why = M.reanchor_render(item, take, r)
+    if not ok then finish(e, "failed", why) return end
+  end
   if not e.render then
-    local item = M.find_item(e.proj, r.item)
-    local take = item and M.find_take(item, r.take)
-    if not take then finish(e, "failed", "the item was deleted before it was rendered") return end
     local rd, err = M.render_begin(take, r.render.sr, r.render.channels, r.render.length, r.job.source.path)
     if not rd then finish(e, "failed", "could not render the item: " .. tostring(err)) return end
     e.render = rd
@@ -93,7 +138,8 @@ local function render_tick(ui, e)
 end
 
 -- Reads the job's status.json and acts on it. Completion racing with cancel: when the user
--- cancelled, a job that still finished is not imported (its files stay in the spool).
+-- cancelled, a job that still finished is not imported (its files stay in the spool). At most
+-- W.imports_per_poll imports per poll (each copies files and makes an undo point): the rest wait a tick.
 function M.update_job(ui, e)
   local r = e.record
   if not M.ACTIVE[r.state] or r.state == "rendering" then return end
@@ -102,12 +148,20 @@ function M.update_job(ui, e)
   local state = M.val(st.state) or "queued"
   r.stage = M.val(st.stage) or state
   r.progress = tonumber(M.val(st.progress)) or r.progress or 0
+  r.worker = M.val(st.worker) or r.worker -- which device/host runs it (several workers; absent in old daemons)
   if state == "done" then
     if r.state == "cancelling" then
       finish(e, "cancelled", "finished before the cancel arrived: not imported; files kept in " ..
         M.join(r.spool, "jobs", r.id, "takes"))
     else
+      if ui.imports_left <= 0 then return end
+      ui.imports_left = ui.imports_left - 1
       local ok, msg, kind = M.import_result(e.proj, r, st)
+      if kind == "wait" then -- e.g. an unsaved project: the takes wait in the spool, the job stays listed
+        if r.waiting ~= msg then log(ui, r.label .. ": " .. msg) end
+        r.state, r.waiting = "running", msg
+        return
+      end
       finish(e, ok and "imported" or (kind or "failed"), msg)
     end
     log(ui, r.label .. ": " .. r.message)
@@ -123,38 +177,51 @@ end
 
 function M.request_cancel(ui, e)
   local r = e.record
-  if not M.ACTIVE[r.state] or r.state == "cancelling" then return end
+  if not M.ACTIVE[r.state] or r.state == "cancelling" or not alive(ui, e) then return end
   if r.state == "rendering" then
     if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
     finish(e, "cancelled", "cancelled before it was sent")
-    save(e)
+    save(ui, e)
     return
   end
   local how, err = M.cancel(r)
   if how == "withdrawn" then
     finish(e, "cancelled", "cancelled before the engine picked it up")
   elseif how then
-    r.state = "cancelling"
+    r.state, r.waiting = "cancelling", nil
   else
     log(ui, "could not cancel " .. r.id .. ": " .. tostring(err))
   end
-  save(e)
+  save(ui, e)
+end
+
+-- Open tabs now: ident -> {proj, file}, and one string of them (a change means a tab was opened, closed, or
+-- holds another project file).
+local function open_projects()
+  local map, parts = {}, {}
+  for i, p in ipairs(M.projects()) do
+    local ident = tostring(p.proj) .. "\n" .. p.file
+    map[ident] = p
+    parts[i] = ident
+  end
+  return map, table.concat(parts, "\t")
 end
 
 -- Loads the records of every open project not yet known. At the first load, jobs that ended in an
 -- earlier session are forgotten and "missing" ones retried (the project may have been reopened).
 local function rescan(ui, first)
-  for _, proj in ipairs(M.projects()) do
-    for _, x in ipairs(M.registry_scan(proj, ui.known[proj])) do
+  for ident, p in pairs(ui.open_projects) do
+    local proj = p.proj
+    for _, x in ipairs(M.registry_scan(proj, ui.known[ident])) do
       local r = x.record
-      local e = { proj = proj, record = r, text = x.text }
-      ui.known[proj] = ui.known[proj] or {}
-      ui.known[proj][x.id] = true
+      local e = { proj = proj, ident = ident, key = x.key, record = r, text = x.text }
+      ui.known[ident] = ui.known[ident] or {}
+      ui.known[ident][x.id:lower()] = true
       if first and r.state == "missing" then
         r.state = "running"
         ui.rows[#ui.rows + 1] = e
       elseif first and not M.ACTIVE[r.state] then
-        M.registry_remove(proj, x.id)
+        M.registry_remove(proj, x.key)
       else
         ui.rows[#ui.rows + 1] = e
       end
@@ -162,53 +229,66 @@ local function rescan(ui, first)
   end
 end
 
--- Rows of projects that were closed go (their records are in the saved file; reopening loads them again).
+-- Rows whose tab was closed, or now holds another project, go (their records are in that project's file:
+-- opening it again loads them again). So do rows whose record left the project.
 local function forget_closed(ui)
-  local open = {}
-  for _, p in ipairs(M.projects()) do open[p] = true end
   local keep = {}
   for _, e in ipairs(ui.rows) do
-    if open[e.proj] then keep[#keep + 1] = e
+    if ui.open[e.ident] and not e.gone then keep[#keep + 1] = e
     else
       if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
-      ui.known[e.proj] = nil
+      -- a closed tab's rows all go, so its ids may be read again; a gone record stays known (it is not there)
+      if not ui.open[e.ident] then ui.known[e.ident] = nil end
     end
   end
   ui.rows = keep
 end
 
--- Open projects as one string of pointers: a change means a project was opened or closed.
-local function project_set()
-  local parts = {}
-  for i, p in ipairs(M.projects()) do parts[i] = tostring(p) end
-  return table.concat(parts, " ")
+local function refresh_projects(ui, force)
+  local map, set = open_projects()
+  ui.open = {}
+  for ident in pairs(map) do ui.open[ident] = true end
+  ui.open_projects = map
+  if force or set ~= ui.projects then
+    ui.projects = set
+    return true
+  end
+  return false
 end
 
 local function poll(ui)
-  -- rescan the bookkeeping only when a script queued jobs or a project was opened (known ids are skipped)
+  -- rescan the bookkeeping only when a script queued jobs or the open projects changed (known ids are skipped)
   local rev = reaper.GetExtState(M.SECTION, "jobs_rev")
-  local now = reaper.time_precise()
-  if rev ~= ui.rev or (now - ui.last_rescan >= W.rescan_every and project_set() ~= ui.projects) then
-    ui.rev, ui.last_rescan, ui.projects = rev, now, project_set()
+  local changed = refresh_projects(ui)
+  if rev ~= ui.rev or changed then
+    ui.rev = rev
     forget_closed(ui)
     rescan(ui, false)
-  elseif now - ui.last_rescan >= W.rescan_every then
-    ui.last_rescan = now
   end
   local active, n = {}, #ui.rows
-  for _, e in ipairs(ui.rows) do if M.ACTIVE[e.record.state] then active[#active + 1] = e end end
+  for _, e in ipairs(ui.rows) do
+    if M.ACTIVE[e.record.state] and ui.open[e.ident] then active[#active + 1] = e end -- tabs just enumerated
+  end
+  ui.imports_left = W.imports_per_poll
   -- round robin over at most per_poll jobs: the cost per tick stays flat however many jobs there are
   local count = math.min(#active, W.per_poll)
   for k = 1, count do
     local e = active[((ui.cursor + k - 1) % #active) + 1]
-    local ok, err = pcall(M.update_job, ui, e)
-    if not ok then
-      finish(e, "failed", "error while updating: " .. tostring(err))
-      log(ui, e.record.label .. ": " .. e.record.message)
+    if not still_ours(e) then
+      e.gone = true -- the tab now holds another project that was never saved (same pointer, no file)
+    else
+      local ok, err = pcall(M.update_job, ui, e)
+      if not ok then
+        finish(e, "failed", "error while updating: " .. tostring(err))
+        log(ui, e.record.label .. ": " .. e.record.message)
+      end
+      save(ui, e)
     end
-    save(e)
   end
   ui.cursor = #active > 0 and (ui.cursor + count) % #active or 0
+  local gone = false
+  for _, e in ipairs(ui.rows) do gone = gone or e.gone end
+  if gone then forget_closed(ui) end
   local still = 0
   for _, e in ipairs(ui.rows) do if M.ACTIVE[e.record.state] then still = still + 1 end end
   ui.active = still
@@ -216,21 +296,38 @@ local function poll(ui)
   return n
 end
 
--- One rendering job at a time gets a slice per tick.
+-- One rendering job at a time gets a slice per tick (REAPER renders on its UI thread: two at once would not
+-- finish sooner, only make each tick longer).
 local function render_some(ui)
   for _, e in ipairs(ui.rows) do
     if e.record.state == "rendering" then
-      local ok, err = pcall(render_tick, ui, e)
-      if not ok then finish(e, "failed", "render error: " .. tostring(err)) end
-      save(e)
-      return true
+      if reaper.ValidatePtr2(0, e.proj, "ReaProject*") and ui.open[e.ident] then
+        local ok, err = pcall(render_tick, ui, e)
+        if not ok then finish(e, "failed", "render error: " .. tostring(err)) end
+        save(ui, e)
+        return true
+      end
     end
   end
   return false
 end
 
+-- "Yes: start it now" cannot see whether the program started (ExecProcess does not wait): when no heartbeat
+-- appears within W.engine_start_grace seconds, the window says so, once.
+local function check_engine_start(ui, now)
+  local started = reaper.GetExtState(M.SECTION, "engine_start")
+  if started == "" then return end
+  if ui.engine then reaper.DeleteExtState(M.SECTION, "engine_start", false) return end
+  local t, cmd = started:match("^([%d%.]+)\t(.*)$")
+  t = tonumber(t)
+  if not t or now - t < W.engine_start_grace then return end
+  reaper.DeleteExtState(M.SECTION, "engine_start", false)
+  log(ui, "the engine did not start within " .. W.engine_start_grace .. " s: " .. tostring(cmd) ..
+    "  (set its full path in AI edit settings; `aiedit doctor` prints it)")
+end
+
 ---------------------------------------------------------------------------------------------
--- Drawing
+-- Drawing and mouse
 ---------------------------------------------------------------------------------------------
 
 local function hit(t, x, y) return x >= t.x and x < t.x + t.w and y >= t.y and y < t.y + t.h end
@@ -244,6 +341,15 @@ local function button(ui, id, label, x, y, w, h)
   ui.targets[#ui.targets + 1] = { id = id, x = x, y = y, w = w, h = h }
 end
 
+-- ", 2 workers (1 busy)" from daemon.json "workers" (several workers; absent in older daemons: "").
+function M.workers_text(info)
+  local ws = M.val(info.workers)
+  if type(ws) ~= "table" or #ws == 0 then return "" end
+  local busy = 0
+  for _, w in ipairs(ws) do if type(w) == "table" and M.val(w.state) == "busy" then busy = busy + 1 end end
+  return string.format(", %d worker%s (%d busy)", #ws, #ws == 1 and "" or "s", busy)
+end
+
 local function visible_rows() return math.max(1, math.floor((gfx.h - W.header - W.footer) / W.row_h)) end
 
 local function draw(ui)
@@ -253,7 +359,7 @@ local function draw(ui)
   gfx.set(1, 1, 1, 1)
   gfx.x, gfx.y = W.pad, W.pad
   local eng = ui.engine
-  gfx.drawstr(eng and ("engine: running, model " .. tostring(M.val(eng.model) or "?"))
+  gfx.drawstr(eng and ("engine: running, model " .. tostring(M.val(eng.model) or "?") .. M.workers_text(eng))
     or ("engine not running: start it with  " .. M.start_command(ui.spool)))
   button(ui, "cancel_all", "Cancel all", gfx.w - 90 - W.pad, W.pad - 2, 90, 20)
   local y = W.header
@@ -263,7 +369,8 @@ local function draw(ui)
     local r = ui.rows[i].record
     gfx.set(0.9, 0.9, 0.9, 1)
     gfx.x, gfx.y = W.pad, y + 4
-    gfx.drawstr((r.label ~= "" and r.label or r.id) .. "  ·  " .. (r.stage or ""))
+    local where = r.worker and M.ACTIVE[r.state] and ("  ·  " .. r.worker) or "" -- e.g. cuda:1@studio-2
+    gfx.drawstr((r.label ~= "" and r.label or r.id) .. "  ·  " .. (r.stage or "") .. where)
     local bx, bw = 260, math.max(60, gfx.w - 260 - 280)
     gfx.set(0.25, 0.25, 0.25, 1)
     gfx.rect(bx, y + 4, bw, 14, 1)
@@ -337,11 +444,11 @@ function M.run_jobs_window()
   -- REAPER 7.03+; older versions show the task-control dialog on relaunch instead
   if reaper.set_action_options then reaper.set_action_options(1 | 4) end
   local ui = { rows = {}, targets = {}, last_poll = -1e9, last_engine = -1e9, last_beat = -1e9,
-               last_rescan = -1e9, known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
-               spool = M.spool_dir() }
+               known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
+               spool = M.spool_dir(), open = {}, imports_left = W.imports_per_poll }
+  refresh_projects(ui, true)
   rescan(ui, true)
-  ui.rev, ui.projects = reaper.GetExtState(M.SECTION, "jobs_rev"), project_set()
-  ui.last_rescan = reaper.time_precise()
+  ui.rev = reaper.GetExtState(M.SECTION, "jobs_rev")
   gfx.init("AI edit jobs", 760, 300)
   -- a TrueType font draws η and · on every platform (the default bitmap font does not)
   gfx.setfont(1, M.is_windows and "Segoe UI" or "Arial", 15)
@@ -357,6 +464,7 @@ function M.run_jobs_window()
     if now - ui.last_engine >= W.engine_every then
       ui.last_engine = now
       ui.engine = M.engine_info(ui.spool)
+      check_engine_start(ui, now)
     end
     render_some(ui)
     if now - ui.last_poll >= W.poll_every then

@@ -39,6 +39,33 @@ behaviour cites the REAPER ReaScript API text (reaper.fm/sdk/reascript/reascript
 - ExecProcess(cmdline, timeoutmsec): "timeoutmsec is -1 for no wait/terminate, -2 for no wait and minimize";
   the fake records the timeout and refuses anything but an integer.
 - io.open is wrapped to count reads per file (the jobs window must not re-read daemon.json every frame).
+
+Round 2 (issue 18): behaviour a real session on Windows or macOS shows, each selectable per scenario.
+- REAPER versions (scenario "reaper_version", default "7.27"): GetAppVersion() returns e.g. "7.08/win64". API
+  functions exist from the version that added them: "InsertTrackInProject(proj, idx, flags)" (7.18; before it only
+  "InsertTrackAtIndex(idx, wantDefaults)", which inserts into the active project), "set_action_options" (7.03).
+  Fixed item lanes are REAPER 7 ("I_FREEMODE : int * : 1=track free item positioning enabled, 2=track fixed lanes
+  enabled"): on a REAPER 6 set, I_FREEMODE 2 is plain free positioning and the lane keys (I_NUMFIXEDLANES,
+  C_LANEPLAYS:N, item I_FIXEDLANE) are unknown, so Set* returns false and nothing changes: items stack and play.
+  "UpdateTimeline" exists in every modelled set (reascripthelp 6.24 lists it), so it says nothing about lanes.
+- Ext-state key case (scenario "ext_keys_upper": true): public probes of "EnumProjExtState(proj, extname, idx)"
+  report keys upper-cased; whether real REAPER does is not settled (docs/reaper.md, first-run checklist). With the
+  flag, keys are stored and enumerated upper-cased and Get/SetProjExtState match keys case-insensitively.
+- Project tabs: File > Open in the same tab keeps the ReaProject* and replaces its content (step "open_in_tab");
+  "EnumProjects(idx, projfn)" returns the tab's project file name ("" while it was never saved). A closed tab's
+  pointer fails "ValidatePtr2(proj, pointer, ctypename)" with "ReaProject*" and any call that gets it raises.
+- Razor edits: "P_RAZOREDITS_EXT : list of razor edit areas, as comma-separated sets of space-separated tuples of
+  start time, end time, optional: envelope GUID string, fixed/fipm top y-position, fixed/fipm bottom y-position"
+  (REAPER 7). "P_RAZOREDITS" keeps "space-separated triples of start time, end time, and envelope GUID string":
+  the lane extent is only in the _EXT form. Items: "F_FREEMODE_Y : free item positioning or fixed lane
+  Y-position. 0=top of track, 1.0=bottom of track", "F_FREEMODE_H : ... fixed lane height" (lanes of equal height).
+- GetUserInputs defaults are parsed quote-aware (what the issue reproduced): a quote character (' or ") opens a
+  quoted run in which the separator does not split, so an odd number of quotes puts every later default into the
+  field that holds the lone quote. Whether REAPER also strips balanced quotes is not modelled (not known).
+- A modal dialog blocks every defer loop while it is open: scenario "dialog_seconds" advances the clock by that
+  much per GetUserInputs (the user typing), so heartbeats written by deferred scripts go stale meanwhile.
+- ExecProcess returns nil "on total failure" (scenario "exec_fails": true: the program was not found).
+- Track mute: "B_MUTE : bool * : muted".
 ]]
 
 local F = { log = {}, messages = {}, console = {}, exec = {}, undo = {}, inputs_asked = {},
@@ -119,7 +146,8 @@ end
 local function make_item(spec, track)
   local it = { kind = "item", track = track, guid = spec.guid or guid(), selected = spec.selected or false,
                notes = spec.notes or "", takes = {}, active = (spec.active_take or 1),
-               values = { D_POSITION = spec.position or 0.0, D_LENGTH = spec.length or 1.0 } }
+               values = { D_POSITION = spec.position or 0.0, D_LENGTH = spec.length or 1.0,
+                          I_FIXEDLANE = spec.lane } }
   for _, tspec in ipairs(spec.takes or {}) do
     tspec.from_scenario = true
     it.takes[#it.takes + 1] = make_take(tspec, it)
@@ -130,23 +158,45 @@ end
 
 local function make_track(tspec, proj)
   local tr = { kind = "track", project = proj, name = tspec.name or "", selected = tspec.selected or false,
-               items = {}, guid = tspec.guid or guid(), razor = tspec.razor or "", new = tspec.new }
+               items = {}, guid = tspec.guid or guid(), razor = tspec.razor or "", razor_ext = tspec.razor_ext,
+               new = tspec.new, freemode = tspec.freemode, lanes = tspec.lanes, mute = 0 }
+  if tr.freemode == 2 then
+    tr.lanes = tr.lanes or 1
+    tr.laneplays = { [0] = 1 }
+  end
   for _, ispec in ipairs(tspec.items or {}) do tr.items[#tr.items + 1] = make_item(ispec, tr) end
   return tr
 end
 
--- One project tab. The first scenario layout (top-level "tracks") is project 1.
-local function make_project(pspec, idx)
-  local proj = { kind = "project", index = idx, tracks = {}, undo = {}, open_undo = 0, dirty = false,
+-- Ext-state keys as the session stores them: upper-cased with scenario "ext_keys_upper" (see the header).
+local function ext_key(section, key)
+  if F.ext_keys_upper then key = key:upper() end
+  return section .. "/" .. key
+end
+
+-- One project tab. The first scenario layout (top-level "tracks") is project 1. `into`: an open tab whose
+-- ReaProject* is kept (File > Open in the same tab).
+local function make_project(pspec, idx, into)
+  local proj = into or {}
+  for k in pairs(proj) do proj[k] = nil end
+  local fields = { kind = "project", index = idx, tracks = {}, undo = {}, open_undo = 0, dirty = false,
                  path = pspec.project_path or "/tmp", file = pspec.file or string.format("/tmp/fake%d.rpp", idx),
                  media = pspec.media_path, projext = {}, time_selection = pspec.time_selection or { 0, 0 } }
-  for k, v in pairs(pspec.projextstate or {}) do proj.projext[k] = v end
+  for k, v in pairs(fields) do proj[k] = v end
+  for k, v in pairs(pspec.projextstate or {}) do
+    local section, key = k:match("^([^/]+)/(.*)$")
+    proj.projext[ext_key(section, key)] = v
+  end
   for _, tspec in ipairs(pspec.tracks or {}) do proj.tracks[#proj.tracks + 1] = make_track(tspec, proj) end
   return proj
 end
 
 function F.load(scenario)
   F.scenario = scenario
+  F.ext_keys_upper = scenario.ext_keys_upper or false
+  F.dialog_seconds = scenario.dialog_seconds or 0
+  F.exec_fails = scenario.exec_fails or false
+  F.apply_version(scenario.reaper_version or "7.27")
   local specs = scenario.projects or { { tracks = scenario.tracks, project_path = scenario.project_path,
     time_selection = scenario.time_selection, projextstate = scenario.projextstate,
     media_path = scenario.media_path } }
@@ -204,6 +254,19 @@ function F.edit_item(g, changes)
 end
 
 function F.switch_project(idx) F.active = F.projects[idx] end
+
+-- File > Open in tab idx: the same ReaProject* now holds another project (its items, file and ext state).
+function F.open_in_tab(idx, pspec)
+  make_project(pspec, idx, F.projects[idx])
+end
+
+-- File > Save project (as): the tab's project now has a file (and its media folder next to it).
+function F.save_project(idx, file, media)
+  local proj = F.projects[idx]
+  proj.file = file
+  proj.path = file:match("^(.*)/[^/]*$") or proj.path
+  if media then proj.media = media end
+end
 
 -- The user closes a project tab: its pointer is no longer valid and EnumProjects skips it.
 function F.close_project(idx)
@@ -266,6 +329,8 @@ function R.GetItemProjectContext(it) return it.track.project end
 -- lanes"; "C_LANEPLAYS:N : char * : on fixed lane tracks, 0=lane does not play, 1=lane plays exclusively,
 -- 2=lane plays and other lanes also play". Turning lanes on puts every existing item in lane 0, which plays.
 function R.GetMediaTrackInfo_Value(tr, key)
+  if key == "B_MUTE" then return tr.mute end
+  if F.version < 7 and (key == "I_NUMFIXEDLANES" or key:sub(1, 12) == "C_LANEPLAYS:") then return 0 end
   if key == "IP_TRACKNUMBER" then
     for i, t in ipairs(tr.project.tracks) do if t == tr then return i end end
   elseif key == "I_FREEMODE" then return tr.freemode or 0
@@ -275,7 +340,17 @@ function R.GetMediaTrackInfo_Value(tr, key)
   return 0
 end
 function R.SetMediaTrackInfo_Value(tr, key, v)
-  if key == "I_FREEMODE" then
+  if F.version < 7 then -- no fixed lanes: 2 is plain free positioning, lane keys are unknown
+    if key == "I_FREEMODE" then
+      tr.freemode = v ~= 0 and 1 or 0
+      record("SetMediaTrackInfo_Value", key, v)
+      return true
+    end
+    if key == "I_NUMFIXEDLANES" or key:sub(1, 12) == "C_LANEPLAYS:" then return false end
+  end
+  if key == "B_MUTE" then
+    tr.mute = v
+  elseif key == "I_FREEMODE" then
     if v == 2 and tr.freemode ~= 2 then
       tr.lanes, tr.laneplays = 1, { [0] = 1 }
       for _, it in ipairs(tr.items) do it.values.I_FIXEDLANE = 0 end
@@ -295,6 +370,8 @@ function R.SetMediaTrackInfo_Value(tr, key, v)
   return true
 end
 function R.UpdateTimeline() end
+-- "GetAppVersion()": e.g. "7.08/win64"
+function R.GetAppVersion() return F.version_string .. "/linux-x86_64" end
 function R.EnumProjects(idx, _)
   if idx == -1 then return F.active, F.active.file end
   local proj = F.projects[idx + 1]
@@ -319,8 +396,25 @@ function R.GetSetMediaTrackInfo_String(tr, key, value, set)
     return true, tr.name
   elseif key == "P_RAZOREDITS" then
     -- "string of start/end/envelope-GUID triples: start end "{GUID}" ... ; GUID "" for media items
-    if set then tr.razor = value end
+    if set then tr.razor, tr.razor_ext = value, nil end
+    if tr.razor_ext then -- the same areas without their lane extents
+      local triples = {}
+      for tuple in tr.razor_ext:gmatch("[^,]+") do
+        local a, b, g = tuple:match('^%s*(%S+)%s+(%S+)%s*("?[^"]*"?)')
+        triples[#triples + 1] = string.format('%s %s %s', a, b, g ~= "" and g or '""')
+      end
+      return true, table.concat(triples, " ")
+    end
     return true, tr.razor
+  elseif key == "P_RAZOREDITS_EXT" then
+    if F.version < 7 then return false, "" end
+    if set then tr.razor_ext = value end
+    if tr.razor_ext then return true, tr.razor_ext end
+    local tuples = {}
+    for a, b, g in (tr.razor or ""):gmatch('(%S+)%s+(%S+)%s+("[^"]*")') do
+      tuples[#tuples + 1] = a .. " " .. b .. " " .. g
+    end
+    return true, table.concat(tuples, ",")
   elseif key == "GUID" then
     return true, tr.guid
   end
@@ -355,8 +449,18 @@ function R.CountTakeEnvelopes(tk)
 end
 function R.CountEnvelopePoints(env) return env.points end
 
-function R.GetMediaItemInfo_Value(it, key) return it.values[key] or 0.0 end
+function R.GetMediaItemInfo_Value(it, key)
+  local tr = it.track
+  if (key == "F_FREEMODE_Y" or key == "F_FREEMODE_H") and tr.freemode == 2 and F.version >= 7 then
+    local n = math.max(1, tr.lanes or 1) -- fixed lanes of equal height
+    if key == "F_FREEMODE_H" then return 1.0 / n end
+    return (it.values.I_FIXEDLANE or 0) / n
+  end
+  if key == "I_FIXEDLANE" and F.version < 7 then return 0.0 end
+  return it.values[key] or 0.0
+end
 function R.SetMediaItemInfo_Value(it, key, v)
+  if key == "I_FIXEDLANE" and F.version < 7 then return false end
   if key == "I_FIXEDLANE" and (it.track.freemode ~= 2 or v >= (it.track.lanes or 1)) then
     error("I_FIXEDLANE " .. v .. ": the track has no such fixed lane")
   end
@@ -498,12 +602,12 @@ function R.SetProjExtState(proj, section, key, value)
     for k in pairs(p.projext) do if k:sub(1, #section + 1) == section .. "/" then p.projext[k] = nil end end
     return 0
   end
-  p.projext[section .. "/" .. key] = (value ~= "" and value or nil)
+  p.projext[ext_key(section, key)] = (value ~= "" and value or nil)
   return 1
 end
 function R.GetProjExtState(proj, section, key)
   count("GetProjExtState")
-  local v = P(proj).projext[section .. "/" .. key]
+  local v = P(proj).projext[ext_key(section, key)]
   return v and 1 or 0, v or ""
 end
 function R.EnumProjExtState(proj, section, idx)
@@ -535,6 +639,29 @@ local function split(s, sep)
   end
 end
 
+-- The defaults as the dialog reads them: a quote opens a run that only the same quote closes, and the separator
+-- does not split inside it (an unclosed quote swallows every later default).
+local function split_quoted(s, sep)
+  local out, cur, q = {}, {}, nil
+  for i = 1, #s do
+    local c = s:sub(i, i)
+    if q then
+      if c == q then q = nil end
+      cur[#cur + 1] = c
+    elseif c == '"' or c == "'" then
+      q = c
+      cur[#cur + 1] = c
+    elseif c == sep then
+      out[#out + 1] = table.concat(cur)
+      cur = {}
+    else
+      cur[#cur + 1] = c
+    end
+  end
+  out[#out + 1] = table.concat(cur)
+  return out
+end
+
 function R.GetUserInputs(title, n, captions, defaults)
   -- captions always split on ","; "separator=X" and "extrawidth=N" are options among them
   local caps, sep = {}, ","
@@ -548,7 +675,8 @@ function R.GetUserInputs(title, n, captions, defaults)
     error(string.format("GetUserInputs: %d captions for %d fields (a caption holds a comma?): %s", #caps, n,
       table.concat(caps, " | ")))
   end
-  local vals = split(defaults, sep)
+  F.clock = F.clock + F.dialog_seconds -- the modal dialog blocks every defer loop while the user types
+  local vals = split_quoted(defaults, sep)
   if #vals > n then
     error(string.format("GetUserInputs: defaults split into %d values for %d fields", #vals, n))
   end
@@ -570,6 +698,7 @@ function R.ShowConsoleMsg(s) F.console[#F.console + 1] = s end
 function R.ExecProcess(cmd, timeout)
   if type(cmd) ~= "string" or math.type(timeout) ~= "integer" then error("ExecProcess(cmdline, timeoutmsec)") end
   F.exec[#F.exec + 1] = { cmd = cmd, timeout = timeout }
+  if F.exec_fails then return nil end -- "returns NULL on total failure"
   return ""
 end
 
@@ -770,7 +899,7 @@ local function dump_tracks(proj, lib)
     local plays = lib.array()
     for lane = 0, (tr.lanes or 1) - 1 do plays[#plays + 1] = (tr.laneplays or {})[lane] or 0 end
     tracks[#tracks + 1] = { name = tr.name, items = items, new = tr.new or false, freemode = tr.freemode or 0,
-                            lanes = tr.lanes or 1, laneplays = plays }
+                            lanes = tr.lanes or 1, laneplays = plays, mute = tr.mute or 0 }
   end
   return tracks
 end
@@ -812,6 +941,18 @@ function F.dump(lib)
     counts = counts, opens = opens, task_control = lib.array(F.task_control), toggles = toggles,
     actions = actions, font = F.font or lib.null,
   }
+end
+
+-- API functions by the version that added them (see the header); the others exist in every modelled set.
+local SINCE = { InsertTrackInProject = 7.18, set_action_options = 7.03 }
+local ALL = {}
+for k, v in pairs(R) do ALL[k] = v end
+function F.apply_version(v)
+  F.version_string = tostring(v)
+  F.version = tonumber(F.version_string:match("^(%d+%.%d+)")) or error("bad reaper_version " .. F.version_string)
+  for name, since in pairs(SINCE) do
+    if ALL[name] then R[name] = (F.version >= since) and ALL[name] or nil end
+  end
 end
 
 F.reaper, F.gfx = R, G

@@ -16,6 +16,10 @@ dialog answers and a list of steps:
   {"edit_item": {"guid": ..., "item": {...}, "take": {...}}}  the user trims/moves an item
   {"wheel": -120}                            scroll the jobs window (mouse wheel), then run a cycle
   {"reset_counts": true}                     zero the API call / file read counters
+  {"open_in_tab": {"index": 1, "project": {...}}}  File > Open in tab 1 (the same ReaProject*)
+  {"write_file": {"path": ..., "text": ...}}  something outside REAPER writes a file (the daemon, a status)
+  {"advance_clock": 5}                       time passes without a UI tick (REAPER busy, a modal dialog)
+  {"save_project": {"index": 1, "file": ..., "media": ...}}  File > Save project as
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
@@ -75,6 +79,16 @@ for _, step in ipairs(scenario.steps or {}) do
   elseif step.wheel then
     gfx.mouse_wheel = step.wheel
     run_cycles(1)
+  elseif step.open_in_tab then
+    F.open_in_tab(step.open_in_tab.index, step.open_in_tab.project)
+  elseif step.save_project then
+    F.save_project(step.save_project.index, step.save_project.file, step.save_project.media)
+  elseif step.write_file then
+    local fh2 = assert(io.open(step.write_file.path, "wb"))
+    fh2:write(step.write_file.text)
+    fh2:close()
+  elseif step.advance_clock then
+    F.clock = F.clock + step.advance_clock
   elseif step.reset_counts then
     F.counts, F.opens = {}, {}
   elseif step.delete_item then
