@@ -22,7 +22,7 @@ The same classes the ``stable-audio-3`` family loads, in diffusers' ``StableAudi
   ``StableAudio3DurationEmbedder``, also the extra context token); a quarter of the steps with SA3's inpainting input
   (``local_add_cond`` = mask ∥ masked latents, a random 0.25-1 s gap), so inpainting has learned conditioning.
   The text encoder, a tiny transformers ``T5GemmaEncoderModel`` behind ``world_tokenizer`` (a GemmaTokenizer whose
-  BPE merges spell the world's 25 words), trains *jointly* with the DiT: the real SA3 keeps T5Gemma frozen because it
+  BPE merges spell the world's 26 words), trains *jointly* with the DiT: the real SA3 keeps T5Gemma frozen because it
   arrives pretrained on language, while ours starts random; frozen it would hand the DiT fixed random features of
   character strings, trained it learns the word distinctions the flow loss needs, in the same budget. EMA weights
   of both are shipped, and the stage writes the whole ``StableAudio3Pipeline`` folder.
@@ -217,8 +217,9 @@ COND = 64  # T5Gemma hidden size = the DiT's cond_token_dim and global_cond_dim
 
 def world_tokenizer():
     """A GemmaTokenizer built in memory: Gemma's special ids (pad 0, eos 1, bos 2, unk 3), byte fall-back, one token
-    per printable ASCII character and '▁', plus BPE merges that spell each of the world's words (with and without
-    the leading '▁'), so a caption is a handful of word tokens and any other text still encodes, by characters."""
+    per printable ASCII character and '▁', plus BPE merges that spell each of the world's words (bare words first,
+    so a word is one token and the '▁' before it another), so a caption is a dozen tokens and any other text still
+    encodes, by characters."""
     from transformers import GemmaTokenizer
 
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
