@@ -181,7 +181,7 @@ def methods_for(a: argparse.Namespace, modes: tuple[str, ...] = ("lora", "full",
                   "generate": dict(mode="sdedit", etas=(1.0,))})
     for v in (a.sample_variants.split(",") if a.sample_variants else []):
         kind, steps = v.split(":")  # the LoRA row again with another sampler: a re-take from the stage cache
-        m[f"ours (LoRA), {kind} {steps}"] = {**lora, "sampler": kind, "sample_steps": int(steps)}
+        m[f"ours (LoRA; {kind} {steps})"] = {**lora, "sampler": kind, "sample_steps": int(steps)}
     if a.methods:
         wanted = [x.strip() for x in a.methods.split(",")]
         unknown = [x for x in wanted if x not in m]

@@ -172,6 +172,7 @@ class Worker(threading.Thread):
                 sample_rate=result.sample_rate,
                 channels=result.channels,
                 frames=result.frames,
+                network_calls=result.network_calls,
             )
             return
         except Cancelled:

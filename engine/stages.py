@@ -255,7 +255,8 @@ def _network(model: AudioModel) -> Callable:
 
 def _guided(model: AudioModel) -> Callable:
     def step(x2: torch.Tensor, t2: torch.Tensor, both: Conditioning, g) -> torch.Tensor:
-        out_u, out_c = model.predict_noise(x2, t2, both).chunk(2)
+        # unflatten, not chunk(2): both halves then have one symbolic size, so batch 2 (one η) needs no own graph
+        out_u, out_c = model.predict_noise(x2, t2, both).unflatten(0, (2, -1)).unbind(0)
         return out_u + g * (out_c - out_u)
     return graphs.compiled(model, "guided", step)
 
@@ -278,6 +279,9 @@ def guided_prediction(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond:
         graphs.mark_batch_dynamic(xp, cp)
         graphs.mark_batch_dynamic(tp)
         return _network(model)(xp, tp, cp)[:n]
+    if compiling and n < graphs.MIN_DYNAMIC_BATCH:  # one take: pad it, or its halves of size 1 get own graphs
+        x, tt, cond, n = graphs.pad_batch(x, tt, cond)
+        both = None
     if both is None:
         both = guidance_batch(cond, uncond)
     x2, t2 = torch.cat([x, x]), torch.cat([tt, tt])
@@ -285,7 +289,7 @@ def guided_prediction(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond:
         return _guided(model)(x2, t2, both, guidance)
     graphs.mark_batch_dynamic(x2, both)
     graphs.mark_batch_dynamic(t2)
-    return _guided(model)(x2, t2, both, graphs.scalar(model, guidance, x))
+    return _guided(model)(x2, t2, both, graphs.scalar(model, guidance, x))[:n]
 
 
 @torch.no_grad()

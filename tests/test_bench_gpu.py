@@ -42,14 +42,18 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
     assert gpu.main(["--model", "tango", "--smoke", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     whats = [r["what"] for r in data["rows"]]
-    assert whats[:3] == ["stage 1 step", "stage 2 LoRA step", "stage 2 full step"]
+    assert whats[:4] == ["stage 1 step", "stage 2 LoRA step", "stage 2 LoRA step, 4 noise draws", "stage 2 full step"]
     assert any(w.startswith("cold LoRA edit") for w in whats) and any(w.startswith("cold full") for w in whats)
     by = {r["what"]: r for r in data["rows"]}
     assert by["cached re-take, 2 η"]["cache_hit"] is True
     assert "finetune" in by["cold LoRA edit, 5 η"]["split"] and "finetune" not in by["cached re-take, 2 η"]["split"]
     assert all(r["peak_rss_mib"] > 0 for r in data["rows"])
-    assert all(r["ms_per_step"] >= 0 for r in data["rows"][:4])  # a number; no timing asserted
-    assert "| stage 1 step" in capsys.readouterr().out
+    assert all(r["ms_per_step"] >= 0 for r in data["rows"][:5])  # a number; no timing asserted
+    assert by["cold LoRA edit, 5 η"]["network_calls"] == {"embedding": 2, "finetune": 2, "sampling": 3}
+    assert by["cached re-take, 2 η"]["network_calls"] == {"sampling": 3}
+    assert by["SDEdit preview, 2 strengths"]["network_calls"]["sampling"] <= 3  # both strengths in one loop
+    printed = capsys.readouterr().out
+    assert "| stage 1 step" in printed and "embedding 2 + finetune 2 + sampling 3 = 7" in printed
 
 
 def test_sa3_smoke_counts_sequential_network_calls(tmp_path):
@@ -62,10 +66,11 @@ def test_sa3_smoke_counts_sequential_network_calls(tmp_path):
     lora, sdedit = by["cold LoRA edit, 5 η"], by["SDEdit preview, 2 strengths"]
     flow = by["FlowEdit preview, 2 strengths"]
     steps = 3  # --smoke sampling steps
-    assert flow["sequential_calls"] == steps
-    assert 0 < sdedit["sequential_calls"] <= 2 * steps
-    assert lora["sequential_calls"] >= 2 + 2 + steps  # smoke: 2 embedding + 2 fine-tuning steps, then sampling
-    assert lora["sequential_calls"] > flow["sequential_calls"]
+    calls = {k: sum(r["network_calls"].values()) for k, r in (("lora", lora), ("sdedit", sdedit), ("flow", flow))}
+    assert calls["flow"] == steps
+    assert 0 < calls["sdedit"] <= 2 * steps
+    assert calls["lora"] >= 2 + 2 + steps  # smoke: 2 embedding + 2 fine-tuning steps, then sampling
+    assert calls["lora"] > calls["flow"]
 
 
 def test_rows_can_be_chosen(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from bridge_helpers import Daemon, Listener, job, job_json, make_wav
+from bridge_helpers import TINY_STEPS, Daemon, Listener, job, job_json, make_wav
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -77,6 +77,8 @@ def test_job_ack_progress_done_and_takes(env):
             assert sf.info(take["path"]).subtype == "FLOAT"
             assert Path(take["path"]).parent == d.spool.resolve() / "jobs" / jid / "takes"
         assert st["best"] is None or 0 <= st["best"] < len(st["takes"])
+        assert st["network_calls"] == {"embedding": TINY_STEPS["embed"], "finetune": TINY_STEPS["tune"],
+                                       "sampling": TINY_STEPS["sample"]}  # one call a step, whatever the batch
     st1 = d.status("j1")
     assert [Path(t["path"]).name for t in st1["takes"]] == ["eta0.30.wav", "eta0.50.wav", "eta0.50-2.wav"]
     assert [t["eta"] for t in st1["takes"]] == [0.3, 0.5, 0.5] and st1["label"] == "Kick 03"

@@ -25,6 +25,7 @@ def test_a_good_edit_writes_one_take_per_eta_and_a_sidecar(tmp_path, capsys):
     side = json.loads((out / "door_aiedit.json").read_text())
     assert [t["eta"] for t in side["takes"]] == [0.25, 0.75]
     assert side["best"] in (0, 1) and side["params"]["seed"] == 7
+    assert side["network_calls"] == {"embedding": 3, "finetune": 3, "sampling": 3}
     for t in side["takes"]:
         data, sr = sf.read(t["path"], always_2d=True)
         assert sr == 48000 and data.shape == original.shape
@@ -78,4 +79,15 @@ def test_a_real_model_that_is_not_downloaded_fails_fast_with_how_to_fix(tmp_path
     code = main([str(src), "--prompt", "x", "--model", model, "--out", str(tmp_path / "o"), "--cache", ""])
     err = capsys.readouterr().err
     assert code == 2 and "not on this machine" in err and "--model /path/to/folder" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("model", ["sa3-medium", "sa3-small", "stabilityai/stable-audio-3-medium"])
+def test_stable_audio_3_not_converted_here_fails_fast_with_how_to_get_it(tmp_path, capsys, monkeypatch, model):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    src = tmp_path / "ok.wav"
+    write_clip(src, seconds=1.0, sr=44100, channels=2)
+    code = main([str(src), "--prompt", "x", "--model", model, "--out", str(tmp_path / "o"), "--cache", ""])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "gated" in err and "aiedit models pull" in err, err
     assert not (tmp_path / "o").exists()

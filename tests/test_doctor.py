@@ -157,17 +157,6 @@ def test_a_bad_value_for_another_command_fails_the_config_check(env, capsys):
     assert line.startswith("FAIL") and "port = 'nine'" in line and "fix that key" in line
 
 
-def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
-    from bridge.doctor import sa3_fit
-
-    both = sa3_fit(0, 40.0)
-    assert both.level == "ok" and "sa3-small" in both.detail and "sa3-medium" in both.detail
-    small = sa3_fit(0, 6.0)
-    assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
-    none = sa3_fit(1, 1.0)
-    assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail
-
-
 def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
     # issue 18: "Yes: start it now" runs the command through ExecProcess, which does not search PATH (and a macOS
     # app has no shell PATH): doctor names the full command and can write it into the scripts' settings
@@ -185,3 +174,14 @@ def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
     ini = (res / "reaper-extstate.ini").read_text()
     assert f"engine_cmd={cmd}\n" in ini and "[other]\nx=1\n" in ini and "last_prompt=knocks" in ini
     assert row(out, "reaper engine").startswith("ok")
+
+
+def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
+    from bridge.doctor import sa3_fit
+
+    both = sa3_fit(0, 40.0)
+    assert both.level == "ok" and "sa3-small" in both.detail and "sa3-medium" in both.detail
+    small = sa3_fit(0, 6.0)
+    assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
+    none = sa3_fit(1, 1.0)
+    assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail

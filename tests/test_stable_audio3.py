@@ -14,7 +14,6 @@ import torch
 
 from engine.models.stable_audio3 import (
     StableAudio3,
-    load_stable_audio3,
     pipeline_of,
     save_stable_audio3,
     tiny_stable_audio3,
@@ -128,6 +127,25 @@ def test_loads_from_diffusers_pipeline_folder(sa3, tmp_path):
     for part in ("model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "duration_embedder",
                  "scheduler"):
         assert (folder / part).exists(), part
-    again = load_stable_audio3(folder)
-    assert again.sample_rate == 44100 and again.channels == 2
+    from engine.models.registry import load_model, resolve
+    from engine.models.verify import verify_folder
+
+    report = verify_folder(folder)  # `aiedit models verify` on the folder (configs against weight headers)
+    assert report.ok and report.family == "stable-audio-3", [c for c in report.checks if not c.ok]
+    assert resolve(str(folder)).family == "stable-audio-3"
+    again = load_model(str(folder))  # the registry's path for a folder: family from model_index.json
+    assert again.sample_rate == 44100 and again.channels == 2 and again.modes == ("lora", "full", "sdedit", "flowedit")
     assert torch.allclose(_adapter(again, seed=5, steps=2), _adapter(sa3, seed=5, steps=2), atol=ATOL, rtol=0)
+
+
+def test_several_sdedit_strengths_each_equal_their_own_audio_to_audio_run(sa3):
+    """A flow model squeezes all steps into [strength, 0], so strengths cannot share a loop: each runs its own."""
+    z0 = sa3.audio_to_latent(_wave())
+    cond = sa3.encode_prompt([PROMPT])
+    both = sample(sa3, [cond, cond], None, latent_shape=(8, FRAMES), steps=4, guidance=1.0, seed=7, z_ref=z0,
+                  strength=[0.6, 0.3])
+    for row, s in zip(both, (0.6, 0.3), strict=True):
+        alone = sample(sa3, [cond], None, latent_shape=(8, FRAMES), steps=4, guidance=1.0, seed=7, z_ref=z0,
+                       strength=s)
+        assert torch.equal(row[None], alone)
+    assert (both[0] - both[1]).abs().max() > 1e-2

@@ -67,6 +67,9 @@ def resolve(spec: str) -> ModelSpec:
         return ModelSpec(_family_of_folder(path), str(path.resolve()), path.resolve().name)
     if _HUB_ID.match(s) and not s.startswith(("/", ".")):
         family = family_of_hub_id(s)
+        alias = next((k for k, (f, repo) in ALIASES.items() if f == SA3 and repo == s), None)
+        if alias is not None:  # SA3 by hub id: the same converted folder as its alias
+            return resolve(alias)
         if family is None:
             raise InputError(f"cannot tell which model family {s!r} is: name a folder or one of "
                              f"{', '.join((AUTO, *BUILTIN, *SHIPPED, *ALIASES))}")

@@ -128,6 +128,8 @@ def shape_problems(cls: str, cfg: dict, tensors: dict[str, list[int]]) -> list[s
             if not key.endswith(("word_embeddings.weight", "embed_tokens.weight", "shared.weight", "wte.weight")):
                 continue
             c = _text_cfg(cfg) if key.startswith("text_model.") or "text_config" not in cfg else cfg
+            if key.startswith("encoder.") and isinstance(cfg.get("encoder"), dict):
+                c = cfg["encoder"]  # encoder-decoder configs (T5Gemma, SA3's text encoder) nest the encoder's own
             width = c.get("hidden_size") or c.get("d_model") or c.get("n_embd")
             expect(key, 1, width, "hidden size")
             expect(key, 0, c.get("vocab_size"), "vocab_size")
