@@ -1,6 +1,9 @@
-"""Bridge benchmarks (not a test): start-to-first-pong, OSC ack latency while a job runs, jobs per minute.
+"""Bridge benchmarks (not a test): start-to-first-pong, OSC ack latency while a job runs, jobs per minute; and
+(``--round2``, issue 20) the answering thread's time for a 16-status datagram with 0, 1,000 and 10,000 queued
+jobs, and acks under a valid job flood.
 
     .venv/bin/python benchmarks/bench_bridge.py [--jobs 5] [--steps 20,20,10]
+    .venv/bin/python benchmarks/bench_bridge.py --round2 [--queued 0,1000,10000] [--flood-rate 100] [--flood-s 60]
 
 Runs the real daemon (``--model tiny``) in a subprocess on a temporary spool and talks to it over UDP.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -18,7 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bridge_helpers import Daemon, Listener, job_json, make_wav  # noqa: E402
+from bridge_helpers import Daemon, Listener, job, job_json, make_wav, seed_queued_jobs  # noqa: E402
+from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
+
+LONG = {"embed": 20000, "tune": 20000, "sample": 4}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -91,6 +98,121 @@ def bench_throughput(d: Daemon, src: Path, n: int, steps: dict[str, int]) -> tup
     return cold, retake
 
 
+def _osc(address: str) -> bytes:
+    return OscMessageBuilder(address).build().dgram
+
+
+def _wait_running(d: Daemon, jid: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (d.status(jid) or {}).get("stage") not in ("embedding", "finetune"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{jid} never started")
+        time.sleep(0.05)
+
+
+def bench_status_datagram(tmp: Path, src: Path, queued: int, repeats: int) -> dict[str, float]:
+    """A 16-message bundle of /aiedit/status with ``queued`` jobs waiting behind a running one: the time until a
+    ping sent right behind it is answered (the answering thread is back) and until all 16 answers arrived."""
+    spool = tmp / f"status{queued}"
+    seed_queued_jobs(spool, src, queued, first=job("blocker", src, steps=LONG))
+    t0 = time.perf_counter()
+    d = Daemon(spool, "--max-queued", str(queued + 100), start=False).start(timeout=600)
+    start_s = time.perf_counter() - t0
+    back, all16 = [], []
+    elements = [_osc("/aiedit/status")] * 16
+    datagram = b"#bundle\x00" + b"\x00" * 7 + b"\x01" + b"".join(struct.pack(">i", len(e)) + e for e in elements)
+    try:
+        _wait_running(d, "blocker")
+        with Listener(d.port) as osc:
+            for _ in range(repeats):
+                with osc._cond:
+                    osc.events.clear()
+                    osc.times.clear()
+                t0 = time.perf_counter()
+                osc.send_raw(datagram)
+                osc.send("/aiedit/ping")
+                osc.wait("/aiedit/pong", timeout=120)
+                deadline = time.monotonic() + 120
+                while sum(a == "/aiedit/status" for a, _ in osc.events) < 16 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                with osc._cond:
+                    got = list(zip(osc.events, osc.times, strict=True))
+                back.append(next(t for (a, _), t in got if a == "/aiedit/pong") - t0)
+                all16.append(max(t for (a, _), t in got if a == "/aiedit/status") - t0)
+                time.sleep(0.3)
+            osc.send("/aiedit/cancel", "blocker")
+    finally:
+        d.stop()
+    return {"queued": queued, "start_s": start_s, "back_p50_ms": pct(back, .5) * 1000,
+            "back_max_ms": max(back) * 1000, "all16_p50_ms": pct(all16, .5) * 1000, "all16_max_ms": max(all16) * 1000}
+
+
+def bench_flood(tmp: Path, src: Path, rate: float, seconds: float) -> dict[str, float]:
+    """Valid jobs at ``rate`` per second for ``seconds`` while a long job keeps the worker busy (default
+    --max-queued): every job must get an ack or a "busy" refusal, and quickly."""
+    d = Daemon(tmp / "flood")
+    sent: dict[str, float] = {}
+    try:
+        with Listener(d.port) as osc:
+            osc.send("/aiedit/job", job_json("blocker", src, steps=LONG))
+            _wait_running(d, "blocker")
+            n = int(rate * seconds)
+            t_start = time.perf_counter()
+            for i in range(n):
+                due = t_start + i / rate
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(0.002, due - now))
+                jid = f"f{i}"
+                sent[jid] = time.perf_counter()
+                osc.send("/aiedit/job", job_json(jid, src, priority="batch"))
+            send_s = time.perf_counter() - t_start
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                acks, errors = osc.arrival_times("/aiedit/ack"), osc.arrival_times("/aiedit/error")
+                if set(sent) <= set(acks) | set(errors):
+                    break
+                time.sleep(0.2)
+            with osc._cond:
+                busy = {args[0] for a, args in osc.events if a == "/aiedit/error" and str(args[1]).startswith("busy:")}
+            osc.send("/aiedit/cancel", "blocker")
+    finally:
+        d.stop()
+    ack_lat = [acks[j] - t for j, t in sent.items() if j in acks]
+    busy_lat = [errors[j] - t for j, t in sent.items() if j in busy]
+    silent = [j for j in sent if j not in acks and j not in errors]
+    answered = ack_lat + busy_lat
+    return {"rate": rate, "seconds": seconds, "send_s": send_s, "sent": len(sent), "acked": len(ack_lat),
+            "busy": len(busy_lat), "other_errors": len(errors) - len(busy_lat), "silent": len(silent),
+            "ack_p50_ms": pct(ack_lat, .5) * 1000 if ack_lat else float("nan"),
+            "ack_p99_ms": pct(ack_lat, .99) * 1000 if ack_lat else float("nan"),
+            "busy_p99_ms": pct(busy_lat, .99) * 1000 if busy_lat else float("nan"),
+            "answer_p99_ms": pct(answered, .99) * 1000 if answered else float("nan")}
+
+
+def main_round2(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="aiedit-bench2-") as tmpdir:
+        tmp = Path(tmpdir)
+        src = make_wav(tmp / "src.wav", seconds=0.5)
+        status = [bench_status_datagram(tmp, src, int(q), args.repeats) for q in args.queued.split(",")]
+        flood = bench_flood(tmp, src, args.flood_rate, args.flood_s) if args.flood_s > 0 else None
+    print("\n16-status datagram while a job runs (answering thread back = a ping sent right behind it answered)")
+    print(f"{'queued':>7}  {'daemon start':>12}  {'back p50':>9}  {'back max':>9}  {'16 answers p50':>14}  "
+          f"{'16 answers max':>14}")
+    for r in status:
+        print(f"{r['queued']:>7}  {r['start_s']:>10.1f} s  {r['back_p50_ms']:>6.1f} ms  {r['back_max_ms']:>6.1f} ms  "
+              f"{r['all16_p50_ms']:>11.1f} ms  {r['all16_max_ms']:>11.1f} ms")
+    if flood:
+        print(f"\nvalid job flood, {flood['rate']:g} jobs/s for {flood['seconds']:g} s while a job runs "
+              f"(default --max-queued 1000)")
+        for k in ("sent", "acked", "busy", "other_errors", "silent"):
+            print(f"  {k:<13} {flood[k]}")
+        print(f"  ack p50 {flood['ack_p50_ms']:.1f} ms, ack p99 {flood['ack_p99_ms']:.1f} ms, busy p99 "
+              f"{flood['busy_p99_ms']:.1f} ms, any answer p99 {flood['answer_p99_ms']:.1f} ms "
+              f"(sending took {flood['send_s']:.1f} s)")
+    print(json.dumps({"status": status, "flood": flood}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--starts", type=int, default=3, help="daemon starts to time")
@@ -98,7 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-acks", action="store_true", help="skip the start-up and throughput series")
     ap.add_argument("--jobs", type=int, default=5, help="jobs per throughput series")
     ap.add_argument("--steps", default="20,20,10", help="embed,tune,sample steps per job")
+    ap.add_argument("--round2", action="store_true", help="only the issue-20 series: status datagram, job flood")
+    ap.add_argument("--queued", default="0,1000,10000", help="queue lengths for the status-datagram series")
+    ap.add_argument("--repeats", type=int, default=5, help="status datagrams per queue length")
+    ap.add_argument("--flood-rate", type=float, default=100.0, help="jobs per second in the flood")
+    ap.add_argument("--flood-s", type=float, default=60.0, help="seconds of flood (0: skip)")
     args = ap.parse_args(argv)
+    if args.round2:
+        return main_round2(args)
     e, t, s = (int(x) for x in args.steps.split(","))
     with tempfile.TemporaryDirectory(prefix="aiedit-bench-") as tmpdir:
         tmp = Path(tmpdir)

@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--preload", action="store_true", help="load the model at start instead of at the first job"
     )
-    s.add_argument("--token", default=None, help="shared secret every job and cancel must carry")
+    s.add_argument("--token", default=None,
+                   help="shared secret every job and cancel must carry (visible in ps: prefer --token-file or "
+                        "$AIEDIT_TOKEN)")
+    s.add_argument("--token-file", default=None, metavar="FILE",
+                   help="read the shared secret from FILE (must be mode 0600 and yours)")
     s.add_argument(
         "--map-path",
         action="append",
@@ -45,13 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-channels", type=int, default=8, help="most channels a source may have (default 8)")
     s.add_argument("--max-output-mb", type=float, default=1024.0,
                    help="largest estimated size of one job's takes (seconds x channels x takes; default 1024 MB)")
+    s.add_argument("--max-queued", type=int, default=1000,
+                   help="most jobs waiting at once; more are refused as busy (default 1000)")
+    s.add_argument("--keep-days", type=float, default=14.0,
+                   help="delete finished jobs (status and takes) after this many days, at start and hourly; "
+                        "0 keeps them (default 14)")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     c = sub.add_parser("send", help="send a request to a running daemon")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=9050)
     c.add_argument("--timeout", type=float, default=None, help="seconds to wait for an answer")
-    c.add_argument("--token", default=None, help="the daemon's shared secret, if it has one")
+    c.add_argument("--token", default=None, help="the daemon's shared secret, if it has one (or $AIEDIT_TOKEN)")
+    c.add_argument("--token-file", default=None, metavar="FILE", help="read the shared secret from FILE (0600)")
     what = c.add_subparsers(dest="what", required=True)
     j = what.add_parser("job", help="send a job file (JSON, see docs/protocol.md); '-' reads stdin")
     j.add_argument("file")
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, default=argparse.SUPPRESS)
         sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--token", default=argparse.SUPPRESS)
+        sp.add_argument("--token-file", default=argparse.SUPPRESS)
     from engine.config import apply_config
 
     apply_config(s, "serve")  # ~/.aiedit/config.toml: its values become defaults; flags still win
@@ -99,6 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(exc)
     args = parser.parse_args(argv)
+    from bridge.secret import TokenError, resolve_token
+
+    try:
+        args.token, warning = resolve_token(args.token, args.token_file,
+                                            on_command_line=any(a == "--token" or a.startswith("--token=")
+                                                                for a in argv))
+    except TokenError as exc:
+        print(f"aiedit {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if warning and args.command == "serve":
+        print(f"aiedit serve: {warning}", file=sys.stderr)
     if args.command == "serve":
         from bridge.daemon import ServeConfig, serve
 
@@ -122,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_seconds=args.max_seconds,
                 max_channels=args.max_channels,
                 max_output_mb=args.max_output_mb,
+                max_queued=args.max_queued,
+                keep_days=args.keep_days,
             )
         )
     from bridge.client import run_send

@@ -7,6 +7,7 @@ back to that same socket (no ``reply`` needed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -14,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
+from bridge.osc_wire import WireError, encode_message, parse_datagram
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_ANSWER = 0, 1, 3
 
@@ -25,18 +25,21 @@ class OscClient:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9050) -> None:
         self.target = (host, port)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+        if ":" in host:  # an IPv6 daemon (aiedit serve --host ::1)
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            self.sock.bind(("::1" if host == "::1" else "::", 0))
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+        with contextlib.suppress(OSError):  # room for a burst of 64 KB status answers (the kernel caps it)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
 
     def send(self, address: str, *args: Any) -> None:
-        b = OscMessageBuilder(address)
-        for a in args:
-            b.add_arg(a)
-        self.sock.sendto(b.build().dgram, self.target)
+        self.sock.sendto(encode_message(address, args), self.target)
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendto(data, self.target)
@@ -57,10 +60,10 @@ class OscClient:
             except ConnectionResetError:  # Windows reports ICMP port-unreachable this way
                 continue
             try:
-                msg = OscMessage(data)
-            except Exception:
+                msg = parse_datagram(data)[0]
+            except (WireError, IndexError):
                 continue
-            return msg.address, list(msg.params)
+            return msg.address, list(msg.args)
 
     def close(self) -> None:
         self.sock.close()
@@ -114,6 +117,8 @@ def run_send(args: Any) -> int:
                 print(json.dumps(listing, indent=1))
             else:
                 _print_table(listing["jobs"])
+                if listing.get("more"):
+                    print(f"({listing.get('running', 0)} running, {listing.get('queued', 0)} queued: not all listed)")
             return EXIT_OK
         if args.what == "cancel":
             if args.token:

@@ -8,19 +8,23 @@ torch.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
+import re
 import signal
+import stat
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
+from typing import IO
 
 from bridge.osc_server import OscFrontend
 from bridge.protocol import PathMap
-from bridge.service import Limits, Service
+from bridge.service import KEEP_DAYS, MAX_QUEUED, Limits, Service
 from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.worker import Worker
 
@@ -28,6 +32,7 @@ log = logging.getLogger("aiedit.daemon")
 
 STOP_WAIT_S = 10.0  # how long a stop waits for the running job to notice its cancel token
 STOP_REASON = "the engine was stopped during this job"
+PRUNE_EVERY_S = 3600.0  # finished jobs older than --keep-days are removed at start and then hourly
 
 
 @dataclass
@@ -48,6 +53,8 @@ class ServeConfig:
     max_seconds: float = 120.0
     max_channels: int = 8
     max_output_mb: float = 1024.0
+    max_queued: int = MAX_QUEUED
+    keep_days: float = KEEP_DAYS
 
 
 class StartupError(Exception):
@@ -63,10 +70,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_NL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str, keep_newlines: bool = False) -> str:
+    """Control characters as ``\\xNN`` escapes: client text (a path, a prompt) must not drive the terminal that
+    shows the console or the log (``ESC [2J`` clears it, others retitle or remap it)."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_NL
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
 class LogGuard(logging.Filter):
     """Keeps hostile traffic from flooding the log: each line is cut to :data:`MAX_LINE` characters, and each
     kind of line (logger + message template) passes at :data:`RATE` per second after a burst of
-    :data:`BURST`; the next line that passes says how many were dropped."""
+    :data:`BURST`; the next line that passes says how many were dropped. Control characters are escaped."""
 
     MAX_LINE = 500
     BURST = 20
@@ -102,7 +121,9 @@ class LogGuard(logging.Filter):
             text = f"{text[: self.MAX_LINE]}... ({len(text)} characters)"
         if dropped:
             text += f" [{dropped} similar line(s) dropped]"
-        record.msg, record.args = text.replace("\n", " | ") if record.levelno < logging.ERROR else text, None
+        if record.levelno < logging.ERROR:
+            text = text.replace("\n", " | ")
+        record.msg, record.args = escape_controls(text, keep_newlines=record.levelno >= logging.ERROR), None
         return True
 
 
@@ -119,22 +140,48 @@ def setup_logging(spool: Spool, verbose: bool) -> None:
     console.addFilter(guard)
     root.addHandler(console)
     try:
-        fh = RotatingFileHandler(spool.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+        fh = PrivateLogHandler(spool.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
         fh.setFormatter(fmt)
         fh.addFilter(guard)
         root.addHandler(fh)
-        os.chmod(spool.log_file, 0o600)
     except OSError as exc:
         root.warning("cannot write %s: %s", spool.log_file, exc)
+
+
+class PrivateLogHandler(RotatingFileHandler):
+    """``aiedit.log``, opened without following a link (one planted there is removed, never followed or
+    chmod-ed), only as a regular file, and made 0600 through its descriptor."""
+
+    def _open(self) -> IO[str]:
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO planted there fails instead of blocking
+        try:
+            fd = os.open(self.baseFilename, flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK):
+                raise
+            os.unlink(self.baseFilename)  # a link in our own spool: removed, not followed
+            fd = os.open(self.baseFilename, flags | os.O_EXCL, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", self.baseFilename)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)
+        except BaseException:
+            os.close(fd)
+            raise
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 class Daemon:
     def __init__(self, cfg: ServeConfig) -> None:
         if not is_loopback(cfg.host) and not cfg.token:
             raise StartupError(
-                f"refusing to listen on {cfg.host}: a non-loopback address needs --token SECRET "
-                "(anyone on the network could otherwise send jobs)"
+                f"refusing to listen on {cfg.host}: a non-loopback address needs a token (--token-file FILE or "
+                "$AIEDIT_TOKEN; anyone on the network could otherwise send jobs)"
             )
+        if cfg.max_queued < 1 or cfg.keep_days < 0:
+            raise StartupError("--max-queued must be at least 1 and --keep-days at least 0 (0: keep every job)")
         try:
             path_map = PathMap.parse(cfg.map_path)
         except ValueError as exc:
@@ -173,6 +220,8 @@ class Daemon:
             host=cfg.host,
             port=self.osc.port,
             limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
+            max_queued=cfg.max_queued,
+            keep_days=cfg.keep_days,
         )
         self.osc.attach(self.service)
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
@@ -186,6 +235,7 @@ class Daemon:
 
     def start(self) -> None:
         self.service.recover()
+        self.osc.alive_at = time.monotonic()  # a long recover is not a hung answering thread
         self._osc_thread.start()
         self.heartbeat.beat()  # daemon.json appears once the port answers
         self.heartbeat.start()
@@ -208,6 +258,7 @@ class Daemon:
         if self.worker.is_alive() and running:
             log.warning("job %s did not stop within %.0f s; marking it cancelled", running, STOP_WAIT_S)
             self.service.abandon_running(STOP_REASON)
+        self.service.maintain()  # a last try at statuses a spool fault left unwritten
         self.osc.close()
         self.heartbeat.stop()
         self.lock.release()
@@ -218,8 +269,15 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
+        next_prune = 0.0  # at start (after the port answers), then hourly
         while not self.stop_event.wait(0.5):
-            pass
+            self.service.maintain()
+            if not self.lock.still_ours():
+                log.error("the spool folder %s was replaced or removed while serving; stopping", self.spool.root)
+                break
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+                self.service.prune()
         self.stop()
         return 0
 
@@ -237,6 +295,22 @@ def serve(cfg: ServeConfig) -> int:
     try:
         daemon = Daemon(cfg)
     except StartupError as exc:
-        print(f"aiedit serve: {exc}", file=sys.stderr)
+        print(f"aiedit serve: {escape_controls(str(exc))}", file=sys.stderr)
         return 2
+    quiet_stdout()
     return daemon.serve()
+
+
+def quiet_stdout() -> None:
+    """Point file descriptor 1 at the null device. The daemon says nothing on stdout (its log goes to stderr and
+    aiedit.log), but libsndfile prints parser diagnostics there for some malformed files, so a hostile source
+    could otherwise flood whatever captures the daemon's output."""
+    try:
+        sys.stdout.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        return
+    try:
+        os.dup2(null, 1)
+    finally:
+        os.close(null)

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9050)
     ap.add_argument("--token", default=None)
+    ap.add_argument("--token-file", default=None, metavar="FILE", help="the daemon's token file (mode 0600)")
     ap.add_argument("--reaper-resource", default=None, metavar="PATH",
                     help="REAPER's resource path (Options → Show REAPER resource path); default: the usual place")
     ap.add_argument("--write-reaper-settings", action="store_true",
@@ -370,11 +371,28 @@ def run(args: argparse.Namespace) -> list[Result]:
     else:
         live = None
     results.append(check_port(args.host, args.port, live))
-    host = check_host(args.host, args.token)
+    token, token_check = check_token(args)
+    if token_check:
+        results.append(token_check)
+    host = check_host(args.host, token)
     if host:
         results.append(host)
-    results += check_reaper(args.reaper_resource, sp, args.token, write=args.write_reaper_settings)
+    results += check_reaper(args.reaper_resource, sp, token, write=args.write_reaper_settings)
     return results
+
+
+def check_token(args: argparse.Namespace) -> tuple[str | None, Result | None]:
+    """The token the daemon would use (--token-file, --token, $AIEDIT_TOKEN) and a check of how it is given."""
+    from bridge.secret import TOKEN_ENV, TokenError, resolve_token
+
+    try:
+        token, _ = resolve_token(args.token, getattr(args, "token_file", None))
+    except TokenError as exc:
+        return None, Result("token", "FAIL", str(exc), "chmod 600 the token file, or set $" + TOKEN_ENV)
+    if args.token and not getattr(args, "token_file", None):
+        return token, Result("token", "ok", "a token is set in the config file or on the command line",
+                             "on a shared machine prefer token_file = \"FILE\" (mode 0600) or $" + TOKEN_ENV)
+    return token, None
 
 
 def print_results(results: list[Result], out=None) -> None:

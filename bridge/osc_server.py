@@ -1,12 +1,17 @@
 """OSC over UDP: the four request addresses, replies, and robustness against whatever arrives on the port.
 
 Every datagram is parsed by :mod:`bridge.osc_wire` (bounded: sizes, nesting, message count) and dispatched
-here by literal address; python-osc is used only to *build* replies. Its own server parser once hung the
+here by literal address, and replies are encoded there too. Its own server parser once hung the
 daemon on a 20-byte bundle, and its dispatcher expands address patterns and honours time tags (a bundle
 tagged an hour ahead would make the answering thread sleep). Requests are handled one at a time on one
 thread: handlers are quick, and order matters (a cancel sent right after its job must see it). Replies leave
 from the server's own socket, so they come from the port clients sent to. The thread stamps
 :attr:`OscFrontend.alive_at` every loop, and the heartbeat stops when it goes stale.
+
+Work per datagram is bounded (at most 16 messages, each answered in O(its answer)), and per sender per second:
+status listings per sender address and port, wrong tokens per sender host (a guesser picks a new port for every
+try, not a new address). What is over a bucket is refused at once with an ``/aiedit/error`` starting "busy:",
+never left unanswered.
 """
 
 from __future__ import annotations
@@ -21,10 +26,8 @@ import threading
 import time
 from typing import Any
 
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from bridge.osc_wire import MAX_DATAGRAM as MAX_UDP
-from bridge.osc_wire import Message, WireError, parse_datagram
+from bridge.osc_wire import Message, WireError, encode_message, parse_datagram
 from bridge.protocol import (
     REPLY_HOST_MSG,
     VERSION,
@@ -33,16 +36,22 @@ from bridge.protocol import (
     decode_json,
     parse_cancel,
     parse_query_args,
+    parse_status_args,
     reply_allowed,
+    reply_family_error,
     token_ok,
 )
 from bridge.service import Service
+from bridge.throttle import Buckets
 
 log = logging.getLogger("aiedit.osc")
 
 MAX_DATAGRAM = 65_000  # what fits in one UDP datagram with headroom for the OSC framing
 AMPLIFY = 4  # unauthenticated replies: at most this many times the request's bytes
 STALE_AFTER_S = 5.0  # the answering thread counts as hung when it has not looped for this long
+STATUS_RATE, STATUS_BURST = 20.0, 40.0  # status listings per second per sender (address, port), after a burst
+STATUS_ALL_RATE, STATUS_ALL_BURST = 200.0, 400.0  # ... and for all senders together
+GUESS_RATE, GUESS_BURST = 0.5, 5.0  # wrong tokens per second per sender host, after a burst
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -56,6 +65,7 @@ class Server(socketserver.UDPServer):
 
     def __init__(self, address: tuple[str, int], frontend: OscFrontend) -> None:
         self.frontend = frontend
+        self.address_family = family_of(address[0])
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -72,15 +82,20 @@ class Server(socketserver.UDPServer):
 
 
 def build_message(address: str, args: list[Any]) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    return b.build().dgram
+    """A reply's bytes (see :func:`bridge.osc_wire.encode_message`: linear time, unlike python-osc's builder)."""
+    return encode_message(address, args)
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 literal (``::1``), else IPv4."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 @functools.lru_cache(maxsize=256)
-def _resolve(host: str, port: int) -> tuple[Any, ...]:
-    return socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+def _resolve(host: str, port: int, family: socket.AddressFamily = socket.AF_INET) -> tuple[Any, ...]:
+    if host == "localhost":  # the loopback of the socket's family (not every hosts file names ::1 localhost)
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    return socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)[0][4]
 
 
 class OscFrontend:
@@ -94,6 +109,10 @@ class OscFrontend:
         self._routes: dict[str, Any] = {}
         self._budget: _Budget | None = None
         self._ident = -1
+        self._status_buckets = Buckets(STATUS_RATE, STATUS_BURST)
+        self._status_all = Buckets(STATUS_ALL_RATE, STATUS_ALL_BURST, max_keys=1)
+        self._guesses = Buckets(GUESS_RATE, GUESS_BURST)
+        self._throttled: set[str] = set()  # hosts already logged as throttled (one line per episode)
 
     @property
     def port(self) -> int:
@@ -145,7 +164,7 @@ class OscFrontend:
                 log.debug("dropped a %d-byte %s to %s: over the unauthenticated reply budget", len(data),
                           address, target.host)
                 return
-            self.server.socket.sendto(data, _resolve(target.host, target.port))
+            self.server.socket.sendto(data, _resolve(target.host, target.port, self.server.address_family))
         except (OSError, ValueError, UnicodeError) as exc:
             log.debug("cannot send %s to %s:%s: %s", address, target.host, target.port, exc)
 
@@ -172,7 +191,9 @@ class OscFrontend:
         except ProtocolError as exc:
             self.send(sender, "/aiedit/error", ["", str(exc)])
             return
-        self._authenticate(obj.get("token"))
+        if self._refuse_guess(sender, obj.get("token"), obj.get("id") if isinstance(obj.get("id"), str) else ""):
+            return
+        self._authenticate(obj.get("token"), client)
         self.service.submit(obj, sender)
 
     def _cancel(self, client: tuple[str, int], address: str, *args: Any) -> None:
@@ -183,18 +204,29 @@ class OscFrontend:
         except ProtocolError as exc:
             self.send(sender, "/aiedit/error", [exc.job_id, str(exc)])
             return
-        self._authenticate(req.token)
+        if self._refuse_guess(sender, req.token, req.id):
+            return
+        self._authenticate(req.token, client)
         self.service.cancel(req, sender)
 
     def _status(self, client: tuple[str, int], address: str, *args: Any) -> None:
         assert self.service is not None
-        target, authed = self._query(client, args)
+        sender = ReplyTo(client[0], client[1])
+        try:
+            target, token, since = parse_status_args(args)
+        except ProtocolError as exc:
+            self.send(sender, "/aiedit/error", ["", str(exc)])
+            return
+        target, authed = self._answer_to(sender, target, token)
         if target is None:
             return
         if not authed:  # other clients' prompts and source paths are for token holders only
             self.send(target, "/aiedit/error", ["", "refused: status needs the token"])
             return
-        self.send(target, "/aiedit/status", [fit_status(self.service.status_list())])
+        if not (self._status_buckets.take((client[0], client[1])) and self._status_all.take("all")):
+            self.send(target, "/aiedit/error", ["", "busy: too many status requests; ask again in a second"])
+            return
+        self.send(target, "/aiedit/status", [self.service.status_text(since)])
 
     def _ping(self, client: tuple[str, int], address: str, *args: Any) -> None:
         assert self.service is not None
@@ -204,25 +236,62 @@ class OscFrontend:
         info = self.service.daemon_info() if authed else {"version": VERSION, "token_required": True}
         self.send(target, "/aiedit/pong", [json.dumps(info)])
 
-    def _authenticate(self, token: object) -> bool:
+    def _authenticate(self, token: object, client: tuple[str, int]) -> bool:
+        """Whether the request may act as a token holder; a wrong token is logged and counted against the
+        sender's host (see :meth:`_refuse_guess`)."""
         assert self.service is not None
-        ok = self.service.token is not None and token_ok(self.service.token, token)
+        if self.service.token is None:
+            return True
+        ok = token_ok(self.service.token, token)
         if ok and self._budget is not None:
             self._budget.authed = True
-        return ok or self.service.token is None
+        if not ok and token is not None:
+            self._guesses.charge(client[0])
+            log.warning("wrong token from %s", client[0])
+        return ok
+
+    def _refuse_guess(self, sender: ReplyTo, token: object, jid: str) -> bool:
+        """True (and a "busy" answer sent) when ``sender``'s host has used up its wrong-token budget and this
+        request carries a token: it is not even compared, so guessing runs at :data:`GUESS_RATE` per second."""
+        assert self.service is not None
+        if self.service.token is None or token is None:
+            return False
+        host = sender.host
+        if self._guesses.level(host) >= 1.0:
+            self._throttled.discard(host)
+            return False
+        wait = self._guesses.wait_s(host)
+        if host not in self._throttled:
+            self._throttled.add(host)
+            log.warning("throttling %s: too many wrong tokens; its requests with a token are refused for %.0f s",
+                        host, wait)
+        self.send(sender, "/aiedit/error", [jid[:64], f"busy: too many wrong tokens from {host[:60]}; "
+                                                     f"try again in {wait:.0f} s"])
+        return True
 
     def _query(self, client: tuple[str, int], args: tuple[Any, ...]) -> tuple[ReplyTo | None, bool]:
-        """(where to answer a status or ping, whether it carried the token) — (None, _) after an error."""
+        """(where to answer a ping, whether it carried the token) — (None, _) after an error."""
         sender = ReplyTo(client[0], client[1])
         try:
             target, token = parse_query_args(args)
         except ProtocolError as exc:
             self.send(sender, "/aiedit/error", ["", str(exc)])
             return None, False
+        return self._answer_to(sender, target, token)
+
+    def _answer_to(self, sender: ReplyTo, target: ReplyTo | None, token: str | None) -> tuple[ReplyTo | None, bool]:
+        """Check a status or ping's reply address and token: (where to answer, authenticated), or (None, _)
+        after an error was sent."""
+        assert self.service is not None
         if target is not None and not reply_allowed(target, sender):
             self.send(sender, "/aiedit/error", ["", REPLY_HOST_MSG])
             return None, False
-        return target or sender, self._authenticate(token)
+        if target is not None and (problem := reply_family_error(target, self.service.ip_version)):
+            self.send(sender, "/aiedit/error", ["", problem])
+            return None, False
+        if self._refuse_guess(sender, token, ""):
+            return None, False
+        return target or sender, self._authenticate(token, (sender.host, sender.port))
 
     def _unknown(self, client: tuple[str, int], address: str, *args: Any) -> None:
         # Answer only typos of our own addresses: replying to any OSC traffic could start a loop with
@@ -249,12 +318,3 @@ class _Budget:
         self.left -= n
         return True
 
-
-def fit_status(listing: dict[str, Any]) -> str:
-    """The status list as JSON, shortened from the oldest finished job until it fits one datagram."""
-    jobs = list(listing["jobs"])
-    while True:
-        text = json.dumps({"jobs": jobs})
-        if len(text.encode()) <= MAX_DATAGRAM or not jobs:
-            return text
-        jobs = jobs[: -max(1, len(jobs) // 10)]

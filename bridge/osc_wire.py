@@ -5,6 +5,10 @@ Why our own: python-osc's bundle parser trusts element sizes, and a 20-byte bund
 length is checked against the bytes that are left before it is used, nesting and message counts are capped,
 and anything odd raises :class:`WireError` (one short reason), so a datagram costs at most linear time in its
 size. Only what the daemon needs is accepted: messages and bundles with the common argument types.
+
+Replies are encoded here too (:func:`encode_message`): python-osc's builder parses every message it builds again,
+and its string reader is quadratic in the string's length — 10 ms for one 40 KB status answer, which made a
+16-status datagram cost the answering thread 160 ms (issue 20). The bytes are the ones python-osc would build.
 """
 
 from __future__ import annotations
@@ -129,3 +133,42 @@ def _message(buf: bytes, start: int, end: int) -> Message:
         else:
             raise WireError(f"unsupported type tag {tag[:1]!r}")
     return Message(address, tuple(args))
+
+
+def _osc_string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return data + b"\x00" * (4 - len(data) % 4)
+
+
+def encode_message(address: str, args: list[Any] | tuple[Any, ...]) -> bytes:
+    """One OSC message: strings, bytes (blob), bools, None, 32/64-bit ints and 32-bit floats, typed as python-osc
+    types them; ValueError for anything else or a string holding NUL."""
+    tags, body = [","], []
+    for a in args:
+        if isinstance(a, str):
+            if "\x00" in a:
+                raise ValueError("an OSC string cannot hold NUL")
+            tags.append("s")
+            body.append(_osc_string(a))
+        elif isinstance(a, bytes):
+            tags.append("b")
+            body.append(struct.pack(">i", len(a)) + a + b"\x00" * (-len(a) % 4))
+        elif a is True or a is False:
+            tags.append("T" if a else "F")
+        elif isinstance(a, int):
+            if a.bit_length() > 31:
+                tags.append("h")
+                body.append(struct.pack(">q", a))
+            else:
+                tags.append("i")
+                body.append(struct.pack(">i", a))
+        elif isinstance(a, float):
+            tags.append("f")
+            body.append(struct.pack(">f", a))
+        elif a is None:
+            tags.append("N")
+        else:
+            raise ValueError(f"cannot encode {type(a).__name__} as an OSC argument")
+    if not address or "\x00" in address:
+        raise ValueError("bad OSC address")
+    return _osc_string(address) + _osc_string("".join(tags)) + b"".join(body)

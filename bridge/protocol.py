@@ -32,6 +32,12 @@ MAX_LABEL = 1000
 MAX_PATH = 4096  # characters of source.path (PATH_MAX on Linux)
 MAX_NAME = 255  # bytes of one path component (NAME_MAX)
 STATES_FINAL = ("done", "failed", "cancelled")
+STATES = ("queued", "running", *STATES_FINAL)
+MAX_INT = 2**63 - 1  # whole numbers beyond a signed 64-bit integer are refused (a seed, a step count)
+# The fields of a job object (docs/protocol.md). Only these are kept in memory: unknown fields are ignored, and a
+# client padding jobs with them must not make each queued job cost its whole datagram (issue 20).
+JOB_FIELDS = ("version", "id", "source", "prompt", "etas", "mode", "inpaint", "seed", "model", "priority", "reply",
+              "label", "steps", "guidance", "start", "source_prompt")
 
 
 class ProtocolError(Exception):
@@ -280,7 +286,7 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
         model=model,
         reply=reply,
         label=label,
-        raw=obj,
+        raw={k: obj[k] for k in JOB_FIELDS if k in obj},
     )
 
 
@@ -411,6 +417,25 @@ def parse_query_args(args: tuple[Any, ...] | list[Any]) -> tuple[ReplyTo | None,
     return parse_reply_args(args), token
 
 
+def parse_status_args(args: tuple[Any, ...] | list[Any]) -> tuple[ReplyTo | None, str | None, float | None]:
+    """``/aiedit/status`` arguments: those of :func:`parse_query_args`, or one JSON object
+    ``{"token"?, "since"?, "reply"?}`` → (reply address or None, token or None, since or None)."""
+    if len(args) == 1 and isinstance(args[0], str) and args[0].lstrip().startswith("{"):
+        obj = decode_json(args[0], "status request")
+        token, since = obj.get("token"), obj.get("since")
+        if token is not None and not isinstance(token, str):
+            raise ProtocolError("the token must be a string")
+        if since is not None and not _is_number(since):
+            raise ProtocolError(f"since must be a time in seconds (the 'updated' of a status), got {_clip(since)}")
+        try:
+            reply = parse_reply(obj.get("reply"))
+        except InputError as exc:
+            raise ProtocolError(str(exc)) from None
+        return reply, token, None if since is None else float(since)
+    target, token = parse_query_args(args)
+    return target, token, None
+
+
 def parse_reply_args(args: tuple[Any, ...] | list[Any]) -> ReplyTo | None:
     """``[]`` or ``[reply_host, reply_port]``."""
     if not args:
@@ -449,6 +474,16 @@ def reply_allowed(target: ReplyTo, sender: ReplyTo | None, *, trusted: bool = Fa
 
 
 REPLY_HOST_MSG = "the reply address must be on the sender's own host (an IP address, another port is fine)"
+
+
+def reply_family_error(target: ReplyTo, version: int) -> str | None:
+    """Why the daemon cannot send to ``target`` from its socket (an IPv6 address from an IPv4 daemon, or the
+    reverse), or None. ``localhost`` suits both."""
+    t = None if target.host == "localhost" else host_ip(target.host)
+    if t is None or t.version == version:
+        return None
+    return (f"the reply address {target.host[:60]} is IPv{t.version} but this daemon listens on IPv{version} "
+            f"(aiedit serve --host {'::1' if t.version == 6 else '127.0.0.1'} to use IPv{t.version})")
 
 
 def new_status(
@@ -537,7 +572,12 @@ def take_name(eta: float, used: set[str]) -> str:
 
 
 def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite JSON number that converts to a float (a 400-digit integer does not: OverflowError)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    if isinstance(x, int):
+        return -MAX_INT <= x <= MAX_INT
+    return math.isfinite(x)
 
 
 def _whole(x: object) -> int | None:
@@ -546,8 +586,8 @@ def _whole(x: object) -> int | None:
     if isinstance(x, bool):
         return None
     if isinstance(x, int):
-        return x
-    if isinstance(x, float) and math.isfinite(x) and x.is_integer():
+        return x if -MAX_INT <= x <= MAX_INT else None
+    if isinstance(x, float) and math.isfinite(x) and x.is_integer() and abs(x) <= MAX_INT:
         return int(x)
     return None
 

@@ -8,12 +8,20 @@ Durability (decided here, documented in docs/architecture.md): at start, ``queue
 their original order; ``running`` jobs become ``failed`` ("the engine stopped during this job") instead of
 being re-run,
 because a job that killed the engine (out of memory, a crash) would kill it again in a loop. Clients re-send.
+A status that could not be written (a full or read-only spool) stays marked dirty and is written again by
+:meth:`Service.maintain` until it is, so the disk catches up with the events.
+
+Cost of a status answer (issue 20): the running set, the queue (in run order) and the finished jobs (in the order
+they ended) are kept as indexes updated at each state change, and each status's JSON text is kept from its last
+write, so an answer costs O(what it lists), never O(history).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -24,6 +32,7 @@ from typing import Any
 
 from bridge.protocol import (
     REPLY_HOST_MSG,
+    STATES,
     STATES_FINAL,
     VERSION,
     CancelRequest,
@@ -37,22 +46,29 @@ from bridge.protocol import (
     new_status,
     parse_job,
     parse_reply,
+    probe_source,
     refused_status,
     reply_allowed,
+    reply_family_error,
     token_ok,
     valid_id,
 )
 from bridge.queue import JobQueue
 from bridge.spool import SETTLE_S, Spool, read_small_file
+from engine.audio_io import region_frames
 from engine.errors import InputError
 from engine.progress import CancelToken
 
 log = logging.getLogger("aiedit.service")
 
 SendFn = Callable[[ReplyTo, str, list[Any]], None]
-RECENT_FINISHED = 50
+RECENT_FINISHED = 50  # finished jobs in a status answer (the newest, or the next page after ``since``)
+QUEUED_SHOWN = 50  # queued jobs listed in one answer, in at most half of it (the total is always given)
+ANSWER_BYTES = 64_000  # a status answer fits one UDP datagram
 INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
+MAX_QUEUED = 1000
+KEEP_DAYS = 14.0
 
 
 @dataclass(frozen=True)
@@ -65,19 +81,24 @@ class Limits:
 
     def check(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         """ProtocolError with the numbers when the region or its takes are over a limit."""
+        problem = self.problem(sample_rate, channels, frames, len(job.params.etas))
+        if problem:
+            raise ProtocolError(problem, job.id)
+
+    def problem(self, sample_rate: int, channels: int, frames: int, takes: int) -> str | None:
+        """What is over a limit, with the numbers, or None."""
         seconds = frames / sample_rate
-        takes = len(job.params.etas)
         if seconds > self.max_seconds:
-            raise ProtocolError(f"the region is {seconds:.1f} s long; this engine takes at most "
-                                f"{self.max_seconds:g} s (aiedit serve --max-seconds)", job.id)
+            return (f"the region is {seconds:.1f} s long; this engine takes at most {self.max_seconds:g} s "
+                    "(aiedit serve --max-seconds)")
         if channels > self.max_channels:
-            raise ProtocolError(f"the source has {channels} channels; this engine takes at most "
-                                f"{self.max_channels} (aiedit serve --max-channels)", job.id)
+            return (f"the source has {channels} channels; this engine takes at most {self.max_channels} "
+                    "(aiedit serve --max-channels)")
         mb = frames * channels * takes * 4 / 1e6  # 32-bit float takes
         if mb > self.max_output_mb:
-            raise ProtocolError(f"the takes would need about {mb:.0f} MB ({seconds:.1f} s x {channels} ch x "
-                                f"{takes} takes at {sample_rate} Hz); at most {self.max_output_mb:g} MB "
-                                f"(aiedit serve --max-output-mb)", job.id)
+            return (f"the takes would need about {mb:.0f} MB ({seconds:.1f} s x {channels} ch x {takes} takes at "
+                    f"{sample_rate} Hz); at most {self.max_output_mb:g} MB (aiedit serve --max-output-mb)")
+        return None
 
 
 class Service:
@@ -92,8 +113,12 @@ class Service:
         host: str = "127.0.0.1",
         port: int = 0,
         limits: Limits | None = None,
+        max_queued: int = MAX_QUEUED,
+        keep_days: float = KEEP_DAYS,
     ) -> None:
         self.limits = limits or Limits()
+        self.max_queued, self.keep_days = max_queued, keep_days
+        self.ip_version = 6 if ":" in host else 4
         self.spool, self.model_spec, self.send = spool, model, send
         self.token, self.path_map = token, path_map or PathMap()
         self.host, self.port = host, port
@@ -112,6 +137,15 @@ class Service:
             str, tuple[str, float, float]
         ] = {}  # id -> (stage, fraction, time) of last event
         self._last_write: dict[str, float] = {}
+        # status-answer indexes (see the module doc): JSON text of each status as last written, the jobs now
+        # running (one or several workers), the finished ones in the order they ended (with a non-decreasing time
+        # key, for ``since`` paging), and the statuses whose last write failed
+        self._texts: dict[str, str] = {}
+        self._running_ids: dict[str, None] = {}
+        self._done_ids: list[str] = []
+        self._done_keys: list[float] = []
+        self._dirty: set[str] = set()
+        self._inbox_seen: dict[str, float] = {}  # unparseable inbox files: first seen (monotonic)
         self.closed = threading.Event()
 
     # -- start-up --------------------------------------------------------------------------------------------
@@ -123,37 +157,54 @@ class Service:
         if removed:
             log.info("removed %d half-written take(s) left by a stopped daemon", removed)
         resume: list[tuple[float, Job, dict[str, Any]]] = []
+        finished: list[tuple[float, str]] = []
         for jid, st in self.spool.iter_statuses():
             if not valid_id(jid):
                 continue
-            if st is None or st.get("id") != jid:
-                st = _placeholder(jid, "this job's status file was unreadable")
+            try:  # one hostile record (issue 20: nesting, wrong types, huge numbers) must not stop the start
+                st, job = self._recover_one(jid, st)
+            except Exception as exc:
+                log.warning("job %s: unusable record (%s); marked failed", jid, type(exc).__name__)
+                st, job = _placeholder(jid, "this job's status file was unreadable"), None
                 self._write(st)
-            state = st.get("state")
-            if state == "running":  # takes it may have published before its final status are withdrawn
-                self.spool.remove_takes(jid)
-                st.update(state="failed", stage="failed", error=STOPPED_MSG, updated=time.time())
-                self._write(st)
-                log.info("job %s was running when the engine stopped: marked failed", jid)
-            elif state == "queued":
-                try:
-                    job = parse_job(self.spool.read_job(jid), path_map=self.path_map)
-                    self._check_model(job)  # the daemon may have restarted with another --model
-                    resume.append((float(st.get("created") or 0), job, st))
-                except (OSError, ValueError, ProtocolError) as exc:
-                    msg = exc if isinstance(exc, ProtocolError) else "its job.json is missing or unreadable"
-                    st.update(
-                        state="failed", stage="failed", error=f"cannot resume: {msg}", updated=time.time()
-                    )
-                    self._write(st)
+            if job is not None:
+                resume.append((st["created"], job, st))
+            elif st["state"] in STATES_FINAL:
+                finished.append((st["updated"], jid))
             self._status[jid] = st
             self._taken_lower.add(jid.lower())
+        for _, jid in sorted(finished):
+            self._index_done(jid, self._status[jid]["updated"])
         for _, job, _st in sorted(resume, key=lambda r: r[0]):
             self._jobs[job.id] = job
             self._targets[job.id] = [job.reply] if job.reply else []
             self.queue.put(job.id, job.priority)
         if resume:
             log.info("resumed %d queued job(s)", len(resume))
+
+    def _recover_one(self, jid: str, st: dict[str, Any] | None) -> tuple[dict[str, Any], Job | None]:
+        """The status to keep for one job folder at start, and its job when it is to be queued again."""
+        if not _status_ok(jid, st):
+            st = _placeholder(jid, "this job's status file was unreadable")
+            self._write(st)
+            return st, None
+        assert st is not None
+        state = st["state"]
+        if state == "running":  # takes it may have published before its final status are withdrawn
+            self.spool.remove_takes(jid)
+            st.update(state="failed", stage="failed", error=STOPPED_MSG, updated=time.time())
+            self._write(st)
+            log.info("job %s was running when the engine stopped: marked failed", jid)
+        elif state == "queued":
+            try:
+                job = parse_job(self.spool.read_job(jid), path_map=self.path_map)
+                self._check_model(job)  # the daemon may have restarted with another --model
+                return st, job
+            except Exception as exc:  # OSError, ValueError, RecursionError, ProtocolError...
+                msg = exc if isinstance(exc, ProtocolError) else "its job.json is missing or unreadable"
+                st.update(state="failed", stage="failed", error=f"cannot resume: {msg}", updated=time.time())
+                self._write(st)
+        return st, None
 
     # -- answering path (OSC thread, inbox thread) -----------------------------------------------------------
 
@@ -174,15 +225,21 @@ class Service:
                 log.warning("refused job %r from %s: missing or wrong token", jid, sender)
                 raise ProtocolError("refused: missing or wrong token", jid, record=False)
             trusted = self.token is not None
+            if len(self.queue) >= self.max_queued:  # before any file is read or written: floods stay cheap
+                raise ProtocolError(f"busy: {len(self.queue)} jobs are queued, the most this engine takes "
+                                    "(aiedit serve --max-queued); send it again later", jid, record=False)
             try:  # refusals from here on may go to the job's reply address, if it is an allowed one
                 wanted = parse_reply(obj.get("reply"))
-                if wanted is not None and reply_allowed(wanted, sender, trusted=trusted):
+                if (wanted is not None and reply_allowed(wanted, sender, trusted=trusted)
+                        and not reply_family_error(wanted, self.ip_version)):
                     target = wanted
             except InputError:
                 pass
             job = parse_job(obj, path_map=self.path_map)
             if job.reply is not None and not reply_allowed(job.reply, sender, trusted=trusted):
                 raise ProtocolError(REPLY_HOST_MSG, job.id)
+            if job.reply is not None and (family := reply_family_error(job.reply, self.ip_version)):
+                raise ProtocolError(family, job.id)
             with self._lock:
                 if self._taken(job.id):
                     raise ProtocolError(f"job id {job.id!r} is already taken", job.id)
@@ -202,6 +259,7 @@ class Service:
                     raise ProtocolError("cannot create the job's folder in the spool (see aiedit.log)", job.id,
                                         record=False) from None
                 self._status[job.id] = st
+                self._texts[job.id] = _dumps(st)
                 self._taken_lower.add(job.id.lower())
                 self._jobs[job.id] = job
                 self._targets[job.id] = [target] if target else []
@@ -232,8 +290,9 @@ class Service:
             with self._lock:
                 if not self._taken(jid):
                     st = refused_status(obj, jid, msg, model=self.model_name or self.model_spec)
-                    self._write(st)
                     self._status[jid] = st
+                    self._write(st)
+                    self._index_done(jid, st["updated"])
                     self._taken_lower.add(jid.lower())
         if target:
             self.send(target, "/aiedit/error", [jid, msg])
@@ -244,9 +303,9 @@ class Service:
 
     def _check_model(self, job: Job) -> None:
         if job.model is not None and job.model not in (self.model_spec, self.model_name):
+            asked = job.model if len(job.model) <= 80 else job.model[:77] + "..."
             raise ProtocolError(
-                f"this daemon serves model {self.model_name or self.model_spec!r}, "
-                f"the job asks for {job.model!r}",
+                f"this daemon serves model {self.model_name or self.model_spec!r}, the job asks for {asked!r}",
                 job.id,
             )
         if job.params.mode not in self.modes:
@@ -272,10 +331,18 @@ class Service:
         try:
             obj = decode_json(data, "message")
         except ProtocolError as exc:
-            if age < SETTLE_S:
-                return False  # probably still being written in place
+            # probably still being written in place; the time since we first saw it also counts, as a file whose
+            # mtime lies in the future would otherwise never look settled and be re-read forever
+            now = time.monotonic()
+            if len(self._inbox_seen) > 10_000:
+                self._inbox_seen.clear()
+            seen = now - self._inbox_seen.setdefault(path.name, now)
+            if max(age, seen) < SETTLE_S:
+                return False
+            self._inbox_seen.pop(path.name, None)
             self._reject_file(path, str(exc))
             return True
+        self._inbox_seen.pop(path.name, None)
         if obj.get("op") == "cancel":
             self._cancel_file(path, obj)
             return True
@@ -285,6 +352,8 @@ class Service:
                 if jid in self._status and self._accepted_from(jid, obj, time.time() - age):
                     path.unlink(missing_ok=True)  # accepted before a crash, file not yet removed
                     return True
+        if len(self.queue) >= self.max_queued:
+            return False  # busy: a spool job waits in the inbox for room (no client reads inbox/rejected/ for it)
         accepted, error = self.submit(obj, None)
         if accepted:
             path.unlink(missing_ok=True)
@@ -322,10 +391,13 @@ class Service:
     def cancel(self, req: CancelRequest, sender: ReplyTo | None) -> str | None:
         """Cancel a queued or running job. Returns None on success, else the error (also sent to the
         sender)."""
-        if req.reply is not None and not reply_allowed(req.reply, sender, trusted=self.token is not None):
+        if req.reply is not None and (
+            problem := REPLY_HOST_MSG if not reply_allowed(req.reply, sender, trusted=self.token is not None)
+            else reply_family_error(req.reply, self.ip_version)
+        ):
             if sender:
-                self.send(sender, "/aiedit/error", [req.id, REPLY_HOST_MSG])
-            return REPLY_HOST_MSG
+                self.send(sender, "/aiedit/error", [req.id, problem])
+            return problem
         target = req.reply or sender
         err: str | None = None
         with self._lock:
@@ -345,7 +417,7 @@ class Service:
                 if st["state"] == "queued":
                     self.queue.remove(req.id)
                     self._finish(req.id, "cancelled", "cancelled by a client")
-                elif self._running == req.id and self._cancel is not None:
+                elif st["state"] == "running" and self._running == req.id and self._cancel is not None:
                     self._cancel.cancel("cancelled by a client")
                     log.info("cancelling running job %s", req.id)
         if err and target:
@@ -353,17 +425,62 @@ class Service:
         return err
 
     def status_list(self) -> dict[str, Any]:
-        """``{"jobs": [...]}``: running, then queued in run order, then the 50 most recently finished."""
+        """The status answer as an object (see :meth:`status_text`)."""
+        return json.loads(self.status_text())
+
+    def status_text(self, since: float | None = None, budget: int = ANSWER_BYTES) -> str:
+        """The ``/aiedit/status`` answer: ``{"jobs": [...], "running": n, "queued": n, "more": bool}``.
+
+        ``jobs`` lists every running job, then queued ones in run order (at most :data:`QUEUED_SHOWN`, in at
+        most half of the budget), then
+        finished ones: the :data:`RECENT_FINISHED` newest, or with ``since`` the next that many that ended after
+        it, oldest first (a client pages on by passing the last one's ``updated``). Whatever would take the
+        answer past ``budget`` bytes is left out and ``more`` says so. Costs O(answer), whatever the history.
+        """
         with self._lock:
-            active = ([self._running] if self._running else []) + self.queue.order()
-            done = sorted(
-                (s for s in self._status.values() if s.get("state") in STATES_FINAL),
-                key=lambda s: s.get("updated") or 0,
-                reverse=True,
-            )[:RECENT_FINISHED]
-            return {
-                "jobs": [dict(self._status[j]) for j in active if j in self._status] + [dict(s) for s in done]
-            }
+            parts: list[str] = []
+            size = 100  # the wrapper and the counts
+            more = False
+
+            def add(text: str) -> bool:
+                nonlocal size, more
+                n = len(text.encode("utf-8")) + 1 if not text.isascii() else len(text) + 1
+                if size + n > budget:
+                    more = True
+                    return False
+                parts.append(text)
+                size += n
+                return True
+
+            for jid in list(self._running_ids):
+                if not add(_dumps(self._status[jid])):  # fresh: progress moves between writes
+                    break
+            queued = self.queue.head(QUEUED_SHOWN)
+            full, budget = budget, max(size, budget // 2)  # leave room for the finished jobs
+            for jid in queued:
+                if jid in self._status and not add(self._text(jid)):
+                    break
+            budget = full
+            n_queued = len(self.queue)
+            more = more or n_queued > len(queued)
+            if since is None:
+                pick = reversed(range(max(0, len(self._done_ids) - RECENT_FINISHED), len(self._done_ids)))
+            else:
+                first = bisect.bisect_right(self._done_keys, since)
+                pick = iter(range(first, min(len(self._done_ids), first + RECENT_FINISHED)))
+                more = more or first + RECENT_FINISHED < len(self._done_ids)
+            for i in pick:
+                jid = self._done_ids[i]
+                if jid in self._status and not add(self._text(jid)):
+                    break
+            return (f'{{"jobs": [{", ".join(parts)}], "running": {len(self._running_ids)}, '
+                    f'"queued": {n_queued}, "more": {"true" if more else "false"}}}')
+
+    def _text(self, jid: str) -> str:
+        text = self._texts.get(jid)
+        if text is None:
+            text = self._texts[jid] = _dumps(self._status[jid])
+        return text
 
     def daemon_info(self) -> dict[str, Any]:
         """daemon.json's content (the heartbeat is added by its writer)."""
@@ -433,6 +550,7 @@ class Service:
         if state == "done":
             st["progress"] = 1.0
         self._write(st)
+        self._index_done(jid, st["updated"])
         if self._running == jid:
             self._running, self._cancel = None, None
         self._jobs.pop(jid, None)
@@ -440,12 +558,28 @@ class Service:
         self._last_write.pop(jid, None)
         log.info("job %s %s%s", jid, state, f": {error}" if error else "")
         if state == "done":
-            self._emit(jid, "/aiedit/done", [jid, json.dumps(st)])
+            self._emit(jid, "/aiedit/done", [jid, self._texts[jid]])  # the very text written to status.json
         elif state == "failed":
             self._emit(jid, "/aiedit/error", [jid, error or "failed"])
         else:
             self._emit(jid, "/aiedit/cancelled", [jid])
         self._targets.pop(jid, None)
+
+    def check_source_again(self, job: Job, path: str) -> None:
+        """The work limits, checked again on the file the worker is about to read (``path``: its pinned
+        descriptor): a source replaced or grown since it was accepted fails the job with the numbers."""
+        try:
+            info = probe_source(path)
+            _, frames = region_frames(info, job.request.region)
+        except InputError as exc:
+            raise InputError(f"the source changed after the job was accepted: {exc}") from None
+        self.check_output(job, info.sample_rate, info.channels, frames)
+
+    def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
+        """InputError when audio of this shape is over a work limit (before a take is written)."""
+        problem = self.limits.problem(sample_rate, channels, frames, len(job.params.etas))
+        if problem:
+            raise InputError(f"the source changed after the job was accepted: {problem}")
 
     def is_current(self, jid: str) -> bool:
         with self._lock:
@@ -468,17 +602,131 @@ class Service:
             if self._running:
                 self._finish(self._running, "cancelled", reason)
 
+    # -- maintenance (the daemon's main loop) ------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Write again the statuses whose last write failed (a full or read-only spool that recovered)."""
+        if not self._dirty:
+            return
+        with self._lock:
+            for jid in list(self._dirty):
+                st = self._status.get(jid)
+                if st is None:
+                    self._dirty.discard(jid)
+                else:
+                    self._write(st)
+            if not self._dirty:
+                log.info("the spool is writable again: every status is up to date")
+
+    def prune(self) -> int:
+        """Delete the folders of jobs that finished more than ``keep_days`` ago (0: keep everything); returns
+        how many. Memory is updated under the lock, the folders are removed outside it."""
+        cutoff = self._cutoff()
+        if cutoff is None:
+            return 0
+        with self._lock:
+            old = [jid for jid, st in self._status.items()
+                   if st["state"] in STATES_FINAL and st["updated"] < cutoff and jid not in self._dirty]
+            for jid in old:
+                self._forget(jid)
+            if old:
+                keep = [i for i, j in enumerate(self._done_ids) if j in self._status]
+                self._done_ids = [self._done_ids[i] for i in keep]
+                self._done_keys = [self._done_keys[i] for i in keep]
+        self._remove_folders(old)
+        n = self.spool.prune_rejected(cutoff)
+        if n:
+            log.info("removed %d rejected inbox file(s) older than %g days", n, self.keep_days)
+        return len(old)
+
+    def _cutoff(self) -> float | None:
+        return time.time() - self.keep_days * 86400.0 if self.keep_days > 0 else None
+
+    def _forget(self, jid: str) -> None:
+        self._status.pop(jid, None)
+        self._texts.pop(jid, None)
+        self._taken_lower.discard(jid.lower())
+
+    def _remove_folders(self, ids: list[str]) -> None:
+        for jid in ids:
+            self.spool.remove_job(jid)
+        if ids:
+            log.info("removed %d finished job(s) older than %g days (aiedit serve --keep-days)", len(ids),
+                     self.keep_days)
+
     # -- helpers ---------------------------------------------------------------------------------------------
 
     def _write(self, st: dict[str, Any]) -> None:
+        """Write ``st`` to its status.json and update the answer indexes. Never raises: a non-finite number
+        becomes null (JSON cannot hold it), and a failed write leaves the status dirty for :meth:`maintain`."""
+        jid = st["id"]
         try:
-            self.spool.write_status(st)
+            text = _dumps(st)
+        except ValueError:
+            log.error("status of %s held a non-finite number; written as null", jid)
+            _null_non_finite(st)
+            text = _dumps(st)
+        self._texts[jid] = text
+        state = st.get("state")
+        if state == "running":
+            self._running_ids[jid] = None
+        else:
+            self._running_ids.pop(jid, None)
+        try:
+            self.spool.write_status_data(jid, text.encode("utf-8"))
+            self._dirty.discard(jid)
         except (OSError, ValueError) as exc:
-            log.error("cannot write status of %s: %s", st.get("id"), exc)
+            if jid not in self._dirty:
+                log.error("cannot write status of %s (will retry): %s", jid, exc)
+            self._dirty.add(jid)
+
+    def _index_done(self, jid: str, updated: float) -> None:
+        key = max(float(updated), self._done_keys[-1]) if self._done_keys else float(updated)
+        self._done_ids.append(jid)
+        self._done_keys.append(key)
 
     def _emit(self, jid: str, address: str, args: list[Any]) -> None:
         for target in self._targets.get(jid, []):
             self.send(target, address, args)
+
+
+def _dumps(st: dict[str, Any]) -> str:
+    return json.dumps(st, ensure_ascii=False, allow_nan=False)
+
+
+def _null_non_finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None, in place for dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            obj[k] = _null_non_finite(v)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            obj[i] = _null_non_finite(v)
+    return obj
+
+
+def _real(x: object) -> bool:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _status_ok(jid: str, st: object) -> bool:
+    """Whether a status read from disk has the shape the daemon relies on (a hostile or damaged file may not)."""
+    if not isinstance(st, dict) or st.get("id") != jid or st.get("state") not in STATES:
+        return False
+    if not all(_real(st.get(k)) for k in ("created", "updated", "progress")):
+        return False
+    if not isinstance(st.get("stage"), str) or not isinstance(st.get("takes", []), list):
+        return False
+    for k in ("created", "updated", "progress"):
+        st[k] = float(st[k])
+    return True
 
 
 def modes_for_spec(spec: str) -> tuple[str, ...]:

@@ -38,35 +38,64 @@ LOCK_NAME = "daemon.lock"
 
 
 class SpoolLock:
-    """An OS-level exclusive lock on ``<spool>/daemon.lock``, held open for the daemon's life.
+    """An OS-level exclusive lock on the spool folder itself (POSIX) and on ``<spool>/daemon.lock``, held open
+    for the daemon's life.
 
     ``flock`` (POSIX) or ``msvcrt.locking`` (Windows) is released by the kernel when the process dies, so a
     crashed daemon never leaves a stale lock, and two daemons started at the same instant cannot both win
-    (the heartbeat check they used before could not tell them apart).
+    (the heartbeat check they used before could not tell them apart). The folder lock is the one that counts
+    where the OS has it: ``daemon.lock`` is a file anyone who can write the spool may delete, after which a
+    second daemon would lock a new one; the folder cannot be swapped under a held descriptor, and
+    :meth:`still_ours` tells when the path no longer names the locked folder.
     """
 
     def __init__(self, root: Path) -> None:
-        self.path = Path(root) / LOCK_NAME
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
         self.fd: int | None = None
+        self.dir_fd: int | None = None
 
     def acquire(self) -> bool:
         """Take the lock without waiting; False when another process holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                     0o600)
+        dir_fd = None
+        if os.name != "nt":
+            dir_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+            if not _try_lock(dir_fd):
+                os.close(dir_fd)
+                return False
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+        except BaseException:
+            if dir_fd is not None:
+                os.close(dir_fd)
+            raise
         if not _try_lock(fd):
             os.close(fd)
+            if dir_fd is not None:
+                os.close(dir_fd)
             return False
         with contextlib.suppress(OSError):  # who holds it, for people reading the file
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
+        self.fd, self.dir_fd = fd, dir_fd
         return True
 
+    def still_ours(self) -> bool:
+        """False when the spool path no longer names the folder we locked (it was moved away or replaced)."""
+        if self.dir_fd is None:
+            return True
+        try:
+            a, b = os.fstat(self.dir_fd), os.stat(self.root)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     def release(self) -> None:
-        if self.fd is not None:
-            _unlock(self.fd)
-            os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd, self.dir_fd):
+            if fd is not None:
+                _unlock(fd)
+                os.close(fd)
+        self.fd = self.dir_fd = None
 
 
 def lock_holder(spool: Path) -> bool:
@@ -77,8 +106,14 @@ def lock_holder(spool: Path) -> bool:
     can be holding it then). The lock is per open file: called inside the serving daemon itself it also
     answers True. Used by ``aiedit doctor`` to tell a running engine from a stale ``daemon.json``.
     """
+    if os.name != "nt" and _held(spool, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)):  # the folder (see SpoolLock)
+        return True
+    return _held(Path(spool) / LOCK_NAME, os.O_RDWR | _NOFOLLOW)  # the file (Windows, or an older daemon)
+
+
+def _held(path: Path, flags: int) -> bool:
     try:
-        fd = os.open(Path(spool) / LOCK_NAME, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags | _CLOEXEC)
     except OSError:
         return False
     try:
@@ -228,9 +263,42 @@ class Spool:
                 raise
 
     def write_status(self, status: dict[str, Any]) -> None:
-        data = _dumps(status)
-        with self._dir("jobs", status["id"], create=True) as d:
-            d.write("status.json", data)
+        self.write_status_data(status["id"], _dumps(status))
+
+    def write_status_data(self, job_id: str, data: bytes) -> None:
+        """Replace ``jobs/<id>/status.json`` with ``data`` (JSON already encoded by the caller). A folder planted
+        under that name is removed first (a rename cannot replace it, and nothing legitimate puts one there)."""
+        with self._dir("jobs", job_id, create=True) as d:
+            try:
+                d.write("status.json", data)
+            except IsADirectoryError:
+                d.remove_tree("status.json")
+                d.write("status.json", data)
+
+    def remove_job(self, job_id: str) -> None:
+        """Delete ``jobs/<id>/`` and everything in it (a link there is removed, never followed)."""
+        try:
+            d = self._dir("jobs")
+        except OSError:
+            return
+        with d:
+            d.remove_tree(job_id)
+
+    def prune_rejected(self, cutoff: float) -> int:
+        """Delete files in ``inbox/rejected/`` last changed before ``cutoff`` (a time); returns how many."""
+        n = 0
+        try:
+            d = self._dir("inbox", "rejected")
+        except OSError:
+            return 0
+        with d:
+            for name in d.listdir():
+                with contextlib.suppress(OSError):
+                    st = d.lstat(name)
+                    if st.st_mtime < cutoff and not stat.S_ISDIR(st.st_mode):
+                        d.unlink(name)
+                        n += 1
+        return n
 
     def write_job(self, job_id: str, raw: dict[str, Any]) -> None:
         data = _dumps({k: v for k, v in raw.items() if k != "token"})
@@ -287,9 +355,9 @@ class Spool:
                 continue
             try:
                 st = _read_spool_json(d / "status.json")
-                yield d.name, st if isinstance(st, dict) else None
-            except (OSError, ValueError):
-                yield d.name, None
+            except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+                st = None
+            yield d.name, st if isinstance(st, dict) else None
 
     def remove_partials(self) -> int:
         """Delete half-written takes and temporary files left by a killed daemon (hidden ``.partial-*`` and

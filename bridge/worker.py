@@ -158,8 +158,10 @@ class Worker(threading.Thread):
             pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
             with pinned_source(job.source_path) as source:
+                sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
                 request = dataclasses.replace(job.request, source=source)
                 result = editor.edit(request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
+            sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
             token.check()
             sv.progress(jid, "writing", pm.writing())
             takes = self._write_takes(job, result, token)

@@ -47,13 +47,16 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
 
 def region_frames(info: AudioInfo, region: Region) -> tuple[int, int]:
     """(first frame, frame count) of ``region`` in a file, or :class:`InputError` if it falls outside."""
-    start = round(region.start * info.sample_rate)
-    if start >= info.frames:
-        raise InputError(f"the region starts at {region.start:.3f} s, after the end of the file "
+    # compared in seconds before multiplying: 1e305 s x the rate would overflow to inf, and round(inf) raises
+    if region.start >= info.seconds or (start := round(region.start * info.sample_rate)) >= info.frames:
+        raise InputError(f"the region starts at {_secs(region.start)} s, after the end of the file "
                          f"({info.seconds:.3f} s)")
     if region.length is None:
         count = info.frames - start
     else:
+        if region.length > info.seconds + 1.0:
+            raise InputError(f"the region {_secs(region.start)}+{_secs(region.length)} s runs past the end of the file "
+                             f"({info.seconds:.3f} s)")
         count = round(region.length * info.sample_rate)
         if start + count > info.frames + 1:  # one frame of rounding slack
             raise InputError(f"the region {region.start:.3f}+{region.length:.3f} s runs past the end of the file "
@@ -74,13 +77,18 @@ def check_request(request: EditRequest) -> AudioInfo:
 
 
 def check_inpaint(inp: Inpaint | None, frames: int, sample_rate: int) -> None:
-    """The inpaint range must lie inside the region (``frames`` long at ``sample_rate``)."""
+    """The inpaint range must lie inside the region (``frames`` long at ``sample_rate``) and cover at least one
+    sample once rounded to samples, as the editor will round it (so a job is refused up front, not after the
+    model has loaded)."""
     if inp is None:
         return
     length = frames / sample_rate
     if inp.start >= length or inp.end > length + 1.0 / sample_rate:
-        raise InputError(f"the inpaint range {inp.start:.3f}-{inp.end:.3f} s lies outside the clip "
+        raise InputError(f"the inpaint range {_secs(inp.start)}-{_secs(inp.end)} s lies outside the clip "
                          f"({length:.3f} s long)")
+    if min(frames, round(inp.end * sample_rate)) <= round(inp.start * sample_rate):
+        raise InputError(f"the inpaint range {inp.start:.6g}-{inp.end:.6g} s is shorter than one sample at "
+                         f"{sample_rate} Hz")
 
 
 def read_region(path: str | os.PathLike[str], region: Region) -> tuple[np.ndarray, int]:
@@ -126,6 +134,11 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def _secs(x: float) -> str:
+    """Seconds for a message: three decimals, or three digits when huge (``1e+305``, not 306 digits)."""
+    return f"{x:.3f}" if abs(x) < 1e6 else f"{x:.3g}"
 
 
 def _short(exc: BaseException) -> str:

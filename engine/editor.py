@@ -145,7 +145,7 @@ class Editor:
                 audio = splice(data, y, span.start, span.end, round(INPAINT_FADE_S * sr))
             else:
                 audio = y
-            takes.append(Take(float(eta), audio.astype(np.float32)))
+            takes.append(Take(float(eta), _to_float32(audio)))
         timings["assemble"] = time.perf_counter() - t0
 
         trained = p.mode not in ZERO_SHOT_MODES
@@ -324,6 +324,13 @@ class Editor:
                                   guidance=guidance, keep=keep, on_step=stepper("sampling"))
         timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         return latents
+
+
+def _to_float32(audio: np.ndarray) -> np.ndarray:
+    """Samples as float32, clipped to its finite range: undoing the gain of a source with samples near ±3e38
+    overflows float32 to ±inf, which would poison the scores and the take (issue 20)."""
+    limit = float(np.finfo(np.float32).max)
+    return np.nan_to_num(np.clip(audio, -limit, limit), nan=0.0).astype(np.float32)
 
 
 def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +20,9 @@ class Scores:
     def sum(self) -> float:
         return self.text + self.audio
 
-    def to_dict(self) -> dict[str, float]:
-        return {"text": round(self.text, 6), "audio": round(self.audio, 6), "sum": round(self.sum, 6)}
+    def to_dict(self) -> dict[str, float | None]:
+        """Rounded; a non-finite score (CLAP on extreme audio can give NaN) is ``None``: JSON cannot hold NaN."""
+        return {"text": _finite(self.text), "audio": _finite(self.audio), "sum": _finite(self.sum)}
 
 
 @dataclass
@@ -45,5 +47,10 @@ class EditResult:
     network_calls: dict[str, int] = field(default_factory=dict)
 
     def pick_best(self) -> None:
-        scored = [(t.scores.sum, i) for i, t in enumerate(self.takes) if t.scores is not None]
+        scored = [(t.scores.sum, i) for i, t in enumerate(self.takes)
+                  if t.scores is not None and math.isfinite(t.scores.sum)]
         self.best = max(scored)[1] if scored else None
+
+
+def _finite(x: float) -> float | None:
+    return round(x, 6) if math.isfinite(x) else None

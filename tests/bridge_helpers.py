@@ -74,6 +74,25 @@ def job_json(job_id: str, src: Path | str, **fields: Any) -> str:
     return json.dumps(job(job_id, src, **fields))
 
 
+def seed_queued_jobs(spool: Path, src: Path, n: int, *, first: dict | None = None) -> None:
+    """Write ``n`` queued jobs into a spool the way the daemon does (job.json + status.json), for it to resume
+    at start: a long queue without n round trips. ``first`` (a job dict) is queued before them all."""
+    jobs = spool / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    now = time.time() - 100
+    entries = ([first] if first else []) + [job(f"q{i:05d}", src, priority="batch") for i in range(n)]
+    for i, j in enumerate(entries):
+        d = jobs / j["id"]
+        d.mkdir()
+        (d / "job.json").write_text(json.dumps(j))
+        st = {"version": 1, "id": j["id"], "label": None, "state": "queued", "stage": "queued", "progress": 0.0,
+              "error": None, "priority": j.get("priority", "interactive"), "prompt": j["prompt"], "mode": "lora",
+              "model": "tiny", "seed": 1, "source": {"path": str(src), "start": 0.0, "length": None},
+              "sample_rate": 44100, "channels": 2, "frames": 22050, "takes": [], "best": None,
+              "created": now + i * 1e-3, "updated": now + i * 1e-3}
+        (d / "status.json").write_text(json.dumps(st))
+
+
 class Daemon:
     """``python -m bridge serve`` in a subprocess on a tmp spool; a context manager that stops it on exit."""
 

@@ -5,6 +5,9 @@ job JSON (some of it valid, so real jobs run), and hostile inbox files (garbage,
 files). After every batch the daemon must: answer a ping within 100 ms (best of three, once the batch's
 datagrams are drained), grow its RSS by less than ``RSS_BOUND_MB`` since warm-up, have changed no file outside
 the spool, have run no job twice, and have every job it knows in a terminal state. Same seed, same cases.
+
+A second run (issue #20) adds the classes the first lacked: hostile records in ``jobs/`` at start, status floods
+while a long queue waits, sources swapped after the ack, and non-finite audio.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from bridge_helpers import Daemon, Listener, job, make_wav
+import soundfile as sf
+from bridge_helpers import Daemon, Listener, job, make_wav, seed_queued_jobs
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 SEED = 20261123
@@ -285,3 +290,172 @@ def _state(job_dir: Path) -> str | None:
         return json.loads((job_dir / "status.json").read_text()).get("state")
     except (OSError, ValueError):
         return None
+
+
+# -- round 2 (issue #20) ------------------------------------------------------------------------------------------
+
+ROUND2_SEED = 20261202
+HOSTILE_RECORDS = 60
+QUEUE = 1500
+STATUS_DATAGRAMS = 200
+SWAPS = 16
+
+
+def strict_loads(text: str):
+    def bad(name: str):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=bad)
+
+
+def hostile_record(fz: Fuzzer, spool: Path, jid: str) -> None:
+    """A job folder as a damaged or hostile spool writer might leave it."""
+    r = fz.rng
+    d = spool / "jobs" / jid
+    d.mkdir(parents=True)
+    now = time.time()
+    st = {"version": 1, "id": jid, "state": r.choice(["queued", "running", "done", "failed", "cancelled"]),
+          "stage": "queued", "progress": 0.0, "error": None, "takes": [], "created": now, "updated": now}
+    body = job(jid, fz.src, steps=TINY, etas=[0.4])
+    kind = r.randrange(9)
+    if kind == 0:
+        st[r.choice(["created", "updated", "progress", "state", "stage", "takes", "id"])] = fz.value()
+    elif kind == 1:
+        del st[r.choice(list(st))]
+    elif kind == 2:
+        (d / "status.json").write_text("[" * r.randrange(1000, 100_000))
+        return
+    elif kind == 3:
+        st["state"] = "queued"
+        text = json.dumps(body)[:-1] + ", " + r.choice(['"etas": [' + "9" * 400 + "]", '"seed": ' + "9" * 400,
+                                                        '"source": {"path": "' + str(fz.src) + '", "start": 1e305}',
+                                                        '"nest": ' + "[" * 5000 + "]" * 5000]) + "}"
+        (d / "job.json").write_text(text)
+    elif kind == 4:
+        (d / "status.json").write_bytes(bytes(r.randrange(256) for _ in range(r.randrange(200))))
+        return
+    elif kind == 5:
+        (d / "status.json").mkdir()
+        return
+    elif kind == 6:
+        (d / "status.json").symlink_to(fz.outside / "keep.txt")
+        return
+    elif kind == 7:
+        st["updated"] = int("9" * r.randrange(20, 400))
+    else:  # a sound queued job: it resumes and runs
+        st["state"] = "queued"
+    (d / "status.json").write_text(json.dumps(st))
+    if not (d / "job.json").exists():
+        (d / "job.json").write_text(json.dumps(body))
+
+
+def status_datagram(r: random.Random) -> bytes:
+    def one() -> bytes:
+        args = r.choice([[], [json.dumps({"since": r.choice([0, time.time() - r.random() * 100, -1, 1e300])})],
+                         [json.dumps({"since": r.choice(["x", None, [1]])})], ["{not json"], ["tok"]])
+        return osc("/aiedit/status", *args)
+    return bundle(*[one() for _ in range(r.randrange(1, 17))])
+
+
+def extreme_wav(path: Path, r: random.Random) -> Path:
+    x = np.clip(np.random.default_rng(r.randrange(1 << 30)).standard_normal((4000, 1)), -1, 1).astype(np.float32)
+    kind = r.randrange(4)
+    if kind == 0:
+        x *= np.float32(3.0e38)
+    elif kind == 1:
+        x[::7] = np.nan
+    elif kind == 2:
+        x[::5] = np.inf
+        x[1::5] = -np.inf
+    else:
+        x[:] = np.nan
+    sf.write(path, x, 16_000, subtype="FLOAT")
+    return path
+
+
+def test_fuzz_round2_classes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz2")
+    rng = random.Random(ROUND2_SEED)
+    src = make_wav(root / "src.wav", seconds=0.3, channels=1, sr=16_000)
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("the user's file")
+    fz = Fuzzer(rng, src, outside)
+    spool = root / "spool"
+    # hostile records at start, and a long queue (batch) behind a long interactive blocker
+    seed_queued_jobs(spool, src, QUEUE, first=job("blocker", src, steps={"embed": 20000, "tune": 20000, "sample": 2}))
+    for i in range(HOSTILE_RECORDS):
+        hostile_record(fz, spool, f"h{i}")
+    before = snapshot(root, spool)
+    with Daemon(spool, "--max-queued", "5000", start=False).start(timeout=120) as d, Listener(d.port) as lst:
+        for i in range(HOSTILE_RECORDS):  # each record is readable, strict JSON, in a known state
+            st = strict_loads((spool / "jobs" / f"h{i}" / "status.json").read_text())
+            assert st["state"] in ("queued", "running", *FINAL), st
+        # status floods from several senders while the queue is long
+        senders = [Listener(d.port) for _ in range(3)]
+        try:
+            for i in range(STATUS_DATAGRAMS):
+                rng.choice(senders).send_raw(status_datagram(rng))
+                if i % 25 == 24:
+                    time.sleep(0.02)
+            lst.ping(timeout=30)
+            best = min(_timed_ping(lst) for _ in range(3))
+            assert best < PING_BOUND_S, f"ping took {best * 1000:.0f} ms after the status flood"
+            for s in senders:  # every status request got an answer: a listing or a one-line error
+                assert s.events and all(a in ("/aiedit/status", "/aiedit/error") for a, _ in s.events)
+                for a, args in s.events:
+                    if a == "/aiedit/status":
+                        listing = strict_loads(args[0])
+                        assert len(args[0].encode()) <= 65_000 and listing["queued"] >= QUEUE - 10
+        finally:
+            for s in senders:
+                s.close()
+        # sources swapped after the ack, and non-finite audio
+        swapped: list[str] = []
+        for i in range(SWAPS):
+            link = root / f"swap{i}.wav"
+            link.symlink_to(src)
+            jid = f"sw{i}"
+            lst.send("/aiedit/job", json.dumps(job(jid, link, steps=TINY, etas=[0.4])))
+            lst.wait("/aiedit/ack", jid, timeout=10)
+            target = rng.choice(["big", "garbage", "fifo", "missing", "extreme"])
+            new = root / f"swap{i}-{target}.wav"
+            if target == "big":
+                make_wav(new, seconds=200.0, sr=8000, channels=1)  # over --max-seconds (120 s)
+            elif target == "garbage":
+                new.write_bytes(bytes(rng.randrange(256) for _ in range(2000)))
+            elif target == "fifo":
+                os.mkfifo(new)
+            elif target == "extreme":
+                extreme_wav(new, rng)
+            link.unlink()
+            link.symlink_to(new)
+            swapped.append(jid)
+        extreme = []
+        for i in range(6):
+            jid = f"nf{i}"
+            lst.send("/aiedit/job", json.dumps(job(jid, extreme_wav(root / f"nf{i}.wav", rng), steps=TINY,
+                                                   etas=[0.4, 0.7])))
+            extreme.append(jid)
+        for i in range(QUEUE):  # clear the long queue, then let the fuzzed jobs run
+            lst.send("/aiedit/cancel", f"q{i:05d}")
+            if i % 100 == 99:
+                lst.ping(timeout=30)
+        lst.send("/aiedit/cancel", "blocker")
+        for jid in swapped + extreme:
+            end, args = lst.wait_end(jid, timeout=180)
+            st = strict_loads((spool / "jobs" / jid / "status.json").read_text())
+            assert st["state"] in FINAL, st
+            if end == "/aiedit/done":
+                assert strict_loads(args[1]) == st
+                for take in st["takes"]:
+                    audio, _ = sf.read(take["path"], dtype="float32")
+                    assert np.all(np.isfinite(audio)) and audio.shape[0] <= 120 * 16_000
+            else:
+                assert st["takes"] == [] and "\n" not in args[1]
+        assert d.alive() and min(_timed_ping(lst) for _ in range(3)) < PING_BOUND_S
+        for p in (spool / "jobs").iterdir():  # every status on disk is strict JSON
+            if not p.is_symlink() and (p / "status.json").is_file() and not (p / "status.json").is_symlink():
+                strict_loads((p / "status.json").read_text())
+        after = snapshot(root, spool)  # files made by this test (swap targets, extreme sources) aside, none changed
+        assert {k: v for k, v in after.items() if k in before} == before
+        assert (outside / "keep.txt").read_text() == "the user's file"

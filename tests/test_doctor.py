@@ -176,6 +176,24 @@ def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
     assert row(out, "reaper engine").startswith("ok")
 
 
+def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, capsys, monkeypatch):
+    spool = env / "spool"
+    tf = env / "token"
+    tf.write_text("s3cret\n")
+    tf.chmod(0o644)
+    code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--token-file", str(tf))
+    assert code == 1 and row(out, "token").startswith("FAIL") and "chmod 600" in row(out, "token")
+    tf.chmod(0o600)
+    res = reaper_resource(env, spool)
+    code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--token-file", str(tf),
+                       "--reaper-resource", str(res))
+    assert "FAIL token" not in out and row(out, "reaper token").startswith("FAIL")  # the file's token is compared
+    monkeypatch.setenv("AIEDIT_TOKEN", "s3cret")
+    (res / "reaper-extstate.ini").write_text(f"[aiedit]\nspool={spool}\ntoken=s3cret\n")
+    code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
+    assert "reaper token" not in out or row(out, "reaper token").startswith("ok"), out
+
+
 def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
     from bridge.doctor import sa3_fit
 
