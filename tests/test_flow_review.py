@@ -397,3 +397,19 @@ def test_inversion_reads_the_schedule_not_the_family_scheduler(sa3):
     torch.testing.assert_close(ddim_invert(m, z0, cond, steps=3), ref, rtol=0, atol=0)
     with pytest.raises(ValueError, match="ᾱ-schedule"):
         ddim_invert(sa3, _z0(sa3), sa3.encode_prompt(["rain"]), steps=3)
+
+
+# 5 ---------------------------------------------------------------------------------------------------------------
+def test_the_logsnr_training_draw_stays_in_the_samplers_range(sa3):
+    """The measured alternative (docs/quality.md): σ uniform in the sampler's log-SNR range; U(0, 1) is the default."""
+    from engine.schedules import FlowSchedule
+
+    z0 = torch.zeros(4096, *SHAPE)
+    t_u, _ = sa3.schedule.draw(z0, torch.Generator().manual_seed(0))
+    alt = FlowSchedule(sa3.scheduler)
+    alt.training_sigma = "logsnr"
+    t_l, _ = alt.draw(z0, torch.Generator().manual_seed(0))
+    assert sa3.schedule.training_sigma == "uniform" and float((t_u > 0.85).float().mean()) < 0.2
+    lo, hi = torch.sigmoid(torch.tensor([-2.0, 6.2]))
+    assert float(t_l.min()) >= float(lo) - 1e-6 and float(t_l.max()) <= float(hi) + 1e-6
+    assert 0.5 < float((t_l > 0.85).float().mean()) < 0.6  # λ < −1.73: (6.2 − 1.73) / 8.2 ≈ 0.54 of the draws
