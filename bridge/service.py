@@ -55,6 +55,7 @@ from bridge.protocol import (
 )
 from bridge.queue import JobQueue
 from bridge.spool import SETTLE_S, Spool, read_small_file
+from bridge.throttle import Buckets
 from engine.audio_io import region_frames
 from engine.errors import InputError
 from engine.progress import CancelToken
@@ -69,6 +70,10 @@ INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
 MAX_QUEUED = 1000
 KEEP_DAYS = 14.0
+# Refusals of OSC jobs recorded as failed statuses (jobs/<id>/ + memory until --keep-days): a 1 KB datagram must
+# not buy a folder at the flood's rate. Over this budget the sender still gets its /aiedit/error, nothing is kept.
+# Spool refusals are always recorded (REAPER learns of them only from status.json; the writer pays the disk).
+REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST = 2.0, 200.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,8 @@ class Service:
         self._done_ids: list[str] = []
         self._done_keys: list[float] = []
         self._dirty: set[str] = set()
+        self._refusals = Buckets(REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST, max_keys=1)
+        self._refusals_dropped = False  # logged once per episode
         self._inbox_seen: dict[str, float] = {}  # unparseable inbox files: first seen (monotonic)
         self.closed = threading.Event()
 
@@ -274,21 +281,22 @@ class Service:
             )
             return job.id, None
         except ProtocolError as exc:
-            self._refuse(obj, exc, target)
+            self._refuse(obj, exc, target, from_spool=sender is None)
             return None, str(exc)
         except Exception as exc:  # a bug in validation: one line for the client, the trace in the log
             log.exception("unexpected error validating job %r", jid)
             err = ProtocolError(f"internal error while checking the job ({type(exc).__name__}); see aiedit.log",
                                 jid, record=False)
-            self._refuse(obj, err, target)
+            self._refuse(obj, err, target, from_spool=sender is None)
             return None, str(err)
 
-    def _refuse(self, obj: dict[str, Any] | None, exc: ProtocolError, target: ReplyTo | None) -> None:
+    def _refuse(self, obj: dict[str, Any] | None, exc: ProtocolError, target: ReplyTo | None, *,
+                from_spool: bool) -> None:
         jid, msg = exc.job_id, str(exc)
         log.info("refused job %r: %s", jid, msg)
         if jid and obj is not None and exc.record:
             with self._lock:
-                if not self._taken(jid):
+                if not self._taken(jid) and self._may_record_refusal(from_spool):
                     st = refused_status(obj, jid, msg, model=self.model_name or self.model_spec)
                     self._status[jid] = st
                     self._write(st)
@@ -296,6 +304,17 @@ class Service:
                     self._taken_lower.add(jid.lower())
         if target:
             self.send(target, "/aiedit/error", [jid, msg])
+
+    def _may_record_refusal(self, from_spool: bool) -> bool:
+        """Within the budget of recorded OSC refusals (see ``REFUSALS_RECORDED_PER_S``); under the lock."""
+        if from_spool or self._refusals.take(None):
+            self._refusals_dropped = False
+            return True
+        if not self._refusals_dropped:
+            self._refusals_dropped = True
+            log.warning("more than %g refused OSC jobs per second: the rest are answered but not recorded",
+                        REFUSALS_RECORDED_PER_S)
+        return False
 
     def _taken(self, jid: str) -> bool:
         # case-insensitively: on macOS and Windows "A" and "a" would share one folder
