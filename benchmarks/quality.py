@@ -162,6 +162,7 @@ def run(a: argparse.Namespace) -> dict:
     editor = load_editor(a.model, device="cpu")
     assert editor.scorer is not None, "the toy CLAP is missing"
     cases = make_cases(a.cases, kinds=tuple(a.kinds.split(",")))
+    cases = [c for c in cases if int(c.name.lstrip("adinpstyle")) >= a.first]  # add3, style3, inpaint3 → 3
     methods = methods_for(a)
     for mname, kw in methods.items():
         r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, "sample_steps": a.sample_steps,
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="toy")
     ap.add_argument("--cases", type=int, default=12, help="cases per edit type")
     ap.add_argument("--kinds", default="addition,style,inpaint", help="comma-separated edit types to run")
+    ap.add_argument("--first", type=int, default=0,
+                    help="skip the first cases of each type (to extend an earlier run: same cases, same seeds)")
     ap.add_argument("--full", action="store_true", help="also full fine-tuning (≈ 40 s more per case on a CPU)")
     ap.add_argument("--threads", type=int, default=1)
     # Unset stage settings take the model's own defaults (the toy model's: engine.models.registry.SHIPPED_DEFAULTS).

@@ -48,11 +48,25 @@ class Recorder:
 
 # 1 ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("steps", [25, 50, 200])
-def test_dpm_starts_at_the_top_of_the_schedule(tiny_model, steps):
-    """Sampling starts from pure noise, so the first timestep must be T − 1 (it was 951 at 25-50, 801 at 200)."""
-    sched = make_sampler(tiny_model, "dpm", steps)
-    assert int(sched.timesteps[0]) == tiny_model.num_train_timesteps - 1
+def test_dpm_starts_at_the_top_of_the_schedule(steps):
+    """Sampling starts from pure noise, so the first timestep must be T − 1. A saved scheduler config says
+    "leading" explicitly (the toy's, like AudioLDM's); DPM-Solver++ took it over and started at 951 (25-50 steps)
+    or 801 (200)."""
+    import json
+    from pathlib import Path
+
+    from diffusers import DDIMScheduler
+
+    folder = Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy" / "scheduler"
+    config = json.loads((folder / "scheduler_config.json").read_text())
+    assert config["timestep_spacing"] == "leading"
+    from engine.schedules import DDPMSchedule
+
+    model = SimpleNamespace(schedule=DDPMSchedule(DDIMScheduler.from_config(config)), device=torch.device("cpu"))
+    sched = make_sampler(model, "dpm", steps)
+    assert int(sched.timesteps[0]) == 999
     assert len(sched.timesteps) == steps
+    assert [int(t) for t in make_sampler(model, "ddim", steps).timesteps[:1]] == [1000 - 1000 // steps + 1]
 
 
 # 2 ---------------------------------------------------------------------------------------------------------------

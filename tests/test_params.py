@@ -37,11 +37,21 @@ def test_bad_params_are_refused_with_a_named_reason(changes, needle):
 
 
 def test_good_params_pass_and_defaults_follow_the_paper():
+    """The paper's full fine-tune (§3.3); stage 1 and LoRA with issue 17's reduction (docs/quality.md): the
+    paper's 1,500 stage-2 noise draws as 375 steps of 4."""
     p = EditParams(prompt="knocking on a wooden door").validate().resolved()
-    assert (p.embed_steps, p.embed_lr) == (500, 2e-3)
+    assert (p.embed_steps, p.embed_lr) == (200, 5e-3)
     full = EditParams(prompt="x", mode="full").resolved()
-    assert (full.tune_steps, full.tune_lr) == (1500, 1e-6)
-    assert (p.tune_steps, p.tune_lr) == (1500, 1e-4)
+    assert (full.tune_steps, full.tune_lr, full.tune_draws) == (1500, 1e-6, 1)
+    assert (p.tune_steps, p.tune_lr, p.tune_draws) == (375, 2e-4, 4)
+    assert p.embed_steps + p.tune_steps + 25 <= 700  # a cold LoRA edit at the tiny model's 25 sampling steps
+
+
+def test_noise_draws_are_a_stage_setting():
+    assert EditParams(prompt="x", tune_draws=2).stage_key() != EditParams(prompt="x").stage_key()
+    assert EditParams(prompt="x", tune_draws=4).stage_key() == EditParams(prompt="x").stage_key()  # the default
+    with pytest.raises(InputError, match="noise draws"):
+        EditParams(prompt="x", tune_draws=0).validate()
 
 
 def test_model_defaults_fill_only_what_the_user_left_unset():
@@ -53,7 +63,7 @@ def test_model_defaults_fill_only_what_the_user_left_unset():
     full = EditParams(prompt="x", mode="full", embed_steps=7).resolved(model)
     assert (full.embed_steps, full.tune_steps, full.tune_lr) == (7, 200, 1e-6)  # the paper's rate where unset
     # a default and the same value given explicitly are the same stages-1-2 work: one cache key
-    assert EditParams(prompt="x").resolved().stage_key() == EditParams(prompt="x", embed_steps=500).stage_key()
+    assert EditParams(prompt="x").resolved().stage_key() == EditParams(prompt="x", embed_steps=200).stage_key()
 
 
 def test_stage_key_ignores_stage_three_settings():

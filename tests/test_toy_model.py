@@ -41,7 +41,9 @@ def test_toy_resolves_to_shipped_folder_and_loads_offline(toy_editor):
     from engine.params import EditParams
 
     p = toy_editor.resolve_params(EditParams(prompt="three knocks", mode="full"))
-    assert (p.embed_steps, p.embed_lr, p.tune_steps, p.tune_lr, p.sample_steps) == (100, 1e-2, 300, 5e-5, 30)
+    assert (p.embed_steps, p.embed_lr, p.tune_steps, p.tune_lr, p.sample_steps) == (40, 2.5e-2, 300, 5e-5, 30)
+    lora = toy_editor.resolve_params(EditParams(prompt="three knocks"))
+    assert (lora.tune_steps, lora.tune_draws, lora.tune_lr) == (75, 4, 6e-3)  # issue 17: a third of the calls
     # The toy CLAP's text tower is the diffusion model's text encoder.
     emb = m.encode_prompt(["three knocks"]).tensors["class_labels"]
     assert torch.allclose(emb, toy_editor.scorer.embed_text(["three knocks"]), atol=1e-5)

@@ -19,7 +19,7 @@ class AudioLDM(AudioModel):
     """Adapter over the components of diffusers' ``AudioLDMPipeline``."""
 
     def __init__(self, *, name: str, unet, vae, vocoder, text_encoder, tokenizer, scheduler,
-                 max_seconds: float = 10.24, default_steps: int = 100, default_guidance: float = 2.5) -> None:
+                 max_seconds: float = 10.24, default_steps: int = 50, default_guidance: float = 2.5) -> None:
         self.name = name
         self.unet, self.vae, self.vocoder = unet, vae, vocoder
         self.text_encoder, self.tokenizer, self.scheduler = text_encoder, tokenizer, scheduler
@@ -48,7 +48,7 @@ def load_audioldm(path_or_id: str, *, name: str | None = None, local_files_only:
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     return AudioLDM(name=name or Path(path_or_id).name, unet=pipe.unet, vae=pipe.vae, vocoder=pipe.vocoder,
                     text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, scheduler=scheduler,
-                    max_seconds=10.24, default_steps=100, default_guidance=2.5)
+                    max_seconds=10.24, default_steps=50, default_guidance=2.5)
 
 
 def tiny_audioldm(seed: int = 0, *, max_seconds: float = 10.24) -> AudioLDM:

@@ -36,7 +36,7 @@ class AudioLDM2(AudioModel):
 
     def __init__(self, *, name: str, unet, vae, vocoder, clap, clap_tokenizer, clap_feature_extractor, t5,
                  t5_tokenizer, projection, language_model, scheduler, max_new_tokens: int = 8,
-                 max_seconds: float = 10.24, default_steps: int = 200, default_guidance: float = 3.5) -> None:
+                 max_seconds: float = 10.24, default_steps: int = 50, default_guidance: float = 3.5) -> None:
         self.name = name
         self.unet, self.vae, self.vocoder, self.scheduler = unet, vae, vocoder, scheduler
         self.clap, self.clap_tokenizer, self.clap_feature_extractor = clap, clap_tokenizer, clap_feature_extractor

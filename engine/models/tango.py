@@ -50,7 +50,7 @@ class Tango(AudioModel):
     """Adapter over TANGO's UNet + FLAN-T5 encoder, with the VAE/vocoder converted to diffusers classes."""
 
     def __init__(self, *, name: str, unet, vae, vocoder, text_encoder, tokenizer, scheduler,
-                 mel: MelConfig | None = None, max_seconds: float = 10.24, default_steps: int = 200,
+                 mel: MelConfig | None = None, max_seconds: float = 10.24, default_steps: int = 50,
                  default_guidance: float = 3.0) -> None:
         self.name = name
         self.unet, self.vae, self.vocoder, self.scheduler = unet, vae, vocoder, scheduler
