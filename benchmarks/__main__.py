@@ -1,4 +1,4 @@
-"""``python -m benchmarks [engine|bridge|all|gpu]``: run the speed benchmarks and print their tables.
+"""``python -m benchmarks [engine|bridge|scale|all|gpu]``: run the speed benchmarks and print their tables.
 
 ``gpu`` (the real-size benchmark, ``benchmarks/gpu.py``) runs only when named: it builds models of up to 1.3 B
 parameters."""
@@ -11,7 +11,8 @@ import sys
 
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
-    names = {"engine": ["benchmarks.bench_engine"], "bridge": ["benchmarks.bench_bridge"]}
+    names = {"engine": ["benchmarks.bench_engine"], "bridge": ["benchmarks.bench_bridge"],
+             "scale": ["benchmarks.bench_scale"]}
     if which == "gpu":
         from benchmarks.gpu import main as gpu_main
 

@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="translate client path prefixes to the daemon's (repeatable)",
     )
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    s.add_argument("--devices", default=None, metavar="LIST",
+                   help="one worker per entry, each with its own model: cuda:0,cuda:1 | all (every visible GPU) | "
+                        "cpu,cpu; jobs run side by side (with --ray: cuda,cpu,... name the actors)")
+    s.add_argument("--ray", default=None, metavar="ADDRESS|local",
+                   help="run the edits on Ray actors (one per GPU in the cluster): a cluster address "
+                        "(ray start --head prints it) or local; needs pip install 'aiedit[cluster]'")
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU")
@@ -136,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 token=args.token,
                 map_path=args.map_path,
                 device=args.device,
+                devices=args.devices,
+                ray=args.ray,
                 cache_dir=args.cache_dir,
                 precision=args.precision,
                 compile=args.compile,

@@ -2,8 +2,9 @@
 together.
 
 Threads: main (waits for a stop signal, then shuts down in order), OSC (answers requests), inbox (spool
-files), heartbeat (daemon.json every 2 s), worker (the model and the edits). Only the worker ever imports
-torch.
+files), heartbeat (daemon.json every 2 s), one worker per device (the model and the edits; see
+:mod:`bridge.pool`) or, with ``--ray``, one per Ray actor (:mod:`bridge.remote`). Only local workers ever
+import torch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
@@ -23,6 +25,7 @@ from logging.handlers import RotatingFileHandler
 from typing import IO
 
 from bridge.osc_server import OscFrontend
+from bridge.pool import DeviceError, Pool, parse_devices, worker_names
 from bridge.protocol import PathMap
 from bridge.service import KEEP_DAYS, MAX_QUEUED, Limits, Service
 from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
@@ -45,6 +48,8 @@ class ServeConfig:
     token: str | None = None
     map_path: list[str] = field(default_factory=list)
     device: str | None = None
+    devices: str | None = None  # "cuda:0,cuda:1" | "all" | "cpu,cpu": one worker each (see bridge.pool)
+    ray: str | None = None  # a Ray cluster address, or "local": the workers are Ray actors (bridge.remote)
     cache_dir: str | None = None
     precision: str = "auto"
     compile: bool = False
@@ -224,14 +229,80 @@ class Daemon:
             keep_days=cfg.keep_days,
         )
         self.osc.attach(self.service)
+        self.pool = Pool()
+        self.service.workers_info = self.pool.info
+        self.shared_cache: str | None = None
+        self.exit_code = 0
+        self._ray_thread: threading.Thread | None = None
+        self._ray_release = threading.Event()  # set by stop() once the workers are done with Ray
+        try:
+            if cfg.ray:
+                from bridge import remote
+
+                remote.check_installed()  # at once; joining the cluster waits until the port answers (start)
+                self.workers: list[threading.Thread] = []
+                self._ray_thread = threading.Thread(target=self._join_ray, name="aiedit-ray", daemon=True)
+            else:
+                self.workers = list(self._local_workers(cfg))
+        except (StartupError, ImportError) as exc:
+            self.osc.server.server_close()  # not serving yet: shutdown() would wait for serve_forever forever
+            self.lock.release()
+            if isinstance(exc, ImportError):
+                raise StartupError(str(exc)) from None
+            raise
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
         self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
-        self.worker = Worker(
-            self.service, cfg.model, device=cfg.device, cache_dir=cfg.cache_dir, preload=cfg.preload,
-            threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile,
-        )
         self.stop_event = threading.Event()
         self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)
+
+    def _local_workers(self, cfg: ServeConfig) -> list[Worker]:
+        try:
+            devices = parse_devices(cfg.devices, cfg.device)
+        except DeviceError as exc:
+            raise StartupError(str(exc)) from None
+        cache_dir = cfg.cache_dir
+        if cache_dir is None and len(devices) > 1:
+            # several workers share the LoRA stage results through the disk (a re-take on another worker then
+            # skips stages 1-2); a folder of this daemon's own, emptied at start and at stop
+            self.shared_cache = cache_dir = str(self.spool.root / "stage-cache")
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
+                       threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
+                       slot=self.pool.add(name))
+                for device, name in zip(devices, worker_names(devices), strict=True)]
+
+    def _join_ray(self) -> None:
+        """Join the cluster and start one worker per actor, on a thread: ``ray.init`` takes seconds (a ``local``
+        instance 10 s and more), and the daemon answers ping meanwhile (jobs queue). A cluster that cannot be
+        joined stops the daemon with one line, as a start-up error would."""
+        from bridge import remote
+
+        cfg = self.cfg
+        ray = None
+        try:
+            ray = remote.connect(cfg.ray or "local")
+            kinds = remote.actor_kinds(ray, cfg.devices)
+        except remote.RayUnavailable as exc:
+            print(f"aiedit serve: {exc}", file=sys.stderr)
+            log.error("%s", exc)
+            self.exit_code = 2
+            self.stop_event.set()
+            if ray is not None:
+                ray.shutdown()
+            return
+        for i, kind in enumerate(kinds):
+            if self.service.closed.is_set():
+                return
+            w = remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
+                                    model=cfg.model, cache_dir=cfg.cache_dir, precision=cfg.precision,
+                                    compile_unet=cfg.compile)
+            self.workers.append(w)
+            w.start()
+        log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
+        # This thread stays until the workers have stopped: a "local" instance's processes were started from it
+        # with PR_SET_PDEATHSIG (ray._private.utils), which kills them when the *thread* that forked them ends.
+        self._ray_release.wait()
+        ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
 
     def start(self) -> None:
         self.service.recover()
@@ -239,14 +310,19 @@ class Daemon:
         self._osc_thread.start()
         self.heartbeat.beat()  # daemon.json appears once the port answers
         self.heartbeat.start()
-        self.worker.start()
+        for w in self.workers:
+            w.start()
+        if self._ray_thread is not None:
+            self._ray_thread.start()
         self.inbox.start()
         log.info(
-            "aiedit serving model %s on %s:%d, spool %s",
+            "aiedit serving model %s on %s:%d, spool %s, %d worker(s)%s",
             self.cfg.model,
             self.cfg.host,
             self.osc.port,
             self.spool.root,
+            len(self.workers),
+            f", joining Ray at {self.cfg.ray}" if self.cfg.ray else "",
         )
 
     def stop(self) -> None:
@@ -254,10 +330,18 @@ class Daemon:
         log.info("stopping")
         self.inbox.stop()
         running = self.service.stop_running(STOP_REASON)
-        self.worker.join(timeout=STOP_WAIT_S)
-        if self.worker.is_alive() and running:
-            log.warning("job %s did not stop within %.0f s; marking it cancelled", running, STOP_WAIT_S)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for w in self.workers:
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
+        if running and any(w.is_alive() for w in self.workers):
+            log.warning("job(s) %s did not stop within %.0f s; marking them cancelled", ", ".join(running),
+                        STOP_WAIT_S)
             self.service.abandon_running(STOP_REASON)
+        if self._ray_thread is not None:
+            self._ray_release.set()
+            self._ray_thread.join(timeout=STOP_WAIT_S)  # it shuts Ray down (unless ray.init is still under way)
+        if self.shared_cache:
+            shutil.rmtree(self.shared_cache, ignore_errors=True)
         self.service.maintain()  # a last try at statuses a spool fault left unwritten
         self.osc.close()
         self.heartbeat.stop()
@@ -279,7 +363,7 @@ class Daemon:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 self.service.prune()
         self.stop()
-        return 0
+        return self.exit_code
 
     def request_stop(self) -> None:
         self.stop_event.set()

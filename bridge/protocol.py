@@ -7,6 +7,7 @@ this runs on the daemon's answering path and in the unit tests.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -76,6 +77,17 @@ class Job:
     @property
     def params(self) -> EditParams:
         return self.request.params
+
+    @property
+    def retake_key(self) -> str | None:
+        """Equal for jobs that share stages 1-2 (same source region, prompt, seed and stage settings; other η):
+        the pool sends such a re-take to the worker that holds them (cf. ``engine.cache.cache_key``, which keys
+        on the decoded audio, known only to the worker). None without a seed: such a job shares nothing."""
+        if self.params.seed is None:
+            return None
+        r = self.request.region
+        what = [self.source_path, r.start, r.length, self.model, self.params.stage_key()]
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -516,6 +528,7 @@ def new_status(
         "frames": None,
         "takes": [],
         "best": None,
+        "worker": None,
         "created": created if created is not None else now,
         "updated": now,
     }

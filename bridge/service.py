@@ -136,8 +136,8 @@ class Service:
         self._taken_lower: set[str] = set()  # ids of _status, lower-cased (ids are unique regardless of case)
         self._jobs: dict[str, Job] = {}  # queued and running jobs
         self._targets: dict[str, list[ReplyTo]] = {}  # who gets a job's events
-        self._running: str | None = None
-        self._cancel: CancelToken | None = None
+        self._running: dict[str, CancelToken] = {}  # running job id -> its cancel token (one per busy worker)
+        self.workers_info: Callable[[], list[dict[str, Any]]] | None = None  # daemon.json's "workers" (bridge.pool)
         self._last_sent: dict[
             str, tuple[str, float, float]
         ] = {}  # id -> (stage, fraction, time) of last event
@@ -185,7 +185,7 @@ class Service:
         for _, job, _st in sorted(resume, key=lambda r: r[0]):
             self._jobs[job.id] = job
             self._targets[job.id] = [job.reply] if job.reply else []
-            self.queue.put(job.id, job.priority)
+            self.queue.put(job.id, job.priority, key=job.retake_key)
         if resume:
             log.info("resumed %d queued job(s)", len(resume))
 
@@ -270,7 +270,7 @@ class Service:
                 self._taken_lower.add(job.id.lower())
                 self._jobs[job.id] = job
                 self._targets[job.id] = [target] if target else []
-                self.queue.put(job.id, job.priority)
+                self.queue.put(job.id, job.priority, key=job.retake_key)
                 self._emit(job.id, "/aiedit/ack", [job.id])
             log.info(
                 "accepted job %s (%s, %d take(s), %s)",
@@ -436,8 +436,8 @@ class Service:
                 if st["state"] == "queued":
                     self.queue.remove(req.id)
                     self._finish(req.id, "cancelled", "cancelled by a client")
-                elif st["state"] == "running" and self._running == req.id and self._cancel is not None:
-                    self._cancel.cancel("cancelled by a client")
+                elif req.id in self._running:  # the worker running it (local thread or remote actor) polls this
+                    self._running[req.id].cancel("cancelled by a client")
                     log.info("cancelling running job %s", req.id)
         if err and target:
             self.send(target, "/aiedit/error", [req.id, err])
@@ -513,23 +513,53 @@ class Service:
             "modes": list(self.modes),  # the edit modes that model runs (docs/protocol.md)
             "started": self.started,
             "heartbeat": time.time(),
+            **({"workers": self.workers_info()} if self.workers_info is not None else {}),
         }
 
     # -- worker side -----------------------------------------------------------------------------------------
 
-    def next_job(self, timeout: float) -> tuple[Job, CancelToken] | None:
-        jid = self.queue.get(timeout)
+    def next_job(self, timeout: float, worker: str | None = None,
+                 choose: Callable[[list[tuple[str, str | None]]], str | None] | None = None,
+                 ) -> tuple[Job, CancelToken] | None:
+        """The next job for ``worker`` (its name goes into the status), picked by ``choose`` (see
+        :meth:`bridge.queue.JobQueue.get`); None when there is none within ``timeout``."""
+        jid = self.queue.get(timeout, choose)
         if jid is None:
             return None
         with self._lock:
             job = self._jobs.get(jid)
             if job is None or self._status[jid]["state"] != "queued":
                 return None
-            self._running, self._cancel = jid, CancelToken()
+            token = self._running[jid] = CancelToken()
             st = self._status[jid]
             st.update(state="running", stage="preparing", updated=time.time())
+            if worker:
+                st["worker"] = worker
             self._write(st)
-            return job, self._cancel
+            return job, token
+
+    def set_worker(self, jid: str, worker: str) -> None:
+        """Name the worker of a running job again (a worker on ``--device`` auto learns its device on loading)."""
+        with self._lock:
+            st = self._status.get(jid)
+            if st is not None and st["state"] == "running" and st.get("worker") != worker:
+                st.update(worker=worker, updated=time.time())
+                self._write(st)
+
+    def requeue(self, jid: str, reason: str) -> bool:
+        """Put a running job back at the head of its priority (its remote worker died: it runs again on
+        another). False when it already ended (cancelled meanwhile) or the daemon is stopping."""
+        with self._lock:
+            st = self._status.get(jid)
+            if st is None or st["state"] != "running" or jid not in self._jobs or self.closed.is_set():
+                return False
+            self._running.pop(jid, None)
+            st.update(state="queued", stage="queued", worker=None, updated=time.time())
+            self._write(st)
+            job = self._jobs[jid]
+            self.queue.put(jid, job.priority, key=job.retake_key, front=True)
+            log.info("job %s queued again: %s", jid, reason)
+            return True
 
     def progress(self, jid: str, stage: str, fraction: float) -> None:
         """Record progress (kept monotone) and send a throttled ``/aiedit/progress``."""
@@ -570,8 +600,7 @@ class Service:
             st["progress"] = 1.0
         self._write(st)
         self._index_done(jid, st["updated"])
-        if self._running == jid:
-            self._running, self._cancel = None, None
+        self._running.pop(jid, None)
         self._jobs.pop(jid, None)
         self._last_sent.pop(jid, None)
         self._last_write.pop(jid, None)
@@ -602,24 +631,24 @@ class Service:
 
     def is_current(self, jid: str) -> bool:
         with self._lock:
-            return self._running == jid
+            return jid in self._running
 
     # -- shutdown --------------------------------------------------------------------------------------------
 
-    def stop_running(self, reason: str) -> str | None:
-        """Ask the running job to stop (daemon shutdown); queued jobs stay queued. Returns its id."""
+    def stop_running(self, reason: str) -> list[str]:
+        """Ask every running job to stop (daemon shutdown); queued jobs stay queued. Returns their ids."""
         with self._lock:
             self.queue.close()
             self.closed.set()
-            if self._running and self._cancel is not None:
-                self._cancel.cancel(reason)
-            return self._running
+            for token in self._running.values():
+                token.cancel(reason)
+            return list(self._running)
 
     def abandon_running(self, reason: str) -> None:
-        """Mark a job the worker did not stop in time as cancelled (the process is about to exit)."""
+        """Mark jobs the workers did not stop in time as cancelled (the process is about to exit)."""
         with self._lock:
-            if self._running:
-                self._finish(self._running, "cancelled", reason)
+            for jid in list(self._running):
+                self._finish(jid, "cancelled", reason)
 
     # -- maintenance (the daemon's main loop) ------------------------------------------------------------------
 

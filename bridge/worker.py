@@ -1,8 +1,9 @@
-"""The one worker thread: loads the model on first need, runs jobs one at a time, writes takes into the spool.
+"""A worker thread: loads the model on first need, runs jobs one at a time, writes takes into the spool.
 
-One thread because one model on one device runs one edit at a time; the queue decides the order. The model is
-loaded here, never on the answering path: ``engine.load_editor`` imports torch and diffusers (seconds), and
-the daemon must answer ping within a second of starting.
+One thread per device because one model on one device runs one edit at a time; the queue decides the order and
+:mod:`bridge.pool` which free worker takes which job. The model is loaded here, never on the answering path:
+``engine.load_editor`` imports torch and diffusers (seconds), and the daemon must answer ping within a second of
+starting.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import dataclasses
 import gc
 import logging
 import os
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from bridge.pool import LOAD_LOCK, Pool, Slot, worker_names
 from bridge.protocol import Job, open_regular, take_name
 from bridge.service import Service
 from engine.errors import Cancelled, EngineError, ModelUnavailable
@@ -102,8 +105,14 @@ class Worker(threading.Thread):
         threads: int | None = None,
         precision: str = "auto",
         compile_unet: bool = False,
+        pool: Pool | None = None,
+        slot: Slot | None = None,
     ) -> None:
         super().__init__(name="aiedit-worker", daemon=True)
+        if pool is None or slot is None:  # a lone worker
+            pool = Pool()
+            slot = pool.add(worker_names([device])[0])
+        self.pool, self.slot = pool, slot
         self.threads = threads
         self.precision, self.compile_unet = precision, compile_unet
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
@@ -115,15 +124,24 @@ class Worker(threading.Thread):
             try:
                 self._load()
             except EngineError as exc:
-                log.error("preloading failed: %s", exc)
+                log.error("preloading failed on %s: %s", self.slot.name, exc)
+        self.pool.set_state(self.slot, "idle")
+        choose = self.pool.chooser(self.slot)
         while not self.service.closed.is_set():
-            item = self.service.next_job(timeout=0.5)
+            item = self.service.next_job(0.5, self.slot.name, choose)
             if item is not None:
                 self._run_job(*item)
+            self.pool.release(self.slot)
 
     def _load(self) -> Any:
         if self.editor is None:
-            log.info("loading model %s ...", self.model)
+            with LOAD_LOCK:
+                return self._load_now()
+        return self.editor
+
+    def _load_now(self) -> Any:
+        if self.editor is None:
+            log.info("loading model %s on %s ...", self.model, self.slot.name)
             try:
                 import engine
 
@@ -131,6 +149,12 @@ class Worker(threading.Thread):
                     import torch
 
                     torch.set_num_threads(self.threads)
+                if self.device and self.device.startswith("cuda:"):
+                    import torch
+
+                    # the current CUDA device is per thread: unqualified CUDA calls (memory queries, empty_cache)
+                    # made on this worker's thread then concern its own GPU
+                    torch.cuda.set_device(self.device)
                 self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir,
                                                  precision=self.precision, compile_unet=self.compile_unet)
             except EngineError:
@@ -144,6 +168,10 @@ class Worker(threading.Thread):
             gc.freeze()
             self.service.set_model_name(self.editor.model_name, self.editor.model.modes)
             m = self.editor.model
+            if self.device is None and self.slot.name.startswith("auto@"):  # now it knows where "auto" put it
+                self.slot.name = f"{m.device}@{socket.gethostname()}"
+                if self.slot.job:
+                    self.service.set_worker(self.slot.job, self.slot.name)
             log.info("model %s loaded on %s, weights %s", self.editor.model_name, m.device,
                      str(m.weight_dtype or m.dtype).removeprefix("torch."))
         return self.editor
@@ -152,19 +180,22 @@ class Worker(threading.Thread):
         sv, jid = self.service, job.id
         try:
             loading = self.editor is None
+            report = self._reporter(jid)
             if loading:
-                sv.progress(jid, "loading", 0.0)
+                report("loading", 0.0)
             editor = self._load()
             pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
             with pinned_source(job.source_path) as source:
                 sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
                 request = dataclasses.replace(job.request, source=source)
-                result = editor.edit(request, progress=lambda p: sv.progress(jid, *pm(p)), cancel=token)
+                result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
             sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
             token.check()
-            sv.progress(jid, "writing", pm.writing())
-            takes = self._write_takes(job, result, token)
+            report("writing", pm.writing())
+            takes = write_takes(sv, job, [(t.eta, _float_wav(t.audio, result.sample_rate),
+                                           t.scores.to_dict() if t.scores is not None else None)
+                                          for t in result.takes], token)
             sv.finish(
                 jid,
                 "done",
@@ -189,36 +220,46 @@ class Worker(threading.Thread):
         sv.spool.remove_takes(jid)  # a failed or cancelled job leaves no takes
         sv.finish(jid, state, msg)
 
-    def _write_takes(self, job: Job, result: Any, token: CancelToken) -> list[dict[str, Any]]:
-        """Write every take under a hidden name, then rename them all into place: the caller writes the final
-        status right after, and a restart withdraws takes whose job never reached it (see Service.recover).
-        Files are 0600 and written relative to folder descriptors (see :class:`bridge.spool.Spool`)."""
+    def _reporter(self, jid: str) -> Callable[[str, float], None]:
+        def report(stage: str, fraction: float) -> None:
+            self.slot.progress = fraction  # for the pool's "free soon" estimate
+            self.service.progress(jid, stage, fraction)
+
+        return report
+
+
+TakeWriter = Callable[[Any], None]  # writes one take's WAV file into the open binary file it is given
+
+
+def _float_wav(audio: Any, sample_rate: int) -> TakeWriter:
+    def write(fh: Any) -> None:
         import numpy as np
         import soundfile as sf
 
-        spool = self.service.spool
-        used: set[str] = set()
-        pending: list[tuple[str, str]] = []
-        out = []
-        for take in result.takes:
-            token.check()
-            audio = np.asarray(take.audio, dtype=np.float32)
+        sf.write(fh, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
 
-            def write(fh: Any, audio: Any = audio) -> None:
-                sf.write(fh, audio, result.sample_rate, format="WAV", subtype="FLOAT")
+    return write
 
-            final = take_name(take.eta, used)
-            pending.append((spool.write_partial_take(job.id, write), final))
-            out.append(
-                {
-                    "eta": take.eta,
-                    "path": self.service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
-                    "scores": take.scores.to_dict() if take.scores is not None else None,
-                }
-            )
+
+def write_takes(service: Service, job: Job, takes: list[tuple[float, TakeWriter, dict[str, Any] | None]],
+                token: CancelToken) -> list[dict[str, Any]]:
+    """Write every take (η, writer, scores) under a hidden name, then rename them all into place: the caller
+    writes the final status right after, and a restart withdraws takes whose job never reached it (see
+    Service.recover). Files are 0600 and written relative to folder descriptors (see :class:`bridge.spool.Spool`).
+    Shared by the local worker and the Ray one (:mod:`bridge.remote`), whose takes arrive as bytes."""
+    spool = service.spool
+    used: set[str] = set()
+    pending: list[tuple[str, str]] = []
+    out = []
+    for eta, write, scores in takes:
         token.check()
-        spool.publish_takes(job.id, pending)
-        return out
+        final = take_name(eta, used)
+        pending.append((spool.write_partial_take(job.id, write), final))
+        out.append({"eta": eta, "path": service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
+                    "scores": scores})
+    token.check()
+    spool.publish_takes(job.id, pending)
+    return out
 
 
 @contextlib.contextmanager

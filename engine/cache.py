@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -76,9 +78,15 @@ class StageCache:
         if tuning is not None:
             tensors.update({f"w.{k}": v.contiguous() for k, v in tuning.state.items()})
             meta = {"mode": tuning.mode, "rank": str(tuning.rank), "targets": json.dumps(tuning.target_modules)}
-        tmp = self.folder / f".{key}.partial"
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(self.folder / f"{key}.safetensors")
+        # a unique temporary name: several workers of one daemon share the folder and may store one key at once
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".partial", dir=self.folder)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, self.folder / f"{key}.safetensors")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def _load(self, key: str) -> tuple[Conditioning, Tuning | None] | None:
         from safetensors import safe_open

@@ -28,8 +28,8 @@ def test_a_cancel_between_the_workers_dequeue_and_its_lock_still_cancels(tmp_pat
     dequeue = svc.queue.get
     answers = {}
 
-    def get_then_cancel(timeout):  # the OSC thread runs right after the worker popped the id
-        jid = dequeue(timeout)
+    def get_then_cancel(timeout, choose=None):  # the OSC thread runs right after the worker popped the id
+        jid = dequeue(timeout, choose)
         answers["cancel"] = svc.cancel(CancelRequest(jid), None)
         return jid
 

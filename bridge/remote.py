@@ -1,0 +1,347 @@
+"""``aiedit serve --ray ADDRESS|local``: the edits run on Ray actors, the daemon stays REAPER's only door.
+
+Each actor (:class:`EditActor`, one per GPU across the cluster, or per ``--devices`` entry) holds one loaded model
+and runs one edit at a time. A daemon-side thread per actor (:class:`RemoteWorker`) takes jobs from the daemon's
+queue like a local worker does (:mod:`bridge.pool`), so OSC, the spool and the job order are unchanged:
+
+- the source region travels by value (read here, float64 samples: no shared file system needed), the takes come
+  back as WAV bytes and are written here, atomically, as a local worker writes them;
+- progress is polled from the actor (a threaded actor answers while it edits); cancel is an actor method that
+  sets the edit's cancel token (Ray cannot interrupt a running task of a threaded actor, and the engine stops
+  cleanly between steps);
+- an actor (or its node) that dies mid-job is replaced, and the job goes back to the head of the queue once:
+  another actor runs it; a second death fails it. A dead attempt never reports, so a job ends exactly once.
+
+Ray is imported only here, and only with ``--ray`` (the optional extra ``aiedit[cluster]``).
+Ray API used: ``ray.init``, ``ray.remote(...).options(name=, namespace=, num_cpus=, num_gpus=, max_concurrency=)``,
+``ray.wait``/``ray.get`` with timeouts, ``ray.get_gpu_ids``, ``ray.exceptions.RayActorError`` (docs.ray.io, 2.60).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from typing import Any
+
+from bridge.pool import Pool, Slot
+from bridge.protocol import Job
+from bridge.service import Service
+from bridge.worker import WRITING, ProgressMap, pinned_source, write_takes
+from engine.audio_io import read_region
+from engine.errors import Cancelled, EngineError
+from engine.params import EditRequest, Region
+from engine.progress import CancelToken
+
+log = logging.getLogger("aiedit.remote")
+
+NAMESPACE = "aiedit"
+POLL_S = 0.2  # progress poll and cancel check interval while an actor edits
+RESTART_S = 5.0  # pause before replacing an actor that died or failed to load
+INSTALL_MSG = "--ray needs Ray on this machine and on every node: pip install 'aiedit[cluster]'"
+
+
+class RayUnavailable(Exception):
+    """Ray is not installed, or the cluster cannot be reached (one line for the console)."""
+
+
+def check_installed() -> None:
+    """ImportError with how to install Ray, when it is not (``aiedit serve`` says it in one line)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ImportError(INSTALL_MSG) from None
+
+
+def connect(address: str) -> Any:
+    """``ray.init`` for the daemon: ``local`` starts a private instance, anything else is a cluster address."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(INSTALL_MSG) from None
+    _probe(address)
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, "configure_logging": False}
+    if address == "local":
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:  # ConnectionError, ValueError (bad address), a version mismatch
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayUnavailable(f"cannot join the Ray cluster at {address!r}: {text[:200]}") from None
+    return ray
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address: ``ray.init`` itself retries for many minutes."""
+    if address in ("local", "auto") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayUnavailable(f"--ray {address!r}: give the head node as HOST:PORT (ray start --head prints it), "
+                             "or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+    except OSError as exc:
+        raise RayUnavailable(f"nothing answers at {address} ({exc.strerror or exc}): is `ray start --head` "
+                             "running there?") from None
+
+
+def actor_kinds(ray: Any, devices: str | None) -> list[str]:
+    """One entry per actor: ``"cuda"`` (``num_gpus=1``) or ``"cpu"`` (``num_cpus=1``). ``--devices`` names them
+    (``cuda,cuda,cpu``; a GPU index is Ray's to choose); without it (or ``all``), one per GPU in the cluster."""
+    if devices and devices.strip() != "all":
+        kinds = []
+        for part in devices.split(","):
+            d = part.strip()
+            if d != "cpu" and d != "cuda" and not (d.startswith("cuda:") and d[5:].isdigit()):
+                raise RayUnavailable(f"--devices: {d!r} is not a device (cpu, cuda, cuda:N; or all)")
+            kinds.append("cpu" if d == "cpu" else "cuda")
+        return kinds
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus == 0:
+        raise RayUnavailable("the Ray cluster has no GPU; name CPU actors with --devices cpu,cpu")
+    return ["cuda"] * gpus
+
+
+class EditActor:
+    """Runs on a Ray node: one loaded model, one edit at a time, progress and cancel answered meanwhile
+    (created with ``max_concurrency`` > 1, so its methods run on threads)."""
+
+    def __init__(self, model: str, kind: str, index: int, cache_dir: str | None, precision: str,
+                 compile_unet: bool) -> None:
+        self.model, self.kind, self.index = model, kind, index
+        self.cache_dir, self.precision, self.compile_unet = cache_dir, precision, compile_unet
+        self.editor: Any = None
+        self._lock = threading.Lock()
+        self._tokens: dict[str, CancelToken] = {}
+        self._progress: dict[str, tuple[str, float]] = {}
+        self._early: dict[str, str] = {}  # cancels that arrived before their edit started
+
+    def ready(self) -> dict[str, Any]:
+        """Load the model; the worker's name (``cuda:<Ray's GPU id>@node`` or ``cpu:<index>@node``)."""
+        import engine
+
+        device = "cuda" if self.kind == "cuda" else "cpu"
+        self.editor = engine.load_editor(self.model, device=device, cache_dir=self.cache_dir,
+                                         precision=self.precision, compile_unet=self.compile_unet)
+        if self.kind == "cuda":
+            import ray
+
+            ids = ray.get_gpu_ids()
+            label = f"cuda:{ids[0] if ids else 0}"
+        else:
+            label = f"cpu:{self.index}"
+        return {"name": f"{label}@{socket.gethostname()}", "model": self.editor.model_name,
+                "modes": tuple(self.editor.model.modes), "pid": os.getpid()}
+
+    def edit(self, jid: str, request: EditRequest, audio: Any, sample_rate: int) -> dict[str, Any]:
+        """Edit the region (``audio``: frames x channels float64) and return the takes as WAV bytes, or
+        ``{"state": "failed"|"cancelled", "error"}``; never raises (the daemon tells a dead actor from a failed
+        edit by the exception)."""
+        import io
+
+        import numpy as np
+        import soundfile as sf
+
+        t_start = time.time()
+        token = CancelToken()
+        with self._lock:
+            self._tokens[jid] = token
+            self._progress[jid] = ("preparing", 0.0)
+            if jid in self._early:
+                token.cancel(self._early.pop(jid))
+        try:
+            editor = self.editor
+            pm = ProgressMap(editor.resolve_params(request.params), loading=False)
+            with tempfile.TemporaryDirectory(prefix="aiedit-") as tmp:
+                path = os.path.join(tmp, "source.wav")
+                sf.write(path, np.asarray(audio, dtype=np.float64), sample_rate, subtype="DOUBLE")
+                req = dataclasses.replace(request, source=path, region=Region(0.0, None))
+                result = editor.edit(req, progress=lambda p: self._set(jid, *pm(p)), cancel=token)
+            token.check()
+            takes = []
+            for t in result.takes:
+                buf = io.BytesIO()
+                sf.write(buf, np.asarray(t.audio, dtype=np.float32), result.sample_rate, format="WAV",
+                         subtype="FLOAT")
+                takes.append({"eta": t.eta, "wav": buf.getvalue(),
+                              "scores": t.scores.to_dict() if t.scores is not None else None})
+            return {"state": "done", "model": editor.model_name, "best": result.best,
+                    "sample_rate": result.sample_rate, "channels": result.channels, "frames": result.frames,
+                    "network_calls": result.network_calls, "takes": takes, "t_start": t_start, "t_end": time.time()}
+        except Cancelled:
+            return {"state": "cancelled", "error": token.reason or "cancelled"}
+        except EngineError as exc:
+            return {"state": "failed", "error": str(exc)}
+        except MemoryError:
+            return {"state": "failed", "error": "out of memory: try a shorter region or fewer η values"}
+        except Exception as exc:
+            traceback.print_exc()  # into the actor's log (Ray's session logs on that node)
+            return {"state": "failed", "error": f"internal error on the Ray worker ({type(exc).__name__}: "
+                                                f"{str(exc).strip()[:200]})"}
+        finally:
+            with self._lock:
+                self._tokens.pop(jid, None)
+                self._progress.pop(jid, None)
+
+    def _set(self, jid: str, stage: str, fraction: float) -> None:
+        self._progress[jid] = (stage, fraction)
+
+    def progress(self, jid: str) -> tuple[str, float] | None:
+        return self._progress.get(jid)
+
+    def cancel(self, jid: str, reason: str) -> None:
+        with self._lock:
+            token = self._tokens.get(jid)
+            if token is not None:
+                token.cancel(reason)
+            else:
+                self._early[jid] = reason
+
+
+class RemoteWorker(threading.Thread):
+    """The daemon's side of one actor: takes jobs from the queue, ships them, streams progress, writes takes."""
+
+    def __init__(self, service: Service, pool: Pool, slot: Slot, ray: Any, kind: str, index: int, *, model: str,
+                 cache_dir: str | None, precision: str, compile_unet: bool) -> None:
+        super().__init__(name=f"aiedit-remote-{index}", daemon=True)
+        self.service, self.pool, self.slot, self.ray = service, pool, slot, ray
+        self.kind, self.index = kind, index
+        self.args = (model, kind, index, cache_dir, precision, compile_unet)
+        self.actor: Any = None
+        self.generation = 0
+        self._actor_cls = ray.remote(EditActor)
+
+    # -- the actor's life ------------------------------------------------------------------------------------
+
+    def _start_actor(self) -> bool:
+        """Create the actor and wait until its model is loaded; False (slot dead) when that fails."""
+        name = f"aiedit-{os.getpid()}-{self.index}-{self.generation}"
+        self.generation += 1
+        resources = {"num_gpus": 1} if self.kind == "cuda" else {"num_cpus": 1}
+        self.pool.set_state(self.slot, "loading")
+        self.slot.extra = {"actor": name}
+        try:
+            actor = self._actor_cls.options(name=name, namespace=NAMESPACE, max_concurrency=4,
+                                            **resources).remote(*self.args)
+            ref = actor.ready.remote()
+            while not self.ray.wait([ref], timeout=0.5)[0]:
+                if self.service.closed.is_set():
+                    return False
+            info = self.ray.get(ref)
+        except Exception as exc:
+            log.error("Ray worker %s could not start: %s", name, _short(exc))
+            self.pool.set_state(self.slot, "dead")
+            return False
+        self.actor = actor
+        self.slot.name = info["name"]
+        self.service.set_model_name(info["model"], info["modes"])
+        self.pool.set_state(self.slot, "idle")
+        log.info("Ray worker %s ready as %s (pid %s)", name, info["name"], info["pid"])
+        return True
+
+    def run(self) -> None:
+        choose = self.pool.chooser(self.slot)
+        while not self.service.closed.is_set():
+            if self.actor is None:
+                if not self._start_actor():
+                    self.service.closed.wait(RESTART_S)
+                continue
+            item = self.service.next_job(0.5, self.slot.name, choose)
+            if item is not None:
+                self._run_job(*item)
+            self.pool.release(self.slot)
+
+    # -- one job ---------------------------------------------------------------------------------------------
+
+    def _run_job(self, job: Job, token: CancelToken) -> None:
+        from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+        sv, jid, ray = self.service, job.id, self.ray
+        try:
+            with pinned_source(job.source_path) as source:
+                sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
+                audio, sr = read_region(source, job.request.region)
+        except (EngineError, OSError) as exc:
+            sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
+            return
+        t_submit = time.time()
+        ref = self.actor.edit.remote(jid, dataclasses.replace(job.request, source=""), audio, sr)
+        cancel_sent = False
+        try:
+            while not ray.wait([ref], timeout=POLL_S)[0]:
+                if token.cancelled and not cancel_sent:
+                    self.actor.cancel.remote(jid, token.reason or "cancelled")
+                    cancel_sent = True
+                try:
+                    now = ray.get(self.actor.progress.remote(jid), timeout=5.0)
+                except GetTimeoutError:
+                    now = None
+                if now is not None:
+                    self.slot.progress = now[1]
+                    sv.progress(jid, *now)
+            out = ray.get(ref)
+        except RayActorError as exc:  # the actor, its process or its node died
+            self._died(job, token, exc)
+            return
+        except RayError as exc:
+            log.error("job %s: Ray error: %s", jid, _short(exc))
+            sv.finish(jid, "failed", f"the Ray cluster failed during this job ({_short(exc)})")
+            return
+        if out["state"] != "done":
+            sv.finish(jid, out["state"], out["error"])
+            return
+        t_result = time.time()
+        try:
+            sv.check_output(job, out["sample_rate"], out["channels"], out["frames"])
+        except EngineError as exc:
+            sv.finish(jid, "failed", str(exc))
+            return
+        try:
+            sv.progress(jid, "writing", 1.0 - WRITING)
+            takes = write_takes(sv, job, [(t["eta"], _bytes_writer(t["wav"]), t["scores"]) for t in out["takes"]],
+                                token)
+        except Cancelled:
+            sv.spool.remove_takes(jid)
+            sv.finish(jid, "cancelled", token.reason or "cancelled")
+            return
+        except (OSError, ValueError) as exc:
+            sv.spool.remove_takes(jid)
+            sv.finish(jid, "failed", f"cannot write the takes: {exc}")
+            return
+        written = time.time()
+        sv.finish(jid, "done", takes=takes, model=out["model"], best=out["best"], sample_rate=out["sample_rate"],
+                  channels=out["channels"], frames=out["frames"], network_calls=out["network_calls"])
+        log.info("job %s ran on %s: submit→start %.3f s, result→takes written %.3f s (of which writing %.3f s)",
+                 jid, self.slot.name, out["t_start"] - t_submit, written - out["t_end"], written - t_result)
+
+    def _died(self, job: Job, token: CancelToken, exc: BaseException) -> None:
+        """The actor died mid-job: replace it, and run the job again elsewhere once (see the module doc)."""
+        sv, jid, name = self.service, job.id, self.slot.name
+        log.warning("Ray worker %s died during job %s: %s", name, jid, _short(exc))
+        self.actor = None
+        self.pool.set_state(self.slot, "dead")
+        if token.cancelled:
+            sv.finish(jid, "cancelled", token.reason or "cancelled")
+        elif self.pool.retry_once(jid):
+            if not sv.requeue(jid, f"its worker {name} died"):
+                sv.finish(jid, "failed", f"the worker {name} died during this job")
+        else:
+            sv.finish(jid, "failed", f"the worker died during this job, twice (last {name})")
+
+
+def _bytes_writer(data: bytes) -> Any:
+    def write(fh: Any) -> None:
+        fh.write(data)
+
+    return write
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

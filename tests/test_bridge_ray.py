@@ -1,0 +1,156 @@
+"""``aiedit serve --ray``: the daemon on a local Ray instance with two CPU actors (the tiny model each).
+
+One Ray start for the module (``ray.init(num_cpus=2)`` here, in the test process; the daemon joins it by
+address, so this process can ``ray.kill`` the daemon's actors), one daemon, real UDP. Needs the ``cluster``
+extra (``bash scripts/dev test`` installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile as sf
+from bridge_helpers import ROOT, Daemon, Listener, job_json, make_wav
+
+ray = pytest.importorskip("ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'")
+
+MEDIUM = {"embed": 30, "tune": 10, "sample": 4}  # a few seconds per job on a loaded CPU: long enough to kill mid-job
+LONG = {"embed": 20000, "tune": 3, "sample": 4}  # runs until cancelled
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    # the actor processes are started by this instance's raylet and inherit this environment: they must import
+    # this checkout's bridge/ and engine/ (CI installs it editable; PYTHONPATH makes sure of it here)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
+    finally:  # the raylet has taken its copy; later tests see the environment they had
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    tmp = tmp_path_factory.mktemp("ray")
+    try:
+        with Daemon(tmp / "spool", "--ray", ray.get_runtime_context().gcs_address, "--devices", "cpu,cpu",
+                    ) as d:
+            _wait_states(d, ["idle", "idle"], timeout=240)
+            yield d, make_wav(tmp / "src.wav")
+    finally:
+        ray.shutdown()
+
+
+def _workers(d: Daemon) -> list[dict]:
+    return (d.daemon_json() or {}).get("workers", [])
+
+
+def _wait_states(d: Daemon, states: list[str], timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while [w["state"] for w in _workers(d)] != states:
+        assert d.alive() and time.monotonic() < deadline, (_workers(d), d.stderr()[-3000:])
+        time.sleep(0.2)
+    return _workers(d)
+
+
+def _ends(osc: Listener, jid: str) -> list[str]:
+    return [a for a, _ in osc.events_for(jid) if a in ("/aiedit/done", "/aiedit/error", "/aiedit/cancelled")]
+
+
+def test_two_actors_run_a_batch_and_the_daemon_writes_their_takes(cluster):
+    d, src = cluster
+    names = {w["name"] for w in _workers(d)}
+    assert names == {n for n in names if n.startswith(("cpu:0@", "cpu:1@"))} and len(names) == 2
+    with Listener(d.port) as osc:
+        for i in range(4):
+            osc.send("/aiedit/job", job_json(f"batch{i}", src, seed=i, priority="batch"))
+        done = []
+        for i in range(4):
+            address, args = osc.wait_end(f"batch{i}", timeout=240)
+            assert address == "/aiedit/done", args
+            done.append(json.loads(args[1]))  # (progress streaming is checked on a long job, in the cancel test)
+    assert {st["worker"] for st in done} == names
+    for st in done:
+        assert [t["path"] for t in st["takes"]] == [str(d.spool / "jobs" / st["id"] / "takes" / n)
+                                                    for n in ("eta0.30.wav", "eta0.60.wav")]
+        assert st["network_calls"]["sampling"] > 0 and st["model"] == "tiny"  # as a local worker reports them
+        info = sf.info(st["takes"][0]["path"])
+        assert (info.frames, info.channels, info.samplerate, info.subtype) == (44_100, 2, 44_100, "FLOAT")
+    assert "submit→start" in d.stderr()  # the Ray overhead per job is logged
+
+
+def test_cancel_reaches_the_actor_running_the_job(cluster):
+    d, src = cluster
+    with Listener(d.port) as osc:
+        osc.send("/aiedit/job", job_json("remote-long", src, steps=LONG))
+        deadline = time.monotonic() + 60
+        while (d.status("remote-long") or {}).get("stage") != "embedding":  # progress streamed from the actor
+            assert time.monotonic() < deadline, d.status("remote-long")
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        osc.send("/aiedit/cancel", "remote-long")
+        assert osc.wait_end("remote-long", timeout=30)[0] == "/aiedit/cancelled"
+        assert time.monotonic() - t0 < 15
+    st = d.status("remote-long")
+    assert st["state"] == "cancelled" and st["takes"] == []
+    assert not list((d.spool / "jobs" / "remote-long").glob("takes/*.wav"))
+    _wait_states(d, ["idle", "idle"], timeout=30)  # the actor is free again (it stopped, it did not die)
+
+
+def test_a_killed_actor_mid_job_still_gets_every_job_done_exactly_once(cluster):
+    d, src = cluster
+    jobs = [f"kill{i}" for i in range(4)]
+    with Listener(d.port) as osc:
+        for i, jid in enumerate(jobs):
+            osc.send("/aiedit/job", job_json(jid, src, seed=100 + i, steps=MEDIUM, priority="batch"))
+        deadline = time.monotonic() + 120
+        while not (early := [st for jid in jobs if (st := d.status(jid) or {}).get("stage") == "embedding"]):
+            assert time.monotonic() < deadline, [d.status(j) for j in jobs]
+            time.sleep(0.05)
+        job, actor = early[0]["id"], {w["name"]: w["actor"] for w in _workers(d)}[early[0]["worker"]]
+        ray.kill(ray.get_actor(actor, namespace="aiedit"), no_restart=True)  # mid-job: its stage 1 has just begun
+        for jid in jobs:
+            address, args = osc.wait_end(jid, timeout=300)
+            assert address == "/aiedit/done", (jid, args)
+        time.sleep(1.0)  # a second end event, if there were one, would arrive now
+        for jid in jobs:
+            assert _ends(osc, jid) == ["/aiedit/done"], osc.events_for(jid)
+            assert d.status(jid)["state"] == "done" and len(d.status(jid)["takes"]) == 2
+    assert f"job {job} queued again" in d.stderr()
+    # the dead actor was replaced by a new one under a new actor name
+    workers = _wait_states(d, ["idle", "idle"], timeout=180)
+    assert actor not in {w["actor"] for w in workers}
+
+
+def test_a_cluster_address_where_nothing_listens_stops_the_daemon_with_one_line(tmp_path):
+    with socket.socket() as s:  # a TCP port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "bridge", "serve", "--model", "tiny", "--port", "0", "--spool",
+                        str(tmp_path / "spool"), "--ray", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2
+    assert (f"aiedit serve: nothing answers at 127.0.0.1:{port} (Connection refused): is `ray start --head` running "
+            "there?") in r.stderr.splitlines()
+
+
+def test_ray_local_starts_its_own_instance_runs_a_job_and_ends_it(tmp_path):
+    src = make_wav(tmp_path / "src.wav")
+    d = Daemon(tmp_path / "spool", "--ray", "local", "--devices", "cpu")
+    try:
+        _wait_states(d, ["idle"], timeout=240)
+        with Listener(d.port) as osc:
+            osc.send("/aiedit/job", job_json("local1", src))
+            address, args = osc.wait_end("local1", timeout=120)
+            assert address == "/aiedit/done", args
+        assert json.loads(args[1])["worker"].startswith("cpu:0@")
+    finally:
+        assert d.stop() == 0, d.stderr()[-3000:]
+    assert "stopped" in d.stderr().splitlines()[-1]
