@@ -265,8 +265,11 @@ class RemoteWorker(threading.Thread):
         sv, jid, ray = self.service, job.id, self.ray
         try:
             with pinned_source(job.source_path) as source:
-                sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
-                audio, sr = read_region(source, job.request.region)
+                # the limits hold for the file read (the same descriptor), not the one probed at the ack; the read
+                # is pinned to the frames checked, so a file growing in place meanwhile cannot make it larger
+                region = sv.check_source_again(job, source)
+                audio, sr = read_region(source, region)
+            sv.check_output(job, sr, audio.shape[1], audio.shape[0])  # rewritten in place between the two
         except (EngineError, OSError) as exc:
             sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
             return

@@ -58,6 +58,7 @@ from bridge.spool import SETTLE_S, Spool, read_small_file
 from bridge.throttle import Buckets
 from engine.audio_io import region_frames
 from engine.errors import InputError
+from engine.params import Region
 from engine.progress import CancelToken
 
 log = logging.getLogger("aiedit.service")
@@ -613,15 +614,18 @@ class Service:
             self._emit(jid, "/aiedit/cancelled", [jid])
         self._targets.pop(jid, None)
 
-    def check_source_again(self, job: Job, path: str) -> None:
+    def check_source_again(self, job: Job, path: str) -> Region:
         """The work limits, checked again on the file the worker is about to read (``path``: its pinned
-        descriptor): a source replaced or grown since it was accepted fails the job with the numbers."""
+        descriptor): a source replaced or grown since it was accepted fails the job with the numbers. Returns
+        the region that was checked, in exact frames of this file: read that, and a file that grows in place
+        after this check cannot make the read (or the edit) larger than what was checked."""
         try:
             info = probe_source(path)
-            _, frames = region_frames(info, job.request.region)
+            start, frames = region_frames(info, job.request.region)
         except InputError as exc:
             raise InputError(f"the source changed after the job was accepted: {exc}") from None
         self.check_output(job, info.sample_rate, info.channels, frames)
+        return Region(start / info.sample_rate, frames / info.sample_rate)
 
     def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         """InputError when audio of this shape is over a work limit (before a take is written)."""

@@ -1,7 +1,9 @@
 """``aiedit serve --ray``: the daemon on a local Ray instance with two CPU actors (the tiny model each).
 
-One Ray start for the module (``ray.init(num_cpus=2)`` here, in the test process; the daemon joins it by
-address, so this process can ``ray.kill`` the daemon's actors), one daemon, real UDP. Needs the ``cluster``
+One Ray start for the module (``ray.init(num_cpus=3)`` here, in the test process; the daemon joins it by
+address, so this process can ``ray.kill`` the daemon's actors), one daemon with two actors, real UDP; the third CPU
+is for a daemon-side Ray worker built in this process (a Service, a Pool, a RemoteWorker), where faults can be
+injected. Needs the ``cluster``
 extra (``bash scripts/dev test`` installs it)."""
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytest
 import soundfile as sf
 from bridge_helpers import ROOT, Daemon, Listener, job_json, make_wav
 
+from bridge.protocol import CancelRequest
+
 ray = pytest.importorskip("ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'")
 
 MEDIUM = {"embed": 30, "tune": 10, "sample": 4}  # a few seconds per job on a loaded CPU: long enough to kill mid-job
@@ -31,7 +35,7 @@ def cluster(tmp_path_factory):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
+        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
     finally:  # the raylet has taken its copy; later tests see the environment they had
         for k, v in saved.items():
             if v is None:
@@ -154,3 +158,71 @@ def test_ray_local_starts_its_own_instance_runs_a_job_and_ends_it(tmp_path):
     finally:
         assert d.stop() == 0, d.stderr()[-3000:]
     assert "stopped" in d.stderr().splitlines()[-1]
+
+
+# -- the daemon's Ray worker thread in this process (review findings 1, 2, 4) ------------------------------------
+# A Service, a Pool and one RemoteWorker built as bridge.daemon builds them, on this module's cluster (its third
+# CPU), so that a fault can be injected where no client input reaches (findings 2 and 4).
+
+LIMITS = ("1", "2", "1")  # --max-seconds, --max-channels, --max-output-mb of the in-process service
+
+
+class InProcess:
+    def __init__(self, root, kind: str = "cpu", index: int = 7) -> None:
+        from bridge import remote
+        from bridge.pool import Pool
+        from bridge.service import Limits, Service
+        from bridge.spool import Spool
+
+        self.spool = Spool(root / "spool")
+        self.spool.create()
+        self.service = Service(self.spool, model="tiny", send=lambda to, addr, args: None,
+                               limits=Limits(*(float(x) for x in LIMITS)))
+        self.pool = Pool()
+        self.slot = self.pool.add(f"ray:{index}")
+        self.worker = remote.RemoteWorker(self.service, self.pool, self.slot, ray, kind, index, model="tiny",
+                                          cache_dir=None, precision="auto", compile_unet=False)
+
+    def submit(self, body: dict) -> None:
+        jid, err = self.service.submit(body, None)
+        assert jid == body["id"], err
+
+    def status(self, jid: str) -> dict:
+        return json.loads((self.spool.job_dir(jid) / "status.json").read_text())
+
+    def wait(self, jid: str, states=("done", "failed", "cancelled"), timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while (st := self.status(jid))["state"] not in states:
+            assert time.monotonic() < deadline and self.worker.is_alive(), (st, self.worker.is_alive())
+            time.sleep(0.05)
+        return st
+
+    def close(self) -> None:
+        self.service.stop_running("test over")
+        self.worker.join(timeout=30)
+        self.worker._kill(self.worker.actor)
+
+
+@pytest.fixture(scope="module")
+def inproc(cluster, tmp_path_factory):
+    p = InProcess(tmp_path_factory.mktemp("inproc"))
+    p.worker.start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_ray_worker_checks_the_limits_again_on_the_file_it_reads(inproc, tmp_path):
+    p = inproc
+    small = make_wav(tmp_path / "small.wav", seconds=0.5, sr=8000, channels=1)
+    src = tmp_path / "src.wav"
+    os.link(small, src)
+    p.submit(json.loads(job_json("rblocker", make_wav(tmp_path / "b.wav", seconds=0.5), steps=LONG, etas=[0.5])))
+    p.wait("rblocker", states=("running",), timeout=240)  # the worker is busy: the next job waits in the queue
+    p.submit(json.loads(job_json("rgrown", src, etas=[0.5])))  # accepted: 0.5 s mono
+    os.replace(make_wav(tmp_path / "big.wav", seconds=6.0, sr=8000, channels=6), src)  # after the ack
+    assert p.service.cancel(CancelRequest("rblocker"), None) is None
+    st = p.wait("rgrown")
+    assert st["state"] == "failed" and "changed after the job was accepted" in st["error"], st
+    assert "6.0 s" in st["error"] and "--max-seconds" in st["error"] and st["takes"] == []
