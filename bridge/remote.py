@@ -253,13 +253,30 @@ class RemoteWorker(threading.Thread):
                     self.service.closed.wait(RESTART_S)
                 continue
             item = self.service.next_job(0.5, self.slot.name, choose)
-            if item is not None:
-                self._run_job(*item)
-            self.pool.release(self.slot)
+            try:
+                if item is not None:
+                    self._run_job(*item)
+            finally:
+                self.pool.release(self.slot)
 
     # -- one job ---------------------------------------------------------------------------------------------
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
+        """Run one job on the actor; whatever goes wrong here fails the job, never the thread (which would leave
+        the job running and the slot busy for ever)."""
+        sv, jid = self.service, job.id
+        try:
+            self._attempt(job, token)
+            return
+        except MemoryError:
+            msg = "out of memory: try a shorter region or fewer η values"
+        except Exception as exc:  # a bug, a serialisation error, a malformed answer: log it, fail this job
+            log.exception("job %s: unexpected error on the Ray path", jid)
+            msg = f"internal error ({type(exc).__name__}: {_short(exc)}); see aiedit.log"
+        sv.spool.remove_takes(jid)
+        sv.finish(jid, "failed", msg)
+
+    def _attempt(self, job: Job, token: CancelToken) -> None:
         from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
         sv, jid, ray = self.service, job.id, self.ray

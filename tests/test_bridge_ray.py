@@ -226,3 +226,30 @@ def test_ray_worker_checks_the_limits_again_on_the_file_it_reads(inproc, tmp_pat
     st = p.wait("rgrown")
     assert st["state"] == "failed" and "changed after the job was accepted" in st["error"], st
     assert "6.0 s" in st["error"] and "--max-seconds" in st["error"] and st["takes"] == []
+
+
+def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_the_slot(inproc, tmp_path,
+                                                                                        monkeypatch):
+    from bridge import remote
+
+    p = inproc
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    real = remote.read_region
+    for jid, exc in (("room", MemoryError()), ("rbug", KeyError("boom"))):
+        def fail(*args, exc=exc):
+            raise exc
+        monkeypatch.setattr(remote, "read_region", fail)
+        p.submit(json.loads(job_json(jid, src, etas=[0.5])))
+        st = p.wait(jid, timeout=60)
+        assert st["state"] == "failed", st
+        deadline = time.monotonic() + 10
+        while p.slot.state != "idle":  # the slot was released
+            assert time.monotonic() < deadline, p.pool.info()
+            time.sleep(0.05)
+    assert "out of memory" in p.status("room")["error"]
+    assert "internal error (KeyError" in p.status("rbug")["error"]
+    monkeypatch.setattr(remote, "read_region", real)
+    p.submit(json.loads(job_json("rafter", src, etas=[0.5])))  # the same thread runs the next job
+    st = p.wait("rafter")
+    assert st["state"] == "done" and len(st["takes"]) == 1, st
+    assert [w["state"] for w in p.pool.info()] == ["idle"]
