@@ -349,8 +349,12 @@ class RemoteWorker(threading.Thread):
         if token.cancelled:
             sv.finish(jid, "cancelled", token.reason or "cancelled")
         elif self.pool.retry_once(jid):
+            # requeue refuses, under the service's lock, a job cancelled since the check above: it ends cancelled
             if not sv.requeue(jid, f"its worker {name} died"):
-                sv.finish(jid, "failed", f"the worker {name} died during this job")
+                if token.cancelled:
+                    sv.finish(jid, "cancelled", token.reason or "cancelled")
+                else:
+                    sv.finish(jid, "failed", f"the worker {name} died during this job")
         else:
             sv.finish(jid, "failed", f"the worker died during this job, twice (last {name})")
 

@@ -549,13 +549,19 @@ class Service:
 
     def requeue(self, jid: str, reason: str) -> bool:
         """Put a running job back at the head of its priority (its remote worker died: it runs again on
-        another). False when it already ended (cancelled meanwhile) or the daemon is stopping."""
+        another). False when it already ended, was cancelled meanwhile (the caller then ends it cancelled), or the
+        daemon is stopping."""
         with self._lock:
             st = self._status.get(jid)
             if st is None or st["state"] != "running" or jid not in self._jobs or self.closed.is_set():
                 return False
+            token = self._running.get(jid)
+            if token is None or token.cancelled:  # a cancel was answered "done": the caller ends it cancelled
+                return False
             self._running.pop(jid, None)
-            st.update(state="queued", stage="queued", worker=None, updated=time.time())
+            self._last_sent.pop(jid, None)
+            self._last_write.pop(jid, None)
+            st.update(state="queued", stage="queued", worker=None, progress=0.0, updated=time.time())
             self._write(st)
             job = self._jobs[jid]
             self.queue.put(jid, job.priority, key=job.retake_key, front=True)
