@@ -143,11 +143,10 @@ class Service:
             str, tuple[str, float, float]
         ] = {}  # id -> (stage, fraction, time) of last event
         self._last_write: dict[str, float] = {}
-        # status-answer indexes (see the module doc): JSON text of each status as last written, the jobs now
-        # running (one or several workers), the finished ones in the order they ended (with a non-decreasing time
-        # key, for ``since`` paging), and the statuses whose last write failed
+        # status-answer indexes (see the module doc): JSON text of each status as last written, the finished
+        # ones in the order they ended (with a non-decreasing time key, for ``since`` paging), and the statuses
+        # whose last write failed; the running jobs are ``_running`` (in start order), the queued ones the queue's
         self._texts: dict[str, str] = {}
-        self._running_ids: dict[str, None] = {}
         self._done_ids: list[str] = []
         self._done_keys: list[float] = []
         self._dirty: set[str] = set()
@@ -472,7 +471,7 @@ class Service:
                 size += n
                 return True
 
-            for jid in list(self._running_ids):
+            for jid in list(self._running):
                 if not add(_dumps(self._status[jid])):  # fresh: progress moves between writes
                     break
             queued = self.queue.head(QUEUED_SHOWN)
@@ -493,7 +492,7 @@ class Service:
                 jid = self._done_ids[i]
                 if jid in self._status and not add(self._text(jid)):
                     break
-            return (f'{{"jobs": [{", ".join(parts)}], "running": {len(self._running_ids)}, '
+            return (f'{{"jobs": [{", ".join(parts)}], "running": {len(self._running)}, '
                     f'"queued": {n_queued}, "more": {"true" if more else "false"}}}')
 
     def _text(self, jid: str) -> str:
@@ -725,11 +724,6 @@ class Service:
             _null_non_finite(st)
             text = _dumps(st)
         self._texts[jid] = text
-        state = st.get("state")
-        if state == "running":
-            self._running_ids[jid] = None
-        else:
-            self._running_ids.pop(jid, None)
         try:
             self.spool.write_status_data(jid, text.encode("utf-8"))
             self._dirty.discard(jid)
