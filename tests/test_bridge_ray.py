@@ -253,3 +253,30 @@ def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_th
     st = p.wait("rafter")
     assert st["state"] == "done" and len(st["takes"]) == 1, st
     assert [w["state"] for w in p.pool.info()] == ["idle"]
+
+
+def test_an_actor_that_cannot_be_placed_is_killed_and_queued_jobs_fail_with_the_reason(cluster, tmp_path,
+                                                                                         monkeypatch):
+    from bridge import remote
+
+    monkeypatch.setattr(remote, "PLACE_S", 1.0)
+    monkeypatch.setattr(remote, "RESTART_S", 0.2)
+    monkeypatch.setattr(remote, "START_FAILURES", 2)
+    p = InProcess(tmp_path, kind="cuda", index=8)  # this cluster has no GPU: Ray cannot place it
+    p.submit(json.loads(job_json("nogpu", make_wav(tmp_path / "src.wav", seconds=0.5), etas=[0.5])))
+    p.worker.start()
+    try:
+        st = p.wait("nogpu", timeout=60)
+        assert st["state"] == "failed", st
+        assert "no Ray worker could start" in st["error"] and "num_gpus=1" in st["error"], st["error"]
+        name = p.slot.extra["actor"]
+        deadline = time.monotonic() + 20
+        while True:  # given up and killed: it no longer waits for a GPU (a killed actor cannot be looked up)
+            try:
+                ray.get_actor(name, namespace="aiedit")
+            except ValueError:
+                break
+            assert time.monotonic() < deadline, f"{name} was not killed"
+            time.sleep(0.2)
+    finally:
+        p.close()
