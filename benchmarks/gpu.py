@@ -1,7 +1,7 @@
 """Real-size speed: each model family built at its published size with random weights, timed through the engine.
 
-    python -m benchmarks gpu --model tango|audioldm|audioldm-l|audioldm2 [--device cuda|cpu] [--json PATH]
-                             [--rows steps,lora,retake,sdedit,full] [--smoke]
+    python -m benchmarks gpu --model tango|audioldm|audioldm-l|audioldm2|sa3-small|sa3-medium [--device cuda|cpu]
+                             [--json PATH] [--rows steps,lora,retake,sdedit,flowedit,full] [--smoke]
 
 No weights exist on the benchmark machines and none are downloaded: speed does not depend on the weights' values,
 so every component is built in-process from the configs below (sources named at each). ``--smoke`` swaps in the
@@ -9,9 +9,15 @@ tiny test models and a few steps so CI keeps this file alive on a CPU in seconds
 
 Rows: per-step cost of stage 1, stage 2 (LoRA and full) and one classifier-free-guidance sampling step for all η in
 one batch; then whole ``Editor.edit`` runs — a cold LoRA edit (5 η), a re-take from the stage cache (2 η), an
-SDEdit preview (2 strengths) and a cold full fine-tune edit (5 η) — each with its per-stage split, peak GPU memory
-and peak host RSS. Every row is appended to ``--json`` as soon as it is measured, so a run killed at a time limit
-keeps what it finished.
+SDEdit preview (2 strengths), a FlowEdit preview (2 strengths; flow models only) and a cold full fine-tune edit
+(5 η) — each with its per-stage split, peak GPU memory, peak host RSS and the engine's count of sequential network
+calls per stage (one batched call is one; on a GPU that count, not the batch, sets the floor of an edit's time).
+Every row is appended to ``--json`` as soon as it is measured, so a run killed at a time limit keeps what it
+finished.
+
+Stable Audio 3 (``sa3-small``, ``sa3-medium``) is built from diffusers' ``StableAudio3DiTModel`` / ``AutoencoderSAME``
+and transformers' ``T5GemmaEncoderModel`` at the published sizes (sources at ``SA3_DIT``), wrapped in the
+``stable-audio-3`` adapter, and edited with its own defaults (8-step ping-pong sampling, guidance off).
 """
 
 from __future__ import annotations
@@ -67,19 +73,50 @@ AUDIOLDM2_UNET = {
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}
 AUDIOLDM_SCHEDULER = AUDIOLDM_SCHEDULER_CONFIG  # cvssp/audioldm* scheduler/scheduler_config.json
 
+# Stable Audio 3's DiTs (StableAudio3DiTModel kwargs). Sources: the Stability-AI/stable-audio-3 repository's MLX
+# ports, optimized/mlx/models/defs/dit_mlx.py (small: embed 1024, depth 20, 16 heads of 64, FF inner 4096, *plain*
+# attention) and dit_mlx_medium.py (medium: embed 1536, depth 24, 24 heads, FF inner 6144, differential attention);
+# both: 256 latent channels, T5Gemma's 768-d context and global input, 257-channel inpainting input (mask + latent),
+# 64 memory tokens, 256 Fourier time features. Sizes: docs/guides/model-overview.md of that repository (DiT small
+# 433 M, medium 1.4 B). The small sfx and music checkpoints share one architecture.
+_SA3_DIT_COMMON = {"io_channels": 256, "patch_size": 1, "cond_token_dim": 768, "global_cond_dim": 768,
+                   "local_add_cond_dim": 257, "timestep_features_dim": 256, "ff_mult": 4.0, "num_memory_tokens": 64}
+SA3_DIT = {"sa3-small": {**_SA3_DIT_COMMON, "embed_dim": 1024, "depth": 20, "num_heads": 16,
+                         "use_differential_attention": False},
+           "sa3-medium": {**_SA3_DIT_COMMON, "embed_dim": 1536, "depth": 24, "num_heads": 24,
+                          "use_differential_attention": True}}
+# SAME autoencoders (AutoencoderSAME kwargs): diffusers' class docstring — SAME-S is the default configuration
+# (stabilityai/SAME-S, 108 M, small models), SAME-L sets encoder_channels 256, depth 12 and 8 sinusoidal decoder
+# layers (stabilityai/SAME-L, 852 M, medium). Both ↓4096 to 256-d latents of 44.1 kHz stereo.
+SA3_SAME = {"sa3-small": {}, "sa3-medium": {"encoder_channels": 256, "encoder_transformer_depths": (12,),
+                                            "decoder_sinusoidal_blocks": (8,)}}
+# google/t5gemma-b-b-ul2, the encoder SA3 conditions on (diffusers' SA3 pipeline docstring): hidden 768, 12 layers,
+# 12 heads (no GQA) of 64, FF 2048, vocabulary 256,000 — the encoder config as the SA3 repository's ports read it
+# (the encoder is ≈ 0.3 B with its embedding table).
+T5GEMMA_B_ENCODER = {"vocab_size": 256000, "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
+                     "num_attention_heads": 12, "num_key_value_heads": 12, "head_dim": 64,
+                     "query_pre_attn_scalar": 64, "attn_logit_softcapping": 50.0}
+
 # Published sizes (millions of parameters) the built models are checked against: TANGO's UNet (its paper and
 # notes/gpu.md), AudioLDM's UNets (the AudioLDM paper: S 181 M, L 739 M) and whole pipelines (the cvssp/audioldm-*
-# model cards: s 421 M, l 975 M), AudioLDM 2's UNet and pipeline (diffusers' AudioLDM 2 docs: 350 M, 1.1 B).
-PUBLISHED_UNET_M = {"tango": 865.9, "audioldm": 181.0, "audioldm-l": 739.0, "audioldm2": 350.0}
+# model cards: s 421 M, l 975 M), AudioLDM 2's UNet and pipeline (diffusers' AudioLDM 2 docs: 350 M, 1.1 B), SA3's
+# DiTs (above). For SA3 the "unet" entry is the denoiser, the DiT.
+PUBLISHED_UNET_M = {"tango": 865.9, "audioldm": 181.0, "audioldm-l": 739.0, "audioldm2": 350.0,
+                    "sa3-small": 433.0, "sa3-medium": 1400.0}
 PUBLISHED_TOTAL_M = {"audioldm": 421.0, "audioldm-l": 975.0, "audioldm2": 1100.0}
+PUBLISHED_VAE_M = {"sa3-small": 108.0, "sa3-medium": 852.0}
 FAMILIES = tuple(PUBLISHED_UNET_M)
+SA3_FAMILIES = tuple(SA3_DIT)
 
 
 def unet_config(family: str) -> tuple[type, dict]:
-    from diffusers import AudioLDM2UNet2DConditionModel, UNet2DConditionModel
+    """The denoiser's class and config: a UNet, or SA3's DiT."""
+    from diffusers import AudioLDM2UNet2DConditionModel, StableAudio3DiTModel, UNet2DConditionModel
 
     from engine.models.tango import TANGO_UNET_CONFIG
 
+    if family in SA3_DIT:
+        return StableAudio3DiTModel, SA3_DIT[family]
     return {"tango": (UNet2DConditionModel, TANGO_UNET_CONFIG), "audioldm": (UNet2DConditionModel, AUDIOLDM_S_UNET),
             "audioldm-l": (UNet2DConditionModel, AUDIOLDM_L_UNET),
             "audioldm2": (AudioLDM2UNet2DConditionModel, AUDIOLDM2_UNET)}[family]
@@ -102,6 +139,8 @@ def build_real(family: str, device: str) -> AudioModel:
     from engine.models.tiny_parts import byte_roberta_tokenizer
 
     torch.manual_seed(0)
+    if family in SA3_FAMILIES:
+        return build_sa3(family, device)
     cls, cfg = unet_config(family)
     with torch.device(device):
         unet = cls.from_config(cfg)
@@ -144,18 +183,55 @@ def build_real(family: str, device: str) -> AudioModel:
     return model.to(device, torch.float32)
 
 
+def build_sa3(family: str, device: str) -> AudioModel:
+    """Stable Audio 3 at its real size (random weights) behind the ``stable-audio-3`` adapter, with the distilled
+    checkpoints' sampler (8 ping-pong steps, guidance off: the adapter's defaults for them)."""
+    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    from engine.models.stable_audio3 import StableAudio3
+    from engine.models.tiny_parts import offline_gemma_tokenizer, sa3_scheduler_config
+
+    module = T5GemmaModuleConfig(**T5GEMMA_B_ENCODER).to_dict()
+    with torch.device(device):
+        dit = StableAudio3DiTModel.from_config(SA3_DIT[family])
+        vae = AutoencoderSAME(**SA3_SAME[family])
+        text = T5GemmaEncoderModel(T5GemmaConfig(encoder=module, decoder=module, is_encoder_decoder=False))
+        duration = StableAudio3DurationEmbedder()  # 768-d, 0-384 s (diffusers' defaults, SA3 medium's range)
+    # The real tokenizer (Gemma's 256k SentencePiece) cannot be downloaded: an in-memory Gemma tokenizer with one
+    # token per character stands in; it pads to the same 256 tokens, so the context length is the real one.
+    tok = offline_gemma_tokenizer(model_max_length=256)
+    model = StableAudio3(name=f"{family}-real", transformer=dit, vae=vae, text_encoder=text, tokenizer=tok,
+                         duration_embedder=duration,
+                         scheduler=FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True)),
+                         max_seconds=120.0)
+    return model.to(device, torch.float32)
+
+
 def build_smoke(family: str) -> AudioModel:
     """The tiny test model of the same family (same classes and code paths, toy widths)."""
     from engine.models.audioldm import tiny_audioldm
     from engine.models.audioldm2 import tiny_audioldm2
+    from engine.models.stable_audio3 import tiny_stable_audio3
     from engine.models.tango import tiny_tango
 
     return {"tango": tiny_tango, "audioldm": tiny_audioldm, "audioldm-l": tiny_audioldm,
-            "audioldm2": tiny_audioldm2}[family]()
+            "audioldm2": tiny_audioldm2, "sa3-small": tiny_stable_audio3, "sa3-medium": tiny_stable_audio3}[family]()
 
 
 def param_counts(model: AudioModel) -> dict[str, float]:
     return {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in model.modules().items()}
+
+
+def denoiser_as_published(model: AudioModel) -> float:
+    """The denoiser's size the way its publisher counts it (millions). SA3's published DiT sizes (433 M, 1.4 B)
+    leave out the per-block inpainting embedders (``to_local_embed``: 26 M small, 66 M medium): with them the built
+    DiTs hold 459 M and 1,453 M, without them 432.8 M and 1,387 M."""
+    unet = model.unet
+    local = sum(p.numel() for n, p in unet.named_parameters() if ".to_local_embed." in n)
+    return (sum(p.numel() for p in unet.parameters()) - local) / 1e6
 
 
 # -- measuring ---------------------------------------------------------------------------------------------------
@@ -270,7 +346,8 @@ def machine(device: str) -> str:
     return f"{dev}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-ROWS = ("steps", "lora", "retake", "sdedit", "full")
+ROWS = ("steps", "lora", "retake", "sdedit", "flowedit", "full")
+
 
 
 def toy_check(device: str, precision: str, json_path: str | None) -> dict:
@@ -360,12 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built {a.model} ({'smoke' if a.smoke else 'real size'}) on {a.device} in {build_s:.1f} s; "
           f"parameters (M): " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items()), flush=True)
     if not a.smoke:
-        print(f"UNet {unet_m:.1f} M vs published {PUBLISHED_UNET_M[a.model]} M", flush=True)
+        print(f"denoiser {unet_m:.1f} M vs published {PUBLISHED_UNET_M[a.model]} M", flush=True)
 
     m = model
     sr = m.sample_rate
     n = min(int(seconds * sr), int(m.max_seconds * sr))
-    wave = torch.zeros(1, m.frames_for(n) * m.mel.hop_length)
+    wave = torch.zeros(1, m.padded_length(n))
     wave[0, :n] = torch.from_numpy(clip(n / sr, sr)[:, 0])
     z0 = m.encode_audio(wave)
     prompt = "a dog barking in a large hall"
@@ -417,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             edit_row("cached re-take, 2 η", base.with_(etas=(0.3, 0.7)))
         if "sdedit" in rows:
             edit_row("SDEdit preview, 2 strengths", base.with_(mode="sdedit", etas=(0.3, 0.6)))
+        if "flowedit" in rows and "flowedit" in m.modes:
+            edit_row("FlowEdit preview, 2 strengths", base.with_(mode="flowedit", etas=(0.6, 0.9)))
         if "full" in rows:
             edit_row(f"cold full fine-tune edit, {a.etas} η", base.with_(mode="full"))
 

@@ -27,6 +27,12 @@ Onsets (50 ms, ``toyworld.onsets``), split into what must stay and what must app
   inpainting: recall of the missing events' onsets inside the gap; style: none.
 
 "target (oracle)" scores the rendered ground-truth target of each case: the ceiling the VAE-free audio reaches.
+
+On a flow model (``--model toy-flow``, the Stable Audio 3 architecture at 44.1 kHz stereo) the cases are the same
+events rendered at the model's rate in stereo (``world.render(..., sr=, stereo=)``), and the methods are the flow
+family's: FlowEdit (at the model's guidance and at a higher one), ours with LoRA (fresh-noise start: DDIM inversion
+is an ᾱ-schedule tool), SDEdit (the audio-to-audio pipeline's ``init_noise_level``) and generation. Scores and onsets
+see every take as the toy CLAP and the onset detector do: averaged to mono, resampled to 16 kHz.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
 from toyworld import onsets, world
@@ -49,6 +56,7 @@ from toyworld.distance import logmel_l1
 ETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 STRENGTHS = (0.25, 0.5, 0.75)
 ZETA_STRENGTHS = (0.25, 0.5, 0.75, 1.0)
+FLOWEDIT_STRENGTHS = (0.25, 0.5, 0.75, 1.0)
 STYLE_PAIRS = [("knock", "low_beep"), ("high_beep", "knock"), ("click", "high_beep"), ("low_beep", "burst"),
                ("burst", "click"), ("knock", "high_beep")]
 ADD_PAIRS = [("knock", "bell"), ("low_beep", "burst"), ("click", "chirp"), ("high_beep", "knock"),
@@ -72,9 +80,15 @@ class Case:
     new_onsets: list[float] = field(default_factory=list)  # events the edit must add (oracle positions)
 
 
-def make_cases(n: int, base_seed: int = world.HELD_OUT + 50_000, kinds: tuple[str, ...] = KINDS) -> list[Case]:
-    """n cases of each kind; case i of a kind is the same whichever other kinds are asked for."""
+def make_cases(n: int, base_seed: int = world.HELD_OUT + 50_000, kinds: tuple[str, ...] = KINDS, *,
+               sr: int = world.SR, stereo: bool = False) -> list[Case]:
+    """n cases of each kind; case i of a kind is the same whichever other kinds are asked for, and the same events
+    whatever the rate and channel count they are rendered at."""
     cases: list[Case] = []
+
+    def render(spec: world.ClipSpec, gap: tuple[float, float] | None = None) -> world.Clip:
+        return world.render(spec, gap=gap, sr=sr, stereo=stereo)
+
     for i in range(n):
         rng = np.random.default_rng([base_seed, i])
         bg = [None, "hum", None][i % 3]
@@ -86,7 +100,7 @@ def make_cases(n: int, base_seed: int = world.HELD_OUT + 50_000, kinds: tuple[st
         spec = world.ClipSpec(tuple(sorted(base, key=lambda e: e.onset)), bg, 0.2, seed)
         tgt = spec.with_events(base + added)
         if "addition" in kinds:
-            cases.append(Case("addition", f"add{i}", world.render(spec), world.render(tgt), tgt.caption,
+            cases.append(Case("addition", f"add{i}", render(spec), render(tgt), tgt.caption,
                               [e.onset for e in base], new_onsets=[e.onset for e in added]))
         # style transfer: same onsets, other class
         a, b = STYLE_PAIRS[i % len(STYLE_PAIRS)]
@@ -96,7 +110,7 @@ def make_cases(n: int, base_seed: int = world.HELD_OUT + 50_000, kinds: tuple[st
         moved = [world.Event(b, e.onset, round(min(world.SECONDS, e.onset + dur), 4), e.gain) for e in base]
         tgt = spec.with_events(moved)
         if "style" in kinds:
-            cases.append(Case("style", f"style{i}", world.render(spec), world.render(tgt), tgt.caption,
+            cases.append(Case("style", f"style{i}", render(spec), render(tgt), tgt.caption,
                               [e.onset for e in base]))
         # inpainting: a gap over one of 3-4 events
         a = ["knock", "high_beep", "low_beep", "click"][i % 4]
@@ -107,13 +121,27 @@ def make_cases(n: int, base_seed: int = world.HELD_OUT + 50_000, kinds: tuple[st
         gap = (round(g0, 3), round(g0 + GAP_S, 3))
         if "inpaint" in kinds:
             inside = [e.onset for e in evs if gap[0] <= e.onset < gap[1]]
-            cases.append(Case("inpaint", f"inpaint{i}", world.render(spec, gap=gap), world.render(spec),
+            cases.append(Case("inpaint", f"inpaint{i}", render(spec, gap), render(spec),
                               spec.caption, [e.onset for e in evs if e.onset not in inside], gap, inside))
     return cases
 
 
+def mono16(wave: np.ndarray, sr: int) -> np.ndarray:
+    """A take or clip as the onset detector and the log-mel distance read it: mono, 16 kHz. ``wave`` is (n,),
+    (channels, n) as the world renders it, or (n, channels) as takes come."""
+    x = np.asarray(wave, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=0 if x.shape[0] <= 2 < x.shape[1] else 1)
+    return x if sr == world.SR else soxr.resample(x, sr, world.SR).astype(np.float32)
+
+
+def frames_channels(wave: np.ndarray) -> np.ndarray:
+    """A world clip as soundfile and the scorer take it: (n,) or (n, channels)."""
+    return wave.T if wave.ndim == 2 else wave
+
+
 def onset_scores(case: Case, take: np.ndarray) -> tuple[float, float | None]:
-    """(kept, added) as the module docstring defines them; added is None for style transfer."""
+    """(kept, added) as the module docstring defines them (take: mono 16 kHz); added is None for style transfer."""
     tol = onsets.TOLERANCE_S
     det = onsets.detect(take)
     if case.kind == "addition":
@@ -128,18 +156,29 @@ def onset_scores(case: Case, take: np.ndarray) -> tuple[float, float | None]:
     return onsets.f1(outside, case.ref_onsets)[0], onsets.f1(inside, case.new_onsets)[2]
 
 
-def methods_for(a: argparse.Namespace) -> dict[str, dict]:
+def methods_for(a: argparse.Namespace, modes: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")) -> dict[str, dict]:
+    """The rows for a model that runs ``modes`` (a flow model: FlowEdit instead of ZETA, no inverted start)."""
     lora = dict(mode="lora", etas=ETAS, tune_steps=a.lora_steps, tune_lr=a.lora_lr, tune_draws=a.lora_draws,
                 lora_rank=a.lora_rank, sampler=a.sampler)
-    m = {"ours (LoRA)": lora, "ours (LoRA, inverted)": {**lora, "start": "inversion"}}
-    if a.full:
-        full = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
-        m.update({"ours (full)": full, "ours (full, inverted)": {**full, "start": "inversion"}})
-    m.update({"zeta": dict(mode="zeta", etas=ZETA_STRENGTHS),
-              # ZETA's reference settings steer the target far harder than our samplers' default guidance
-              f"zeta (guidance {a.zeta_guidance:g})": dict(mode="zeta", etas=ZETA_STRENGTHS, guidance=a.zeta_guidance),
-              "SDEdit": dict(mode="sdedit", etas=STRENGTHS),
-              "generate": dict(mode="sdedit", etas=(1.0,))})
+    if "flowedit" in modes:
+        m = {"flowedit": dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS),
+             f"flowedit (guidance {a.zeta_guidance:g})": dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS,
+                                                               guidance=a.zeta_guidance),
+             "ours (LoRA)": lora}
+        if a.full:
+            m["ours (full)"] = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
+        m.update({"SDEdit": dict(mode="sdedit", etas=STRENGTHS), "generate": dict(mode="sdedit", etas=(1.0,))})
+    else:
+        m = {"ours (LoRA)": lora, "ours (LoRA, inverted)": {**lora, "start": "inversion"}}
+        if a.full:
+            full = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
+            m.update({"ours (full)": full, "ours (full, inverted)": {**full, "start": "inversion"}})
+        m.update({"zeta": dict(mode="zeta", etas=ZETA_STRENGTHS),
+                  # ZETA's reference settings steer the target far harder than our samplers' default guidance
+                  f"zeta (guidance {a.zeta_guidance:g})": dict(mode="zeta", etas=ZETA_STRENGTHS,
+                                                               guidance=a.zeta_guidance),
+                  "SDEdit": dict(mode="sdedit", etas=STRENGTHS),
+                  "generate": dict(mode="sdedit", etas=(1.0,))})
     for v in (a.sample_variants.split(",") if a.sample_variants else []):
         kind, steps = v.split(":")  # the LoRA row again with another sampler: a re-take from the stage cache
         m[f"ours (LoRA; {kind} {steps})"] = {**lora, "sampler": kind, "sample_steps": int(steps)}
@@ -161,9 +200,11 @@ def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     editor = load_editor(a.model, device="cpu")
     assert editor.scorer is not None, "the toy CLAP is missing"
-    cases = make_cases(a.cases, kinds=tuple(a.kinds.split(",")))
+    model = editor.model
+    sr, stereo = model.sample_rate, getattr(model, "channels", 1) == 2
+    cases = make_cases(a.cases, kinds=tuple(a.kinds.split(",")), sr=sr, stereo=stereo)
     cases = [c for c in cases if int(c.name.lstrip("adinpstyle")) >= a.first]  # add3, style3, inpaint3 → 3
-    methods = methods_for(a)
+    methods = methods_for(a, tuple(getattr(model, "modes", ("lora", "full", "sdedit", "zeta"))))
     for mname, kw in methods.items():
         r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, "sample_steps": a.sample_steps,
                                                             **kw, "etas": (0.5,)},
@@ -172,13 +213,15 @@ def run(a: argparse.Namespace) -> dict:
               f"@ {r.tune_lr:g}; {r.sample_steps} {r.sampler} steps, guidance {r.guidance:g}"
               if r.mode in ("lora", "full") else
               f"{mname:22s} {r.sample_steps} {r.sampler} steps, guidance {r.guidance:g}", flush=True)
-    rows = []
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             path = Path(tmp) / f"{case.name}.wav"
-            sf.write(str(path), case.input.wave, world.SR, subtype="FLOAT")
-            oracle = editor.scorer.score([case.target.wave], world.SR, case.input.wave, case.prompt)[0]
-            kept, added = onset_scores(case, case.target.wave)
+            sf.write(str(path), frames_channels(case.input.wave), sr, subtype="FLOAT")
+            ref16 = mono16(case.input.wave, sr)
+            oracle = editor.scorer.score([frames_channels(case.target.wave)], sr, frames_channels(case.input.wave),
+                                         case.prompt)[0]
+            kept, added = onset_scores(case, mono16(case.target.wave, sr))
             rows.append(dict(case=case.name, kind=case.kind, method="target (oracle)", eta=None, text=oracle.text,
                              audio=oracle.audio, kept=kept, added=added, wall=0.0, recon_l1=None))
             stage12: dict[str, float] = {}
@@ -195,14 +238,16 @@ def run(a: argparse.Namespace) -> dict:
                 else:
                     stage12[kind] = res.timings.get("embedding", 0.0) + res.timings.get("finetune", 0.0)
                 for take in res.takes:
-                    y = take.audio[:, 0]
+                    y = mono16(take.audio, sr)
                     kept, added = onset_scores(case, y)
                     rows.append(dict(case=case.name, kind=case.kind, method=mname, eta=take.eta,
                                      text=take.scores.text, audio=take.scores.audio, kept=kept, added=added,
-                                     wall=wall, recon_l1=logmel_l1(y, case.input.wave),
+                                     wall=wall, recon_l1=logmel_l1(y, ref16),
                                      network_calls=res.network_calls))
                 print(f"  {case.name:9s} {mname:22s} {wall:6.1f} s  " + "  ".join(
                     f"{t.eta:g}:{t.scores.text:+.2f}/{t.scores.audio:+.2f}" for t in res.takes), flush=True)
+            if a.json:  # after every case, so a run cut short still leaves its rows
+                Path(a.json).write_text(json.dumps({"settings": vars(a), "rows": rows}, indent=1))
     return {"settings": vars(a), "rows": rows}
 
 
@@ -268,7 +313,8 @@ def summarise(rows: list[dict]) -> str:
             if cells:
                 out.append(f"{k:9s} {m:22s} " + "  ".join(cells))
     out.append("")
-    out.append("Issue 12's bar: kept F1 ≥ 0.8 and Text ≥ SDEdit's + 0.2 at the picked take (additions, style)")
+    out.append("The bar (issues 12, 16): kept F1 ≥ 0.8 and Text ≥ SDEdit's + 0.2 at the picked take (additions, "
+               "style); for FlowEdit also ≤ 1/10 of the LoRA edit's wall time")
     for k in [k for k in kinds if k != "inpaint"]:
         sd = best_per_case(rows, k, "SDEdit")
         if not sd:
@@ -278,14 +324,20 @@ def summarise(rows: list[dict]) -> str:
             b = best_per_case(rows, k, m)
             kept, text = ci([r["kept"] for r in b]), ci([r["text"] for r in b])
             ok = kept[0] >= 0.8 and text[0] >= sd_text + 0.2
+            speed = ""
+            lora = best_per_case(rows, k, "ours (LoRA)")
+            if m.startswith("flowedit") and lora:
+                ratio = np.mean([r["wall"] for r in b]) / np.mean([r["wall"] for r in lora])
+                ok = ok and ratio <= 0.1
+                speed = f", wall {ratio:.3f} × LoRA's"
             out.append(f"{k:9s} {m:22s} kept {kept[0]:.2f} ± {kept[1]:.2f}, Text − SDEdit's "
-                       f"{text[0] - sd_text:+.2f}: {'met' if ok else 'not met'}")
+                       f"{text[0] - sd_text:+.2f}{speed}: {'met' if ok else 'not met'}")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="benchmarks.quality")
-    ap.add_argument("--model", default="toy")
+    ap.add_argument("--model", default="toy", help="toy (AudioLDM, 16 kHz mono) or toy-flow (SA3, 44.1 kHz stereo)")
     ap.add_argument("--cases", type=int, default=12, help="cases per edit type")
     ap.add_argument("--kinds", default="addition,style,inpaint", help="comma-separated edit types to run")
     ap.add_argument("--first", type=int, default=0,
@@ -309,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
                          "stages 1-2: wall = sampling only)")
     ap.add_argument("--methods", default=None, help="comma-separated method names to run (default: all)")
     ap.add_argument("--tag", default=None, help="appended to every method name, e.g. the configuration's name")
-    ap.add_argument("--zeta-guidance", type=float, default=7.5, help="guidance of the second zeta row")
+    ap.add_argument("--zeta-guidance", type=float, default=7.5,
+                    help="guidance of the second zeta (flow models: FlowEdit) row")
     ap.add_argument("--json", default=None, help="write every take's scores here")
     ap.add_argument("--from-json", nargs="+", default=None,
                     help="only summarise rows written by earlier --json runs (several files: their rows together)")

@@ -16,10 +16,25 @@ def test_tango_unet_has_the_published_parameter_count():
 @pytest.mark.parametrize("family", gpu.FAMILIES)
 def test_real_size_models_match_published_sizes(family):
     """Built on the meta device (no memory): the whole adapter with every component at its real size."""
-    counts = gpu.param_counts(gpu.build_real(family, "meta"))
-    assert counts["unet"] == pytest.approx(gpu.PUBLISHED_UNET_M[family], rel=0.03)
+    model = gpu.build_real(family, "meta")
+    counts = gpu.param_counts(model)
+    assert gpu.denoiser_as_published(model) == pytest.approx(gpu.PUBLISHED_UNET_M[family], rel=0.03)
     if family in gpu.PUBLISHED_TOTAL_M:
         assert sum(counts.values()) == pytest.approx(gpu.PUBLISHED_TOTAL_M[family], rel=0.03)
+    if family in gpu.PUBLISHED_VAE_M:
+        assert counts["vae"] == pytest.approx(gpu.PUBLISHED_VAE_M[family], rel=0.01)
+
+
+@pytest.mark.parametrize("family", gpu.SA3_FAMILIES)
+def test_sa3_real_size_is_the_published_architecture(family):
+    """SA3's DiT to 1 % of the published size once its inpainting embedders are set aside (which the publisher
+    leaves out), the SAME codec ↓4096 to 256-d stereo latents, and T5Gemma-b's ≈ 0.3 B encoder."""
+    model = gpu.build_real(family, "meta")
+    assert gpu.denoiser_as_published(model) == pytest.approx(gpu.PUBLISHED_UNET_M[family], rel=0.01)
+    assert model.downsampling == 4096 and model.vae.config.latent_dim == 256 and model.channels == 2
+    assert model.sample_rate == 44100
+    assert gpu.param_counts(model)["text_encoder"] == pytest.approx(281.6, rel=0.01)
+    assert model.unet.config.use_differential_attention is (family == "sa3-medium")
 
 
 def test_smoke_run_writes_every_row(tmp_path, capsys):
@@ -39,6 +54,23 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
     assert by["SDEdit preview, 2 strengths"]["network_calls"]["sampling"] <= 3  # both strengths in one loop
     printed = capsys.readouterr().out
     assert "| stage 1 step" in printed and "embedding 2 + finetune 2 + sampling 3 = 7" in printed
+
+
+def test_sa3_smoke_counts_sequential_network_calls(tmp_path):
+    """The CPU smoke of the SA3 rows: FlowEdit and SDEdit previews and a LoRA edit through the real adapter, each
+    with the denoiser calls it made one after another (FlowEdit batches its strengths and draws into one call a
+    step, so its count is the step count; the three-stage edit adds one call per optimisation step)."""
+    out = tmp_path / "bench.json"
+    assert gpu.main(["--model", "sa3-small", "--smoke", "--rows", "lora,sdedit,flowedit", "--json", str(out)]) == 0
+    by = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
+    lora, sdedit = by["cold LoRA edit, 5 η"], by["SDEdit preview, 2 strengths"]
+    flow = by["FlowEdit preview, 2 strengths"]
+    steps = 3  # --smoke sampling steps
+    calls = {k: sum(r["network_calls"].values()) for k, r in (("lora", lora), ("sdedit", sdedit), ("flow", flow))}
+    assert calls["flow"] == steps
+    assert 0 < calls["sdedit"] <= 2 * steps
+    assert calls["lora"] >= 2 + 2 + steps  # smoke: 2 embedding + 2 fine-tuning steps, then sampling
+    assert calls["lora"] > calls["flow"]
 
 
 def test_rows_can_be_chosen(tmp_path):

@@ -8,6 +8,11 @@ onsets can be checked against the input's. Rendering is a pure function of a :cl
 edit case can render "the same clip with one thing changed" (the reference for style transfer and inpainting).
 
 Clips are normalised the way the engine normalises its input (DC removed, peak 0.5).
+
+``render(spec, sr=44100, stereo=True)`` renders the same clip for a 44.1 kHz stereo model (the toy flow model of
+the Stable Audio 3 family): the same events at the same onsets, synthesised at that rate, each event panned by a
+constant-power law to a position drawn from its own seed (the background stays centred). The default 16 kHz mono
+render is unchanged by these options.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ class ClipSpec:
 @dataclass
 class Clip:
     spec: ClipSpec
-    wave: np.ndarray = field(repr=False)  # (N,) float32, peak 0.5
+    wave: np.ndarray = field(repr=False)  # (N,) float32, peak 0.5; (2, n) when rendered in stereo
+    sr: int = SR
 
     @property
     def caption(self) -> str:
@@ -138,9 +144,9 @@ def sample_spec(rng: np.random.Generator) -> ClipSpec:
 
 # ---------------------------------------------------------------------------------------------- rendering
 
-def _env(n: int, attack: float, release: float) -> np.ndarray:
-    a = max(1, int(attack * SR))
-    r = max(1, int(release * SR))
+def _env(n: int, attack: float, release: float, sr: int = SR) -> np.ndarray:
+    a = max(1, int(attack * sr))
+    r = max(1, int(release * sr))
     env = np.ones(n)
     env[:a] = np.linspace(0, 1, a) if a < n else np.linspace(0, 1, n)[: min(a, n)]
     if r < n:
@@ -148,83 +154,95 @@ def _env(n: int, attack: float, release: float) -> np.ndarray:
     return env
 
 
-def render_event(e: Event, rng: np.random.Generator) -> np.ndarray:
+def render_event(e: Event, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
     dur = max(0.005, e.offset - e.onset)
-    n = int(dur * SR)
-    t = np.arange(n) / SR
+    n = int(dur * sr)
+    t = np.arange(n) / sr
     c = e.cls
     if c in ("low_beep", "high_beep"):
         f = (440.0 if c == "low_beep" else 1760.0) * rng.uniform(0.98, 1.02)
-        x = np.sin(2 * np.pi * f * t) * _env(n, 0.005, 0.02)
+        x = np.sin(2 * np.pi * f * t) * _env(n, 0.005, 0.02, sr)
     elif c == "knock":
         f = 180.0 * rng.uniform(0.9, 1.1)
         x = (np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2.3 * f * t)) * np.exp(-t / 0.02)
-        x[: int(0.003 * SR)] += 0.8 * rng.standard_normal(int(0.003 * SR))
-        x *= _env(n, 0.001, 0.01)
+        x[: int(0.003 * sr)] += 0.8 * rng.standard_normal(int(0.003 * sr))
+        x *= _env(n, 0.001, 0.01, sr)
     elif c == "click":
         x = np.diff(rng.standard_normal(n + 1)) * np.exp(-t / 0.003)
     elif c == "burst":
-        x = 0.6 * rng.standard_normal(n) * _env(n, 0.005, 0.03)
+        x = 0.6 * rng.standard_normal(n) * _env(n, 0.005, 0.03, sr)
     elif c == "chirp":
         f0, f1 = 400.0, 3200.0
         phase = 2 * np.pi * f0 * dur / math.log(f1 / f0) * ((f1 / f0) ** (t / dur) - 1)
-        x = np.sin(phase) * _env(n, 0.01, 0.03)
+        x = np.sin(phase) * _env(n, 0.01, 0.03, sr)
     elif c == "bell":
         f = 880.0 * rng.uniform(0.97, 1.03)
         x = sum(a * np.sin(2 * np.pi * f * k * t) * np.exp(-t / tau)
                 for k, a, tau in ((1.0, 1.0, 0.35), (2.76, 0.5, 0.2), (5.4, 0.25, 0.1)))
-        x = x * _env(n, 0.002, 0.05)
+        x = x * _env(n, 0.002, 0.05, sr)
     else:
         raise ValueError(c)
     return e.gain * x / max(1e-9, np.max(np.abs(x)))
 
 
-def render_background(kind: str, gain: float, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(N) / SR
+def render_background(kind: str, gain: float, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
+    n = round(SECONDS * sr)
+    t = np.arange(n) / sr
     if kind == "hum":
         f = 100.0 * rng.uniform(0.97, 1.03)
         x = np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2 * f * t) + 0.25 * np.sin(2 * np.pi * 3 * f * t)
         x /= 1.75
     elif kind == "hiss":
-        w = rng.standard_normal(N)
+        w = rng.standard_normal(n)
         x = np.convolve(w, np.ones(3) / 3, mode="same") * 0.6
     else:
         raise ValueError(kind)
     return gain * x
 
 
-def render(spec: ClipSpec, *, gap: tuple[float, float] | None = None) -> Clip:
-    """The clip of ``spec`` (deterministic), peak-normalised to 0.5; ``gap`` zeroes a time range (inpainting)."""
+def render(spec: ClipSpec, *, gap: tuple[float, float] | None = None, sr: int = SR,
+           stereo: bool = False) -> Clip:
+    """The clip of ``spec`` (deterministic), peak-normalised to 0.5; ``gap`` zeroes a time range (inpainting).
+
+    ``sr`` and ``stereo`` render the same events for another model's format: (2, n) when ``stereo``, each event
+    panned by its own seed (drawn after its waveform, so the mono render does not change).
+    """
     rng = np.random.default_rng(spec.seed)
-    x = np.zeros(N)
+    n = round(SECONDS * sr)
+    x = np.zeros((2, n) if stereo else n)
     if spec.background:
-        x += render_background(spec.background, spec.bg_gain, rng)
+        x += render_background(spec.background, spec.bg_gain, rng, sr)
     for e in spec.events:
         ev_rng = np.random.default_rng([spec.seed, int(e.onset * 1e4), list(CLASSES).index(e.cls)])
-        y = render_event(e, ev_rng)
-        a = int(e.onset * SR)
-        y = y[: N - a]
-        x[a:a + len(y)] += y
+        y = render_event(e, ev_rng, sr)
+        a = int(e.onset * sr)
+        y = y[: n - a]
+        if stereo:  # constant-power pan, position in [-0.7, 0.7]
+            theta = (float(ev_rng.uniform(-0.7, 0.7)) + 1) * math.pi / 4
+            x[0, a:a + len(y)] += math.cos(theta) * math.sqrt(2) * y
+            x[1, a:a + len(y)] += math.sin(theta) * math.sqrt(2) * y
+        else:
+            x[a:a + len(y)] += y
     if gap is not None:
-        a, b = int(gap[0] * SR), int(gap[1] * SR)
-        x[a:b] = 0.0
-    x = x - x.mean()
+        a, b = int(gap[0] * sr), int(gap[1] * sr)
+        x[..., a:b] = 0.0
+    x = x - x.mean(axis=-1, keepdims=True)
     peak = np.max(np.abs(x))
     if peak > 1e-9:
         x = x * (0.5 / peak)
-    return Clip(spec, x.astype(np.float32))
+    return Clip(spec, x.astype(np.float32), sr)
 
 
-def clip(seed: int) -> Clip:
+def clip(seed: int, *, sr: int = SR, stereo: bool = False) -> Clip:
     """Clip number ``seed`` of the world (training clips use seeds < HELD_OUT)."""
-    return render(sample_spec(np.random.default_rng([seed, 7])))
+    return render(sample_spec(np.random.default_rng([seed, 7])), sr=sr, stereo=stereo)
 
 
 HELD_OUT = 1_000_000  # seeds ≥ this are never used in training
 
 
-def dataset(n: int, start: int = 0) -> list[Clip]:
-    return [clip(start + i) for i in range(n)]
+def dataset(n: int, start: int = 0, *, sr: int = SR, stereo: bool = False) -> list[Clip]:
+    return [clip(start + i, sr=sr, stereo=stereo) for i in range(n)]
 
 
 def all_captions() -> list[str]:

@@ -24,6 +24,7 @@ from engine.models.catalog import (
     SHIPPED,
     SHIPPED_CLAP,
     SHIPPED_DEFAULTS,
+    SHIPPED_TRAIN,
     WEIGHTS_DIR,
     converted_home,
     family_of_hub_id,
@@ -53,7 +54,7 @@ def resolve(spec: str) -> ModelSpec:
         family, folder = SHIPPED[s]
         if not (folder / "model_index.json").exists():
             raise ModelUnavailable(f"the {s} model is missing from {folder}: train it with "
-                                   f"`python -m toyworld.train --out {folder}`")
+                                   f"`{SHIPPED_TRAIN[s]} --out {folder}`")
         return ModelSpec(family, str(folder), s)
     if s in ALIASES:
         family, hub = ALIASES[s]
