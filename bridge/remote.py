@@ -19,6 +19,7 @@ Ray API used: ``ray.init``, ``ray.remote(...).options(name=, namespace=, num_cpu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -43,6 +44,12 @@ log = logging.getLogger("aiedit.remote")
 NAMESPACE = "aiedit"
 POLL_S = 0.2  # progress poll and cancel check interval while an actor edits
 RESTART_S = 5.0  # pause before replacing an actor that died or failed to load
+# An actor not ready after this is given up and killed: Ray cannot place it (no free GPU left: --devices cuda,cuda
+# on a one-GPU cluster) or its model cannot load there; otherwise its slot would stay "loading" for ever.
+PLACE_S = 300.0
+# After this many failed starts in a row of every Ray worker, queued jobs fail with the reason (as a local worker
+# fails a job whose model cannot load) instead of waiting in silence; the workers keep trying.
+START_FAILURES = 3
 INSTALL_MSG = "--ray needs Ray on this machine and on every node: pip install 'aiedit[cluster]'"
 
 
@@ -215,6 +222,8 @@ class RemoteWorker(threading.Thread):
         self.args = (model, kind, index, cache_dir, precision, compile_unet)
         self.actor: Any = None
         self.generation = 0
+        self.failures = 0  # failed starts in a row
+        self.start_error = ""
         self._actor_cls = ray.remote(EditActor)
 
     # -- the actor's life ------------------------------------------------------------------------------------
@@ -226,18 +235,30 @@ class RemoteWorker(threading.Thread):
         resources = {"num_gpus": 1} if self.kind == "cuda" else {"num_cpus": 1}
         self.pool.set_state(self.slot, "loading")
         self.slot.extra = {"actor": name}
+        actor = None
+        deadline = time.monotonic() + PLACE_S
         try:
             actor = self._actor_cls.options(name=name, namespace=NAMESPACE, max_concurrency=4,
                                             **resources).remote(*self.args)
             ref = actor.ready.remote()
             while not self.ray.wait([ref], timeout=0.5)[0]:
                 if self.service.closed.is_set():
+                    self._kill(actor)
                     return False
+                if time.monotonic() > deadline:
+                    need = ", ".join(f"{k}={v}" for k, v in resources.items())
+                    raise TimeoutError(f"cannot place the actor: not ready after {PLACE_S:.0f} s (it needs {need}; "
+                                       "is that free in the cluster, and does the model load there?)")
             info = self.ray.get(ref)
         except Exception as exc:
-            log.error("Ray worker %s could not start: %s", name, _short(exc))
+            self.start_error = _short(exc)
+            self.failures += 1
+            log.error("Ray worker %s could not start: %s", name, self.start_error)
+            if actor is not None:
+                self._kill(actor)  # a pending actor would keep its claim on the resources
             self.pool.set_state(self.slot, "dead")
             return False
+        self.failures = 0
         self.actor = actor
         self.slot.name = info["name"]
         self.service.set_model_name(info["model"], info["modes"])
@@ -250,23 +271,53 @@ class RemoteWorker(threading.Thread):
         while not self.service.closed.is_set():
             if self.actor is None:
                 if not self._start_actor():
+                    self._fail_queued_if_hopeless()
                     self.service.closed.wait(RESTART_S)
                 continue
             item = self.service.next_job(0.5, self.slot.name, choose)
-            if item is not None:
-                self._run_job(*item)
-            self.pool.release(self.slot)
+            try:
+                if item is not None:
+                    self._run_job(*item)
+            finally:
+                self.pool.release(self.slot)
+
+    def _fail_queued_if_hopeless(self) -> None:
+        """When every Ray worker has failed to start ``START_FAILURES`` times in a row, fail the queued jobs with
+        the reason (taken one by one, as a worker would take them)."""
+        if self.failures < START_FAILURES or any(s.state != "dead" for s in self.pool.slots):
+            return
+        msg = f"no Ray worker could start ({self.start_error}); see aiedit.log"
+        while (item := self.service.next_job(0.0, self.slot.name)) is not None:
+            self.service.finish(item[0].id, "failed", msg)
 
     # -- one job ---------------------------------------------------------------------------------------------
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
+        """Run one job on the actor; whatever goes wrong here fails the job, never the thread (which would leave
+        the job running and the slot busy for ever)."""
+        sv, jid = self.service, job.id
+        try:
+            self._attempt(job, token)
+            return
+        except MemoryError:
+            msg = "out of memory: try a shorter region or fewer η values"
+        except Exception as exc:  # a bug, a serialisation error, a malformed answer: log it, fail this job
+            log.exception("job %s: unexpected error on the Ray path", jid)
+            msg = f"internal error ({type(exc).__name__}: {_short(exc)}); see aiedit.log"
+        sv.spool.remove_takes(jid)
+        sv.finish(jid, "failed", msg)
+
+    def _attempt(self, job: Job, token: CancelToken) -> None:
         from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
         sv, jid, ray = self.service, job.id, self.ray
         try:
             with pinned_source(job.source_path) as source:
-                sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
-                audio, sr = read_region(source, job.request.region)
+                # the limits hold for the file read (the same descriptor), not the one probed at the ack; the read
+                # is pinned to the frames checked, so a file growing in place meanwhile cannot make it larger
+                region = sv.check_source_again(job, source)
+                audio, sr = read_region(source, region)
+            sv.check_output(job, sr, audio.shape[1], audio.shape[0])  # rewritten in place between the two
         except (EngineError, OSError) as exc:
             sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
             return
@@ -320,17 +371,28 @@ class RemoteWorker(threading.Thread):
         log.info("job %s ran on %s: submit→start %.3f s, result→takes written %.3f s (of which writing %.3f s)",
                  jid, self.slot.name, out["t_start"] - t_submit, written - out["t_end"], written - t_result)
 
+    def _kill(self, actor: Any) -> None:
+        if actor is not None:
+            with contextlib.suppress(Exception):  # already gone, or the cluster unreachable: nothing to free
+                self.ray.kill(actor, no_restart=True)
+
     def _died(self, job: Job, token: CancelToken, exc: BaseException) -> None:
         """The actor died mid-job: replace it, and run the job again elsewhere once (see the module doc)."""
         sv, jid, name = self.service, job.id, self.slot.name
         log.warning("Ray worker %s died during job %s: %s", name, jid, _short(exc))
+        # ActorUnavailableError is a RayActorError too, after which the actor may still be alive, holding its GPU
+        self._kill(self.actor)
         self.actor = None
         self.pool.set_state(self.slot, "dead")
         if token.cancelled:
             sv.finish(jid, "cancelled", token.reason or "cancelled")
         elif self.pool.retry_once(jid):
+            # requeue refuses, under the service's lock, a job cancelled since the check above: it ends cancelled
             if not sv.requeue(jid, f"its worker {name} died"):
-                sv.finish(jid, "failed", f"the worker {name} died during this job")
+                if token.cancelled:
+                    sv.finish(jid, "cancelled", token.reason or "cancelled")
+                else:
+                    sv.finish(jid, "failed", f"the worker {name} died during this job")
         else:
             sv.finish(jid, "failed", f"the worker died during this job, twice (last {name})")
 

@@ -55,8 +55,10 @@ from bridge.protocol import (
 )
 from bridge.queue import JobQueue
 from bridge.spool import SETTLE_S, Spool, read_small_file
+from bridge.throttle import Buckets
 from engine.audio_io import region_frames
 from engine.errors import InputError
+from engine.params import Region
 from engine.progress import CancelToken
 
 log = logging.getLogger("aiedit.service")
@@ -69,6 +71,10 @@ INBOX_MAX_BYTES = 1 << 20
 STOPPED_MSG = "the engine stopped during this job"
 MAX_QUEUED = 1000
 KEEP_DAYS = 14.0
+# Refusals of OSC jobs recorded as failed statuses (jobs/<id>/ + memory until --keep-days): a 1 KB datagram must
+# not buy a folder at the flood's rate. Over this budget the sender still gets its /aiedit/error, nothing is kept.
+# Spool refusals are always recorded (REAPER learns of them only from status.json; the writer pays the disk).
+REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST = 2.0, 200.0
 
 
 @dataclass(frozen=True)
@@ -137,14 +143,15 @@ class Service:
             str, tuple[str, float, float]
         ] = {}  # id -> (stage, fraction, time) of last event
         self._last_write: dict[str, float] = {}
-        # status-answer indexes (see the module doc): JSON text of each status as last written, the jobs now
-        # running (one or several workers), the finished ones in the order they ended (with a non-decreasing time
-        # key, for ``since`` paging), and the statuses whose last write failed
+        # status-answer indexes (see the module doc): JSON text of each status as last written, the finished
+        # ones in the order they ended (with a non-decreasing time key, for ``since`` paging), and the statuses
+        # whose last write failed; the running jobs are ``_running`` (in start order), the queued ones the queue's
         self._texts: dict[str, str] = {}
-        self._running_ids: dict[str, None] = {}
         self._done_ids: list[str] = []
         self._done_keys: list[float] = []
         self._dirty: set[str] = set()
+        self._refusals = Buckets(REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST, max_keys=1)
+        self._refusals_dropped = False  # logged once per episode
         self._inbox_seen: dict[str, float] = {}  # unparseable inbox files: first seen (monotonic)
         self.closed = threading.Event()
 
@@ -274,21 +281,22 @@ class Service:
             )
             return job.id, None
         except ProtocolError as exc:
-            self._refuse(obj, exc, target)
+            self._refuse(obj, exc, target, from_spool=sender is None)
             return None, str(exc)
         except Exception as exc:  # a bug in validation: one line for the client, the trace in the log
             log.exception("unexpected error validating job %r", jid)
             err = ProtocolError(f"internal error while checking the job ({type(exc).__name__}); see aiedit.log",
                                 jid, record=False)
-            self._refuse(obj, err, target)
+            self._refuse(obj, err, target, from_spool=sender is None)
             return None, str(err)
 
-    def _refuse(self, obj: dict[str, Any] | None, exc: ProtocolError, target: ReplyTo | None) -> None:
+    def _refuse(self, obj: dict[str, Any] | None, exc: ProtocolError, target: ReplyTo | None, *,
+                from_spool: bool) -> None:
         jid, msg = exc.job_id, str(exc)
         log.info("refused job %r: %s", jid, msg)
         if jid and obj is not None and exc.record:
             with self._lock:
-                if not self._taken(jid):
+                if not self._taken(jid) and self._may_record_refusal(from_spool):
                     st = refused_status(obj, jid, msg, model=self.model_name or self.model_spec)
                     self._status[jid] = st
                     self._write(st)
@@ -296,6 +304,17 @@ class Service:
                     self._taken_lower.add(jid.lower())
         if target:
             self.send(target, "/aiedit/error", [jid, msg])
+
+    def _may_record_refusal(self, from_spool: bool) -> bool:
+        """Within the budget of recorded OSC refusals (see ``REFUSALS_RECORDED_PER_S``); under the lock."""
+        if from_spool or self._refusals.take(None):
+            self._refusals_dropped = False
+            return True
+        if not self._refusals_dropped:
+            self._refusals_dropped = True
+            log.warning("more than %g refused OSC jobs per second: the rest are answered but not recorded",
+                        REFUSALS_RECORDED_PER_S)
+        return False
 
     def _taken(self, jid: str) -> bool:
         # case-insensitively: on macOS and Windows "A" and "a" would share one folder
@@ -452,7 +471,7 @@ class Service:
                 size += n
                 return True
 
-            for jid in list(self._running_ids):
+            for jid in list(self._running):
                 if not add(_dumps(self._status[jid])):  # fresh: progress moves between writes
                     break
             queued = self.queue.head(QUEUED_SHOWN)
@@ -473,7 +492,7 @@ class Service:
                 jid = self._done_ids[i]
                 if jid in self._status and not add(self._text(jid)):
                     break
-            return (f'{{"jobs": [{", ".join(parts)}], "running": {len(self._running_ids)}, '
+            return (f'{{"jobs": [{", ".join(parts)}], "running": {len(self._running)}, '
                     f'"queued": {n_queued}, "more": {"true" if more else "false"}}}')
 
     def _text(self, jid: str) -> str:
@@ -529,13 +548,19 @@ class Service:
 
     def requeue(self, jid: str, reason: str) -> bool:
         """Put a running job back at the head of its priority (its remote worker died: it runs again on
-        another). False when it already ended (cancelled meanwhile) or the daemon is stopping."""
+        another). False when it already ended, was cancelled meanwhile (the caller then ends it cancelled), or the
+        daemon is stopping."""
         with self._lock:
             st = self._status.get(jid)
             if st is None or st["state"] != "running" or jid not in self._jobs or self.closed.is_set():
                 return False
+            token = self._running.get(jid)
+            if token is None or token.cancelled:  # a cancel was answered "done": the caller ends it cancelled
+                return False
             self._running.pop(jid, None)
-            st.update(state="queued", stage="queued", worker=None, updated=time.time())
+            self._last_sent.pop(jid, None)
+            self._last_write.pop(jid, None)
+            st.update(state="queued", stage="queued", worker=None, progress=0.0, updated=time.time())
             self._write(st)
             job = self._jobs[jid]
             self.queue.put(jid, job.priority, key=job.retake_key, front=True)
@@ -594,15 +619,18 @@ class Service:
             self._emit(jid, "/aiedit/cancelled", [jid])
         self._targets.pop(jid, None)
 
-    def check_source_again(self, job: Job, path: str) -> None:
+    def check_source_again(self, job: Job, path: str) -> Region:
         """The work limits, checked again on the file the worker is about to read (``path``: its pinned
-        descriptor): a source replaced or grown since it was accepted fails the job with the numbers."""
+        descriptor): a source replaced or grown since it was accepted fails the job with the numbers. Returns
+        the region that was checked, in exact frames of this file: read that, and a file that grows in place
+        after this check cannot make the read (or the edit) larger than what was checked."""
         try:
             info = probe_source(path)
-            _, frames = region_frames(info, job.request.region)
+            start, frames = region_frames(info, job.request.region)
         except InputError as exc:
             raise InputError(f"the source changed after the job was accepted: {exc}") from None
         self.check_output(job, info.sample_rate, info.channels, frames)
+        return Region(start / info.sample_rate, frames / info.sample_rate)
 
     def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         """InputError when audio of this shape is over a work limit (before a take is written)."""
@@ -696,11 +724,6 @@ class Service:
             _null_non_finite(st)
             text = _dumps(st)
         self._texts[jid] = text
-        state = st.get("state")
-        if state == "running":
-            self._running_ids[jid] = None
-        else:
-            self._running_ids.pop(jid, None)
         try:
             self.spool.write_status_data(jid, text.encode("utf-8"))
             self._dirty.discard(jid)

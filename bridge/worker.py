@@ -187,8 +187,10 @@ class Worker(threading.Thread):
             pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
             with pinned_source(job.source_path) as source:
-                sv.check_source_again(job, source)  # the limits hold for the file read, not the one probed
-                request = dataclasses.replace(job.request, source=source)
+                # the limits hold for the file read (this descriptor), not the one probed at the ack; the edit reads
+                # the region checked, in its exact frames, so a file growing in place meanwhile cannot enlarge it
+                region = sv.check_source_again(job, source)
+                request = dataclasses.replace(job.request, source=source, region=region)
                 result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
             sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
             token.check()

@@ -4,7 +4,12 @@ Ten batches of ~330 cases each: random and mutated datagrams, bundles with hosti
 job JSON (some of it valid, so real jobs run), and hostile inbox files (garbage, FIFOs, links, folders, huge
 files). After every batch the daemon must: answer a ping within 100 ms (best of three, once the batch's
 datagrams are drained), grow its RSS by less than ``RSS_BOUND_MB`` since warm-up, have changed no file outside
-the spool, have run no job twice, and have every job it knows in a terminal state. Same seed, same cases.
+the spool, have run no job twice, and have every job it knows in a terminal state. Same seed, same cases: the
+files the cases name live under a folder whose path has a fixed length (the truncation and mutation points of a
+case depend on its length, so a pytest tmp path that grew a digit used to change the cases). A fuzzed job that the
+daemon accepts with the model's default stage steps (``"steps": null``, or a ``steps`` object with none of the
+three keys) is valid but runs the paper's 500 + 1500 steps, minutes on a CPU: the fuzzer cancels it right after
+sending it, and it must end cancelled. Every other job must still end on its own.
 
 A second run (issue #20) adds the classes the first lacked: hostile records in ``jobs/`` at start, status floods
 while a long queue waits, sources swapped after the ack, and non-finite audio.
@@ -17,7 +22,9 @@ import json
 import os
 import random
 import re
+import shutil
 import struct
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +33,8 @@ import pytest
 import soundfile as sf
 from bridge_helpers import Daemon, Listener, job, make_wav, seed_queued_jobs
 from pythonosc.osc_message_builder import OscMessageBuilder
+
+from bridge.protocol import decode_json, parse_job
 
 SEED = 20261123
 BATCHES = 10
@@ -49,6 +58,15 @@ def bundle(*elements: bytes, sizes: list[int] | None = None, tag: bytes = b"\0" 
     for i, e in enumerate(elements):
         out += struct.pack(">i", sizes[i] if sizes else len(e)) + e
     return out
+
+
+def _default_steps(text: str) -> bool:
+    """Whether the real parser accepts ``text`` and leaves a stage's step count to the model's default."""
+    try:
+        p = parse_job(decode_json(text)).request.params
+    except Exception:  # refused (or worse): the daemon's business, not a long job
+        return False
+    return None in (p.embed_steps, p.tune_steps, p.sample_steps)
 
 
 def rss_mb(pid: int) -> float:
@@ -81,6 +99,8 @@ class Fuzzer:
         self.rng, self.src, self.outside = rng, src, outside
         self.n = 0
         self.valid_ids: list[str] = []
+        self.unbounded_ids: list[str] = []  # accepted with default stage steps: the test cancels them
+        self.to_cancel: list[str] = []  # of those, the ones not cancelled yet
 
     def new_id(self) -> str:
         self.n += 1
@@ -117,6 +137,9 @@ class Fuzzer:
             keys = [*d, "reply", "inpaint", "mode", "token", "label", "guidance", "zz"]
             d[r.choice(keys)] = self.value()
         text = json.dumps(d)
+        if intact and kind >= 6 and _default_steps(text):
+            self.unbounded_ids.append(jid)
+            self.to_cancel.append(jid)
         if kind == 1:
             text = text[:-1] + ', "big": 1e400}'
         elif kind == 2:
@@ -211,8 +234,16 @@ class Fuzzer:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz")
+def world():
+    # A fixed-length path (not pytest's tmp counter, whose digits grow): see the module docstring.
+    root = Path(tempfile.mkdtemp(prefix="aiedit-fuzz-", dir="/tmp"))
+    try:
+        yield from _world(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _world(root: Path):
     src = make_wav(root / "src.wav", seconds=0.3, channels=1, sr=16_000)
     outside = root / "outside"
     outside.mkdir()
@@ -235,16 +266,23 @@ def test_fuzz_batches(world):
     for batch in range(BATCHES):
         for i in range(DATAGRAMS_PER_BATCH):
             lst.send_raw(fz.datagram())
+            send_cancels(lst, fz)  # a job sent over UDP is known as soon as its datagram is handled
             cases += 1
             if i % 50 == 49:
                 time.sleep(0.01)  # stay below the socket's queue: a dropped datagram tests nothing
         for i in range(FILES_PER_BATCH):
-            fz.drop_file(d, i)
+            fz.drop_file(d, i)  # an inbox job is cancelled once the inbox is drained (check_batch)
             cases += 1
         check_batch(d, lst, fz, before, rss0, batch)
     elapsed = time.monotonic() - t_start
     assert cases >= 3000
     print(f"fuzz: {cases} cases in {elapsed:.1f} s, RSS {rss0:.0f} -> {rss_mb(d.proc.pid):.0f} MB")
+
+
+def send_cancels(lst: Listener, fz: Fuzzer) -> None:
+    for jid in fz.to_cancel:
+        lst.send_raw(osc("/aiedit/cancel", jid))
+    fz.to_cancel.clear()
 
 
 def check_batch(d: Daemon, lst: Listener, fz: Fuzzer, before: dict[str, str], rss0: float, batch: int) -> None:
@@ -258,6 +296,8 @@ def check_batch(d: Daemon, lst: Listener, fz: Fuzzer, before: dict[str, str], rs
         pending = [p for p in (d.spool / "inbox").iterdir()
                    if p.name.endswith(".json") and not p.name.startswith(".") and not p.is_dir()]
         states = [(p.name, _state(p)) for p in (d.spool / "jobs").iterdir() if not p.is_symlink()]
+        if not pending:
+            send_cancels(lst, fz)
         if not pending and all(s in FINAL for _, s in states):
             break
         time.sleep(0.1)
@@ -265,6 +305,8 @@ def check_batch(d: Daemon, lst: Listener, fz: Fuzzer, before: dict[str, str], rs
     assert all(s in FINAL for _, s in states), [x for x in states if x[1] not in FINAL][:5]
     for jid in fz.valid_ids:  # valid jobs ran (or a fuzzed cancel hit them)
         assert _state(d.spool / "jobs" / jid) in ("done", "cancelled"), jid
+    for jid in fz.unbounded_ids:  # the daemon knows them (accepted or refused on a check the parser lacks), none ran
+        assert _state(d.spool / "jobs" / jid) in ("cancelled", "failed"), jid
     # no job ran twice
     log = (d.spool / "aiedit.log").read_text(errors="replace")
     accepted = re.findall(r"accepted job (\S+) ", log)

@@ -1,7 +1,9 @@
 """``aiedit serve --ray``: the daemon on a local Ray instance with two CPU actors (the tiny model each).
 
-One Ray start for the module (``ray.init(num_cpus=2)`` here, in the test process; the daemon joins it by
-address, so this process can ``ray.kill`` the daemon's actors), one daemon, real UDP. Needs the ``cluster``
+One Ray start for the module (``ray.init(num_cpus=3)`` here, in the test process; the daemon joins it by
+address, so this process can ``ray.kill`` the daemon's actors), one daemon with two actors, real UDP; the third CPU
+is for a daemon-side Ray worker built in this process (a Service, a Pool, a RemoteWorker), where faults can be
+injected. Needs the ``cluster``
 extra (``bash scripts/dev test`` installs it)."""
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytest
 import soundfile as sf
 from bridge_helpers import ROOT, Daemon, Listener, job_json, make_wav
 
+from bridge.protocol import CancelRequest
+
 ray = pytest.importorskip("ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'")
 
 MEDIUM = {"embed": 30, "tune": 10, "sample": 4}  # a few seconds per job on a loaded CPU: long enough to kill mid-job
@@ -31,7 +35,7 @@ def cluster(tmp_path_factory):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
+        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 1024 * 1024)
     finally:  # the raylet has taken its copy; later tests see the environment they had
         for k, v in saved.items():
             if v is None:
@@ -154,3 +158,125 @@ def test_ray_local_starts_its_own_instance_runs_a_job_and_ends_it(tmp_path):
     finally:
         assert d.stop() == 0, d.stderr()[-3000:]
     assert "stopped" in d.stderr().splitlines()[-1]
+
+
+# -- the daemon's Ray worker thread in this process (review findings 1, 2, 4) ------------------------------------
+# A Service, a Pool and one RemoteWorker built as bridge.daemon builds them, on this module's cluster (its third
+# CPU), so that a fault can be injected where no client input reaches (findings 2 and 4).
+
+LIMITS = ("1", "2", "1")  # --max-seconds, --max-channels, --max-output-mb of the in-process service
+
+
+class InProcess:
+    def __init__(self, root, kind: str = "cpu", index: int = 7) -> None:
+        from bridge import remote
+        from bridge.pool import Pool
+        from bridge.service import Limits, Service
+        from bridge.spool import Spool
+
+        self.spool = Spool(root / "spool")
+        self.spool.create()
+        self.service = Service(self.spool, model="tiny", send=lambda to, addr, args: None,
+                               limits=Limits(*(float(x) for x in LIMITS)))
+        self.pool = Pool()
+        self.slot = self.pool.add(f"ray:{index}")
+        self.worker = remote.RemoteWorker(self.service, self.pool, self.slot, ray, kind, index, model="tiny",
+                                          cache_dir=None, precision="auto", compile_unet=False)
+
+    def submit(self, body: dict) -> None:
+        jid, err = self.service.submit(body, None)
+        assert jid == body["id"], err
+
+    def status(self, jid: str) -> dict:
+        return json.loads((self.spool.job_dir(jid) / "status.json").read_text())
+
+    def wait(self, jid: str, states=("done", "failed", "cancelled"), timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while (st := self.status(jid))["state"] not in states:
+            assert time.monotonic() < deadline and self.worker.is_alive(), (st, self.worker.is_alive())
+            time.sleep(0.05)
+        return st
+
+    def close(self) -> None:
+        self.service.stop_running("test over")
+        self.worker.join(timeout=30)
+        self.worker._kill(self.worker.actor)
+
+
+@pytest.fixture(scope="module")
+def inproc(cluster, tmp_path_factory):
+    p = InProcess(tmp_path_factory.mktemp("inproc"))
+    p.worker.start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_ray_worker_checks_the_limits_again_on_the_file_it_reads(inproc, tmp_path):
+    p = inproc
+    small = make_wav(tmp_path / "small.wav", seconds=0.5, sr=8000, channels=1)
+    src = tmp_path / "src.wav"
+    os.link(small, src)
+    p.submit(json.loads(job_json("rblocker", make_wav(tmp_path / "b.wav", seconds=0.5), steps=LONG, etas=[0.5])))
+    p.wait("rblocker", states=("running",), timeout=240)  # the worker is busy: the next job waits in the queue
+    p.submit(json.loads(job_json("rgrown", src, etas=[0.5])))  # accepted: 0.5 s mono
+    os.replace(make_wav(tmp_path / "big.wav", seconds=6.0, sr=8000, channels=6), src)  # after the ack
+    assert p.service.cancel(CancelRequest("rblocker"), None) is None
+    st = p.wait("rgrown")
+    assert st["state"] == "failed" and "changed after the job was accepted" in st["error"], st
+    assert "6.0 s" in st["error"] and "--max-seconds" in st["error"] and st["takes"] == []
+
+
+def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_the_slot(inproc, tmp_path,
+                                                                                        monkeypatch):
+    from bridge import remote
+
+    p = inproc
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    real = remote.read_region
+    for jid, exc in (("room", MemoryError()), ("rbug", KeyError("boom"))):
+        def fail(*args, exc=exc):
+            raise exc
+        monkeypatch.setattr(remote, "read_region", fail)
+        p.submit(json.loads(job_json(jid, src, etas=[0.5])))
+        st = p.wait(jid, timeout=60)
+        assert st["state"] == "failed", st
+        deadline = time.monotonic() + 10
+        while p.slot.state != "idle":  # the slot was released
+            assert time.monotonic() < deadline, p.pool.info()
+            time.sleep(0.05)
+    assert "out of memory" in p.status("room")["error"]
+    assert "internal error (KeyError" in p.status("rbug")["error"]
+    monkeypatch.setattr(remote, "read_region", real)
+    p.submit(json.loads(job_json("rafter", src, etas=[0.5])))  # the same thread runs the next job
+    st = p.wait("rafter")
+    assert st["state"] == "done" and len(st["takes"]) == 1, st
+    assert [w["state"] for w in p.pool.info()] == ["idle"]
+
+
+def test_an_actor_that_cannot_be_placed_is_killed_and_queued_jobs_fail_with_the_reason(cluster, tmp_path,
+                                                                                         monkeypatch):
+    from bridge import remote
+
+    monkeypatch.setattr(remote, "PLACE_S", 1.0)
+    monkeypatch.setattr(remote, "RESTART_S", 0.2)
+    monkeypatch.setattr(remote, "START_FAILURES", 2)
+    p = InProcess(tmp_path, kind="cuda", index=8)  # this cluster has no GPU: Ray cannot place it
+    p.submit(json.loads(job_json("nogpu", make_wav(tmp_path / "src.wav", seconds=0.5), etas=[0.5])))
+    p.worker.start()
+    try:
+        st = p.wait("nogpu", timeout=60)
+        assert st["state"] == "failed", st
+        assert "no Ray worker could start" in st["error"] and "num_gpus=1" in st["error"], st["error"]
+        name = p.slot.extra["actor"]
+        deadline = time.monotonic() + 20
+        while True:  # given up and killed: it no longer waits for a GPU (a killed actor cannot be looked up)
+            try:
+                ray.get_actor(name, namespace="aiedit")
+            except ValueError:
+                break
+            assert time.monotonic() < deadline, f"{name} was not killed"
+            time.sleep(0.2)
+    finally:
+        p.close()

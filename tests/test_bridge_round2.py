@@ -548,3 +548,37 @@ def test_6_a_spool_job_waits_in_the_inbox_while_the_queue_is_full(tmp_path):
         lst.send("/aiedit/cancel", "waiting")
         assert d.wait_status("later", ("queued", "running"), timeout=10)["id"] == "later"
         assert not inbox_file.exists()
+
+
+# -- review finding 12: a flood of refused jobs does not grow jobs/ at its own rate --------------------------------
+
+
+def test_refused_osc_jobs_are_recorded_within_a_budget_and_spool_refusals_always(tmp_path):
+    from bridge.service import REFUSALS_RECORDED_BURST, REFUSALS_RECORDED_PER_S
+
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    n = int(REFUSALS_RECORDED_BURST) * 2
+    with Daemon(tmp_path / "spool") as d, Listener(d.port) as lst:
+        t0 = time.monotonic()
+        for i in range(n):
+            lst.send("/aiedit/job", json.dumps(job(f"bad{i}", src, etas=[9.0])))  # valid id, η out of range
+            if i % 50 == 49:
+                time.sleep(0.01)  # below the socket's queue
+        deadline = time.monotonic() + 60
+        while len([a for a, args in lst.events if a == "/aiedit/error"]) < n:
+            assert time.monotonic() < deadline, "a refused job went unanswered"
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        errors = {args[0]: args[1] for a, args in lst.events if a == "/aiedit/error"}
+        assert set(errors) == {f"bad{i}" for i in range(n)} and all("9" in m for m in errors.values())
+        kept = [p.name for p in (d.spool / "jobs").iterdir()]
+        assert len(kept) <= REFUSALS_RECORDED_BURST + REFUSALS_RECORDED_PER_S * elapsed + 1, (len(kept), elapsed)
+        assert all(d.status(jid)["state"] == "failed" for jid in kept)
+        # a spool client learns of a refusal only from status.json: that one is always written
+        d.drop("spool-bad.json", json.dumps(job("spool-bad", src, etas=[9.0])))
+        deadline = time.monotonic() + 10
+        while (d.status("spool-bad") or {}).get("state") != "failed":
+            assert time.monotonic() < deadline, d.status("spool-bad")
+            time.sleep(0.05)
+        assert lst.ping(timeout=2)
+    assert "answered but not recorded" in (d.spool / "aiedit.log").read_text()

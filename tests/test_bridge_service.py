@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,49 @@ def test_modes_are_known_from_the_model_name_before_it_loads(tmp_path):
     spool.create()
     svc = Service(spool, model="tiny-sa3", send=lambda *a: None)
     assert svc.daemon_info()["modes"] == ["lora", "full", "sdedit", "flowedit"]
+
+
+def test_requeue_of_a_job_cancelled_meanwhile_is_refused_and_a_requeued_job_restarts_its_progress(tmp_path):
+    """Review finding 3: a cancel that lands between a Ray worker's death and its requeue is not lost (the job
+    must not run again and end done), and a job run again reports progress from 0."""
+    svc, _, wav = make_service(tmp_path)
+    for jid in ("c1", "r1"):
+        svc.submit({"version": 1, "id": jid, "source": {"path": str(wav)}, "prompt": "x", "etas": [0.5]}, None)
+    job, token = svc.next_job(0.1, "ray:0@h")
+    assert job.id == "c1"
+    assert svc.cancel(CancelRequest("c1"), None) is None and token.cancelled  # answered: cancelled
+    assert svc.requeue("c1", "its worker died") is False  # so it must not run again
+    assert "c1" not in svc.queue
+    job, token = svc.next_job(0.1, "ray:0@h")
+    assert job.id == "r1"
+    svc.progress("r1", "finetune", 0.7)
+    assert svc.requeue("r1", "its worker died") is True
+    st = json.loads((svc.spool.job_dir("r1") / "status.json").read_text())
+    assert (st["state"], st["progress"], st["worker"]) == ("queued", 0.0, None)
+    job, token = svc.next_job(0.1, "ray:1@h")
+    svc.progress("r1", "embedding", 0.05)  # the second run starts over: reported, not held at 0.7
+    assert json.loads((svc.spool.job_dir("r1") / "status.json").read_text())["progress"] == 0.05
+
+
+def test_an_id_reused_while_prune_removes_its_old_folder_is_refused_and_free_afterwards(tmp_path):
+    """Review finding 8: prune forgets an id under the lock and removes its folder after. A job that reuses the id
+    in between must not be created there (the removal would delete it): the folder still exists, so it is refused;
+    once the folder is gone the id is free and its new job is intact."""
+    svc, _, wav = make_service(tmp_path)
+    body = {"version": 1, "id": "old", "source": {"path": str(wav)}, "prompt": "x", "etas": [0.5]}
+    svc.submit(body, None)
+    svc.next_job(0.1, "w")
+    svc.finish("old", "failed", "x")
+    svc._status["old"]["updated"] = time.time() - 30 * 86400  # finished a month ago
+    remove, answers = svc._remove_folders, {}
+
+    def reuse_then_remove(ids):  # a client reuses the id between _forget and the removal
+        answers["between"] = svc.submit(body, None)
+        remove(ids)
+
+    svc._remove_folders = reuse_then_remove
+    assert svc.prune() == 1
+    assert answers["between"][0] is None and "already taken" in answers["between"][1]
+    assert not svc.spool.job_exists("old")
+    assert svc.submit(body, None) == ("old", None)
+    assert json.loads((svc.spool.job_dir("old") / "status.json").read_text())["state"] == "queued"

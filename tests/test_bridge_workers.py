@@ -76,14 +76,24 @@ def test_cancel_reaches_the_worker_running_the_job_and_the_other_keeps_going(two
         a, b = d.status("longA")["worker"], d.status("longB")["worker"]
         assert a and b and a != b
         _wait_workers(d, {a: ("busy", "longA"), b: ("busy", "longB")})  # daemon.json: rewritten every 2 s
+        answer = _status_answer(osc)  # every running job is listed first, with its worker
+        assert answer["running"] == 2 and {j["id"]: j["worker"] for j in answer["jobs"][:2]} == {"longA": a,
+                                                                                               "longB": b}
         osc.send("/aiedit/cancel", "longA")
         assert osc.wait_end("longA", timeout=30)[0] == "/aiedit/cancelled"
         assert d.status("longB")["state"] == "running"  # the other worker's job was not touched
+        answer = _status_answer(osc)
+        assert answer["running"] == 1 and answer["jobs"][0]["id"] == "longB"
+        assert [j["state"] for j in answer["jobs"] if j["id"] == "longA"] == ["cancelled"]
         _wait_workers(d, {a: ("idle", None), b: ("busy", "longB")})
         osc.send("/aiedit/cancel", "longB")
         assert osc.wait_end("longB", timeout=30)[0] == "/aiedit/cancelled"
     assert not (d.spool / "jobs" / "longA" / "takes").exists() or not any((d.spool / "jobs" / "longA" / "takes")
                                                                             .iterdir())
+
+
+def _status_answer(osc: Listener) -> dict:
+    return json.loads(osc.request("/aiedit/status", "/aiedit/status", timeout=5)[0])
 
 
 def _wait_workers(d: Daemon, want: dict[str, tuple[str, str | None]], timeout: float = 10.0) -> None:
