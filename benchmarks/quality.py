@@ -201,6 +201,8 @@ def run(a: argparse.Namespace) -> dict:
     editor = load_editor(a.model, device="cpu")
     assert editor.scorer is not None, "the toy CLAP is missing"
     model = editor.model
+    if a.flow_sigma != "uniform":  # the flow stages' training σ draw (engine review finding 5)
+        model.schedule.training_sigma = a.flow_sigma
     sr, stereo = model.sample_rate, getattr(model, "channels", 1) == 2
     cases = make_cases(a.cases, kinds=tuple(a.kinds.split(",")), sr=sr, stereo=stereo)
     cases = [c for c in cases if int(c.name.lstrip("adinpstyle")) >= a.first]  # add3, style3, inpaint3 → 3
@@ -356,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample-steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--sampler", default="ddim", choices=("ddim", "dpm"), help="stage-3 sampler of the LoRA rows")
+    ap.add_argument("--flow-sigma", default="uniform", choices=("uniform", "logsnr"),
+                    help="flow models: the training σ of stages 1-2, U(0, 1) or uniform in the sampler's log-SNR range")
     ap.add_argument("--sample-variants", default=None,
                     help="extra LoRA rows with other stage-3 samplers, e.g. ddim:8,dpm:25 (they reuse the cached "
                          "stages 1-2: wall = sampling only)")

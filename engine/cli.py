@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage 3 start for lora/full: fresh noise or the input inverted by the tuned model")
     ap.add_argument("--source-prompt", default="", help="zeta, flowedit: what the input sounds like (default: none)")
     ap.add_argument("--source-guidance", type=float, default=3.0,
-                    help="zeta: guidance of the source prompt in the inversion (default 3, as ZETA's code)")
+                    help="zeta, flowedit: guidance of the source prompt (default 3, as ZETA's code; flowedit: only "
+                         "with a source prompt and --guidance > 1)")
     ap.add_argument("--inpaint", metavar="START:END", help="regenerate only this range (seconds into the region)")
     ap.add_argument("--start", type=float, default=0.0, help="region start in the file (s)")
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")

@@ -22,6 +22,7 @@ from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
 from engine.errors import InputError, OutOfMemory
+from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
 from engine.flowedit import flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning
@@ -95,7 +96,9 @@ class Editor:
         """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
         paper's (what results record, and what the cache keys on)."""
         m = self.model
-        defaults = {**m.stage_defaults, "sample_steps": m.default_steps, "guidance": m.default_guidance}
+        # FlowEdit integrates an ODE on the velocity difference: its own, finer step count (engine.flowedit)
+        steps = FLOWEDIT_STEPS if params.mode == "flowedit" else m.default_steps
+        defaults = {**m.stage_defaults, "sample_steps": steps, "guidance": m.default_guidance}
         return params.resolved(defaults).validate()
 
     # -- the pipeline ------------------------------------------------------------------------------------------
@@ -226,11 +229,12 @@ class Editor:
         elif p.mode == "zeta":
             latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings, counts)
         elif p.mode == "flowedit":
-            e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else uncond
+            e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else None
             t0 = time.perf_counter()
             with calls.stage(m, "sampling", counts):
                 latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
-                                   steps=steps, guidance=guidance, seed=seed, keep=keep, on_step=stepper("sampling"))
+                                   steps=steps, guidance=guidance, source_guidance=float(p.source_guidance),
+                                   seed=seed, keep=keep, on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
             key = self.stage_cache_key(seg, p, seed)

@@ -30,9 +30,12 @@ def _grid(model: AudioModel, steps: int,
     (the next timestep; after the last one DDIM's final ᾱ, or a clean latent for DPM-Solver++, which ends at
     σ = 0) and that level's timestep (0 at the end), so an inverted start is the level ``stages.sample`` starts
     from with the same sampler. (For DDIM's "leading" grid the next timestep is DDIM's own t − T/steps.)"""
+    schedule = model.schedule
+    if schedule.kind != "ddpm":  # an ᾱ method: read the schedule's own table, never a family's scheduler attribute
+        raise ValueError(f"DDIM inversion needs an ᾱ-schedule model, not a {schedule.kind} one")
     sched = make_sampler(model, sampler, steps)
     ts = sched.timesteps.cpu()
-    ac = model.scheduler.alphas_cumprod.cpu().double()  # type: ignore[attr-defined]
+    ac = schedule.alphas_cumprod.cpu().double()
     final = float(sched.final_alpha_cumprod) if hasattr(sched, "final_alpha_cumprod") else 1.0
     a_t = [float(ac[t]) for t in ts]
     a_prev = [float(ac[t]) for t in ts[1:]] + [final]
@@ -43,7 +46,7 @@ def _grid(model: AudioModel, steps: int,
 def _eps_x0(model: AudioModel, out: torch.Tensor, x: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(ε, x0) from the model output at a level with ᾱ = a."""
     sa, sb = a**0.5, (1 - a) ** 0.5
-    if model.prediction_type == "v_prediction":
+    if model.schedule.prediction_type == "v_prediction":
         return sa * out + sb * x, sa * x - sb * out
     return out, (x - sb * out) / sa
 

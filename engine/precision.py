@@ -22,7 +22,10 @@ from engine.errors import InputError
 from engine.models.base import AudioModel
 
 PRECISIONS = ("auto", "fp32", "bf16")
-UNET_FLOAT_KWARGS = ("encoder_hidden_states", "encoder_hidden_states_1", "class_labels")
+# Every float input of the denoisers (AudioLDM/TANGO UNets; SA3's DiT: duration vector and inpainting input too).
+# The cast is to the DiT's *current* weight dtype: fp32 while a full fine-tune trains, bf16 otherwise.
+UNET_FLOAT_KWARGS = ("encoder_hidden_states", "encoder_hidden_states_1", "class_labels", "global_hidden_states",
+                     "local_add_cond")
 LOSS_REPORT_EVERY = 10  # stage losses reach the progress callback every N steps (each read is a host sync on CUDA)
 
 

@@ -31,7 +31,10 @@ class Schedule(ABC):
 
     kind: str  # "ddpm" | "flow"
     config: Any  # the wrapped diffusers scheduler's config
-    joint_strengths: bool  # whether takes with different SDEdit strengths can share one sampling loop
+
+    @abstractmethod
+    def joint_strengths(self, sampler: str) -> bool:
+        """Whether takes with different SDEdit strengths can share one sampling loop with this sampler."""
 
     @property
     @abstractmethod
@@ -67,10 +70,18 @@ class Schedule(ABC):
     def scale_model_input(self, sched, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return x
 
+    def step_noise(self, sched, steps: int, shape: tuple, gen: torch.Generator,
+                   device: torch.device) -> torch.Tensor | None:
+        """Every step's fresh noise for a stochastic sampler, (steps, 1, *shape), drawn from ``gen`` before the loop
+        and moved to ``device`` in one copy (a host draw copied inside the loop is a host sync per step on a GPU);
+        None for a deterministic sampler."""
+        return None
+
     @abstractmethod
     def step(self, sched, pred: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
-             gen: torch.Generator) -> torch.Tensor:
-        """One sampling step from ``x`` at ``t`` given the network output."""
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One sampling step from ``x`` at ``t`` given the network output (``noise``: this step's row of
+        :meth:`step_noise`)."""
 
     @abstractmethod
     def add_noise(self, sched, z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -81,7 +92,6 @@ class DDPMSchedule(Schedule):
     """The AudioLDM family's ᾱ schedule (a diffusers DDIM/DDPM scheduler config; ε- or v-prediction)."""
 
     kind = "ddpm"
-    joint_strengths = True
 
     def __init__(self, scheduler) -> None:
         self.scheduler = scheduler
@@ -92,12 +102,23 @@ class DDPMSchedule(Schedule):
         return self.config.prediction_type
 
     @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """ᾱ_t of the training schedule (host table): what DDIM inversion and zeta's noise maps read."""
+        return self.scheduler.alphas_cumprod
+
+    @property
     def num_train_timesteps(self) -> int:
         return int(self.config.num_train_timesteps)
 
     @property
     def max_steps(self) -> int:
         return self.num_train_timesteps
+
+    def joint_strengths(self, sampler: str) -> bool:
+        """DDIM is one-step (a take that joins late starts exactly as it would alone); DPM-Solver++ is multistep:
+        its history (``model_outputs``, ``lower_order_nums``) belongs to the scheduler, not to a row, so a late take
+        would get a second-order update built on its ride-along prediction (review finding 7)."""
+        return sampler != "dpm"
 
     def draw(self, z0, gen):
         """Eq. (1) of the paper: t ~ U{0..T−1} and ε ~ 𝒩(0, I)."""
@@ -147,7 +168,7 @@ class DDPMSchedule(Schedule):
     def scale_model_input(self, sched, x, t):
         return sched.scale_model_input(x, t)
 
-    def step(self, sched, pred, t, x, gen):
+    def step(self, sched, pred, t, x, noise=None):
         return sched.step(pred, t, x, return_dict=False)[0]
 
     def add_noise(self, sched, z, noise, t):
@@ -163,7 +184,7 @@ class FlowSchedule(Schedule):
 
     kind = "flow"
     prediction_type = "flow"  # velocity v = ε − x0
-    joint_strengths = False  # each strength squeezes all steps into [strength, 0]: its own loop
+    training_sigma = "uniform"  # stage 1-2 noise levels: "uniform" σ ~ U(0, 1), or "logsnr" (see draw)
 
     def __init__(self, scheduler, *, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX) -> None:
         self.scheduler = scheduler
@@ -182,6 +203,22 @@ class FlowSchedule(Schedule):
     def max_steps(self) -> int:
         return 1000  # any count works on a continuous schedule; bounded only to catch typos
 
+    def joint_strengths(self, sampler: str) -> bool:
+        return False  # each strength squeezes all steps into [strength, 0]: its own loop
+
+    def grid(self, steps: int) -> list[float]:
+        """The sampler's own σ grid for ``steps`` steps, the final 0 included: the log-SNR sigmas after the
+        scheduler's ``shift`` / ``shift_terminal`` / karras options, i.e. exactly what :meth:`sampler` steps on
+        (FlowEdit integrates on it too)."""
+        return [float(v) for v in self.sampler("", steps).sigmas]
+
+    @staticmethod
+    def start_step(strength: float, grid: list[float]) -> int:
+        """The first step whose σ is at most ``strength``: strength is the start noise level σ, as SDEdit's
+        ``init_noise_level`` reads it (1 = from pure noise); never later than the last step."""
+        steps = len(grid) - 1
+        return next((i for i in range(steps) if grid[i] <= strength + 1e-6), steps - 1)
+
     def sigmas(self, steps: int, sigma_max: float = 1.0) -> list[float]:
         """The pipeline's own schedule: ``steps`` sigmas from ``sigma_max`` down (the sampler appends the final 0)."""
         from diffusers.pipelines.stable_audio_3.pipeline_stable_audio_3 import logsnr_sigma_schedule
@@ -189,14 +226,18 @@ class FlowSchedule(Schedule):
         return logsnr_sigma_schedule(steps, self.logsnr_min, self.logsnr_max, sigma_max=sigma_max)
 
     def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor | float:
-        """The network's time input at noise level σ (σ·num_train_timesteps, as the scheduler sets it)."""
+        """The network's time input at noise level σ (σ·num_train_timesteps, as the scheduler sets it; the SA3
+        loader normalises num_train_timesteps to 1: the DiT's time input is σ ∈ [0, 1])."""
         return sigma * self.num_train_timesteps
 
     def draw(self, z0, gen):
         """Rectified-flow training (Liu et al. 2022; Lipman et al. 2023): σ ~ U(0, 1) and ε ~ 𝒩(0, I); the network
-        timestep is σ on the scheduler's scale."""
+        timestep is σ on the scheduler's scale. ``training_sigma = "logsnr"`` draws σ uniformly in the sampler's
+        log-SNR range instead (measured no better on toy-flow, docs/quality.md: U(0, 1) stays the default)."""
         b = z0.shape[0]
         sigma = torch.rand((b,), generator=gen, device=gen.device).to(z0.device)
+        if self.training_sigma == "logsnr":
+            sigma = torch.sigmoid(-(self.logsnr_max - sigma * (self.logsnr_max - self.logsnr_min)))
         noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32, device=gen.device).to(z0.device, z0.dtype)
         return self.timestep(sigma), noise
 
@@ -225,20 +266,30 @@ class FlowSchedule(Schedule):
             return sched.timesteps, x_T.to(noise.device, noise.dtype).expand_as(noise).clone(), starts
         return sched.timesteps, noise.clone(), starts
 
-    def step(self, sched, pred, t, x, gen):
-        """The scheduler's own Euler / ping-pong update, except that the ping-pong re-noise is drawn once and
-        shared by the batch, so every take sees the same noise and one take alone equals itself in a batch (and,
-        batch 1, the pipeline bit for bit: same draw from the same generator, same arithmetic)."""
+    def step_noise(self, sched, steps, shape, gen, device):
+        """The ping-pong re-noise of every step, one (1, *shape) draw per step in the order the pipeline draws
+        them (after the start noise), so the values are the pipeline's bit for bit; one host→device copy."""
+        if not self.stochastic:
+            return None
+        draws = [torch.randn((1, *shape), generator=gen, device=gen.device, dtype=torch.float32)
+                 for _ in range(steps)]
+        return torch.stack(draws).to(device)
+
+    def step(self, sched, pred, t, x, noise=None):
+        """The scheduler's own Euler / ping-pong update, except that the ping-pong re-noise (``noise``, from
+        :meth:`step_noise`) is shared by the batch, so every take sees the same noise and one take alone equals
+        itself in a batch (and, batch 1, the pipeline bit for bit: same draws, same arithmetic)."""
         if not self.stochastic:
             return sched.step(pred, t, x, return_dict=False)[0]
+        if noise is None:
+            raise ValueError("a ping-pong step needs its pre-drawn noise (FlowSchedule.step_noise)")
         if sched.step_index is None:
             sched._init_step_index(t)
         i = sched.step_index
-        sigma, sigma_next = sched.sigmas[i], sched.sigmas[i + 1]
+        sigma, sigma_next = sched.sigmas[i], sched.sigmas[i + 1]  # host scalars: no device copy
         x = x.to(torch.float32)
         x0 = x - sigma * pred
-        fresh = torch.randn((1, *x.shape[1:]), generator=gen, device=gen.device, dtype=torch.float32)
-        out = (1.0 - sigma_next) * x0 + sigma_next * fresh.to(x.device).expand_as(x0)
+        out = (1.0 - sigma_next) * x0 + sigma_next * noise.expand_as(x0)
         sched._step_index += 1
         return out.to(pred.dtype)
 

@@ -314,15 +314,21 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
         raise ValueError("one strength per conditioning")
     if min(strengths) < 1.0 and z_ref is None:
         raise ValueError("SDEdit needs the input latent")
-    if len(set(strengths)) > 1 and not schedule.joint_strengths:
-        return torch.cat([sample(model, [c], uncond, latent_shape=latent_shape, steps=steps, guidance=guidance,
-                                 seed=seed, sampler=sampler, z_ref=z_ref, keep=keep, strength=x, x_T=x_T,
-                                 on_step=on_step) for c, x in zip(conds, strengths, strict=True)])
+    if len(set(strengths)) > 1 and not schedule.joint_strengths(sampler):
+        # One loop per distinct strength (its takes batched); the rows come back in the caller's order.
+        out = torch.empty((n, *latent_shape), device=model.device, dtype=model.dtype)
+        for level in dict.fromkeys(strengths):
+            rows = [j for j, x in enumerate(strengths) if x == level]
+            out[rows] = sample(model, [conds[j] for j in rows], uncond, latent_shape=latent_shape, steps=steps,
+                               guidance=guidance, seed=seed, sampler=sampler, z_ref=z_ref, keep=keep,
+                               strength=level, x_T=x_T, on_step=on_step)
+        return out
     sched = make_sampler(model, sampler, steps)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((1, *latent_shape), generator=gen, dtype=torch.float32)
     noise = noise.to(model.device, model.dtype).expand(n, *latent_shape).clone()
     timesteps, latents, starts = schedule.start(sched, noise, z_ref, strengths, x_T)  # host timesteps
+    step_noise = schedule.step_noise(sched, len(timesteps), tuple(latent_shape), gen, model.device)
     late = None  # (n, 1, …) rows that have not started yet at the current step
     if max(starts) > 0:
         late = torch.tensor(starts, device=model.device).view(n, *([1] * len(latent_shape)))
@@ -337,7 +343,7 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
                                                                     t_dev[i].expand(n)), latents)
             pred = guided_prediction(model, schedule.scale_model_input(sched, latents, t), t_dev[i], cond, uncond,
                                      guidance, both=both)
-            latents = schedule.step(sched, pred, t, latents, gen)
+            latents = schedule.step(sched, pred, t, latents, None if step_noise is None else step_noise[i])
             if keep is not None and z_ref is not None and not native:
                 known = z_ref.expand_as(latents)
                 if i + 1 < len(timesteps):

@@ -67,7 +67,13 @@ def test_sa3_smoke_counts_sequential_network_calls(tmp_path):
     flow = by["FlowEdit preview, 2 strengths"]
     steps = 3  # --smoke sampling steps
     calls = {k: sum(r["network_calls"].values()) for k, r in (("lora", lora), ("sdedit", sdedit), ("flow", flow))}
-    assert calls["flow"] == steps
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from engine.schedules import FlowSchedule
+
+    # FlowEdit runs from the earliest start (strength = start σ, here 0.9) down, one call a step
+    schedule = FlowSchedule(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1))
+    assert calls["flow"] == steps - schedule.start_step(0.9, schedule.grid(steps))
     assert 0 < calls["sdedit"] <= 2 * steps
     assert calls["lora"] >= 2 + 2 + steps  # smoke: 2 embedding + 2 fine-tuning steps, then sampling
     assert calls["lora"] > calls["flow"]

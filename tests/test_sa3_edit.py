@@ -15,7 +15,7 @@ from conftest import write_clip
 from engine.cli import main
 from engine.editor import Editor
 from engine.errors import InputError
-from engine.flowedit import flowedit, start_index
+from engine.flowedit import flowedit
 from engine.params import EditParams, EditRequest, Inpaint
 from engine.stages import diffusion_loss, finetune, optimize_embedding
 
@@ -34,11 +34,11 @@ def test_cli_edit_on_tiny_sa3_keeps_rate_channels_length(tmp_path, capsys, mode)
     src = tmp_path / "in.wav"
     original = write_clip(src, seconds=1.2, sr=44100, channels=2)
     out = tmp_path / "takes"
-    code = main([str(src), "--prompt", "a church bell", "--model", "tiny-sa3", "--mode", mode, "--eta", "0.6", "0.9",
+    code = main([str(src), "--prompt", "a church bell", "--model", "tiny-sa3", "--mode", mode, "--eta", "0.6", "1.0",
                  "--out", str(out), "--cache", str(tmp_path / "cache"), *FAST])
     assert code == 0, capsys.readouterr().err
     side = json.loads((out / "in_aiedit.json").read_text())
-    assert side["params"]["mode"] == mode and [t["eta"] for t in side["takes"]] == [0.6, 0.9]
+    assert side["params"]["mode"] == mode and [t["eta"] for t in side["takes"]] == [0.6, 1.0]
     takes = []
     for t in side["takes"]:
         data, sr = sf.read(t["path"], always_2d=True)
@@ -127,4 +127,6 @@ def test_flowedit_at_zero_velocity_difference_returns_the_input(sa3):
                      seed=0)
     moved = (other - z0).abs().mean(dim=(1, 2))
     assert moved[0] > moved[1] > 0  # a larger strength starts earlier and moves further
-    assert start_index(1.0, 8) == 0 and start_index(0.25, 8) == 6 and start_index(0.01, 8) == 7
+    grid = sa3.schedule.grid(8)  # strength = start σ: the first step at or below it
+    assert [sa3.schedule.start_step(s, grid) for s in (1.0, 0.5, 0.01)] == [0, 7, 7]
+    assert sa3.schedule.start_step(0.8, grid) == next(i for i, s in enumerate(grid) if s <= 0.8)

@@ -182,7 +182,7 @@ def load_stable_audio3(folder: str | Path, *, name: str | None = None) -> Stable
             f"{path} is not a Stable Audio 3 folder in diffusers layout (missing: "
             f"{', '.join(missing or ['model_index.json'])}): convert the hub checkpoint with diffusers' "
             "scripts/convert_stable_audio_3_to_diffusers.py (see docs/install.md)")
-    scheduler_cfg = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    scheduler_cfg = scheduler_config(json.loads((path / "scheduler" / "scheduler_config.json").read_text()), path)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_cfg)
     model = StableAudio3(
         name=name or path.name,
@@ -193,6 +193,30 @@ def load_stable_audio3(folder: str | Path, *, name: str | None = None) -> Stable
         duration_embedder=StableAudio3DurationEmbedder.from_pretrained(path / "duration_embedder"),
         scheduler=scheduler)
     return model
+
+
+# Scheduler classes a conversion may name → whether they re-noise (ping-pong, the distilled checkpoints) or take
+# plain Euler steps (the base checkpoints). The newer diffusers conversion script writes the first two (classes
+# absent from diffusers 0.42.1); both are the same rectified-flow sampler as FlowMatchEulerDiscreteScheduler.
+STOCHASTIC_SCHEDULERS = {"PingPongScheduler": True, "StableAudio3EulerScheduler": False}
+
+
+def scheduler_config(raw: dict, where: Path | str = "scheduler") -> dict:
+    """A folder's scheduler config normalised to what the adapter samples with: the DiT's time input is σ ∈ [0, 1]
+    (``StableAudio3DiTModel.forward``), so ``num_train_timesteps`` is 1 whatever the folder says (diffusers fills
+    in 1000 when the key is missing: t ∈ [0, 1000], silent noise); the class name decides ping-pong or Euler (a
+    missing ``stochastic_sampling`` would silently become Euler); an unknown class is refused. ``shift`` and the
+    other grid options are kept: the sampler, SDEdit and FlowEdit all read the grid the scheduler makes."""
+    cls = raw.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    if cls == "FlowMatchEulerDiscreteScheduler":
+        stochastic = bool(raw.get("stochastic_sampling", False))
+    elif cls in STOCHASTIC_SCHEDULERS:
+        stochastic = STOCHASTIC_SCHEDULERS[cls]
+    else:
+        known = ", ".join(["FlowMatchEulerDiscreteScheduler", *STOCHASTIC_SCHEDULERS])
+        raise ModelUnavailable(f"{where}: unknown Stable Audio 3 scheduler {cls!r} (known: {known})")
+    cfg = {k: v for k, v in raw.items() if not k.startswith("_")}
+    return {**cfg, "num_train_timesteps": 1, "stochastic_sampling": stochastic}
 
 
 def pipeline_of(model: StableAudio3, cls=None):
