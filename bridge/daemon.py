@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -263,9 +264,9 @@ class Daemon:
         cache_dir = cfg.cache_dir
         if cache_dir is None and len(devices) > 1:
             # several workers share the LoRA stage results through the disk (a re-take on another worker then
-            # skips stages 1-2); a folder of this daemon's own, emptied at start and at stop
-            self.shared_cache = cache_dir = str(self.spool.root / "stage-cache")
-            shutil.rmtree(cache_dir, ignore_errors=True)
+            # skips stages 1-2); a private folder (0700) made afresh outside the spool and removed at stop: a fixed
+            # name in the spool could be a planted link that the cache would write through and load stages from
+            self.shared_cache = cache_dir = tempfile.mkdtemp(prefix="aiedit-stage-cache-")
         return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
                        threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
                        slot=self.pool.add(name))

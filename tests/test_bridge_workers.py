@@ -24,6 +24,10 @@ LONG = {"embed": 20000, "tune": 3, "sample": 4}  # runs until cancelled
 def two(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("workers")
     src = make_wav(tmp / "src.wav")
+    # a link planted where the shared stage cache once lived: the daemon must neither write through it nor read it
+    (tmp / "spool").mkdir(mode=0o700)
+    (tmp / "outside").mkdir()
+    (tmp / "spool" / "stage-cache").symlink_to(tmp / "outside")
     with Daemon(tmp / "spool", "--devices", "cpu,cpu", "--preload") as d:
         deadline = time.monotonic() + 120
         while [w["state"] for w in (d.daemon_json() or {}).get("workers", [])] != ["idle", "idle"]:
@@ -62,6 +66,8 @@ def test_four_jobs_sent_at_once_run_side_by_side_on_two_named_workers(two):
         spans = {jid: _interval(osc, jid) for jid in done}
         assert any(spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
                    for a in done for b in done if workers[a] != workers[b]), spans
+    # the stage cache the workers share is the daemon's own: nothing went through the link planted in the spool
+    assert not any((d.spool.parent / "outside").iterdir()), "the stage cache wrote through a planted link"
 
 
 def test_cancel_reaches_the_worker_running_the_job_and_the_other_keeps_going(two):
