@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -389,32 +390,39 @@ STAGES = {"vae": train_vae, "whiten": whiten_vae, "clap": train_clap, "vocoder":
           "unet": train_unet, "unet2": train_unet2}
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="toyworld.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy"))
-    ap.add_argument("--stages", default="vae,whiten,clap,vocoder,unet,unet2",
-                    help="comma-separated, in dependency order")
+def training_parser(prog: str, weights: str, stages: str) -> argparse.ArgumentParser:
+    """The options every toy-world training command shares (this one and ``toyworld.train_flow``)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "engine" / "weights" / weights))
+    ap.add_argument("--stages", default=stages, help="comma-separated, in dependency order")
     ap.add_argument("--quick", action="store_true", help="2 %% of the data and steps (a smoke test)")
     ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def run_stages(a: argparse.Namespace, run: Callable[[str, Path, float], dict]) -> None:
+    """Run ``--stages`` in order (``run(name, out, data_fraction)``), timing each and merging its record into
+    ``<out>/train_log.json`` (re-read before each write: a stage run in parallel may have written meanwhile)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     q = 0.02 if a.quick else 1.0
     log_path = out / "train_log.json"
-    record = json.loads(log_path.read_text()) if log_path.exists() else {}
     for name in a.stages.split(","):
         t0 = time.perf_counter()
         log(f"stage {name} …")
-        info = STAGES[name](out, q)
+        info = run(name, out, q)
         info["wall_s"] = round(time.perf_counter() - t0, 1)
         log(f"stage {name} done in {info['wall_s']} s: {info}")
+        record = json.loads(log_path.read_text()) if log_path.exists() else {}
         record[name] = info
-        if log_path.exists():  # a parallel stage may have written meanwhile
-            record = {**json.loads(log_path.read_text()), name: info}
         log_path.write_text(json.dumps(record, indent=2) + "\n")
 
+
+def main(argv: list[str] | None = None) -> None:
+    a = training_parser("toyworld.train", "toy", "vae,whiten,clap,vocoder,unet,unet2").parse_args(argv)
+    run_stages(a, lambda name, out, q: STAGES[name](out, q))
 
 if __name__ == "__main__":
     main()

@@ -32,9 +32,6 @@ Single-threaded by default (the machine is shared); timings go to stdout and ``<
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
 from pathlib import Path
 
@@ -42,7 +39,7 @@ import numpy as np
 import torch
 
 from toyworld import world
-from toyworld.train import log, lr_at, set_lr
+from toyworld.train import log, lr_at, run_stages, set_lr, training_parser
 
 SR = 44100
 AE_CROP = 16384  # samples per training crop (64 latents)
@@ -407,30 +404,12 @@ TIMED = ("decoder", "dit")  # stages that take --max-minutes
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="toyworld.train_flow", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy_flow"))
-    ap.add_argument("--stages", default="ae,whiten,decoder,dit", help="comma-separated, in dependency order")
+    ap = training_parser("toyworld.train_flow", "toy_flow", "ae,whiten,decoder,dit")
+    ap.description = __doc__.split("\n\n")[0]
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop the decoder and DiT stages after this much training time each and ship what they have")
-    ap.add_argument("--quick", action="store_true", help="2 %% of the data and steps (a smoke test)")
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    q = 0.02 if a.quick else 1.0
-    log_path = out / "train_log.json"
-    for name in a.stages.split(","):
-        t0 = time.perf_counter()
-        log(f"stage {name} …")
-        info = STAGES[name](out, q, a.max_minutes) if name in TIMED else STAGES[name](out, q)
-        info["wall_s"] = round(time.perf_counter() - t0, 1)
-        log(f"stage {name} done in {info['wall_s']} s: {info}")
-        record = json.loads(log_path.read_text()) if log_path.exists() else {}  # a parallel stage may have written
-        record[name] = info
-        log_path.write_text(json.dumps(record, indent=2) + "\n")
-
+    run_stages(a, lambda name, out, q: STAGES[name](out, q, a.max_minutes) if name in TIMED else STAGES[name](out, q))
 
 if __name__ == "__main__":
     main()
