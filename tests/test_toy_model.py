@@ -7,6 +7,8 @@ real Editor with η = 0 gives back a training clip more faithfully than η = 1 d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import soundfile as sf
 import torch
@@ -63,3 +65,14 @@ def test_eta0_reconstructs_a_training_clip_better_than_eta1(toy_editor, tmp_path
     result = toy_editor.edit(EditRequest(str(path), params=params))
     d0, d1 = (logmel_l1(t.audio[:, 0], clip.wave) for t in result.takes)
     assert d0 < d1, (clip.caption, d0, d1)
+
+
+def test_toy_training_uses_the_schedule_the_shipped_toy_was_trained_on():
+    # the tiny models moved to AudioLDM's schedule; retraining the toy must keep the one it shipped with
+    import json
+
+    from toyworld.train import TOY_SCHEDULER_CONFIG
+
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "engine" / "weights" / "toy" / "scheduler"
+                          / "scheduler_config.json").read_text())
+    assert {k: shipped[k] for k in TOY_SCHEDULER_CONFIG} == TOY_SCHEDULER_CONFIG

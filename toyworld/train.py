@@ -309,8 +309,6 @@ def train_unet(out: Path, q: float, resume: int = 0) -> dict:
     from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import ClapTextModelWithProjection, RobertaTokenizer, SpeechT5HifiGan
 
-    from engine.models.tiny_parts import tiny_ddim_config
-
     torch.manual_seed(4 + 100 * resume)
     rng = np.random.default_rng(4 + 100 * resume)
     n, steps, batch = int(2000 * q) or 16, max(4, int(UNET_STEPS * q)), 12
@@ -331,7 +329,7 @@ def train_unet(out: Path, q: float, resume: int = 0) -> dict:
     empty = emb[where[""]]
     log(f"unet: {n} latents {tuple(lat.shape[1:])} (std {lat.std():.3f}) and {len(uniq)} prompts encoded in "
         f"{time.perf_counter() - t0:.0f} s")
-    sched = DDIMScheduler(**tiny_ddim_config())
+    sched = DDIMScheduler(**TOY_SCHEDULER_CONFIG)
     unet = (UNet2DConditionModel.from_pretrained(out / "unet") if resume else unet_model()).train()
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     decay = 0.995
@@ -388,6 +386,14 @@ def train_unet2(out: Path, q: float) -> dict:
 
 STAGES = {"vae": train_vae, "whiten": whiten_vae, "clap": train_clap, "vocoder": train_vocoder,
           "unet": train_unet, "unet2": train_unet2}
+
+
+# The schedule the shipped toy UNet was trained on (engine/weights/toy/scheduler): Stable Diffusion's 0.00085 → 0.012,
+# ᾱ(999) = 4.7e-3. Pinned here, not taken from the tiny models' config (that one follows AudioLDM's real schedule),
+# so a retrain reproduces the shipped model.
+TOY_SCHEDULER_CONFIG: dict = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                              "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
+                              "steps_offset": 1, "prediction_type": "epsilon"}
 
 
 def training_parser(prog: str, weights: str, stages: str) -> argparse.ArgumentParser:
