@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bridge.protocol import CancelRequest, ReplyTo
-from bridge.service import Service
-from bridge.spool import Spool
+from bridge.jobs.protocol import CancelRequest, ReplyTo
+from bridge.jobs.service import Service
+from bridge.jobs.spool import Spool
 
 
 def make_service(tmp_path: Path) -> tuple[Service, list, Path]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.protocol import (
+from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
     STATES,
     STATES_FINAL,
@@ -53,9 +53,9 @@ from bridge.protocol import (
     token_ok,
     valid_id,
 )
-from bridge.queue import JobQueue
-from bridge.spool import SETTLE_S, Spool, read_small_file
-from bridge.throttle import Buckets
+from bridge.jobs.queue import JobQueue
+from bridge.jobs.spool import SETTLE_S, Spool, read_small_file
+from bridge.wire.throttle import Buckets
 from engine.audio_io import region_frames
 from engine.errors import InputError
 from engine.params import Region
@@ -138,7 +138,7 @@ class Service:
         self._jobs: dict[str, Job] = {}  # queued and running jobs
         self._targets: dict[str, list[ReplyTo]] = {}  # who gets a job's events
         self._running: dict[str, CancelToken] = {}  # running job id -> its cancel token (one per busy worker)
-        self.workers_info: Callable[[], list[dict[str, Any]]] | None = None  # daemon.json's "workers" (bridge.pool)
+        self.workers_info: Callable[[], list[dict[str, Any]]] | None = None  # daemon.json's "workers" (workers.pool)
         self._last_sent: dict[
             str, tuple[str, float, float]
         ] = {}  # id -> (stage, fraction, time) of last event
@@ -522,7 +522,7 @@ class Service:
                  choose: Callable[[list[tuple[str, str | None]]], str | None] | None = None,
                  ) -> tuple[Job, CancelToken] | None:
         """The next job for ``worker`` (its name goes into the status), picked by ``choose`` (see
-        :meth:`bridge.queue.JobQueue.get`); None when there is none within ``timeout``."""
+        :meth:`bridge.jobs.queue.JobQueue.get`); None when there is none within ``timeout``."""
         jid = self.queue.get(timeout, choose)
         if jid is None:
             return None

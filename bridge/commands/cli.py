@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(edit_main(argv[1:]) or 0)
     if argv[:1] == ["doctor"]:
-        from bridge.doctor import main as doctor_main
+        from bridge.commands.doctor import main as doctor_main
 
         return int(doctor_main(argv[1:]) or 0)
     if argv[:1] == ["models"]:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(exc)
     args = parser.parse_args(argv)
-    from bridge.secret import TokenError, resolve_token
+    from bridge.wire.secret import TokenError, resolve_token
 
     try:
         args.token, warning = resolve_token(args.token, args.token_file,
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 keep_days=args.keep_days,
             )
         )
-    from bridge.client import run_send
+    from bridge.wire.client import run_send
 
     return run_send(args)
 
