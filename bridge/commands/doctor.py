@@ -67,7 +67,7 @@ def check_config() -> Result:
         cfg = load_config(path)
     except ConfigError as exc:
         return Result("config", "FAIL", str(exc), f"fix the TOML in {path}")
-    from bridge.commands.cli import build_parser as aiedit_parser
+    from bridge.commands.parser import build_parser as aiedit_parser
     from engine.cli import build_parser as edit_parser
 
     try:
