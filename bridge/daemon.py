@@ -10,7 +10,6 @@ workers ever import torch.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import re
@@ -25,8 +24,10 @@ from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
 from typing import IO
 
-from bridge.jobs.protocol import PathMap
-from bridge.jobs.service import KEEP_DAYS, MAX_QUEUED, Limits, Service
+from bridge.jobs.limits import MAX_QUEUED, Limits
+from bridge.jobs.protocol import PathMap, is_loopback
+from bridge.jobs.retention import KEEP_DAYS
+from bridge.jobs.service import Service
 from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.wire.server import OscFrontend
 from bridge.workers.local import Worker
@@ -65,15 +66,6 @@ class ServeConfig:
 
 class StartupError(Exception):
     """A configuration problem that stops ``aiedit serve`` before it serves (one line for the console)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")

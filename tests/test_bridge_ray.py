@@ -169,7 +169,8 @@ LIMITS = ("1", "2", "1")  # --max-seconds, --max-channels, --max-output-mb of th
 
 class InProcess:
     def __init__(self, root, kind: str = "cpu", index: int = 7) -> None:
-        from bridge.jobs.service import Limits, Service
+        from bridge.jobs.limits import Limits
+        from bridge.jobs.service import Service
         from bridge.jobs.spool import Spool
         from bridge.workers import remote
         from bridge.workers.pool import Pool

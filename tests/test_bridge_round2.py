@@ -554,7 +554,7 @@ def test_6_a_spool_job_waits_in_the_inbox_while_the_queue_is_full(tmp_path):
 
 
 def test_refused_osc_jobs_are_recorded_within_a_budget_and_spool_refusals_always(tmp_path):
-    from bridge.jobs.service import REFUSALS_RECORDED_BURST, REFUSALS_RECORDED_PER_S
+    from bridge.jobs.admission import REFUSALS_RECORDED_BURST, REFUSALS_RECORDED_PER_S
 
     src = make_wav(tmp_path / "src.wav", seconds=0.5)
     n = int(REFUSALS_RECORDED_BURST) * 2

@@ -235,7 +235,7 @@ def check_port(host: str, port: int, live: dict | None) -> Result:
 
 
 def check_host(host: str, token: str | None) -> Result | None:
-    from bridge.daemon import is_loopback
+    from bridge.jobs.protocol import is_loopback
 
     if is_loopback(host) or token:
         return None
