@@ -176,6 +176,18 @@ def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
     assert row(out, "reaper engine").startswith("ok")
 
 
+def test_an_engine_command_naming_the_moved_cli_module_is_flagged():
+    # an older doctor wrote `python -m bridge.cli serve` where no aiedit script was found; that module moved
+    from bridge.commands.doctor import check_engine_cmd
+
+    old = check_engine_cmd({"engine_cmd": f"{sys.executable} -m bridge.cli serve"})
+    assert old.level == "warn" and "bridge.cli no longer exists" in old.detail and "--write-reaper-settings" in old.fix
+    now = check_engine_cmd({"engine_cmd": f"{sys.executable} -m bridge serve"})
+    assert now.level == "ok"
+    proc = subprocess.run([sys.executable, "-m", "bridge", "serve", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--max-queued" in proc.stdout  # what doctor writes now still starts the engine
+
+
 def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, capsys, monkeypatch):
     spool = env / "spool"
     tf = env / "token"

@@ -291,16 +291,17 @@ def _program(cmd: str) -> str:
 
 def check_engine_cmd(settings: dict[str, str]) -> Result:
     theirs = settings.get("engine_cmd") or "aiedit serve"  # the scripts' default (settings.lua)
-    theirs = theirs.replace(" -m bridge.cli ", " -m bridge ", 1)  # an old setting, read as the scripts read it
     program = _program(theirs)
-    ours = engine_command()
+    fix = (f"set AI edit settings → Engine command to: {engine_command()}   (or, with REAPER closed: "
+           "aiedit doctor --write-reaper-settings)")
+    if " -m bridge.cli " in theirs:  # written by an older doctor: that module is now bridge.commands.cli
+        return Result("reaper engine", "warn", f"REAPER's scripts start the engine with `{theirs}`: the module "
+                      "bridge.cli no longer exists (python -m bridge serve starts it)", fix)
     if Path(program).is_absolute() and Path(program).is_file():
         return Result("reaper engine", "ok", f"REAPER starts the engine with {theirs}")
     why = "is not a full path" if not Path(program).is_absolute() else "does not exist"
     return Result("reaper engine", "warn", f"REAPER's scripts start the engine with `{theirs}`: {program} {why}, "
-                  "so 'Yes: start it now' may find nothing (on macOS it never finds a bare name)",
-                  f"set AI edit settings → Engine command to: {ours}   (or, with REAPER closed: "
-                  "aiedit doctor --write-reaper-settings)")
+                  "so 'Yes: start it now' may find nothing (on macOS it never finds a bare name)", fix)
 
 
 def write_engine_cmd(resource: Path, cmd: str) -> Path:

@@ -24,8 +24,7 @@ function M.quote_arg(s)
 end
 
 function M.start_command(spool)
-  -- a setting saved before the bridge moved into subpackages says "-m bridge.cli": "-m bridge" is the same program
-  return (M.get_setting("engine_cmd"):gsub(" %-m bridge%.cli ", " -m bridge ", 1)) .. " --spool " .. M.quote_arg(spool)
+  return M.get_setting("engine_cmd") .. " --spool " .. M.quote_arg(spool)
 end
 
 -- Asks what to do when the engine is not running. Returns true to go on and queue the jobs
