@@ -29,6 +29,7 @@ from bridge.jobs.protocol import PathMap, is_loopback
 from bridge.jobs.retention import KEEP_DAYS
 from bridge.jobs.service import Service
 from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
+from bridge.wire.secret import token_problem
 from bridge.wire.server import OscFrontend
 from bridge.workers.local import Worker
 from bridge.workers.pool import DeviceError, Pool, parse_devices, worker_names
@@ -178,6 +179,8 @@ class Daemon:
                 f"refusing to listen on {cfg.host}: a non-loopback address needs a token (--token-file FILE or "
                 "$AIEDIT_TOKEN; anyone on the network could otherwise send jobs)"
             )
+        if cfg.token is not None and (problem := token_problem(cfg.token)):
+            raise StartupError(problem)
         if cfg.max_queued < 1 or cfg.keep_days < 0:
             raise StartupError("--max-queued must be at least 1 and --keep-days at least 0 (0: keep every job)")
         try:

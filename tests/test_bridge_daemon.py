@@ -20,6 +20,8 @@ from bridge_helpers import TINY_STEPS, Daemon, Listener, job, job_json, make_wav
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+TOK = "s3cret-0123456789abcdef"  # the daemon refuses tokens under 16 characters
+
 STAGES = {"loading", "preparing", "embedding", "finetune", "sampling", "decoding", "scoring", "writing"}
 LONG = {"embed": 20000, "tune": 20000, "sample": 4}  # runs until cancelled
 
@@ -249,16 +251,16 @@ def test_refuses_open_host_without_token(tmp_path):
 
 def test_token_is_required_when_set(tmp_path):
     src = make_wav(tmp_path / "src.wav", seconds=0.5)
-    with Daemon(tmp_path / "spool", "--token", "s3cret") as d, Listener(d.port) as osc:
+    with Daemon(tmp_path / "spool", "--token", TOK) as d, Listener(d.port) as osc:
         osc.send("/aiedit/job", job_json("t1", src))
         assert "token" in osc.wait("/aiedit/error", "t1", timeout=5)[1]
         assert d.status("t1") is None  # an unauthenticated client creates no files
         osc.send("/aiedit/job", job_json("t2", src, token="wrong"))
         assert "token" in osc.wait("/aiedit/error", "t2", timeout=5)[1]
-        osc.send("/aiedit/job", job_json("t3", src, token="s3cret", model="other"))  # passes the token check
+        osc.send("/aiedit/job", job_json("t3", src, token=TOK, model="other"))  # passes the token check
         assert "model" in osc.wait("/aiedit/error", "t3", timeout=5)[1]
         assert "token" in osc.request("/aiedit/cancel", "/aiedit/error", "t3")[1]
-        assert osc.ping(token="s3cret")["pid"] == d.proc.pid
+        assert osc.ping(token=TOK)["pid"] == d.proc.pid
 
 
 def test_model_that_fails_to_load(tmp_path):

@@ -22,6 +22,8 @@ from bridge.jobs.spool import Heartbeat, Spool, lock_holder
 from bridge.wire.osc_codec import MAX_MESSAGES, WireError, parse_datagram
 from bridge.wire.server import AMPLIFY, build_message
 
+TOK = "s3cret-0123456789abcdef"  # the daemon refuses tokens under 16 characters
+
 HANG_BUNDLE = bytes.fromhex("2362756e646c65000000000000000001fffffffc")
 
 
@@ -150,8 +152,8 @@ def test_messages_per_bundle_are_bounded(env):
 def tok(tmp_path_factory):
     root = tmp_path_factory.mktemp("token")
     src = make_wav(root / "src.wav", seconds=0.5)
-    with Daemon(root / "spool", "--token", "s3cret") as d, Listener(d.port) as lst:
-        lst.send("/aiedit/job", json.dumps(job("private", src, token="s3cret", prompt="secret prompt")))
+    with Daemon(root / "spool", "--token", TOK) as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("private", src, token=TOK, prompt="secret prompt")))
         lst.wait("/aiedit/ack", "private", timeout=5)
         yield d, lst, src
 
@@ -176,9 +178,9 @@ def test_status_needs_the_token_and_replies_stay_small(tok):
         time.sleep(0.5)
         assert a.events and reply_bytes(a.events) <= AMPLIFY * (len(many) + 200)
         assert d.status("private")["state"] != "cancelled"
-        listing = a.status(token="s3cret")  # with the token: the full listing
+        listing = a.status(token=TOK)  # with the token: the full listing
         assert any(j["prompt"] == "secret prompt" for j in listing)
-        assert a.ping(token="s3cret")["pid"] == d.proc.pid
+        assert a.ping(token=TOK)["pid"] == d.proc.pid
 
 
 # -- 3. one daemon per spool ----------------------------------------------------------------------------------
@@ -452,12 +454,12 @@ def test_aiedit_send_passes_the_token_to_status_and_ping(tok):
     d, _, _ = tok
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = [sys.executable, "-m", "bridge", "send", "--port", str(d.port), "--timeout", "5"]
-    out = subprocess.run([*base, "--token", "s3cret", "status", "--json"], capture_output=True, text=True, env=env,
+    out = subprocess.run([*base, "--token", TOK, "status", "--json"], capture_output=True, text=True, env=env,
                          cwd=ROOT, timeout=30)
     assert out.returncode == 0 and "secret prompt" in out.stdout
     out = subprocess.run([*base, "status"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
     assert out.returncode != 0 and "needs the token" in out.stderr
-    out = subprocess.run([*base, "--token", "s3cret", "ping"], capture_output=True, text=True, env=env, cwd=ROOT,
+    out = subprocess.run([*base, "--token", TOK, "ping"], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=30)
     assert out.returncode == 0 and json.loads(out.stdout)["pid"] == d.proc.pid
 

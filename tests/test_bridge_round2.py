@@ -20,6 +20,8 @@ import soundfile as sf
 from bridge_helpers import ROOT, TINY_STEPS, Daemon, Listener, job, make_wav, seed_queued_jobs
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+TOK = "s3cret-0123456789abcdef"  # the daemon refuses tokens under 16 characters
+
 LONG = {"embed": 20000, "tune": 20000, "sample": 4}
 
 
@@ -208,7 +210,7 @@ def _serve(spool: Path, *args: str, env: dict | None = None, timeout: float = 20
 
 def test_5_token_file_must_be_private(tmp_path):
     tf = tmp_path / "token"
-    tf.write_text("s3cret\n")
+    tf.write_text(TOK + "\n")
     tf.chmod(0o644)
     out = _serve(tmp_path / "spool", "--token-file", str(tf))
     assert out.returncode == 2 and out.stderr.count("\n") == 1
@@ -219,27 +221,27 @@ def test_5_token_file_must_be_private(tmp_path):
 
 def test_5_token_from_file_or_environment_and_guesses_are_throttled(tmp_path):
     tf = tmp_path / "token"
-    tf.write_text("s3cret\n")
+    tf.write_text(TOK + "\n")
     tf.chmod(0o600)
     with Daemon(tmp_path / "spool", "--token-file", str(tf)) as d, Listener(d.port) as lst:
-        assert "s3cret" not in Path(f"/proc/{d.proc.pid}/cmdline").read_text()
-        assert lst.ping(token="s3cret")["pid"] == d.proc.pid
+        assert TOK not in Path(f"/proc/{d.proc.pid}/cmdline").read_text()
+        assert lst.ping(token=TOK)["pid"] == d.proc.pid
         for i in range(30):  # a guesser, each try from the same host
             lst.send_raw(bundle(*[osc("/aiedit/ping", f"guess{i}-{k}") for k in range(16)]))
         time.sleep(0.5)
-        busy = lst.request("/aiedit/ping", "/aiedit/error", "s3cret", timeout=5)  # even the right token, for now
+        busy = lst.request("/aiedit/ping", "/aiedit/error", TOK, timeout=5)  # even the right token, for now
         assert busy[1].startswith("busy: too many wrong tokens")
-        lst.send("/aiedit/job", json.dumps(job("j", "/x.wav", token="s3cret")))
+        lst.send("/aiedit/job", json.dumps(job("j", "/x.wav", token=TOK)))
         assert lst.wait("/aiedit/error", "j", timeout=5)[1].startswith("busy:")
         pongs = [json.loads(a[0]) for e, a in lst.events if e == "/aiedit/pong"]
         assert all("pid" not in p for p in pongs[1:])  # no guess got through
         log = (d.spool / "aiedit.log").read_text()
         assert "wrong token from 127.0.0.1" in log and "throttling 127.0.0.1" in log
         assert log.count("wrong token from") < 100  # logged, but rate-limited
-    with Daemon(tmp_path / "spool2", env={"AIEDIT_TOKEN": "envtok"}) as d, Listener(d.port) as lst:
-        assert lst.ping(token="envtok")["pid"] == d.proc.pid
+    with Daemon(tmp_path / "spool2", env={"AIEDIT_TOKEN": "envtok-0123456789abcdef"}) as d, Listener(d.port) as lst:
+        assert lst.ping(token="envtok-0123456789abcdef")["pid"] == d.proc.pid
         assert "pid" not in lst.ping()
-    with Daemon(tmp_path / "spool3", "--token", "flagtok") as d:
+    with Daemon(tmp_path / "spool3", "--token", "flagtok-0123456789abcdef") as d:
         assert "visible to every user" in d.stderr()
 
 

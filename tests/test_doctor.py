@@ -191,7 +191,7 @@ def test_an_engine_command_naming_the_moved_cli_module_is_flagged():
 def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, capsys, monkeypatch):
     spool = env / "spool"
     tf = env / "token"
-    tf.write_text("s3cret\n")
+    tf.write_text("s3cret-but-longer-0123\n")
     tf.chmod(0o644)
     code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--token-file", str(tf))
     assert code == 1 and row(out, "token").startswith("FAIL") and "chmod 600" in row(out, "token")
@@ -200,10 +200,13 @@ def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, ca
     code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--token-file", str(tf),
                        "--reaper-resource", str(res))
     assert "FAIL token" not in out and row(out, "reaper token").startswith("FAIL")  # the file's token is compared
-    monkeypatch.setenv("AIEDIT_TOKEN", "s3cret")
-    (res / "reaper-extstate.ini").write_text(f"[aiedit]\nspool={spool}\ntoken=s3cret\n")
+    monkeypatch.setenv("AIEDIT_TOKEN", "s3cret-but-longer-0123")
+    (res / "reaper-extstate.ini").write_text(f"[aiedit]\nspool={spool}\ntoken=s3cret-but-longer-0123\n")
     code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
     assert "reaper token" not in out or row(out, "reaper token").startswith("ok"), out
+    monkeypatch.setenv("AIEDIT_TOKEN", "s3cret")  # too short: the daemon would refuse it
+    code, out = doctor(capsys, "--spool", str(spool), "--port", "0")
+    assert code == 1 and row(out, "token").startswith("FAIL") and "at least 16" in row(out, "token")
 
 
 def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():

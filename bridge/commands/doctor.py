@@ -385,12 +385,15 @@ def run(args: argparse.Namespace) -> list[Result]:
 
 def check_token(args: argparse.Namespace) -> tuple[str | None, Result | None]:
     """The token the daemon would use (--token-file, --token, $AIEDIT_TOKEN) and a check of how it is given."""
-    from bridge.wire.secret import TOKEN_ENV, TokenError, resolve_token
+    from bridge.wire.secret import MAKE_TOKEN, TOKEN_ENV, TokenError, resolve_token, token_problem
 
     try:
         token, _ = resolve_token(args.token, getattr(args, "token_file", None))
     except TokenError as exc:
         return None, Result("token", "FAIL", str(exc), "chmod 600 the token file, or set $" + TOKEN_ENV)
+    if token is not None and (problem := token_problem(token)):
+        return token, Result("token", "FAIL", f"the daemon will refuse to start: {problem.split(' (')[0]}",
+                             f"a longer token, in the engine and in REAPER's settings: {MAKE_TOKEN}")
     if args.token and not getattr(args, "token_file", None):
         return token, Result("token", "ok", "a token is set in the config file or on the command line",
                              "on a shared machine prefer token_file = \"FILE\" (mode 0600) or $" + TOKEN_ENV)

@@ -11,6 +11,7 @@ from typing import Any
 from bridge.jobs.limits import Limits
 from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
+    SELF_REPLY_MSG,
     PathMap,
     ProtocolError,
     ReplyTo,
@@ -22,6 +23,7 @@ from bridge.jobs.protocol import (
     refused_status,
     reply_allowed,
     reply_family_error,
+    reply_to_self,
     token_ok,
     valid_id,
 )
@@ -41,8 +43,10 @@ REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST = 2.0, 200.0
 
 class Admission:
     def __init__(self, table: JobTable, model: ServedModel, *, token: str | None, path_map: PathMap,
-                 ip_version: int, limits: Limits, max_queued: int) -> None:
+                 ip_version: int, limits: Limits, max_queued: int, own: tuple[str, int] = ("127.0.0.1", 0)
+                 ) -> None:
         self.table, self.model = table, model
+        self.own = own  # the daemon's own (host, port): never a reply address
         self.token, self.path_map, self.ip_version = token, path_map, ip_version
         self.limits, self.max_queued = limits, max_queued
         self._refusals = Buckets(REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST, max_keys=1)
@@ -72,7 +76,7 @@ class Admission:
             try:  # refusals from here on may go to the job's reply address, if it is an allowed one
                 wanted = parse_reply(obj.get("reply"))
                 if (wanted is not None and reply_allowed(wanted, sender, trusted=trusted)
-                        and not reply_family_error(wanted, self.ip_version)):
+                        and not reply_family_error(wanted, self.ip_version) and not reply_to_self(wanted, *self.own)):
                     target = wanted
             except InputError:
                 pass
@@ -81,6 +85,8 @@ class Admission:
                 raise ProtocolError(REPLY_HOST_MSG, job.id)
             if job.reply is not None and (family := reply_family_error(job.reply, self.ip_version)):
                 raise ProtocolError(family, job.id)
+            if job.reply is not None and reply_to_self(job.reply, *self.own):
+                raise ProtocolError(SELF_REPLY_MSG, job.id)
             with t.lock:
                 if t.taken(job.id):
                     raise ProtocolError(f"job id {job.id!r} is already taken", job.id)

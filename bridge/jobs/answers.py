@@ -8,11 +8,13 @@ import logging
 
 from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
+    SELF_REPLY_MSG,
     STATES_FINAL,
     CancelRequest,
     ReplyTo,
     reply_allowed,
     reply_family_error,
+    reply_to_self,
     token_ok,
 )
 from bridge.jobs.records import dumps
@@ -26,8 +28,9 @@ ANSWER_BYTES = 64_000  # a status answer fits one UDP datagram
 
 
 class Answers:
-    def __init__(self, table: JobTable, *, token: str | None, ip_version: int) -> None:
-        self.table, self.token, self.ip_version = table, token, ip_version
+    def __init__(self, table: JobTable, *, token: str | None, ip_version: int,
+                 own: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        self.table, self.token, self.ip_version, self.own = table, token, ip_version, own
 
     def cancel(self, req: CancelRequest, sender: ReplyTo | None) -> str | None:
         """Cancel a queued or running job. Returns None on success, else the error (also sent to the
@@ -36,6 +39,7 @@ class Answers:
         if req.reply is not None and (
             problem := REPLY_HOST_MSG if not reply_allowed(req.reply, sender, trusted=self.token is not None)
             else reply_family_error(req.reply, self.ip_version)
+            or (SELF_REPLY_MSG if reply_to_self(req.reply, *self.own) else None)
         ):
             if sender:
                 t.send(sender, "/aiedit/error", [req.id, problem])

@@ -482,6 +482,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_key(host: str) -> str:
+    """Who a sender is for the per-sender budgets and throttles: its host, with every loopback address counted as
+    one host (``"loopback"``: 127.0.0.1, 127.9.9.9 and ::1 are all this machine, so rotating through 127.x.y.z gains
+    nothing) and an IPv6 sender by its /64 (what one machine is given; it may pick any address in it)."""
+    ip = host_ip(host)
+    if ip is None:
+        return host.lower()[:255]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def reply_to_self(target: ReplyTo, host: str, port: int) -> bool:
+    """Whether ``target`` may be this daemon's own socket (bound to ``host``:``port``): the daemon would answer
+    its own answers for ever. Conservative: any loopback or unspecified address at the daemon's port, its own bound
+    address, and (bound to every address) any host at that port."""
+    if port <= 0 or target.port != port:
+        return False
+    t, own = host_ip(target.host), host_ip(host)
+    if t is None:
+        return True  # a name: it could resolve to us (names are refused anyway: no DNS on the answering path)
+    if isinstance(t, ipaddress.IPv6Address) and t.ipv4_mapped is not None:
+        t = t.ipv4_mapped
+    return t.is_loopback or t.is_unspecified or own is None or own.is_unspecified or t == own
+
+
+SELF_REPLY_MSG = "the reply address is this daemon's own port: it would answer its own answers (use your own port)"
+
+
 def reply_allowed(target: ReplyTo, sender: ReplyTo | None, *, trusted: bool = False) -> bool:
     """Replies go only to the sender's own host (any port there), so the daemon cannot be aimed at a third
     party. A spool message has no sender: loopback only, unless it was authenticated with the token

@@ -64,8 +64,9 @@ class Service:
         self.table = JobTable(spool, send)
         self.queue, self.closed = self.table.queue, self.table.closed
         self.admission = Admission(self.table, self.model, token=token, path_map=self.path_map,
-                                   ip_version=self.ip_version, limits=self.limits, max_queued=max_queued)
-        self.answers = Answers(self.table, token=token, ip_version=self.ip_version)
+                                   ip_version=self.ip_version, limits=self.limits, max_queued=max_queued,
+                                   own=(host, port))
+        self.answers = Answers(self.table, token=token, ip_version=self.ip_version, own=(host, port))
         self.inbox = Inbox(self.table, submit=self.submit, cancel=self.cancel, max_queued=max_queued)
         self.runner = Running(self.table, self.limits)
         self.retention = Retention(self.table, keep_days)

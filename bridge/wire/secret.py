@@ -9,6 +9,19 @@ from collections.abc import Mapping
 
 TOKEN_ENV = "AIEDIT_TOKEN"
 MAX_TOKEN_BYTES = 4096
+# Wrong tokens are throttled per sender host (bridge.wire.server), but a network of hosts guesses in parallel: the
+# token's own length is what holds. 16 random characters are 64 bits at least (hex): at 10,000 guesses a second
+# (about what the port answers) that is 58 million years; a 6-character password falls in minutes.
+MIN_TOKEN_CHARS = 16
+MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(24))"'
+
+
+def token_problem(token: str) -> str | None:
+    """Why the daemon refuses ``token`` (one line), or None."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return (f"the token is {len(token)} characters; the daemon needs at least {MIN_TOKEN_CHARS} (wrong guesses "
+                f"are throttled per sender host, not for a network of them; make one with: {MAKE_TOKEN})")
+    return None
 ARGV_WARNING = ("warning: --token on the command line is visible to every user of this machine (ps); "
                 f"use --token-file FILE (mode 0600) or ${TOKEN_ENV}")
 

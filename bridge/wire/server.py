@@ -8,9 +8,9 @@ thread: handlers are quick, and order matters (a cancel sent right after its job
 from the server's own socket, so they come from the port clients sent to. The thread stamps
 :attr:`OscFrontend.alive_at` every loop, and the heartbeat stops when it goes stale.
 
-Work per datagram is bounded (at most 16 messages, each answered in O(its answer)), and per sender per second:
-status listings per sender address and port, wrong tokens per sender host (a guesser picks a new port for every
-try, not a new address). What is over a bucket is refused at once with an ``/aiedit/error`` starting "busy:",
+Work per datagram is bounded (at most 16 messages, each answered in O(its answer)), and per sender host per second
+(every loopback address counting as one host: a guesser picks a new port or a new 127.x.y.z for every try): status
+listings and wrong tokens. What is over a bucket is refused at once with an ``/aiedit/error`` starting "busy:",
 never left unanswered.
 """
 
@@ -26,17 +26,22 @@ import threading
 import time
 from typing import Any
 
+from bridge.jobs.answers import ANSWER_BYTES
 from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
+    SELF_REPLY_MSG,
     VERSION,
     ProtocolError,
     ReplyTo,
     decode_json,
+    host_ip,
+    host_key,
     parse_cancel,
     parse_query_args,
     parse_status_args,
     reply_allowed,
     reply_family_error,
+    reply_to_self,
     token_ok,
 )
 from bridge.jobs.service import Service
@@ -47,11 +52,17 @@ from bridge.wire.throttle import Buckets
 log = logging.getLogger("aiedit.osc")
 
 MAX_DATAGRAM = 65_000  # what fits in one UDP datagram with headroom for the OSC framing
-AMPLIFY = 4  # unauthenticated replies: at most this many times the request's bytes
+AMPLIFY = 4  # unauthenticated replies, and tokenless ones to another address: at most this many times the request
+OSC_FRAMING = 32  # an answer's bytes beyond its JSON text: address, type tags, padding
 STALE_AFTER_S = 5.0  # the answering thread counts as hung when it has not looped for this long
-STATUS_RATE, STATUS_BURST = 20.0, 40.0  # status listings per second per sender (address, port), after a burst
-STATUS_ALL_RATE, STATUS_ALL_BURST = 200.0, 400.0  # ... and for all senders together
+# Per sender host (bridge.jobs.protocol.host_key: every loopback address is one host, an IPv6 sender its /64), never
+# per port (ports are free: one process can use thousands) nor for everyone (one flooder would refuse them all).
+STATUS_RATE, STATUS_BURST = 50.0, 100.0  # status listings per second per sender host, after a burst
 GUESS_RATE, GUESS_BURST = 0.5, 5.0  # wrong tokens per second per sender host, after a burst
+# What the daemon itself sends: never answered (an answer to an answer is how two programs loop for ever). A
+# /aiedit/status carrying a status answer (a JSON object with "jobs") is one of them too.
+EVENTS = frozenset({"/aiedit/ack", "/aiedit/progress", "/aiedit/done", "/aiedit/error", "/aiedit/cancelled",
+                    "/aiedit/pong"})
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -86,6 +97,29 @@ def build_message(address: str, args: list[Any]) -> bytes:
     return encode_message(address, args)
 
 
+def is_status_answer(args: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether ``/aiedit/status`` arguments are a status *answer* (``{"jobs": ...}``), as another daemon (or this
+    one, through a forged reply address) sends: an answer, not a request."""
+    if len(args) != 1 or not isinstance(args[0], str) or not args[0].lstrip().startswith("{"):
+        return False
+    try:
+        obj = json.loads(args[0])
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and "jobs" in obj
+
+
+@functools.lru_cache(maxsize=256)
+def _is_local_ip(host: str, family: socket.AddressFamily) -> bool:
+    """Whether ``host`` is one of this machine's addresses (the kernel sends to it from itself)."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return bool(s.getsockname()[0] == host)
+    except OSError:
+        return False
+
+
 def family_of(host: str) -> socket.AddressFamily:
     """IPv6 for an IPv6 literal (``::1``), else IPv4."""
     return socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -110,7 +144,6 @@ class OscFrontend:
         self._budget: _Budget | None = None
         self._ident = -1
         self._status_buckets = Buckets(STATUS_RATE, STATUS_BURST)
-        self._status_all = Buckets(STATUS_ALL_RATE, STATUS_ALL_BURST, max_keys=1)
         self._guesses = Buckets(GUESS_RATE, GUESS_BURST)
         self._throttled: set[str] = set()  # hosts already logged as throttled (one line per episode)
 
@@ -136,12 +169,16 @@ class OscFrontend:
 
         While it runs, replies are counted against the datagram's budget (see :class:`_Budget`)."""
         self.alive_at = time.monotonic()
+        if self._is_self(client[0], client[1]):  # our own answer come back: never answered (see _is_self)
+            log.debug("dropped a datagram from the daemon's own socket")
+            return
         try:
             messages = parse_datagram(data)
         except WireError as exc:
             log.debug("dropped a datagram of %d bytes from %s: %s", len(data), client[0], exc)
             return
-        self._budget = _Budget(len(data), needs_token=self.service is not None and self.service.token is not None)
+        self._budget = _Budget(len(data), (client[0], client[1]),
+                               needs_token=self.service is not None and self.service.token is not None)
         try:
             for m in messages:
                 self._dispatch(m, client)
@@ -150,17 +187,38 @@ class OscFrontend:
         self.alive_at = time.monotonic()
 
     def _dispatch(self, m: Message, client: tuple[str, int]) -> None:
+        if m.address in EVENTS or (m.address == "/aiedit/status" and is_status_answer(m.args)):
+            log.debug("ignored %s from %s: an answer is never answered", m.address, client[0])
+            return
         handler = self._routes.get(m.address, self._unknown)
         handler(client, m.address, *m.args)
+
+    def _is_self(self, host: str, port: int) -> bool:
+        """Whether (host, port) is this daemon's own socket: nothing is ever sent there, and nothing that comes
+        from there is answered (one pong sent to itself would otherwise be answered, and that answer answered,
+        for ever)."""
+        if port != self.port:
+            return False
+        bound = self.server.server_address[0]
+        if reply_to_self(ReplyTo(host, port), bound, self.port):
+            ip = host_ip(host)
+            own = host_ip(bound)
+            if ip is not None and own is not None and own.is_unspecified and not (ip.is_loopback or ip.is_unspecified):
+                return _is_local_ip(str(ip), self.server.address_family)  # bound to every address: is it ours?
+            return True
+        return False
 
     def send(self, target: ReplyTo, address: str, args: list[Any]) -> None:
         """Send one OSC message; failures (unreachable host, full buffer) are logged, never raised.
 
         On the answering thread, a reply over the current datagram's budget is dropped."""
+        if self._is_self(target.host, target.port):
+            log.warning("not sending %s to the daemon's own port %s:%d", address, target.host[:60], target.port)
+            return
         try:
             data = build_message(address, args)
             budget = self._budget if threading.get_ident() == self._ident else None
-            if budget is not None and not budget.take(len(data)):
+            if budget is not None and not budget.take(len(data), (target.host, target.port)):
                 log.debug("dropped a %d-byte %s to %s: over the unauthenticated reply budget", len(data),
                           address, target.host)
                 return
@@ -223,10 +281,13 @@ class OscFrontend:
         if not authed:  # other clients' prompts and source paths are for token holders only
             self.send(target, "/aiedit/error", ["", "refused: status needs the token"])
             return
-        if not (self._status_buckets.take((client[0], client[1])) and self._status_all.take("all")):
-            self.send(target, "/aiedit/error", ["", "busy: too many status requests; ask again in a second"])
+        if not self._status_buckets.take(host_key(client[0])):
+            self.send(target, "/aiedit/error", ["", f"busy: too many status requests from {client[0][:60]}; ask "
+                                                    "again in a second"])
             return
-        self.send(target, "/aiedit/status", [self.service.status_text(since)])
+        room = self._budget.room((target.host, target.port)) if self._budget is not None else None
+        budget = ANSWER_BYTES if room is None else max(0, min(ANSWER_BYTES, room - OSC_FRAMING))
+        self.send(target, "/aiedit/status", [self.service.status_text(since, budget)])
 
     def _ping(self, client: tuple[str, int], address: str, *args: Any) -> None:
         assert self.service is not None
@@ -234,7 +295,11 @@ class OscFrontend:
         if target is None:
             return
         info = self.service.daemon_info() if authed else {"version": VERSION, "token_required": True}
-        self.send(target, "/aiedit/pong", [json.dumps(info)])
+        text = json.dumps(info)
+        room = self._budget.room((target.host, target.port)) if self._budget is not None else None
+        if authed and room is not None and len(text) + OSC_FRAMING > room:  # tokenless, to another address: short
+            text = json.dumps({"version": VERSION, "short": True})  # (ask from the port that reads the answer)
+        self.send(target, "/aiedit/pong", [text])
 
     def _authenticate(self, token: object, client: tuple[str, int]) -> bool:
         """Whether the request may act as a token holder; a wrong token is logged and counted against the
@@ -246,7 +311,7 @@ class OscFrontend:
         if ok and self._budget is not None:
             self._budget.authed = True
         if not ok and token is not None:
-            self._guesses.charge(client[0])
+            self._guesses.charge(host_key(client[0]))
             log.warning("wrong token from %s", client[0])
         return ok
 
@@ -257,12 +322,15 @@ class OscFrontend:
         if self.service.token is None or token is None:
             return False
         host = sender.host
-        if self._guesses.level(host) >= 1.0:
-            self._throttled.discard(host)
+        key = host_key(host)
+        if self._guesses.level(key) >= 1.0:
+            self._throttled.discard(key)
             return False
-        wait = self._guesses.wait_s(host)
-        if host not in self._throttled:
-            self._throttled.add(host)
+        wait = self._guesses.wait_s(key)
+        if key not in self._throttled:
+            if len(self._throttled) > 4096:
+                self._throttled.clear()
+            self._throttled.add(key)
             log.warning("throttling %s: too many wrong tokens; its requests with a token are refused for %.0f s",
                         host, wait)
         self.send(sender, "/aiedit/error", [jid[:64], f"busy: too many wrong tokens from {host[:60]}; "
@@ -286,6 +354,9 @@ class OscFrontend:
         if target is not None and not reply_allowed(target, sender):
             self.send(sender, "/aiedit/error", ["", REPLY_HOST_MSG])
             return None, False
+        if target is not None and self._is_self(target.host, target.port):
+            self.send(sender, "/aiedit/error", ["", SELF_REPLY_MSG])
+            return None, False
         if target is not None and (problem := reply_family_error(target, self.service.ip_version)):
             self.send(sender, "/aiedit/error", ["", problem])
             return None, False
@@ -303,17 +374,30 @@ class OscFrontend:
 
 
 class _Budget:
-    """Reply bytes one datagram may cause. With a token configured and none presented, the replies to a
-    datagram never exceed :data:`AMPLIFY` times its size, so the port cannot amplify traffic."""
+    """Reply bytes one datagram may cause, so the port cannot be used to amplify traffic towards anyone.
 
-    def __init__(self, size: int, *, needs_token: bool) -> None:
+    With a token configured and none presented, the replies to a datagram never exceed :data:`AMPLIFY` times its
+    size. Without a token (a loopback-only daemon), replies to the sender's own address are not counted (a sender
+    only floods itself, and per-host throttles bound how often), while replies to any other address (a ``reply``
+    naming another port) are held to the same :data:`AMPLIFY` times: a status answer is cut to fit (``more``)."""
+
+    def __init__(self, size: int, sender: tuple[str, int], *, needs_token: bool) -> None:
         self.left = AMPLIFY * size
-        self.authed = not needs_token
+        self.sender = sender
+        self.needs_token = needs_token
+        self.authed = False
 
-    def take(self, n: int) -> bool:
-        if self.authed:
+    def room(self, target: tuple[str, int]) -> int | None:
+        """Bytes a reply to ``target`` may still take; None for no limit."""
+        if self.authed or (not self.needs_token and target == self.sender):
+            return None
+        return self.left
+
+    def take(self, n: int, target: tuple[str, int]) -> bool:
+        room = self.room(target)
+        if room is None:
             return True
-        if n > self.left:
+        if n > room:
             return False
         self.left -= n
         return True

@@ -1,0 +1,238 @@
+"""Regression tests for "daemon round 3" (issue #26): each reproduces one finding of the fourth attack run (on
+6a0127c) against the real daemon (``python -m bridge serve --model tiny``), over real UDP on 127.0.0.1 and a real
+spool, and asserts it no longer works. Numbers in the test names follow the issue's findings.
+
+Nothing here is timed: a "burns a core" check reads the daemon's CPU time (``/proc/<pid>/stat``) over a window and
+asserts a generous bound; orderings and counts are asserted, never latencies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bridge_helpers import ROOT, Daemon, Listener, job, make_wav
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+LONG = {"embed": 20000, "tune": 20000, "sample": 4}
+TOKEN = "round3-token-0123456789abcdef"
+
+
+def osc(address: str, *args) -> bytes:
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+def bundle(*elements: bytes) -> bytes:
+    return b"#bundle\x00" + b"\x00" * 7 + b"\x01" + b"".join(struct.pack(">i", len(e)) + e for e in elements)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cores_used(pids: list[int], window_s: float = 2.0) -> float:
+    """Average cores the processes used together over ``window_s`` seconds."""
+    before = sum(cpu_s(p) for p in pids)
+    time.sleep(window_s)
+    return (sum(cpu_s(p) for p in pids) - before) / window_s
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        time.sleep(0.05)
+
+
+def wait_running(d: Daemon, jid: str, timeout: float = 90.0) -> None:
+    wait_for(lambda: (d.status(jid) or {}).get("stage") in ("embedding", "finetune"), timeout, f"{jid} running")
+
+
+# -- 1. the daemon never answers itself, nor an answer -------------------------------------------------------------
+
+
+def test_1_replies_aimed_at_the_daemons_own_port_are_refused_and_it_stays_idle(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool") as d, Listener(d.port) as lst:
+        own = d.port
+        lst.send("/aiedit/ping", "127.0.0.1", own)
+        lst.send("/aiedit/ping", "127.0.0.2", own)
+        lst.send("/aiedit/status", "localhost", own)
+        lst.send("/aiedit/status", json.dumps({"reply": {"host": "127.0.0.1", "port": own}}))
+        lst.send("/aiedit/job", json.dumps(job("selfish", src, reply={"host": "127.0.0.1", "port": own})))
+        lst.send("/aiedit/cancel", json.dumps({"id": "nobody", "reply": {"host": "127.0.0.1", "port": own}}))
+        d.drop("selfish-spool.json", json.dumps(job("selfish2", src, reply={"host": "127.0.0.1", "port": own})))
+        time.sleep(1.0)  # let whatever loop there is start
+        used = cores_used([d.proc.pid])
+        assert used < 0.15, f"the daemon used {used:.2f} cores after datagrams aimed at its own port"
+        errors = [args for a, args in lst.events if a == "/aiedit/error"]
+        assert sum("own port" in e[1] for e in errors) == 6, errors  # each refused to its sender, in one line
+        assert not any(a == "/aiedit/ack" for a, _ in lst.events)
+        assert d.status("selfish")["state"] == "failed"
+        err = d.spool / "inbox" / "rejected" / "selfish-spool.json.error.txt"
+        assert "own port" in wait_for(lambda: err.exists() and err.read_text(), what="the inbox refusal")
+        assert lst.ping(timeout=2)["pid"] == d.proc.pid
+
+
+def test_1_two_daemons_never_answer_each_others_answers(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "a") as a, Daemon(tmp_path / "b") as b, Listener(a.port) as lst:
+        lst.send("/aiedit/ping", "127.0.0.1", b.port)  # a's pong goes to b: b must not answer it
+        lst.send("/aiedit/status", "127.0.0.1", b.port)  # a's status answer looks like a status request
+        lst.send("/aiedit/job", json.dumps(job("via-b", src, etas=[9.0], reply={"host": "127.0.0.1",
+                                                                            "port": b.port})))
+        lst.send_raw(bundle(osc("/aiedit/ack", "x"), osc("/aiedit/done", "x", "{}"), osc("/aiedit/cancelled", "x"),
+                            osc("/aiedit/progress", "x", "sampling", 0.5), osc("/aiedit/error", "x", "boom"),
+                            osc("/aiedit/status", json.dumps({"jobs": [], "running": 0, "queued": 0}))))
+        time.sleep(1.0)
+        used = cores_used([a.proc.pid, b.proc.pid])
+        assert used < 0.15, f"two daemons used {used:.2f} cores answering each other"
+        assert lst.events == []  # answers (ack, done, error, ...) are never answered, not even "unknown address"
+        assert lst.ping(timeout=2)["pid"] == a.proc.pid
+
+
+def test_1_with_a_token_a_reply_to_the_own_port_is_refused_too(tmp_path):
+    tf = tmp_path / "token"
+    tf.write_text(TOKEN)
+    tf.chmod(0o600)
+    with Daemon(tmp_path / "spool", "--token-file", str(tf)) as d, Listener(d.port) as lst:
+        lst.send("/aiedit/ping", "127.0.0.1", d.port, TOKEN)
+        lst.send("/aiedit/status", "127.0.0.1", d.port, TOKEN)
+        time.sleep(1.0)
+        used = cores_used([d.proc.pid])
+        assert used < 0.15, f"the daemon used {used:.2f} cores"
+        assert sum(a == "/aiedit/error" and "own port" in args[1] for a, args in lst.events) == 2
+
+
+# -- 3. wrong tokens: throttled per host, loopback as one; short tokens refused -------------------------------------
+
+
+def _serve(spool: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "bridge", "serve", "--model", "tiny", "--port", "0", "--spool", str(spool), *args]
+    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_3_a_short_token_is_refused_at_start_in_one_line(tmp_path):
+    tf = tmp_path / "token"
+    tf.write_text("abc123\n")
+    tf.chmod(0o600)
+    for args, env in ((("--token", "123"), None), (("--token-file", str(tf)), None), ((), {"AIEDIT_TOKEN": "short"})):
+        out = _serve(tmp_path / "spool", *args, env=env)
+        assert out.returncode == 2, out.stderr
+        lines = [x for x in out.stderr.splitlines() if not x.startswith("aiedit serve: warning")]
+        assert len(lines) == 1 and "at least 16" in lines[0] and "secrets" in lines[0], out.stderr
+
+
+def test_3_wrong_tokens_from_many_loopback_addresses_share_one_throttle(tmp_path):
+    tf = tmp_path / "token"
+    tf.write_text(TOKEN)
+    tf.chmod(0o600)
+    with Daemon(tmp_path / "spool", "--token-file", str(tf)) as d, Listener(d.port) as lst:
+        socks = []
+        try:
+            for k in range(2, 42):  # one guess from each of 40 loopback addresses; a compared guess is answered
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # (a pong) at our listener, a refused one
+                socks.append(s)  # ("busy") at the guessing socket itself
+                s.bind((f"127.0.0.{k}", 0))
+                s.settimeout(5)
+                s.sendto(osc("/aiedit/ping", "127.0.0.1", lst.port, f"guess-{k:03d}"), ("127.0.0.1", d.port))
+            busy = 0
+            for s in socks:
+                with contextlib.suppress(TimeoutError):
+                    s.settimeout(0.2)
+                    busy += b"busy: too many wrong tokens" in s.recv(65535)
+        finally:
+            for s in socks:
+                s.close()
+        lst.ping(timeout=5)
+        compared = [args for a, args in lst.events if a == "/aiedit/pong"]
+        assert len(compared) <= 7 and busy >= 33, (len(compared), busy)  # 5 free tries, then one every 2 s
+        assert all("pid" not in json.loads(p[0]) for p in compared)
+        busy = lst.request("/aiedit/ping", "/aiedit/error", TOKEN)  # 127.0.0.1 is the same host: throttled too
+        assert busy[1].startswith("busy: too many wrong tokens")
+
+
+# -- 17. the status throttle is per host, not global; tokenless answers do not amplify towards others --------------
+
+
+def _own_lan_address() -> str | None:
+    """This machine's address on its first non-loopback interface (no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.123", 9))
+            host = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if host.startswith("127.") or host == "0.0.0.0" else host
+
+
+def test_17_a_status_flood_from_one_host_does_not_refuse_another_host(tmp_path):
+    lan = _own_lan_address()
+    if lan is None:
+        pytest.skip("no non-loopback address on this machine to send from")
+    tf = tmp_path / "token"
+    tf.write_text(TOKEN)
+    tf.chmod(0o600)
+    with Daemon(tmp_path / "spool", "--host", "0.0.0.0", "--token-file", str(tf)) as d:
+        flood = bundle(*[osc("/aiedit/status", TOKEN)] * 16)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            other.bind((lan, 0))
+            other.settimeout(5)
+            for _ in range(2):  # 16 ports x 2 datagrams x 16 requests = 512 status requests from this host,
+                for s in socks:
+                    s.sendto(flood, ("127.0.0.1", d.port))
+            other.sendto(osc("/aiedit/status", TOKEN), (lan, d.port))  # then one from another host
+            data = other.recv(65535)
+            assert data.startswith(b"/aiedit/status\x00"), data[:120]  # answered, not "busy"
+            answers = []
+            for s in socks:
+                s.settimeout(0.5)
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        answers.append(s.recv(65535))
+            assert sum(b"busy: too many status requests" in a for a in answers) >= 256  # the flooder was refused
+        finally:
+            for s in [*socks, other]:
+                s.close()
+
+
+def test_17_a_tokenless_status_answer_to_another_port_is_cut_to_four_times_the_request(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool") as d, Listener(d.port) as lst, Listener(d.port) as victim:
+        for i in range(40):  # refused with a valid id: 40 finished (failed) jobs for the status answer to list
+            lst.send("/aiedit/job", json.dumps(job(f"f{i:02d}", src, etas=[9.0], label="x" * 500)))
+        wait_for(lambda: sum(a == "/aiedit/error" for a, _ in lst.events) >= 40, what="40 refusals")
+        own = json.loads(lst.request("/aiedit/status", "/aiedit/status")[0])  # to the sender itself: all of it
+        assert len(own["jobs"]) == 40
+        req = osc("/aiedit/status", "127.0.0.1", victim.port)
+        lst.send_raw(req)
+        answer = victim.wait("/aiedit/status", timeout=5)
+        from bridge.wire.server import AMPLIFY, build_message
+
+        assert len(build_message("/aiedit/status", answer)) <= AMPLIFY * len(req)
+        cut = json.loads(answer[0])
+        assert cut["more"] is True and cut["jobs"] == []
+        lst.send_raw(osc("/aiedit/ping", "127.0.0.1", victim.port))
+        pong = json.loads(victim.wait("/aiedit/pong", timeout=5)[0])
+        assert pong == {"version": 1, "short": True}
