@@ -236,3 +236,81 @@ def test_17_a_tokenless_status_answer_to_another_port_is_cut_to_four_times_the_r
         lst.send_raw(osc("/aiedit/ping", "127.0.0.1", victim.port))
         pong = json.loads(victim.wait("/aiedit/pong", timeout=5)[0])
         assert pong == {"version": 1, "short": True}
+
+
+# -- 2. a record that names another id fails alone; the worker lives on --------------------------------------------
+
+
+def _queued_record(spool: Path, folder: str, body: dict, created: float) -> None:
+    d = spool / "jobs" / folder
+    d.mkdir(parents=True)
+    (d / "job.json").write_text(json.dumps(body))
+    st = {"version": 1, "id": folder, "label": None, "state": "queued", "stage": "queued", "progress": 0.0,
+          "error": None, "priority": "interactive", "prompt": body["prompt"], "mode": "lora", "model": "tiny",
+          "seed": 1, "source": {"path": body["source"]["path"], "start": 0.0, "length": None}, "sample_rate": 44100,
+          "channels": 2, "frames": 22050, "takes": [], "best": None, "created": created, "updated": created}
+    (d / "status.json").write_text(json.dumps(st))
+
+
+def test_2_a_queued_record_naming_another_id_fails_alone_and_later_jobs_run(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    spool = tmp_path / "spool"
+    now = time.time() - 100
+    _queued_record(spool, "liar", job("someone-else", src), now)  # job.json names another id
+    _queued_record(spool, "after", job("after", src), now + 1)
+    with Daemon(spool) as d, Listener(d.port) as lst:
+        st = d.status("liar")
+        assert st["state"] == "failed" and "cannot resume" in st["error"] and "another id" in st["error"]
+        assert d.wait_status("after", timeout=120)["state"] == "done"  # the worker did not die on the first
+        lst.send("/aiedit/job", json.dumps(job("new", src)))
+        assert lst.wait_end("new", timeout=120)[0] == "/aiedit/done"
+        assert d.status("someone-else") is None
+        assert "Traceback" not in d.stderr()
+
+
+# -- 14. job creation is atomic: a kill -9 mid-creation loses nothing ---------------------------------------------
+
+
+def test_14_a_job_folder_cut_short_by_a_kill_does_not_take_its_id_from_its_inbox_file(tmp_path):
+    """What a kill -9 between ``mkdir jobs/<id>`` and its first write left (an empty folder; or job.json alone,
+    between the two writes), with the job's inbox file still waiting: the job is accepted and runs at restart."""
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    spool = tmp_path / "spool"
+    (spool / "jobs" / "cut1").mkdir(parents=True)
+    (spool / "jobs" / "cut2").mkdir()
+    (spool / "jobs" / "cut2" / "job.json").write_text(json.dumps(job("cut2", src)))
+    (spool / "jobs" / ".new-0123abcd").mkdir()  # a hidden half-made folder of this daemon's own creation
+    (spool / "jobs" / ".new-0123abcd" / "job.json").write_text(json.dumps(job("cut3", src)))
+    inbox = spool / "inbox"
+    inbox.mkdir()
+    for jid in ("cut1", "cut2"):
+        (inbox / f"{jid}.json").write_text(json.dumps(job(jid, src)))
+    with Daemon(spool) as d:
+        for jid in ("cut1", "cut2"):
+            assert d.wait_status(jid, timeout=120)["state"] == "done", d.status(jid)
+        assert not list((spool / "inbox" / "rejected").glob("*"))  # nothing refused as "already taken"
+        assert not (spool / "jobs" / ".new-0123abcd").exists()
+
+
+def test_14_jobs_created_under_kill_9_are_whole_or_absent(tmp_path):
+    """Kill the daemon repeatedly while it accepts spool jobs: every job folder it leaves has its status, and
+    every inbox file becomes a job (none refused as taken by its own folder)."""
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    spool = tmp_path / "spool"
+    d = Daemon(spool, "--max-queued", "5000")
+    try:
+        for round_ in range(3):
+            for i in range(60):
+                d.drop(f"k{round_}-{i:02d}.json", json.dumps(job(f"k{round_}-{i:02d}", src, steps=LONG,
+                                                                 priority="batch")))
+            time.sleep(0.3 * (round_ + 1))
+            d.kill()
+            for folder in (spool / "jobs").iterdir():
+                assert folder.name.startswith(".new-") or (folder / "status.json").exists(), folder
+            d.start()
+        wait_for(lambda: not list((spool / "inbox").glob("*.json")), 60, "the inbox drained")
+        names = {f"k{r}-{i:02d}" for r in range(3) for i in range(60)}
+        assert names <= {p.name for p in (spool / "jobs").iterdir()}
+        assert not list((spool / "inbox" / "rejected").glob("*"))
+    finally:
+        d.stop()

@@ -3,7 +3,8 @@
 Durability (decided here, documented in docs/architecture.md): at start, ``queued`` jobs are queued again in
 their original order; ``running`` jobs become ``failed`` ("the engine stopped during this job") instead of
 being re-run, because a job that killed the engine (out of memory, a crash) would kill it again in a loop. Clients
-re-send. One hostile or damaged record is one failed job, never a failed start.
+re-send. One hostile or damaged record is one failed job, never a failed start (nor a dead worker: a queued record
+whose job.json names another id fails "cannot resume" here, since its id would be queued with no status).
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ def recover(table: JobTable, model: ServedModel, path_map: PathMap) -> None:
         log.info("removed %d half-written take(s) left by a stopped daemon", removed)
     resume: list[tuple[float, Job, dict[str, Any]]] = []
     finished: list[tuple[float, str]] = []
+    cut = 0
     for jid, st in t.spool.iter_statuses():
         if not valid_id(jid):
+            continue
+        if st is None and t.spool.creation_cut_short(jid):  # no status.json, nothing but job.json: never accepted
+            t.spool.remove_job(jid)  # (an older daemon killed while creating it); its inbox file, if any, is read
+            cut += 1  # again and accepted, instead of finding its id "already taken" by this folder
             continue
         try:  # one hostile record (issue 20: nesting, wrong types, huge numbers) must not stop the start
             st, job = _recover_one(t, model, path_map, jid, st)
@@ -51,6 +57,8 @@ def recover(table: JobTable, model: ServedModel, path_map: PathMap) -> None:
         t.queue.put(job.id, job.priority, key=job.retake_key)
     if resume:
         log.info("resumed %d queued job(s)", len(resume))
+    if cut:
+        log.info("removed %d job folder(s) whose creation was cut short (no status.json)", cut)
 
 
 def _recover_one(t: JobTable, model: ServedModel, path_map: PathMap, jid: str,
@@ -70,6 +78,8 @@ def _recover_one(t: JobTable, model: ServedModel, path_map: PathMap, jid: str,
     elif state == "queued":
         try:
             job = parse_job(t.spool.read_job(jid), path_map=path_map)
+            if job.id != jid:  # queued under its folder's id, it would be an id with no status: a dead worker
+                raise ProtocolError(f"its job.json names another id ({job.id!r})", jid)
             model.check(job)  # the daemon may have restarted with another --model
             return st, job
         except Exception as exc:  # OSError, ValueError, RecursionError, ProtocolError...

@@ -34,11 +34,14 @@ class Running:
         if jid is None:
             return None
         with t.lock:
-            job = t.jobs.get(jid)
-            if job is None or t.status[jid]["state"] != "queued":
+            job, st = t.jobs.get(jid), t.status.get(jid)
+            if job is None or st is None or st.get("state") != "queued":
+                if st is None:  # an id with no status (a record that should never have been queued): dropped,
+                    t.jobs.pop(jid, None)  # and the worker asks for the next one instead of dying on it
+                    t.targets.pop(jid, None)
+                    log.error("queued job %s has no status; dropped", jid)
                 return None
             token = t.running[jid] = CancelToken()
-            st = t.status[jid]
             st.update(state="running", stage="preparing", updated=time.time())
             if worker:
                 st["worker"] = worker

@@ -102,6 +102,19 @@ class SafeDir:
         else:
             os.rename(src, dst, src_dir_fd=self.fd, dst_dir_fd=to.fd)  # rename replaces on POSIX
 
+    def rename_dir(self, src: str, dst: str) -> None:
+        """Rename folder ``src`` to ``dst`` here; FileExistsError when anything is at ``dst`` (a rename would
+        replace an empty folder there: it is refused too, as the exclusive ``mkdir`` it replaces did)."""
+        if self.exists(dst):
+            raise FileExistsError(errno.EEXIST, "already exists", dst)
+        try:
+            self.replace(src, dst)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR, errno.EACCES):
+                if self.exists(dst):
+                    raise FileExistsError(errno.EEXIST, "already exists", dst) from None
+            raise
+
     def unlink(self, name: str) -> None:
         if self.fd is None:
             os.unlink(self._path(name))

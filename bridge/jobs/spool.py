@@ -35,6 +35,7 @@ SETTLE_S = 2.0  # an unparseable inbox file younger than this may still be being
 
 
 LOCK_NAME = "daemon.lock"
+NEW_PREFIX = ".new-"  # jobs/.new-*: a job folder being created (renamed to jobs/<id> once complete)
 
 
 class SpoolLock:
@@ -248,19 +249,33 @@ class Spool:
         return os.path.lexists(self.job_dir(job_id))
 
     def create_job(self, job_id: str, raw: dict[str, Any], status: dict[str, Any]) -> None:
-        """Make ``jobs/<id>/`` (exclusively: FileExistsError if anything is there) holding job.json and
-        status.json; on any failure nothing is left behind."""
+        """Make ``jobs/<id>/`` holding job.json and status.json, as one unit: both are written into a hidden
+        ``jobs/.new-*`` folder that is then renamed to ``jobs/<id>`` (FileExistsError if anything is there). A
+        daemon killed at any point leaves either the whole job or a hidden folder removed at the next start, never
+        a ``jobs/<id>`` without its status (whose id would then be "already taken" by its own folder)."""
         clean = {k: v for k, v in raw.items() if k != "token"}  # never store the shared secret
         job_data, status_data = _dumps(clean), _dumps(status)
+        tmp = f"{NEW_PREFIX}{secrets.token_hex(6)}"
         with self._dir("jobs", create=True) as jobs:
-            jobs.mkdir(job_id)
+            jobs.mkdir(tmp)
             try:
-                with jobs.sub(job_id) as d:
+                with jobs.sub(tmp) as d:
                     d.write("job.json", job_data)
                     d.write("status.json", status_data)
+                jobs.rename_dir(tmp, job_id)
             except BaseException:
-                jobs.remove_tree(job_id)
+                jobs.remove_tree(tmp)
                 raise
+
+    def creation_cut_short(self, job_id: str) -> bool:
+        """Whether ``jobs/<id>/`` is a creation an older daemon did not finish: a folder with no status.json that
+        holds nothing but job.json and temporary files."""
+        try:
+            with self._dir("jobs", job_id) as d:
+                names = d.listdir()
+        except OSError:
+            return False
+        return "status.json" not in names and all(n == "job.json" or n.startswith(".tmp-") for n in names)
 
     def write_status(self, status: dict[str, Any]) -> None:
         self.write_status_data(status["id"], _dumps(status))
@@ -360,13 +375,19 @@ class Spool:
             yield d.name, st if isinstance(st, dict) else None
 
     def remove_partials(self) -> int:
-        """Delete half-written takes and temporary files left by a killed daemon (hidden ``.partial-*`` and
-        ``.tmp-*`` names); return how many. Folders are opened without following links."""
+        """Delete half-written takes, temporary files and half-created job folders left by a killed daemon
+        (hidden ``.partial-*``, ``.tmp-*`` and ``jobs/.new-*`` names); return how many. Folders are opened without
+        following links."""
         n = 0
         try:
             names = os.listdir(self.jobs)
         except OSError:
             return 0
+        with contextlib.suppress(OSError), self._dir("jobs") as jobs:
+            for name in names:
+                if name.startswith(NEW_PREFIX):
+                    jobs.remove_tree(name)
+                    n += 1
         for jid in names:
             for parts in (("jobs", jid), ("jobs", jid, "takes")):
                 try:
