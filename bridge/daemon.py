@@ -29,6 +29,7 @@ from bridge.jobs.protocol import PathMap, is_loopback
 from bridge.jobs.retention import KEEP_DAYS
 from bridge.jobs.service import Service
 from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
+from bridge.jobs.table import MAX_HISTORY
 from bridge.wire.secret import token_problem
 from bridge.wire.server import OscFrontend
 from bridge.workers.local import Worker
@@ -63,6 +64,7 @@ class ServeConfig:
     max_output_mb: float = 1024.0
     max_queued: int = MAX_QUEUED
     keep_days: float = KEEP_DAYS
+    max_history: int = MAX_HISTORY
 
 
 class StartupError(Exception):
@@ -181,8 +183,9 @@ class Daemon:
             )
         if cfg.token is not None and (problem := token_problem(cfg.token)):
             raise StartupError(problem)
-        if cfg.max_queued < 1 or cfg.keep_days < 0:
-            raise StartupError("--max-queued must be at least 1 and --keep-days at least 0 (0: keep every job)")
+        if cfg.max_queued < 1 or cfg.keep_days < 0 or cfg.max_history < 1:
+            raise StartupError("--max-queued and --max-history must be at least 1 and --keep-days at least 0 (0: "
+                               "keep every job)")
         try:
             path_map = PathMap.parse(cfg.map_path)
         except ValueError as exc:
@@ -223,6 +226,7 @@ class Daemon:
             limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
             max_queued=cfg.max_queued,
             keep_days=cfg.keep_days,
+            max_history=cfg.max_history,
         )
         self.osc.attach(self.service)
         self.pool = Pool()
@@ -247,7 +251,8 @@ class Daemon:
                 raise StartupError(str(exc)) from None
             raise
         self.heartbeat = Heartbeat(self.spool, self.service.daemon_info, self.osc.answering)
-        self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file)
+        self.inbox = InboxWatcher(self.spool, self.service.handle_inbox_file, end_scan=self.service.inbox_scanned)
+        self.service.table.on_room.append(self.inbox.wake_room)  # files waiting for room are looked at once
         self.stop_event = threading.Event()
         self._osc_thread = threading.Thread(target=self.osc.serve_forever, name="aiedit-osc", daemon=True)
 

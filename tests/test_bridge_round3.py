@@ -314,3 +314,157 @@ def test_14_jobs_created_under_kill_9_are_whole_or_absent(tmp_path):
         assert not list((spool / "inbox" / "rejected").glob("*"))
     finally:
         d.stop()
+
+
+# -- 4. history bounded by count and bytes; job.json keeps the protocol's fields only -----------------------------
+
+
+def test_4_job_json_keeps_only_the_protocols_fields_nested_ones_included(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+        wait_running(d, "blocker")
+        body = job("padded", src, priority="batch", padding="p" * 20_000, steps={**LONG, "pad": "s" * 10_000},
+                   source={"path": str(src), "pad": "q" * 20_000})
+        lst.send("/aiedit/job", json.dumps(body))
+        lst.wait("/aiedit/ack", "padded", timeout=10)
+        kept = d.spool / "jobs" / "padded" / "job.json"
+        assert kept.stat().st_size < 1000, kept.stat().st_size
+        assert json.loads(kept.read_text()) == {k: v for k, v in body.items() if k != "padding"} | {
+            "steps": LONG, "source": {"path": str(src)}}
+
+
+def test_4_submit_then_cancel_cannot_grow_the_history_past_its_bound(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool", "--max-history", "30") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+        wait_running(d, "blocker")
+        for i in range(120):
+            lst.send("/aiedit/job", json.dumps(job(f"c{i:03d}", src, priority="batch")))
+            lst.send("/aiedit/cancel", f"c{i:03d}")
+            if i % 20 == 19:
+                lst.ping(timeout=10)
+        wait_for(lambda: sum(a == "/aiedit/cancelled" for a, _ in lst.events) == 120, what="120 cancels")
+        folders = lambda: [p.name for p in (d.spool / "jobs").iterdir()]  # noqa: E731
+        wait_for(lambda: len(folders()) <= 31, what="the history trimmed to 30 finished jobs (+ the running one)")
+        assert "blocker" in folders() and "c119" in folders() and "c000" not in folders()  # the oldest went
+        listed = [j["id"] for j in lst.status() if j["state"] == "cancelled"]
+        assert len(listed) <= 30 and "c000" not in listed
+        assert "past the history bound" in (d.spool / "aiedit.log").read_text()
+
+
+# -- 5. a per-sender job budget; the probe is off the answering thread ---------------------------------------------
+
+
+def heavy_wav(path: Path, chunks: int = 100_000) -> Path:
+    """A WAV header followed by ``chunks`` empty chunks before its data: slow for libsndfile to probe."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 16_000, 32_000, 2, 16)
+    data = b"\0\0" * 8000
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + (b"junk" + b"\0\0\0\0") * chunks
+            + b"data" + struct.pack("<I", len(data)) + data)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_5_probing_slow_files_does_not_hold_up_another_clients_answers(tmp_path):
+    heavy = heavy_wav(tmp_path / "heavy.wav")
+    with Daemon(tmp_path / "spool") as d, Listener(d.port) as lst, Listener(d.port) as other:
+        lst.send_raw(bundle(*[osc("/aiedit/job", json.dumps(job(f"h{i:02d}", heavy))) for i in range(16)]))
+        other.send("/aiedit/ping")  # right behind the 16 probes, from another client
+        other.wait("/aiedit/pong", timeout=30)
+        wait_for(lambda: len(lst.arrival_times("/aiedit/error")) + len(lst.arrival_times("/aiedit/ack")) == 16,
+                 30, "16 answers")
+        answers = {**lst.arrival_times("/aiedit/error"), **lst.arrival_times("/aiedit/ack")}
+        pong = min(other.arrival_times("/aiedit/pong").values())
+        before = sum(t < pong for t in answers.values())
+        assert before <= 8, f"the ping was answered after {before} of the 16 probes"  # not behind them all
+        own = lst.request("/aiedit/ping", "/aiedit/pong")  # the same client's own answers stay in order
+        assert own
+
+
+def test_5_each_sender_has_a_job_budget(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool", "--max-queued", "5000") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+        wait_running(d, "blocker")
+        for i in range(260):
+            lst.send("/aiedit/job", json.dumps(job(f"b{i:03d}", src, priority="batch")))
+            if i % 20 == 19:
+                lst.ping(timeout=10)
+        lst.ping(timeout=10)
+        acks = {a[0] for e, a in lst.events if e == "/aiedit/ack"} - {"blocker"}
+        busy = [a for e, a in lst.events if e == "/aiedit/error" and a[1].startswith("busy: too many jobs from")]
+        assert len(acks) + len(busy) == 260 and 190 <= len(acks) < 250 and busy, (len(acks), len(busy))
+        assert not any((d.spool / "jobs" / a[0]).exists() for a in busy)  # a refusal over budget writes nothing
+
+
+# -- 11. at --max-queued, freed places are shared: an OSC sender that retries fastest cannot take them all ---------
+
+
+def test_11_a_spool_job_gets_a_freed_place_while_an_osc_sender_floods(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool", "--max-queued", "3") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+        wait_running(d, "blocker")
+        for i in range(3):
+            lst.send("/aiedit/job", json.dumps(job(f"q{i}", src, priority="batch")))
+            lst.wait("/aiedit/ack", f"q{i}", timeout=10)
+        d.drop("reaper.json", json.dumps(job("reaper", src, priority="batch")))
+        time.sleep(1.5)  # the inbox has seen it, and it waits
+        assert d.status("reaper") is None
+        flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flooder.bind(("127.0.0.1", 0))
+        flooder.setblocking(False)
+        got_in, i = [], 0
+        try:
+            for freed in range(3):
+                lst.send("/aiedit/cancel", f"q{freed}")  # a place frees; the flooder retries every ~2 ms
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and d.status("reaper") is None:
+                    flooder.sendto(osc("/aiedit/job", json.dumps(job(f"f{i:05d}", src, priority="batch"))),
+                                   ("127.0.0.1", d.port))
+                    i += 1
+                    with contextlib.suppress(BlockingIOError):
+                        while True:
+                            data = flooder.recv(65535)
+                            if data.startswith(b"/aiedit/ack"):
+                                got_in.append(data)
+                    time.sleep(0.002)
+                if d.status("reaper") is not None:
+                    break
+        finally:
+            flooder.close()
+        assert d.status("reaper") is not None, f"the spool job never got a freed place ({len(got_in)} went to OSC)"
+        assert not (d.spool / "inbox" / "reaper.json").exists()
+
+
+# -- 12. inbox files waiting for room are not read again and again -------------------------------------------------
+
+
+def read_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_12_inbox_files_waiting_for_room_are_not_read_every_second(tmp_path):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(tmp_path / "spool", "--max-queued", "1") as d, Listener(d.port) as lst:
+        lst.send("/aiedit/job", json.dumps(job("blocker", src, steps=LONG)))
+        wait_running(d, "blocker")
+        lst.send("/aiedit/job", json.dumps(job("queued", src, priority="batch")))
+        lst.wait("/aiedit/ack", "queued", timeout=10)
+        inbox = d.spool / "inbox"
+        for i in range(3000):
+            tmp = inbox / f".w{i:04d}.tmp"
+            tmp.write_text(json.dumps(job(f"w{i:04d}", src, priority="batch", label="x" * 200)))
+            os.replace(tmp, inbox / f"w{i:04d}.json")
+        time.sleep(4)  # read once as they landed
+        before = read_bytes(d.proc.pid)
+        time.sleep(3)
+        read = read_bytes(d.proc.pid) - before
+        assert read < 200_000, f"the daemon read {read} bytes in 3 s with 3,000 inbox files waiting"  # was ~3 MB
+        lst.send("/aiedit/cancel", "queued")  # a place frees: the oldest waiting file takes it
+        assert d.wait_status("w0000", ("queued",), timeout=20)["id"] == "w0000"
+        assert d.status("w0001") is None and (inbox / "w0001.json").exists()

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-days", type=float, default=14.0,
                    help="delete finished jobs (status and takes) after this many days, at start and hourly; "
                         "0 keeps them (default 14)")
+    s.add_argument("--max-history", type=int, default=10_000,
+                   help="most finished jobs kept (folders, statuses and takes); past it the oldest are deleted "
+                        "(default 10000)")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     c = sub.add_parser("send", help="send a request to a running daemon")

@@ -61,7 +61,8 @@ class Answers:
                 # The worker may already have popped the id but not yet taken the lock (next_job): a job still
                 # marked queued is cancelled here either way, and next_job skips anything not queued.
                 if st["state"] == "queued":
-                    t.queue.remove(req.id)
+                    if t.queue.remove(req.id):
+                        t.dequeued(req.id)
                     t.finish(req.id, "cancelled", "cancelled by a client")
                 elif req.id in t.running:  # the worker running it (local thread or remote actor) polls this
                     t.running[req.id].cancel("cancelled by a client")

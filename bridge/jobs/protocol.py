@@ -39,6 +39,23 @@ MAX_INT = 2**63 - 1  # whole numbers beyond a signed 64-bit integer are refused 
 # client padding jobs with them must not make each queued job cost its whole datagram (issue 20).
 JOB_FIELDS = ("version", "id", "source", "prompt", "etas", "mode", "inpaint", "seed", "model", "priority", "reply",
               "label", "steps", "guidance", "start", "source_prompt")
+# ... and the fields of the objects inside a job: unknown ones there are dropped too (job.json keeps exactly these,
+# so a 64 KB datagram cannot buy 64 KB of spool however it is padded)
+NESTED_FIELDS = {"source": ("path", "start", "length"), "inpaint": ("start", "end"), "reply": ("host", "port"),
+                 "steps": ("embed", "tune", "sample")}
+
+
+def known_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's fields of a job object, nested ones included, in their order; the token is not one."""
+    out: dict[str, Any] = {}
+    for k in JOB_FIELDS:
+        if k not in obj:
+            continue
+        v = obj[k]
+        if k in NESTED_FIELDS and isinstance(v, dict):
+            v = {n: v[n] for n in NESTED_FIELDS[k] if n in v}
+        out[k] = v
+    return out
 
 
 class ProtocolError(Exception):
@@ -298,7 +315,7 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
         model=model,
         reply=reply,
         label=label,
-        raw={k: obj[k] for k in JOB_FIELDS if k in obj},
+        raw=known_fields(obj),
     )
 
 

@@ -54,7 +54,7 @@ def recover(table: JobTable, model: ServedModel, path_map: PathMap) -> None:
     for _, job, _st in sorted(resume, key=lambda r: r[0]):
         t.jobs[job.id] = job
         t.targets[job.id] = [job.reply] if job.reply else []
-        t.queue.put(job.id, job.priority, key=job.retake_key)
+        t.enqueue(job, "recovered")
     if resume:
         log.info("resumed %d queued job(s)", len(resume))
     if cut:

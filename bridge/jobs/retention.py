@@ -31,10 +31,9 @@ class Retention:
             for jid in old:
                 t.forget(jid)
             if old:
-                keep = [i for i, j in enumerate(t.done_ids) if j in t.status]
-                t.done_ids = [t.done_ids[i] for i in keep]
-                t.done_keys = [t.done_keys[i] for i in keep]
+                t.reindex_done()
         self.remove_folders(old)
+        self.remove_evicted()
         n = t.spool.prune_rejected(cutoff)
         if n:
             log.info("removed %d rejected inbox file(s) older than %g days", n, self.keep_days)
@@ -42,6 +41,17 @@ class Retention:
 
     def _cutoff(self) -> float | None:
         return time.time() - self.keep_days * 86400.0 if self.keep_days > 0 else None
+
+    def remove_evicted(self) -> int:
+        """Remove the folders of finished jobs the history bounds evicted (``--max-history``); returns how many.
+        Called from the main loop: folders are removed outside the lock, never on the answering thread."""
+        with self.table.lock:
+            ids = self.table.take_evicted()
+        for jid in ids:
+            self.table.spool.remove_job(jid)
+        if ids:
+            log.info("removed %d finished job(s) past the history bound (aiedit serve --max-history)", len(ids))
+        return len(ids)
 
     def remove_folders(self, ids: list[str]) -> None:
         for jid in ids:

@@ -34,6 +34,7 @@ class Running:
         if jid is None:
             return None
         with t.lock:
+            t.dequeued(jid)
             job, st = t.jobs.get(jid), t.status.get(jid)
             if job is None or st is None or st.get("state") != "queued":
                 if st is None:  # an id with no status (a record that should never have been queued): dropped,
@@ -74,8 +75,7 @@ class Running:
             t.last_write.pop(jid, None)
             st.update(state="queued", stage="queued", worker=None, progress=0.0, updated=time.time())
             t.write(st)
-            job = t.jobs[jid]
-            t.queue.put(jid, job.priority, key=job.retake_key, front=True)
+            t.enqueue(t.jobs[jid], "requeued", front=True)
             log.info("job %s queued again: %s", jid, reason)
             return True
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.jobs.admission import Admission
+from bridge.jobs.admission import Admission, Prepared
 from bridge.jobs.answers import ANSWER_BYTES, Answers
 from bridge.jobs.inbox import Inbox
 from bridge.jobs.limits import MAX_QUEUED, Limits
@@ -32,8 +32,8 @@ from bridge.jobs.recovery import recover
 from bridge.jobs.retention import KEEP_DAYS, Retention
 from bridge.jobs.running import Running
 from bridge.jobs.served_model import ServedModel
-from bridge.jobs.spool import Spool
-from bridge.jobs.table import JobTable, SendFn
+from bridge.jobs.spool import Spool, Wait
+from bridge.jobs.table import MAX_HISTORY, JobTable, SendFn
 from engine.params import Region
 from engine.progress import CancelToken
 
@@ -52,6 +52,7 @@ class Service:
         limits: Limits | None = None,
         max_queued: int = MAX_QUEUED,
         keep_days: float = KEEP_DAYS,
+        max_history: int = MAX_HISTORY,
     ) -> None:
         self.limits = limits or Limits()
         self.ip_version = 6 if ":" in host else 4
@@ -62,12 +63,14 @@ class Service:
         self.model = ServedModel(model)
         self.workers_info: Callable[[], list[dict[str, Any]]] | None = None  # daemon.json's "workers" (workers.pool)
         self.table = JobTable(spool, send)
+        self.table.max_history = max(1, max_history)
         self.queue, self.closed = self.table.queue, self.table.closed
         self.admission = Admission(self.table, self.model, token=token, path_map=self.path_map,
                                    ip_version=self.ip_version, limits=self.limits, max_queued=max_queued,
                                    own=(host, port))
         self.answers = Answers(self.table, token=token, ip_version=self.ip_version, own=(host, port))
-        self.inbox = Inbox(self.table, submit=self.submit, cancel=self.cancel, max_queued=max_queued)
+        self.inbox = Inbox(self.table, submit=self.submit, cancel=self.cancel,
+                           spool_wait=self.admission.spool_wait)
         self.runner = Running(self.table, self.limits)
         self.retention = Retention(self.table, keep_days)
 
@@ -83,9 +86,24 @@ class Service:
         """Accept or refuse a job: (id, None) or (None, the one-line error). See :meth:`Admission.submit`."""
         return self.admission.submit(message, sender)
 
-    def handle_inbox_file(self, path: Path) -> bool:
-        """Consume one inbox file; False leaves it for the next scan. See :meth:`Inbox.handle_file`."""
+    def handle_inbox_file(self, path: Path) -> bool | Wait:
+        """Consume one inbox file; False leaves it for the next scan, a Wait until there is room. See
+        :meth:`Inbox.handle_file`."""
         return self.inbox.handle_file(path)
+
+    def inbox_scanned(self, names: set[str]) -> None:
+        """After each inbox scan (see :meth:`Inbox.end_scan`)."""
+        self.inbox.end_scan(names)
+
+    def check_job(self, message: object, sender: ReplyTo) -> Prepared | str:
+        """Step 1 of accepting an OSC job, on the answering thread (no file touched). See
+        :meth:`Admission.check`."""
+        return self.admission.check(message, sender)
+
+    def accept_job(self, prepared: Prepared) -> tuple[str | None, str | None]:
+        """Step 2, off the answering thread: the probe, the limits, the folder, the queue, the ack. See
+        :meth:`Admission.accept`."""
+        return self.admission.accept(prepared)
 
     def cancel(self, req: CancelRequest, sender: ReplyTo | None) -> str | None:
         """Cancel a queued or running job: None, or the error. See :meth:`Answers.cancel`."""
@@ -156,8 +174,10 @@ class Service:
     # -- maintenance (the daemon's main loop) ------------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Write again the statuses whose last write failed (a full or read-only spool that recovered)."""
+        """Write again the statuses whose last write failed (a full or read-only spool that recovered), and remove
+        the folders of finished jobs past the history bounds (``--max-history``)."""
         self.table.rewrite_dirty()
+        self.retention.remove_evicted()
 
     def prune(self) -> int:
         """Delete the folders of jobs that finished more than ``keep_days`` ago. See :meth:`Retention.prune`."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bridge.jobs.protocol import Job, ReplyTo
+from bridge.jobs.protocol import STATES_FINAL, Job, ReplyTo
 from bridge.jobs.queue import JobQueue
 from bridge.jobs.records import dumps, null_non_finite
 from bridge.jobs.spool import Spool
@@ -27,6 +27,9 @@ from engine.progress import CancelToken
 log = logging.getLogger("aiedit.service")
 
 SendFn = Callable[[ReplyTo, str, list[Any]], None]
+
+MAX_HISTORY = 10_000  # finished jobs kept at most (aiedit serve --max-history), the oldest removed first
+MAX_HISTORY_BYTES = 64 * 1024 * 1024  # ... and at most this many bytes of their statuses
 
 
 class JobTable:
@@ -52,6 +55,19 @@ class JobTable:
         self.done_ids: list[str] = []
         self.done_keys: list[float] = []
         self.dirty: set[str] = set()
+        # history bounds (issue 26): the finished jobs kept, by count and by the bytes of their statuses; those
+        # evicted past either are forgotten here and their folders removed by the main loop (outside the lock)
+        self.max_history, self.max_history_bytes = MAX_HISTORY, MAX_HISTORY_BYTES
+        self.done_bytes: dict[str, int] = {}
+        self.history_bytes = 0
+        self.evicted: list[str] = []
+        # who queued what (a sender's key: bridge.jobs.protocol.host_key, or "spool"), for the fair share of freed
+        # places at --max-queued (bridge.jobs.admission); senders refused for room lately (key -> monotonic time)
+        self.owner: dict[str, str] = {}
+        self.queued_by: dict[str, int] = {}
+        self.waiting: dict[str, float] = {}
+        self.reserved: set[str] = set()  # ids being created (outside the lock): taken, and counted as queued
+        self.on_room: list[Callable[[], None]] = []  # called when a job leaves the queue (the inbox waits on it)
 
     def write(self, st: dict[str, Any]) -> None:
         """Write ``st`` to its status.json and update the answer indexes. Never raises: a non-finite number
@@ -97,10 +113,68 @@ class JobTable:
         key = max(float(updated), self.done_keys[-1]) if self.done_keys else float(updated)
         self.done_ids.append(jid)
         self.done_keys.append(key)
+        size = len(self.text(jid)) if jid in self.status else 1000
+        self.history_bytes += size - self.done_bytes.get(jid, 0)
+        self.done_bytes[jid] = size
+        self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Forget the oldest finished jobs past :attr:`max_history` or :attr:`max_history_bytes`; their folders
+        go in :attr:`evicted` for :meth:`take_evicted`."""
+        drop = 0
+        n = len(self.done_ids)
+        while drop < n - 1 and (n - drop > self.max_history or self.history_bytes > self.max_history_bytes):
+            jid = self.done_ids[drop]
+            drop += 1
+            self.history_bytes -= self.done_bytes.pop(jid, 0)
+            st = self.status.get(jid)
+            if st is not None and st["state"] in STATES_FINAL:
+                self.forget(jid)
+                self.evicted.append(jid)
+        if drop:
+            del self.done_ids[:drop]
+            del self.done_keys[:drop]
+
+    def reindex_done(self) -> None:
+        """Drop finished ids no longer known (after retention forgot some) from the indexes."""
+        keep = [i for i, j in enumerate(self.done_ids) if j in self.status]
+        self.done_ids = [self.done_ids[i] for i in keep]
+        self.done_keys = [self.done_keys[i] for i in keep]
+        self.done_bytes = {j: self.done_bytes.get(j, 0) for j in self.done_ids}
+        self.history_bytes = sum(self.done_bytes.values())
+
+    def take_evicted(self) -> list[str]:
+        """The ids whose folders are to be removed (history bounds), emptied."""
+        out, self.evicted = self.evicted, []
+        return out
+
+    # -- the queue and who filled it ------------------------------------------------------------------------------
+
+    def enqueue(self, job: Job, key: str, *, front: bool = False) -> None:
+        """Queue ``job`` for sender ``key`` (counted against its share)."""
+        self.queue.put(job.id, job.priority, key=job.retake_key, front=front)
+        self.owner[job.id] = key
+        self.queued_by[key] = self.queued_by.get(key, 0) + 1
+
+    def dequeued(self, jid: str) -> None:
+        """``jid`` left the queue (taken by a worker, or cancelled): its sender's count drops, room is told."""
+        key = self.owner.pop(jid, None)
+        if key is not None:
+            n = self.queued_by.get(key, 0) - 1
+            if n > 0:
+                self.queued_by[key] = n
+            else:
+                self.queued_by.pop(key, None)
+        for wake in self.on_room:
+            wake()
 
     def taken(self, jid: str) -> bool:
         # case-insensitively: on macOS and Windows "A" and "a" would share one folder
         return jid.lower() in self.taken_lower or self.spool.job_exists(jid)
+
+    def queued_count(self) -> int:
+        """Jobs queued, and those being created (they will be queued)."""
+        return len(self.queue) + len(self.reserved)
 
     def forget(self, jid: str) -> None:
         self.status.pop(jid, None)

@@ -4,7 +4,8 @@ Every datagram is parsed by :mod:`bridge.wire.osc_codec` (bounded: sizes, nestin
 here by literal address, and replies are encoded there too. Its own server parser once hung the
 daemon on a 20-byte bundle, and its dispatcher expands address patterns and honours time tags (a bundle
 tagged an hour ahead would make the answering thread sleep). Requests are handled one at a time on one
-thread: handlers are quick, and order matters (a cancel sent right after its job must see it). Replies leave
+thread: handlers are quick (a job's source probe and folder are made on the job checker, :mod:`bridge.wire.checker`),
+and order matters (a cancel sent right after its job must see it: the checker keeps each sender's order). Replies leave
 from the server's own socket, so they come from the port clients sent to. The thread stamps
 :attr:`OscFrontend.alive_at` every loop, and the heartbeat stops when it goes stale.
 
@@ -26,6 +27,7 @@ import threading
 import time
 from typing import Any
 
+from bridge.jobs.admission import Prepared
 from bridge.jobs.answers import ANSWER_BYTES
 from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
@@ -45,6 +47,7 @@ from bridge.jobs.protocol import (
     token_ok,
 )
 from bridge.jobs.service import Service
+from bridge.wire.checker import Checker
 from bridge.wire.osc_codec import MAX_DATAGRAM as MAX_UDP
 from bridge.wire.osc_codec import Message, WireError, encode_message, parse_datagram
 from bridge.wire.throttle import Buckets
@@ -141,8 +144,8 @@ class OscFrontend:
         self.service: Service | None = None
         self.alive_at = time.monotonic()
         self._routes: dict[str, Any] = {}
-        self._budget: _Budget | None = None
-        self._ident = -1
+        self._local = threading.local()  # .budget: the reply budget of the datagram this thread is answering
+        self.checker = Checker()  # probes and creates OSC jobs off this thread (bridge.wire.checker)
         self._status_buckets = Buckets(STATUS_RATE, STATUS_BURST)
         self._guesses = Buckets(GUESS_RATE, GUESS_BURST)
         self._throttled: set[str] = set()  # hosts already logged as throttled (one line per episode)
@@ -164,10 +167,16 @@ class OscFrontend:
         """True while the answering thread keeps looping (used by the heartbeat)."""
         return time.monotonic() - self.alive_at < STALE_AFTER_S
 
-    def handle_datagram(self, data: bytes, client: tuple[str, int]) -> None:
-        """Parse one datagram with bounds, then run each message's handler in order.
+    @property
+    def _budget(self) -> _Budget | None:
+        return getattr(self._local, "budget", None)
 
-        While it runs, replies are counted against the datagram's budget (see :class:`_Budget`)."""
+    def handle_datagram(self, data: bytes, client: tuple[str, int]) -> None:
+        """Parse one datagram with bounds, then run each message's handler in order — here, or behind the
+        sender's work in the job checker when it has some (its answers stay in order, see
+        :mod:`bridge.wire.checker`).
+
+        Replies are counted against the datagram's budget (see :class:`_Budget`)."""
         self.alive_at = time.monotonic()
         if self._is_self(client[0], client[1]):  # our own answer come back: never answered (see _is_self)
             log.debug("dropped a datagram from the daemon's own socket")
@@ -177,14 +186,23 @@ class OscFrontend:
         except WireError as exc:
             log.debug("dropped a datagram of %d bytes from %s: %s", len(data), client[0], exc)
             return
-        self._budget = _Budget(len(data), (client[0], client[1]),
-                               needs_token=self.service is not None and self.service.token is not None)
-        try:
-            for m in messages:
-                self._dispatch(m, client)
-        finally:
-            self._budget = None
+        budget = _Budget(len(data), (client[0], client[1]),
+                         needs_token=self.service is not None and self.service.token is not None)
+        sender = (client[0], client[1])
+        size = len(data) // max(1, len(messages))
+        for m in messages:
+            if self.checker.busy(sender) and self.checker.put(sender, functools.partial(self._run, m, client, budget),
+                                                              size):
+                continue
+            self._run(m, client, budget)
         self.alive_at = time.monotonic()
+
+    def _run(self, m: Message, client: tuple[str, int], budget: _Budget) -> None:
+        self._local.budget = budget
+        try:
+            self._dispatch(m, client)
+        finally:
+            self._local.budget = None
 
     def _dispatch(self, m: Message, client: tuple[str, int]) -> None:
         if m.address in EVENTS or (m.address == "/aiedit/status" and is_status_answer(m.args)):
@@ -217,7 +235,7 @@ class OscFrontend:
             return
         try:
             data = build_message(address, args)
-            budget = self._budget if threading.get_ident() == self._ident else None
+            budget = self._budget
             if budget is not None and not budget.take(len(data), (target.host, target.port)):
                 log.debug("dropped a %d-byte %s to %s: over the unauthenticated reply budget", len(data),
                           address, target.host)
@@ -227,11 +245,12 @@ class OscFrontend:
             log.debug("cannot send %s to %s:%s: %s", address, target.host, target.port, exc)
 
     def serve_forever(self) -> None:
-        self._ident = threading.get_ident()
+        self.checker.start()
         self.server.serve_forever(poll_interval=0.2)
 
     def close(self) -> None:
         self.server.shutdown()
+        self.checker.stop()
         self.server.server_close()
 
     # -- handlers (client_address, address, *args) -----------------------------------------------------------
@@ -252,7 +271,26 @@ class OscFrontend:
         if self._refuse_guess(sender, obj.get("token"), obj.get("id") if isinstance(obj.get("id"), str) else ""):
             return
         self._authenticate(obj.get("token"), client)
-        self.service.submit(obj, sender)
+        prepared = self.service.check_job(obj, sender)  # no file touched here
+        if isinstance(prepared, str):
+            return  # refused, and answered
+        budget = self._budget
+        assert budget is not None
+        if self.checker.on_thread():  # this job already waited its turn behind the sender's earlier requests
+            self._accept(prepared, budget)
+        elif not self.checker.put((client[0], client[1]), functools.partial(self._accept, prepared, budget),
+                                  len(args[0])):
+            self.service.admission.refuse_busy(prepared, f"busy: too many requests from {client[0][:60]} wait to "
+                                                         "be checked; send it again later")
+
+    def _accept(self, prepared: Prepared, budget: _Budget) -> None:
+        """On the job checker: probe, create, queue and ack (or refuse) a checked job."""
+        assert self.service is not None
+        self._local.budget = budget
+        try:
+            self.service.accept_job(prepared)
+        finally:
+            self._local.budget = None
 
     def _cancel(self, client: tuple[str, int], address: str, *args: Any) -> None:
         assert self.service is not None
