@@ -468,3 +468,48 @@ def test_12_inbox_files_waiting_for_room_are_not_read_every_second(tmp_path):
         lst.send("/aiedit/cancel", "queued")  # a place frees: the oldest waiting file takes it
         assert d.wait_status("w0000", ("queued",), timeout=20)["id"] == "w0000"
         assert d.status("w0001") is None and (inbox / "w0001.json").exists()
+
+
+# -- 16. a full spool disk: said in one line, and the heartbeat keeps telling the truth ----------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB file system of its own (tmpfs; needs root), unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(mnt: Path) -> Path:
+    filler = mnt / "filler"
+    with open(filler, "wb") as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+    return filler
+
+
+def test_16_a_full_spool_disk_keeps_the_heartbeat_fresh_and_refuses_jobs_in_one_line(tmp_path, small_disk):
+    src = make_wav(tmp_path / "src.wav", seconds=0.5)
+    with Daemon(small_disk / "spool") as d, Listener(d.port) as lst:
+        filler = fill(small_disk)
+        beat = d.daemon_json()["heartbeat"]
+        fresh = wait_for(lambda: (d.daemon_json() or {}).get("heartbeat", 0) > beat + 3 and d.daemon_json(), 15,
+                         "a heartbeat written on the full disk")
+        assert "disk is full" in fresh.get("problem", ""), fresh  # written in place, and says why
+        lst.send("/aiedit/job", json.dumps(job("full", src)))
+        msg = lst.wait("/aiedit/error", "full", timeout=10)[1]
+        assert msg.startswith("busy: the spool's disk is full") and "\n" not in msg
+        assert "disk is full" in d.daemon_json().get("problem", "")
+        assert lst.ping(timeout=5)["pid"] == d.proc.pid
+        filler.unlink()  # space again: jobs are taken, the problem is gone
+        lst.send("/aiedit/job", json.dumps(job("room", src)))
+        lst.wait("/aiedit/ack", "room", timeout=10)
+        wait_for(lambda: "problem" not in (d.daemon_json() or {"problem": 1}), 10, "the problem cleared")

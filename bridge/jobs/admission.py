@@ -20,7 +20,6 @@ Budgets, per sender (:func:`bridge.jobs.protocol.host_key`; the spool inbox is o
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from dataclasses import dataclass
@@ -211,9 +210,11 @@ class Admission:
                 reserved = True
             try:
                 t.spool.create_job(job.id, job.raw, st)  # only the protocol's fields, never the token
+                t.spool.wrote(None)
             except FileExistsError:
                 raise ProtocolError(f"job id {job.id!r} is already taken", job.id, record=False) from None
             except (OSError, ValueError) as exc:
+                t.spool.wrote(exc)
                 raise ProtocolError(self._spool_problem(job.id, exc), job.id, record=False) from None
             with t.lock:
                 t.reserved.discard(job.id)
@@ -247,8 +248,7 @@ class Admission:
 
     def _spool_problem(self, jid: str, exc: Exception) -> str:
         """The one line for a job whose folder could not be written."""
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            log.error("cannot create the folder of job %s: the spool's disk is full (%s)", jid, exc.strerror)
+        if self.table.spool.full:
             return (f"busy: the spool's disk is full (no space left in {self.table.spool.root}); free some space "
                     "and send the job again")
         log.error("cannot create the folder of job %s: %s", jid, exc)

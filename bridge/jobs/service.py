@@ -130,6 +130,7 @@ class Service:
             "started": self.started,
             "heartbeat": time.time(),
             **({"workers": self.workers_info()} if self.workers_info is not None else {}),
+            **({"problem": problem} if (problem := self.spool.problem()) is not None else {}),
         }
 
     # -- worker side (see bridge.jobs.running) ---------------------------------------------------------------

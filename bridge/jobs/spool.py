@@ -189,6 +189,28 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def write_in_place(path: Path, data: bytes) -> bool:
+    """Overwrite the existing regular file ``path`` with ``data`` from its first byte, padded with spaces (JSON
+    readers skip them) to its old size, in one write: no new file and, while ``data`` fits the file's last block,
+    no new block — so it works on a full disk. A reader may catch the write half done (a torn heartbeat reads as
+    unparseable or as a time between the two). False when the file is missing, not regular, or the write fails."""
+    try:
+        fd = os.open(path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        padded = data + b" " * max(0, st.st_size - len(data))
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.write(fd, padded) == len(padded)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
@@ -230,6 +252,25 @@ class Spool:
         self.jobs = self.root / "jobs"
         self.daemon_file = self.root / "daemon.json"
         self.log_file = self.root / "aiedit.log"
+        self.full = False  # the last write into the spool failed for lack of space (see :meth:`wrote`)
+
+    def wrote(self, exc: BaseException | None) -> None:
+        """Record how a write into the spool went (None: it worked): :attr:`full` says whether the disk was full at
+        the last write, for daemon.json's ``problem`` line; logged once per episode."""
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        if full and not self.full:
+            log.error("the spool's disk is full (%s): jobs are refused and statuses wait until space is freed",
+                      self.root)
+        elif self.full and exc is None:
+            log.info("the spool's disk has space again")
+        if full or exc is None:
+            self.full = full
+
+    def problem(self) -> str | None:
+        """What is wrong with the spool, in one line for daemon.json (None when nothing is)."""
+        if self.full:
+            return f"the spool's disk is full (no space left in {self.root}): jobs are refused until space is freed"
+        return None
 
     def create(self) -> None:
         """Make the folders; those made here are 0700 (an existing spool keeps the modes its owner chose)."""
@@ -500,6 +541,7 @@ class Heartbeat(threading.Thread):
         self.spool, self.info, self.alive = spool, info, alive
         self.stop_event = threading.Event()
         self._warned = False
+        self._in_place = False
 
     def beat(self) -> dict[str, Any] | None:
         if not self.alive():
@@ -512,8 +554,20 @@ class Heartbeat(threading.Thread):
         d["heartbeat"] = time.time()
         try:
             write_json_atomic(self.spool.daemon_file, d)
+            self._in_place = False
+            self.spool.wrote(None)
         except OSError as exc:
-            log.warning("cannot write daemon.json: %s", exc)
+            self.spool.wrote(exc)
+            if (problem := self.spool.problem()) is not None:
+                d["problem"] = problem
+            # A full disk has no room for a new file, but daemon.json's own blocks can be written over: the
+            # heartbeat must keep telling the truth (the engine answers) when the disk is full, or REAPER reports
+            # the engine down while it serves.
+            if not write_in_place(self.spool.daemon_file, _dumps(d)):
+                log.warning("cannot write daemon.json: %s", exc)
+            elif not self._in_place:
+                self._in_place = True
+                log.warning("cannot replace daemon.json (%s): writing its heartbeat in place", exc.strerror or exc)
         return d
 
     def run(self) -> None:

@@ -83,7 +83,9 @@ class JobTable:
         try:
             self.spool.write_status_data(jid, text.encode("utf-8"))
             self.dirty.discard(jid)
+            self.spool.wrote(None)
         except (OSError, ValueError) as exc:
+            self.spool.wrote(exc)
             if jid not in self.dirty:
                 log.error("cannot write status of %s (will retry): %s", jid, exc)
             self.dirty.add(jid)
