@@ -4,6 +4,11 @@ jobs, and acks under a valid job flood.
 
     .venv/bin/python benchmarks/bench_bridge.py [--jobs 5] [--steps 20,20,10]
     .venv/bin/python benchmarks/bench_bridge.py --round2 [--queued 0,1000,10000] [--flood-rate 100] [--flood-s 60]
+    .venv/bin/python -m benchmarks.bench_bridge --round3 [--idle-s 5] [--probe-rate 4] [--probe-s 20] [--cancel-s 60]
+
+A full run (no series flag) ends with the round-3 series (issue 26): the daemon's CPU after one datagram aimed at
+its own port, another client's ping round trips under a flood of probe-heavy jobs, and the spool's growth under
+submit-then-cancel at full speed.
 
 Runs the real daemon (``--model tiny``) in a subprocess on a temporary spool and talks to it over UDP.
 """
@@ -11,11 +16,14 @@ Runs the real daemon (``--model tiny``) in a subprocess on a temporary spool and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -189,6 +197,200 @@ def bench_flood(tmp: Path, src: Path, rate: float, seconds: float) -> dict[str, 
             "answer_p99_ms": pct(answered, .99) * 1000 if answered else float("nan")}
 
 
+# -- round 3 (issue 26): a reply loop, a probe-heavy flood, submit-then-cancel ---------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cores(pid: int, window_s: float) -> float:
+    before = _cpu_s(pid)
+    time.sleep(window_s)
+    return (_cpu_s(pid) - before) / window_s
+
+
+def bench_self_loop(tmp: Path, window_s: float) -> dict[str, float]:
+    """The daemon's CPU over a window while idle, then after one ``/aiedit/ping [127.0.0.1, its own port]``."""
+    d = Daemon(tmp / "selfloop")
+    try:
+        time.sleep(1.0)
+        idle = _cores(d.proc.pid, window_s)
+        with Listener(d.port) as osc:
+            osc.send("/aiedit/ping", "127.0.0.1", d.port)
+            time.sleep(1.0)
+            after = _cores(d.proc.pid, window_s)
+            answers = [a for a, _ in osc.events]
+    finally:
+        d.stop()
+    return {"window_s": window_s, "idle_cores": idle, "after_cores": after, "answers": len(answers)}
+
+
+def heavy_wav(path: Path, chunks: int = 100_000) -> Path:
+    """A WAV whose header is followed by ``chunks`` empty chunks: libsndfile walks them all to probe it."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 16_000, 32_000, 2, 16)
+    data = b"\0\0" * 8000
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + (b"junk" + b"\0\0\0\0") * chunks
+            + b"data" + struct.pack("<I", len(data)) + data)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def bench_probe_flood(tmp: Path, rate: float, seconds: float) -> dict[str, float]:
+    """``rate`` datagrams a second, each 16 jobs whose source is a probe-heavy WAV, for ``seconds``; meanwhile
+    another client pings every 20 ms and waits for each pong: its round trips."""
+    import soundfile as sf
+
+    heavy = heavy_wav(tmp / "heavy.wav")
+    t0 = time.perf_counter()
+    with contextlib.suppress(Exception):
+        sf.info(str(heavy))  # what the daemon's probe does (libsndfile walks every chunk)
+    probe_ms = (time.perf_counter() - t0) * 1000
+    d = Daemon(tmp / "probeflood")
+    rtts: list[float] = []
+    lost = 0
+    stop = threading.Event()
+    sent = [0]
+
+    def flood() -> None:
+        with Listener(d.port) as fl:
+            i, start = 0, time.perf_counter()
+            while not stop.is_set():
+                due = start + sent[0] / rate
+                if time.perf_counter() < due:
+                    time.sleep(min(0.005, due - time.perf_counter()))
+                    continue
+                elements = [_osc_job(job_json(f"h{i + k:06d}", heavy)) for k in range(16)]
+                i += 16
+                fl.send_raw(b"#bundle\x00" + b"\x00" * 7 + b"\x01"
+                            + b"".join(struct.pack(">i", len(e)) + e for e in elements))
+                sent[0] += 1
+            time.sleep(1.0)
+            flood_answers[0] = len(fl.events)
+
+    flood_answers = [0]
+    try:
+        th = threading.Thread(target=flood, daemon=True)
+        th.start()
+        with Listener(d.port) as other:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = time.perf_counter()
+                try:
+                    other.ping(timeout=2.0)
+                    rtts.append(time.perf_counter() - t)
+                except TimeoutError:
+                    lost += 1
+                time.sleep(0.02)
+        stop.set()
+        th.join(10)
+    finally:
+        d.stop()
+    return {"rate": rate, "seconds": seconds, "datagrams": sent[0], "jobs": sent[0] * 16, "probe_ms": probe_ms,
+            "flood_answers": flood_answers[0], "pings": len(rtts), "lost": lost,
+            "ping_p50_ms": pct(rtts, .5) * 1000, "ping_p99_ms": pct(rtts, .99) * 1000, "ping_max_ms": max(rtts) * 1000}
+
+
+def _osc_job(text: str) -> bytes:
+    b = OscMessageBuilder("/aiedit/job")
+    b.add_arg(text)
+    return b.build().dgram
+
+
+def _disk_bytes(root: Path) -> tuple[int, int, int]:
+    """(bytes on disk, bytes of content, job folders) under ``root``."""
+    disk = content = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                disk += st.st_blocks * 512
+                content += st.st_size
+    jobs = root / "jobs"
+    return disk, content, sum(1 for _ in jobs.iterdir()) if jobs.is_dir() else 0
+
+
+def bench_submit_cancel(tmp: Path, src: Path, seconds: float, pad: int) -> dict[str, float]:
+    """One client submits a job padded with ``pad`` bytes of unknown fields and cancels it, at full speed (no
+    waiting for answers), for ``seconds``, while a long job keeps the worker busy: how much the spool and the
+    daemon's memory grow."""
+    d = Daemon(tmp / "subcancel")
+    counts = {"acked": 0, "busy": 0}
+
+    def tally(osc: Listener) -> None:  # keeps the listener's memory flat: only counts matter here
+        with osc._cond:
+            counts["acked"] += sum(a == "/aiedit/ack" for a, _ in osc.events)
+            counts["busy"] += sum(a == "/aiedit/error" and str(x[1]).startswith("busy:") for a, x in osc.events)
+            osc.events.clear()
+            osc.times.clear()
+
+    try:
+        with Listener(d.port) as osc:
+            osc.send("/aiedit/job", job_json("blocker", src, steps=LONG))
+            _wait_running(d, "blocker")
+            osc.ping()
+            disk0, content0, _ = _disk_bytes(d.spool)
+            rss0 = _rss_mb(d.proc.pid)
+            padding = "p" * pad
+            n, t0 = 0, time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                jid = f"s{n:07d}"
+                osc.send("/aiedit/job", job_json(jid, src, priority="batch", padding=padding))
+                osc.send("/aiedit/cancel", jid)
+                n += 1
+                if n % 50 == 0:
+                    tally(osc)
+            elapsed = time.monotonic() - t0
+            time.sleep(2.0)  # the history trimmed by the main loop
+            tally(osc)
+            counts["acked"] -= 1  # the blocker's
+            disk1, content1, folders = _disk_bytes(d.spool)
+            rss1 = _rss_mb(d.proc.pid)
+            osc.send("/aiedit/cancel", "blocker")
+    finally:
+        d.stop()
+    return {"seconds": elapsed, "pad": pad, "submitted": n, "acked": counts["acked"], "busy": counts["busy"],
+            "grown_disk_mb": (disk1 - disk0) / 1e6, "grown_content_mb": (content1 - content0) / 1e6,
+            "job_folders": folders, "rss_grown_mb": rss1 - rss0}
+
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main_round3(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="aiedit-bench3-") as tmpdir:
+        tmp = Path(tmpdir)
+        src = make_wav(tmp / "src.wav", seconds=0.5)
+        loop = bench_self_loop(tmp, args.idle_s)
+        flood = bench_probe_flood(tmp, args.probe_rate, args.probe_s)
+        sub = bench_submit_cancel(tmp, src, args.cancel_s, args.pad)
+    print("\nround 3 (issue 26), tiny model, CPU")
+    print(f"{'series':<58}  {'figure':<28}  target")
+    rows = [
+        (f"daemon CPU over {loop['window_s']:g} s, idle", f"{loop['idle_cores']:.3f} cores", ""),
+        ("... after one /aiedit/ping aimed at its own port", f"{loop['after_cores']:.3f} cores "
+         f"({loop['answers']} answer)", "< 0.05 cores"),
+        (f"another client's ping, {flood['rate']:g} probe-heavy datagrams/s (16 jobs each)",
+         f"p50 {flood['ping_p50_ms']:.1f} ms, p99 {flood['ping_p99_ms']:.1f} ms", "p99 < 50 ms"),
+        ("... worst ping, pings lost", f"{flood['ping_max_ms']:.1f} ms, {flood['lost']} lost", ""),
+        ("... one probe of that WAV (in this process)", f"{flood['probe_ms']:.1f} ms", ""),
+        (f"submit+cancel at full speed for {sub['seconds']:.0f} s ({sub['pad'] // 1000} KB of padding each)",
+         f"spool +{sub['grown_disk_mb']:.1f} MB on disk", "< 60 MB"),
+        ("... jobs submitted / acked / refused busy", f"{sub['submitted']} / {sub['acked']} / {sub['busy']}", ""),
+        ("... job folders at the end, daemon RSS growth", f"{sub['job_folders']}, {sub['rss_grown_mb']:+.1f} MB", ""),
+    ]
+    for name, fig, target in rows:
+        print(f"{name:<58}  {fig:<28}  {target}")
+    print(json.dumps({"self_loop": loop, "probe_flood": flood, "submit_cancel": sub}))
+    return 0
+
+
 def main_round2(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="aiedit-bench2-") as tmpdir:
         tmp = Path(tmpdir)
@@ -225,9 +427,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="status datagrams per queue length")
     ap.add_argument("--flood-rate", type=float, default=100.0, help="jobs per second in the flood")
     ap.add_argument("--flood-s", type=float, default=60.0, help="seconds of flood (0: skip)")
+    ap.add_argument("--round3", action="store_true",
+                    help="only the issue-26 series: a reply loop, a probe-heavy flood, submit+cancel")
+    ap.add_argument("--no-round3", action="store_true", help="skip the issue-26 series in a full run")
+    ap.add_argument("--idle-s", type=float, default=5.0, help="CPU window of the reply-loop series")
+    ap.add_argument("--probe-rate", type=float, default=4.0, help="probe-heavy datagrams per second")
+    ap.add_argument("--probe-s", type=float, default=20.0, help="seconds of probe-heavy flood")
+    ap.add_argument("--cancel-s", type=float, default=60.0, help="seconds of submit+cancel")
+    ap.add_argument("--pad", type=int, default=50_000, help="bytes of unknown fields in each submitted job")
     args = ap.parse_args(argv)
     if args.round2:
         return main_round2(args)
+    if args.round3:
+        return main_round3(args)
     e, t, s = (int(x) for x in args.steps.split(","))
     with tempfile.TemporaryDirectory(prefix="aiedit-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -254,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"starts_s": starts, "ack_p50_ms": pct(acks, .5) * ms, "ack_p99_ms": pct(acks, .99) * ms,
                       "burst_p50_ms": pct(burst, .5) * ms, "burst_p99_ms": pct(burst, .99) * ms,
                       "cold_s": cold, "retake_s": retake}))
+    if not args.no_round3 and not args.only_acks:
+        main_round3(args)
     return 0
 
 

@@ -11,7 +11,9 @@ past that, the caller answers ``busy:`` itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -71,6 +73,7 @@ class Checker:
             return True
 
     def _run(self) -> None:
+        lower_priority()
         while True:
             with self._cond:
                 while not self._queues and not self._stop:
@@ -95,3 +98,16 @@ class Checker:
             finally:
                 with self._cond:
                     self._current = None
+
+
+NICE = 10  # the checker's scheduling priority below the answering thread's and the workers' (Linux: per thread)
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority where the OS has per-thread nice values (Linux): probing hostile files
+    must not take CPU from answering other clients or from a running edit on a busy machine."""
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id") or os.uname().sysname != "Linux":
+        return
+    with contextlib.suppress(OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + NICE)

@@ -191,18 +191,33 @@ class OscFrontend:
         sender = (client[0], client[1])
         size = len(data) // max(1, len(messages))
         for m in messages:
-            if self.checker.busy(sender) and self.checker.put(sender, functools.partial(self._run, m, client, budget),
-                                                              size):
-                continue
+            if self.checker.busy(sender):
+                if self.checker.put(sender, functools.partial(self._run, m, client, budget), size):
+                    continue
+                if m.address == "/aiedit/job":  # refused unread: no budget spent on a job that cannot be taken
+                    self._run(m, client, budget, refuse=True)
+                    continue
             self._run(m, client, budget)
         self.alive_at = time.monotonic()
 
-    def _run(self, m: Message, client: tuple[str, int], budget: _Budget) -> None:
+    def _run(self, m: Message, client: tuple[str, int], budget: _Budget, refuse: bool = False) -> None:
         self._local.budget = budget
         try:
-            self._dispatch(m, client)
+            if refuse:
+                self._too_many_waiting(client, m.args)
+            else:
+                self._dispatch(m, client)
         finally:
             self._local.budget = None
+
+    def _too_many_waiting(self, client: tuple[str, int], args: tuple[Any, ...]) -> None:
+        """Answer a job of a client whose requests fill their share of the checker: ``busy:``, nothing read."""
+        jid = ""
+        with contextlib.suppress(ProtocolError):
+            obj = decode_json(args[0]) if len(args) == 1 else {}
+            jid = obj.get("id") if isinstance(obj.get("id"), str) and len(obj["id"]) <= 64 else ""
+        self.send(ReplyTo(client[0], client[1]), "/aiedit/error",
+                  [jid, f"busy: too many requests from {client[0][:60]} wait to be checked; send it again later"])
 
     def _dispatch(self, m: Message, client: tuple[str, int]) -> None:
         if m.address in EVENTS or (m.address == "/aiedit/status" and is_status_answer(m.args)):
