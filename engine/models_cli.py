@@ -183,7 +183,8 @@ def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
 
 def verify_any(label: str, folder: Path) -> Report:
     """A model folder, or a bare transformers folder (a CLAP scorer: config.json + weights)."""
-    if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file():
+    if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file() \
+            and not inventory.ace_dit_ok(folder):
         import json
 
         report = Report(folder, "clap")
