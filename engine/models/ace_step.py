@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from engine import calls
 from engine.errors import InputError, ModelUnavailable
 from engine.models.base import AudioModel, Conditioning, PromptContext
 from engine.params import MUSIC_FIELDS, MUSIC_FLOW_MODES, MusicContext
@@ -254,6 +255,7 @@ class AceStep(AudioModel):
         if WEIGHTS in cond.tensors:
             w = cond.tensors[WEIGHTS]
             if bool((w[:, 1] != 0).any()):  # the pipeline skips the text-only branch at strength 1
+                calls.tick(self)  # a second DiT call after the first: one more sequential network call
                 plain = self._velocity(x, t, cond.tensors[PLAIN], cond.masks.get(PLAIN), ctx)
                 v = w[:, :1, None].to(v.dtype) * v + w[:, 1:, None].to(v.dtype) * plain
         return v.transpose(1, 2)
@@ -266,7 +268,9 @@ class AceStep(AudioModel):
         if lengths is None or bool((lengths == hidden.shape[1]).all()):
             return self._dit(x, t, hidden, ctx)
         out = torch.empty_like(x)
-        for n in lengths.unique().tolist():
+        for i, n in enumerate(lengths.unique().tolist()):
+            if i:
+                calls.tick(self)  # each further length is one more sequential DiT call
             rows = (lengths == n).nonzero().squeeze(1)
             out[rows] = self._dit(x[rows], t[rows], hidden[rows, :n], ctx[rows]).to(out.dtype)
         return out
