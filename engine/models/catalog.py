@@ -26,12 +26,12 @@ ACE-Step 1.5 facts and their sources:
   lines; diffusers' ACE-Step docs (``api/pipelines/ace_step.md``) name the same three repositories per variant.
 - licence: MIT (the ACE-Step-1.5 repository's LICENSE and README "License & Disclaimer"; the model cards'
   ``license: mit``); ungated, so ``aiedit models pull`` fetches them in one command.
-- sizes: the DiTs are the "2B" models of the README's GPU table; each DiT folder's ``model.safetensors`` ≈ 4.8 GB
-  (bf16, DiT + condition encoder + 5 Hz audio tokenizer), ``vae/`` 337 MB (fp32 AutoencoderOobleck, 84 M parameters),
-  ``Qwen3-Embedding-0.6B/`` 1.2 GB (bf16, 0.6 B) — the hub's file listings (the DiT sizes are our parameter count
-  at real size, benchmarks/gpu.py, × 2 bytes).
+- sizes: the DiTs are the "2B" models of the README's GPU table; each DiT folder's ``model.safetensors`` ≈ 4.7 GB
+  of bf16 (DiT + condition encoder + 5 Hz audio tokenizer: 2,394 M parameters built at real size by
+  benchmarks/gpu.py), ``vae/`` 337 MB (bf16 AutoencoderOobleck, 168.7 M), ``Qwen3-Embedding-0.6B/`` 1.2 GB (bf16,
+  0.6 B) — ACE-Step's model downloader listing ("DiT ~4.7 GB") and the hub's file sizes.
 - memory: the README says the DiT runs in under 4 GB of VRAM with CPU offload and INT8; its GPU table puts the 2B
-  turbo/sft at 8-16 GB without offload. aiedit keeps every part on the GPU in bf16 (≈ 6.2 GB of weights) and trains
+  turbo/sft at 8-16 GB without offload. aiedit keeps every part on the GPU in bf16 (≈ 6.3 GB of weights) and trains
   LoRA adapters besides, so the doctor's threshold below is an estimate: ≈ 10 GiB.
 - sampling per variant: turbo 8 steps without guidance; sft and base 50 steps with guidance (the README's model
   zoo). The maintainers advise sft for repaint; users report dropped vocals and rough seams repainting on turbo
@@ -70,8 +70,8 @@ ALIASES: dict[str, tuple[str, str]] = {
 ACE_DIT_FOLDER: dict[str, str] = {"ace-step": "acestep-v15-turbo", "ace-step-sft": "", "ace-step-base": ""}
 ACE_SHARED = ("vae", "Qwen3-Embedding-0.6B")
 ACE_VARIANT: dict[str, str] = {"ace-step": "turbo", "ace-step-sft": "sft", "ace-step-base": "base"}
-# Download sizes (GB) of what `models pull` fetches per alias (its DiT; the shared parts, 1.5 GB, once).
-ACE_PULL_GB: dict[str, float] = {"ace-step": 4.8 + 1.5, "ace-step-sft": 4.8, "ace-step-base": 4.8}
+# Download sizes (GB) of what `models pull` fetches per alias: its DiT and the shared parts (1.5 GB, fetched once).
+ACE_PULL_GB: dict[str, float] = {"ace-step": 4.7 + 1.5, "ace-step-sft": 4.7 + 1.5, "ace-step-base": 4.7 + 1.5}
 LICENCES: dict[str, str] = {alias: "MIT (ungated)" for alias, (fam, _) in ALIASES.items() if fam == ACE}
 # Gated repositories: what the user must accept before a download can work (shown by ``aiedit models pull``).
 GATED: dict[str, str] = {
@@ -82,7 +82,7 @@ GATED: dict[str, str] = {
 # Free GPU memory (GiB) to run each SA3 size comfortably: 8-step sampling needs 1.7-6.5 GB on an H200 (the issue's
 # figures from Stability's report); LoRA fine-tuning holds activations and Adam state besides. Estimates.
 SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0}
-# The same for ACE-Step 1.5 (the 2B DiTs): ≈ 6.2 GB of bf16 weights plus LoRA training; an estimate (see above).
+# The same for ACE-Step 1.5 (the 2B DiTs): ≈ 6.3 GB of bf16 weights plus LoRA training; an estimate (see above).
 ACE_GPU_GIB: dict[str, float] = {"ace-step": 10.0, "ace-step-sft": 10.0, "ace-step-base": 10.0}
 
 BUILTIN = ("tiny", "tiny-sa3", "tiny-ace")
