@@ -27,6 +27,10 @@ composes them (diffusers 0.42.1, ``pipelines/ace_step/``):
   repaint puts the source latents outside the range and silence inside with chunk mask 1 inside, and encodes the
   repaint instruction; cover puts the source's 5 Hz semantic tokens (tokenised and detokenised back to 25 Hz) in
   the context, and blends the cover velocity with the text-only one by the cover strength.
+- where this differs from the pipeline: on the guided checkpoints (sft, base) a cover below strength 1 is guided as
+  a whole (APG of the blended velocity against the null condition) where the pipeline guides the cover branch alone
+  and blends in an unguided text-only branch; FlowEdit mixes its branches with its own plain CFG
+  (engine/flowedit.py), not APG. Turbo runs neither guidance, so there all three tasks are the pipeline's exactly.
 
 Loading: a folder in diffusers' pipeline layout (``model_index.json``, e.g. ``ACE-Step/acestep-v15-xl-turbo-diffusers``
 or a folder written by diffusers' ``scripts/convert_ace_step_to_diffusers.py``), or the checkpoints as ACE-Step
