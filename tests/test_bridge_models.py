@@ -252,3 +252,25 @@ def test_a_job_is_left_to_the_idle_worker_holding_its_model_and_a_re_take_key_go
     assert "tiny-ace|0123" not in a.recent and pool.loaded() == {"tiny"}
     assert pool.info()[0]["models"] == ["tiny"]
     assert pool.chooser(b)([("j3", "tiny-ace|0123")]) == "j3"  # nobody holds it: whoever asks takes it
+
+
+def test_max_models_comes_from_the_config_file_and_below_1_stops_serve_with_one_line(tmp_path, monkeypatch):
+    from bridge.commands.parser import build_parser
+    from bridge.daemon import Daemon, ServeConfig, StartupError
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[serve]\nmax_models = 2\n")
+    monkeypatch.setenv("AIEDIT_CONFIG", str(cfg))
+    assert build_parser().parse_args(["serve"]).max_models == 2
+    assert build_parser().parse_args(["serve", "--max-models", "3"]).max_models == 3
+    with pytest.raises(StartupError, match="--max-models must be at least 1"):
+        Daemon(ServeConfig(model="tiny", spool=str(tmp_path / "spool"), max_models=0))
+
+
+def test_a_default_given_by_hub_id_is_listed_once_under_its_alias(tmp_path, monkeypatch, wav):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    hub_snapshot(cache, "cvssp/audioldm-s-full-v2")
+    menu = ModelMenu("cvssp/audioldm-s-full-v2")
+    assert menu.label == "audioldm" and [m.name for m in menu.models].count("audioldm") == 1
+    assert menu.check(parse_job(body("h", wav, model="cvssp/audioldm-s-full-v2"))).model == "audioldm"

@@ -151,9 +151,12 @@ def default_model(spec: str) -> Model:
     ``--model auto`` picks). One that cannot be resolved keeps its spec as its name: its jobs fail when the worker
     tries to load it, with the engine's message, as before."""
     try:
+        from engine.models.catalog import ALIASES
         from engine.models.registry import resolve, resolve_auto
 
         picked = resolve_auto()[0] if spec == "auto" else spec
+        # a hub id of an alias is that alias (one name, one loaded copy)
+        picked = next((alias for alias, (_, repo) in ALIASES.items() if repo == picked), picked)
         r = resolve(picked)
         folder = r.source if os.path.isdir(r.source) else None
         return Model(r.name, picked, r.family, folder)

@@ -17,6 +17,7 @@ import gc
 import logging
 import math
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -34,13 +35,12 @@ class LoadedModels:
     first. Thread-safe: a Ray actor answers on several threads (one edit at a time, but still)."""
 
     def __init__(self, load: Callable[[str], Any], *, limit: int | None = None,
-                 default_limit: Callable[[], int] | None = None, cuda: bool = False,
+                 default_limit: Callable[[], int] | None = None,
                  on_evict: Callable[[str, Any], None] | None = None,
                  on_change: Callable[[list[str]], None] | None = None) -> None:
         if limit is not None and limit < 1:
             raise ValueError("--max-models must be at least 1")
         self._load, self.limit, self._default_limit = load, limit, default_limit
-        self.cuda = cuda
         self._on_evict, self._on_change = on_evict, on_change
         self._editors: OrderedDict[str, Any] = OrderedDict()
         self._in_use: dict[str, int] = {}
@@ -73,7 +73,6 @@ class LoadedModels:
                 return self._editors[name]
             if self.limit is None:
                 self.limit = max(1, self._default_limit() if self._default_limit else 1)
-                log.info("keeping up to %d model(s) loaded per worker", self.limit)
             self._make_room(self.limit - 1)
             editor = self._load(name)
             self._editors[name] = editor
@@ -107,7 +106,7 @@ class LoadedModels:
             self.evictions += 1
             evicted = True
         if evicted:
-            free_memory(self.cuda)
+            free_memory()
             self._changed(list(self._editors))
 
     def _changed(self, names: list[str]) -> None:
@@ -115,16 +114,16 @@ class LoadedModels:
             self._on_change(names)
 
 
-def free_memory(cuda: bool) -> None:
+def free_memory() -> None:
     """Give an evicted model's memory back: a full collection with the frozen objects included (the worker freezes
     loaded models' objects out of the collector, see :mod:`bridge.workers.local`), then freeze the survivors again;
-    on CUDA the allocator's cached blocks go back to the driver."""
+    where CUDA is in use, the allocator's cached blocks go back to the driver (whatever ``--device`` said: unset, it
+    may be CUDA)."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    if cuda:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 

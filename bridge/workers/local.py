@@ -125,8 +125,7 @@ class Worker(threading.Thread):
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
         self.preload = preload
         self.models = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
-                                   cuda=bool(device and device.startswith("cuda")), on_evict=self._evicted,
-                                   on_change=lambda names: pool.set_models(slot, names))
+                                   on_evict=self._evicted, on_change=lambda names: pool.set_models(slot, names))
         self._stage_cache: Any = None  # the first editor's stage cache, shared by every model this worker loads
 
     def run(self) -> None:
@@ -152,7 +151,7 @@ class Worker(threading.Thread):
         free = free_gib(self.device or _default_device())
         n = default_max_models(free, [(m.name, m.family) for m in menu.models],
                                gpu=(self.device or _default_device()).startswith("cuda"), precision=self.precision)
-        log.info("%s: %s GiB free: up to %d model(s) loaded at once (aiedit serve --max-models to choose)",
+        log.info("%s: %s GiB free: room for %d model(s) at once (aiedit serve --max-models to choose)",
                  self.slot.name, "?" if free is None else f"{free:.1f}", n)
         return n
 

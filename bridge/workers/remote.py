@@ -134,7 +134,7 @@ class EditActor:
         self.menu = list(models or [(self.name, None)])
         self.specs: dict[str, str] = {self.name: model}
         self.loaded = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
-                                   cuda=kind == "cuda", on_evict=self._evicted)
+                                   on_evict=self._evicted)
         self._stage_cache: Any = None
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}
@@ -147,8 +147,11 @@ class EditActor:
     def _default_limit(self) -> int:
         from bridge.workers.loaded import default_max_models, free_gib
 
-        return default_max_models(free_gib(self._device()), self.menu, gpu=self.kind == "cuda",
-                                  precision=self.precision)
+        free = free_gib(self._device())
+        n = default_max_models(free, self.menu, gpu=self.kind == "cuda", precision=self.precision)
+        print(f"aiedit actor {self.index}: {'?' if free is None else f'{free:.1f}'} GiB free: room for {n} model(s) "
+              "at once", flush=True)  # into the actor's log (Ray's session logs on that node)
+        return n
 
     def _load(self, name: str) -> Any:
         import engine
