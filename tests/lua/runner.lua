@@ -20,6 +20,9 @@ dialog answers and a list of steps:
   {"write_file": {"path": ..., "text": ...}}  something outside REAPER writes a file (the daemon, a status)
   {"advance_clock": 5}                       time passes without a UI tick (REAPER busy, a modal dialog)
   {"save_project": {"index": 1, "file": ..., "media": ...}}  File > Save project as
+  {"set_play_state": 5}                      REAPER starts recording (GetPlayState bits), 0 stops
+  {"select_items": ["<guid>", ...]}          the user selects these items only
+  {"edit_cursor": 3.5}                       the user moves the edit cursor
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
@@ -89,6 +92,16 @@ for _, step in ipairs(scenario.steps or {}) do
     fh2:close()
   elseif step.advance_clock then
     F.clock = F.clock + step.advance_clock
+  elseif step.set_play_state then
+    F.set_play_state(step.set_play_state)
+  elseif step.select_items then -- the user selects these items (GUIDs) and nothing else
+    local want = {}
+    for _, g in ipairs(step.select_items) do want[g] = true end
+    for _, proj in ipairs(F.projects) do
+      for _, tr in ipairs(proj.tracks) do for _, it in ipairs(tr.items) do it.selected = want[it.guid] or false end end
+    end
+  elseif step.edit_cursor then
+    F.edit_cursor = step.edit_cursor
   elseif step.reset_counts then
     F.counts, F.opens = {}, {}
   elseif step.delete_item then
