@@ -1,5 +1,5 @@
 -- @description AI batch re-take
--- @version 0.3.0
+-- @version 0.4.0
 -- @author aiedit
 -- @noindex
 -- @about
@@ -23,8 +23,22 @@ local function parse_scope(s)
   return nil
 end
 
+-- Does the item sound in the mix? Not when it, or its track, is muted, nor in a fixed lane that does not play
+-- (the AI result tracks and lanes are such): a whole-project batch leaves those alone.
+local function plays(item)
+  if reaper.GetMediaItemInfo_Value(item, "B_MUTE") ~= 0 then return false end
+  local tr = reaper.GetMediaItemTrack(item)
+  if reaper.GetMediaTrackInfo_Value(tr, "B_MUTE") ~= 0 then return false end
+  if reaper.GetMediaTrackInfo_Value(tr, "I_FREEMODE") == 2 then
+    local lane = math.floor(reaper.GetMediaItemInfo_Value(item, "I_FIXEDLANE") + 0.5)
+    if reaper.GetMediaTrackInfo_Value(tr, "C_LANEPLAYS:" .. lane) == 0 then return false end
+  end
+  return true
+end
+
+-- The items of the scope, and how many of the project were left out because they do not play.
 local function collect(scope)
-  local items = {}
+  local items, silent = {}, 0
   if scope == "selected items" then
     for i = 0, reaper.CountSelectedMediaItems(0) - 1 do items[#items + 1] = reaper.GetSelectedMediaItem(0, i) end
   elseif scope == "selected tracks" then
@@ -33,9 +47,12 @@ local function collect(scope)
       for i = 0, reaper.CountTrackMediaItems(tr) - 1 do items[#items + 1] = reaper.GetTrackMediaItem(tr, i) end
     end
   else
-    for i = 0, reaper.CountMediaItems(0) - 1 do items[#items + 1] = reaper.GetMediaItem(0, i) end
+    for i = 0, reaper.CountMediaItems(0) - 1 do
+      local it = reaper.GetMediaItem(0, i)
+      if plays(it) then items[#items + 1] = it else silent = silent + 1 end
+    end
   end
-  return items
+  return items, silent
 end
 
 local function ask(modes)
@@ -91,14 +108,20 @@ local function main()
   local spool = lib.spool_dir()
   local opts = ask(lib.offered_modes(lib.engine_info(spool)))
   if not opts then return end
-  local items = collect(opts.scope)
+  local items, silent = collect(opts.scope)
   if #items == 0 then
     reaper.ShowMessageBox("No items in: " .. opts.scope .. ".", TITLE, 0)
     return
   end
+  if not lib.confirm_many(#items, TITLE) then return end
   if not lib.ensure_engine(spool) then return end
   local ok_list, failed = lib.submit_items(items, params_for(opts), spool, nil, nil)
-  reaper.ShowMessageBox(lib.summary(ok_list, failed), TITLE, 0)
+  local summary = lib.summary(ok_list, failed)
+  if silent > 0 then
+    summary = summary .. string.format("\n\n%d muted or silent item%s (muted, on a muted track or in a lane that " ..
+      "does not play, such as AI results) left alone.", silent, silent == 1 and "" or "s")
+  end
+  reaper.ShowMessageBox(summary, TITLE, 0)
   if #ok_list > 0 then lib.open_jobs_window() end
 end
 

@@ -1,5 +1,5 @@
 -- @description AI edit selected items
--- @version 0.3.0
+-- @version 0.4.0
 -- @author aiedit
 -- @about
 --   # AI edit selected items
@@ -81,6 +81,7 @@ local function main()
     reaper.ShowMessageBox("Select one or more audio items (or make a razor edit) first.", TITLE, 0)
     return
   end
+  if not lib.confirm_many(lib.count_jobs(items, areas), TITLE) then return end
   local spool = lib.spool_dir()
   if not lib.ensure_engine(spool) then return end
   local params = ask_params(lib.offered_modes(lib.engine_info(spool)))

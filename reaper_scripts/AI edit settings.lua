@@ -1,5 +1,5 @@
 -- @description AI edit settings
--- @version 0.3.0
+-- @version 0.4.0
 -- @author aiedit
 -- @noindex
 -- @about
@@ -14,9 +14,14 @@ local lib = require("aiedit")
 local TITLE = "AI edit settings"
 local KEYS = { "spool", "engine_cmd", "activate_best", "steps", "token", "results" }
 
+-- The token is a secret: the dialog shows that one is set, never the token itself; left as shown, it is kept.
+local HIDDEN = "••••••••"
+
 local function main()
   local defaults = {}
   for i, k in ipairs(KEYS) do defaults[i] = lib.get_setting(k) end
+  local token = defaults[5]
+  if token ~= "" then defaults[5] = HIDDEN end
   local fields = {
     { name = "Spool folder", hint = "empty = daemon default", check = function(s) return lib.trim(s) end },
     { name = "Engine command", hint = "full path + serve", check = function(s)
@@ -30,7 +35,11 @@ local function main()
         if s ~= "" and type(lib.json_decode(s)) ~= "table" then return nil, 'empty or JSON like {"sample":100}' end
         return s
       end },
-    { name = "Token", hint = "empty unless --token", check = function(s) return lib.trim(s) end },
+    { name = "Token", hint = "empty unless --token; dots = keep", check = function(s)
+        s = lib.trim(s)
+        if s == HIDDEN then return token end
+        return s
+      end },
     { name = "Results as", hint = "takes / track / lanes", check = function(s)
         s = lib.trim(s):lower()
         if s == "" or s:find("^take") then return "takes" end

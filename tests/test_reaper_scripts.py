@@ -652,7 +652,7 @@ def test_polling_cost_stays_flat_with_many_jobs(env, tmp_path):
               "takes": [{"name": f"J{i}", "source": wave_source(env["a"])}]} for i in range(300)]
     env["scenario"]["tracks"] = [{"name": "Many", "items": items}]
     out = edit(env, answers=[["x", "0.5", "lora", "1"]], steps=[{"run": EDIT}, {"defer": 1}, {"reset_counts": True},
-                                                                  {"defer": 20}])
+                                                                  {"defer": 20}], mb_answers=[6])
     assert out["errors"] == [] and len(registry(out)) == 300
     c = out["counts"]
     assert c.get("SetProjExtState", 0) == 0  # nothing changed: nothing written
@@ -765,8 +765,10 @@ def test_results_in_fixed_lanes(env):
     out = jobs_session(env, st, [{"defer": 2}])
     assert out["errors"] == [] and out["open_undo"] == 0
     drums = out["tracks"][0]
-    assert drums["freemode"] == 2 and drums["lanes"] == 7  # lane 0 + 3 η for Kick + 3 for Snare
-    assert drums["laneplays"] == [1, 0, 0, 0, 0, 0, 0]  # only the original lane sounds
+    # issue 24: one named lane per η, shared by Kick and Snare (not 3 new unnamed lanes per item)
+    assert drums["freemode"] == 2 and drums["lanes"] == 4
+    assert drums["lane_names"] == ["", "AI η=0.30", "AI η=0.50", "AI η=0.70"]
+    assert drums["laneplays"] == [1, 0, 0, 0]  # only the original lane sounds
     kick_pos = items_by_guid(out)[G1]["values"]["D_POSITION"]
     lanes = sorted(it["values"]["I_FIXEDLANE"] for it in drums["items"] if it["values"]["D_POSITION"] == kick_pos)
     assert lanes == [0, 1, 2, 3]
@@ -1090,3 +1092,347 @@ def test_batch_queues_every_job_at_once(env):
     out = run(env["tmp"], sc)
     assert out["errors"] == []
     assert len(inbox_jobs(env["spool"])) == 8 and out["messages"][0]["msg"].startswith("8 jobs queued.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 24: the third review's findings, each under the fake extended with the documented behaviour
+
+
+def _reject(spool: Path, name: str, why: str) -> None:
+    """What the daemon does with an inbox file it refuses (bridge/spool.py reject): moved, reason beside it."""
+    rej = spool / "inbox" / "rejected"
+    rej.mkdir(parents=True, exist_ok=True)
+    (spool / "inbox" / name).rename(rej / name)
+    (rej / f"{name}.error.txt").write_text(why + "\n", encoding="utf-8")
+
+
+def test_refused_job_shows_the_refusal_within_one_poll(env):
+    # high: a job refused for its token gets no status.json: the row said "waiting for the engine" for ever
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    _reject(env["spool"], f"{jobs['Kick 03']['id']}.json", "refused: wrong or missing token")
+    out = jobs_session(env, saved(out), [])  # the window's first tick only
+    rec = registry(out)[jobs["Kick 03"]["id"]]
+    assert rec["state"] == "failed" and rec["message"] == "refused by the engine: refused: wrong or missing token"
+    assert any("refused by the engine: refused: wrong or missing token" in t for t in out["gfx_text"])
+    assert registry(out)[jobs["Snare"]["id"]]["state"] == "submitted"  # still in the inbox: waits
+
+
+def test_job_the_engine_never_records_fails_after_a_grace_and_cancels_too(env):
+    # high: no inbox file and no status (pruned after --keep-days, lost): a clear line after a grace, not "waiting"
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    snare = jobs["Snare"]["id"]
+    steps = [{"defer": 2}, {"click": f"cancel:{snare}"}, {"defer": 2}]
+    out = jobs_session(env, saved(out), steps)
+    assert {r["state"] for r in registry(out).values()} == {"submitted", "cancelling"}  # within the grace
+    out = jobs_session(env, saved(out), [{"defer": 2}, {"advance_clock": 31}, {"defer": 2}])
+    reg = registry(out)
+    kick = reg[jobs["Kick 03"]["id"]]
+    assert kick["state"] == "failed" and kick["message"].startswith("the engine has no record of this job")
+    assert "--keep-days" in kick["message"]
+    assert reg[snare]["state"] == "cancelled"  # the cancel no longer hangs at "cancelling…"
+    assert out["jobs_active"] == 0
+
+
+def test_waiting_imports_do_not_take_the_import_slots(env):
+    # medium: two finished jobs of an unsaved project took both import slots on every poll
+    unsaved = {"tracks": env["scenario"]["tracks"], "file": "", "project_path": str(env["tmp"] / "default")}
+    other = {"tracks": [{"name": "B", "items": [{"guid": "{BBBB}", "position": 1.0, "length": 1.0, "selected": True,
+                                                 "takes": [{"name": "Bee", "source": wave_source(env["a"])}]}]}],
+             "file": str(env["tmp"] / "b" / "b.rpp"), "project_path": str(env["tmp"] / "b")}
+    sc = dict(env["scenario"], projects=[unsaved, other], user_inputs=[["x", "0.5", "lora", "1"]] * 2,
+              steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and len(registry(out, 0)) == 3 and len(registry(out, 1)) == 1, (out["messages"], out["inputs_asked"][-1:])
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    sc2 = dict(sc, extstate=persisted(out), steps=[{"run": JOBS}, {"defer": 4}])
+    sc2["projects"] = [dict(unsaved, projextstate=out["projects"][0]["projextstate"]),
+                       dict(other, projextstate=out["projects"][1]["projextstate"])]
+    out2 = run(env["tmp"], sc2)
+    assert out2["errors"] == []
+    assert [r["state"] for r in registry(out2, 1).values()] == ["imported"]
+    assert {r["state"] for r in registry(out2, 0).values()} == {"running"}  # waiting for a file, still listed
+
+
+def test_second_result_for_the_same_item_and_strength_never_lands_on_top(env):
+    # medium: the reused η track (and lane) got a second item over the first
+    for target in ("track", "lanes"):
+        st, _ = submit_and_finish(env)
+        st["extstate"]["aiedit/results"] = target
+        out = jobs_session(env, st, [{"defer": 4}])
+        st2 = {"extstate": st["extstate"], "projextstate": {}}
+        sc_tracks = out["tracks"]
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+        env2 = dict(env, scenario=dict(env["scenario"], tracks=_as_scenario(sc_tracks)))
+        out_b = edit(env2, extstate=st["extstate"])
+        for j in inbox_jobs(env["spool"]).values():
+            pick_up(env["spool"], j["id"])
+            write_status(env["spool"], j, "done")
+        st2["projextstate"] = out_b["projects"][0]["projextstate"]
+        out2 = jobs_session(env2, st2, [{"defer": 4}])
+        assert out2["errors"] == []
+        for tr in out2["tracks"]:
+            spans = {}
+            for it in tr["items"]:
+                lane = it["values"].get("I_FIXEDLANE") or 0
+                spans.setdefault(lane, []).append((it["values"]["D_POSITION"], it["values"]["D_LENGTH"]))
+            for lane, xs in spans.items():
+                xs.sort()
+                assert all(a[0] + a[1] <= b[0] + 1e-9 for a, b in zip(xs, xs[1:])), (target, tr["name"], lane, xs)
+        if target == "track":
+            names = [t["name"] for t in out2["tracks"]]
+            assert "AI η=0.50 · Drums" in names and "AI η=0.50 · Drums (2)" in names
+        else:
+            assert "AI η=0.50 (2)" in out2["tracks"][0]["lane_names"]
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+
+
+def _as_scenario(tracks: list) -> list:
+    """A dumped project's tracks as a scenario's (the next session starts from them)."""
+    out = []
+    for tr in tracks:
+        items = []
+        for it in tr["items"]:
+            takes = [{"guid": t["guid"], "name": t["name"], "ext": t["ext"], "startoffs": t["values"]["D_STARTOFFS"],
+                      "playrate": t["values"]["D_PLAYRATE"], "source": t["source"]} for t in it["takes"]]
+            active = next(i for i, t in enumerate(it["takes"]) if t["guid"] == it["active_take"]) + 1
+            items.append({"guid": it["guid"], "position": it["values"]["D_POSITION"],
+                          "length": it["values"]["D_LENGTH"], "selected": not tr["new"] and len(takes) > 0,
+                          "lane": it["values"].get("I_FIXEDLANE"), "takes": takes, "active_take": active})
+        out.append({"name": tr["name"], "items": items, "new": tr["new"], "mute": tr["mute"],
+                    "freemode": tr["freemode"] or None, "lanes": tr["lanes"], "laneplays": tr["laneplays"],
+                    "lane_names": tr["lane_names"]})
+    return out
+
+
+def test_results_on_tracks_and_lanes_keep_the_items_fades_volume_snap_and_loop(env):
+    # medium: results on tracks and lanes lost the item's volume, fades, fade shapes, snap offset and loop setting
+    props = {"D_VOL": 0.5, "D_FADEINLEN": 0.1, "D_FADEOUTLEN": 0.2, "C_FADEINSHAPE": 3, "C_FADEOUTSHAPE": 4,
+             "D_FADEINDIR": 0.25, "D_FADEOUTDIR": -0.5, "D_SNAPOFFSET": 0.05, "B_LOOPSRC": 1}
+    env["scenario"]["tracks"][0]["items"][0]["values"] = props
+    for target in ("track", "lanes"):
+        st, jobs = submit_and_finish(env)
+        st["extstate"]["aiedit/results"] = target
+        out = jobs_session(env, st, [{"defer": 4}])
+        results = [it for tr in out["tracks"] for it in tr["items"]
+                   if it["takes"] and it["takes"][0]["ext"].get("aiedit_job") == jobs["Kick 03"]["id"]]
+        assert len(results) == 3, target
+        for it in results:
+            assert {k: it["values"].get(k) for k in props} == props, target
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+
+
+def test_edited_fields_keep_their_ascii_quotes(env):
+    # medium: the typographic stand-ins broke an edited JSON steps override and a quoted engine path, and edited
+    # prompts reached the engine with ’
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/steps": '{"sample":4}',
+           "aiedit/engine_cmd": '"/opt/ai edit/aiedit" serve'}
+    sc = dict(env["scenario"], extstate=ext, steps=[{"run": SETTINGS}],
+              user_inputs=[["", '”/opt/ai edit/aiedit” serve --model toy', "yes", '{”sample”:8}', "", "takes"]])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    got = persisted(out)
+    assert json.loads(got["aiedit/steps"]) == {"sample": 8}
+    assert got["aiedit/engine_cmd"] == '"/opt/ai edit/aiedit" serve --model toy'
+    ext2 = {"aiedit/spool": str(env["spool"]), "aiedit/last_prompt": "don't stop", "aiedit/last_etas": "0.5",
+            "aiedit/last_mode": "lora", "aiedit/last_seed": "1"}
+    edit(env, answers=[["don’t stop now", "0.5", "lora", "1"]], extstate=ext2)
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {"don't stop now"}
+
+
+def test_long_non_ascii_prompt_keeps_the_job_record_small(env):
+    # medium: a 1000-character Japanese prompt made a record past the ~4 KB an ext-state value holds: the job vanished
+    prompt = "古い木の扉がきしむ音" * 100  # 1000 characters, 3000 bytes
+    door = env["scenario"]["tracks"][1]["items"][0]
+    door["takes"][0]["source"]["type"] = "SECTION"  # rendered first: its job waits until the render is done
+    out = edit(env, answers=[[prompt, "0.3, 0.5, 0.7", "lora", "1"]])
+    reg = registry(out)
+    assert len(reg) == 3
+    texts = [v for k, v in out["projects"][0]["projextstate"].items() if k.startswith("aiedit.jobs/")]
+    assert all(len(t.encode()) <= 3000 for t in texts)
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    out = edit(env, answers=[[prompt, "0.3, 0.5, 0.7", "lora", "1"]], steps=[{"run": EDIT}, {"defer": 8}])
+    st = saved(out)
+    for j in inbox_jobs(env["spool"]).values():
+        assert j["prompt"] == prompt
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == [] and len(registry(out)) == 3
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+    new = [t for it in items_by_guid(out).values() for t in it["takes"][1:]]
+    assert new and all(t["ext"]["aiedit_prompt"] == prompt for t in new)
+
+
+def test_unbalanced_parenthesis_in_the_remembered_prompt(env):
+    # medium: GetUserInputs reads "(" in its defaults like a quote: every later field moved into the prompt
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/last_prompt": "door (creaky", "aiedit/last_etas": "0.3, 0.5",
+           "aiedit/last_mode": "sdedit", "aiedit/last_seed": "9"}
+    out = edit(env, answers=[False], extstate=ext)
+    assert out["errors"] == []
+    assert out["inputs_asked"][0]["values"] == ["door （creaky", "0.3, 0.5", "sdedit", "9"]
+    out = edit(env, answers=[["door （creaky", "0.3, 0.5", "sdedit", "9"]], extstate=ext)
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {"door (creaky"}
+
+
+def test_rendering_keeps_the_items_pointer(env):
+    # low: every UI tick of a render searched the whole project for its item
+    filler = [{"guid": f"{{F{i:04d}}}", "position": 100.0 + i, "length": 0.5,
+               "takes": [{"name": f"F{i}", "source": wave_source(env["a"])}]} for i in range(200)]
+    env["scenario"]["tracks"].insert(0, {"name": "Filler", "items": filler})
+    env["scenario"]["tracks"][1]["items"][1]["length"] = 30.0  # Snare: rendered (loops past its source), 15 ticks
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 2}, {"reset_counts": True}, {"defer": 5}])
+    assert out["errors"] == [] and any("rendering" in t for t in out["gfx_text"])
+    assert out["counts"].get("GetMediaItem", 0) <= 10
+
+
+def test_scroll_is_clamped_when_rows_leave(env):
+    # low: scrolled to the end, then most rows left (their tab closed): the window showed no row at all
+    many = [{"guid": f"{{S{i:03d}}}", "position": i * 2.0, "length": 1.0, "selected": True,
+             "takes": [{"name": f"Row{i:02d}", "source": wave_source(env["a"])}]} for i in range(30)]
+    one = {"tracks": [{"name": "One", "items": [{"guid": "{ONE}", "position": 1.0, "length": 1.0, "selected": True,
+                                                 "takes": [{"name": "Lonely", "source": wave_source(env["a"])}]}]}],
+           "project_path": str(env["tmp"] / "one")}
+    sc = dict(env["scenario"], projects=[{"tracks": [{"name": "Many", "items": many}],
+                                          "project_path": str(env["project"])}, one],
+              user_inputs=[["x", "0.5", "lora", "1"]] * 2,
+              steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}, {"defer": 1}] + [{"wheel": -120}] * 12
+              + [{"close_project": 1}, {"defer": 2}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    assert any(t.startswith("Lonely") for t in out["gfx_text"])
+
+
+def test_batch_project_leaves_muted_and_silent_items_alone(env):
+    # low: a whole-project batch re-edited the muted AI result tracks and lane items that do not play
+    tracks = env["scenario"]["tracks"]
+    tracks.append({"name": "AI η=0.50 · Drums", "mute": 1, "items": [
+        {"guid": "{RES}", "position": 2.0, "length": 2.0, "takes": [{"name": "AI", "source": wave_source(env["a"])}]}]})
+    tracks.append({"name": "Comp", "freemode": 2, "lanes": 2, "laneplays": [1, 0], "items": [
+        {"guid": "{L0}", "position": 2.0, "length": 2.0, "lane": 0,
+         "takes": [{"name": "Lane0", "source": wave_source(env["a"])}]},
+        {"guid": "{L1}", "position": 2.0, "length": 2.0, "lane": 1,
+         "takes": [{"name": "Lane1", "source": wave_source(env["a"])}]}]})
+    tracks[0]["items"].append({"guid": "{MUTED}", "position": 9.0, "length": 1.0, "values": {"B_MUTE": 1},
+                               "takes": [{"name": "Muted", "source": wave_source(env["a"])}]})
+    sc = dict(env["scenario"], user_inputs=[["metal", "0.5", "lora", "1", "project", "no"]], steps=[{"run": BATCH}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    assert set(by_label(inbox_jobs(env["spool"]))) == {"Kick 03", "Snare", "Door", "Lane0"}
+    assert "3 muted or silent items" in out["messages"][0]["msg"]
+
+
+def test_imports_wait_while_reaper_records(env):
+    # low: results landed in the project while REAPER recorded
+    st, _ = submit_and_finish(env)
+    out = jobs_session(env, st, [{"defer": 3}], play_state=5)  # playing + recording
+    assert out["undo"] == [] and out["jobs_active"] == 3
+    assert any("waits while REAPER records" in t for t in out["gfx_text"])
+    out = jobs_session(env, st, [{"defer": 2}, {"set_play_state": 0}, {"defer": 3}], play_state=5)
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+
+
+def test_items_that_play_all_takes_get_their_results_on_tracks(env):
+    # low: new takes on an item with "play all takes" all sounded at once
+    env["scenario"]["tracks"][0]["items"][0]["values"] = {"B_ALLTAKESPLAY": 1}
+    st, _ = submit_and_finish(env)
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == []
+    assert len(items_by_guid(out)[G1]["takes"]) == 1
+    assert [t["name"] for t in out["tracks"]][1] == "AI η=0.30 · Drums" and out["tracks"][1]["mute"] == 1
+    assert len(items_by_guid(out)[G2]["takes"]) == 4  # the other items still get takes
+    assert any("plays all its takes at once" in t for t in out["gfx_text"])
+
+
+def test_requeued_job_drops_its_dead_worker(env):
+    # low: a job requeued after its Ray worker died kept showing that worker
+    out = edit(env)
+    kick = by_label(inbox_jobs(env["spool"]))["Kick 03"]
+    pick_up(env["spool"], kick["id"])
+    write_status(env["spool"], kick, "running", stage="sampling", progress=0.4, worker="cuda:1@studio-2")
+    requeued = write_status(env["spool"], kick, "queued", worker=None)
+    write_status(env["spool"], kick, "running", stage="sampling", progress=0.4, worker="cuda:1@studio-2")
+    status = env["spool"] / "jobs" / kick["id"] / "status.json"
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"write_file": {"path": str(status),
+                                                                        "text": json.dumps(requeued)}}, {"defer": 2}])
+    assert not any("cuda:1@studio-2" in t for t in out["gfx_text"])
+    assert registry(out)[kick["id"]].get("worker") is None
+
+
+def test_many_items_are_queued_only_after_a_question(env):
+    # low: hundreds of selected items were queued without a count and a question
+    items = [{"guid": f"{{M{i:03d}}}", "position": i * 2.0, "length": 1.0, "selected": True,
+              "takes": [{"name": f"M{i}", "source": wave_source(env["a"])}]} for i in range(60)]
+    env["scenario"]["tracks"] = [{"name": "Many", "items": items}]
+    out = edit(env, answers=[], mb_answers=[7])  # No
+    assert "Queue 60 AI edit jobs?" in out["messages"][0]["msg"] and inbox_jobs(env["spool"]) == {}
+    out = edit(env, answers=[["x", "0.5", "lora", "1"]], mb_answers=[6])
+    assert len(inbox_jobs(env["spool"])) == 60
+
+
+def test_new_result_tracks_adjust_the_track_list(env):
+    # low: tracks were added without TrackList_AdjustWindows
+    st, _ = submit_and_finish(env)
+    st["extstate"]["aiedit/results"] = "track"
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["counts"].get("TrackList_AdjustWindows", 0) >= 1
+
+
+def test_decimal_comma_in_strengths(env):
+    # low: "0,3 0,5" (a decimal comma) was read as 0, 3, 0, 5
+    edit(env, answers=[["x", "0,3 0,5", "lora", "1"]])
+    assert {tuple(j["etas"]) for j in inbox_jobs(env["spool"]).values()} == {(0.3, 0.5)}
+
+
+def test_settings_never_show_the_token(env):
+    # low: the token was shown in clear text in the settings dialog
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/token": "s3cret-token"}
+    keep = ["", "aiedit serve", "yes", "", "••••••••", "takes"]
+    out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[keep], steps=[{"run": SETTINGS}]))
+    assert "s3cret-token" not in out["inputs_asked"][0]["defaults"]
+    assert persisted(out)["aiedit/token"] == "s3cret-token"  # left as shown: kept
+    out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[keep[:4] + ["new"] + keep[5:]],
+                               steps=[{"run": SETTINGS}]))
+    assert persisted(out)["aiedit/token"] == "new"
+
+
+def test_failed_import_frees_its_sources(env):
+    # low: PCM_sources made before an unreadable take file were leaked
+    st, jobs = submit_and_finish(env)
+    kick = jobs["Kick 03"]
+    (env["spool"] / "jobs" / kick["id"] / "takes" / "eta0.70.wav").write_bytes(b"not a wav")
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == [] and registry(out)[kick["id"]]["state"] == "failed"
+    assert out["sources"]["leaked"] == 0 and out["sources"]["destroyed"] == 2
+
+
+def test_random_seeds_differ_between_sessions_on_lua_5_3(env):
+    # risk: REAPER 6 runs Lua 5.3, whose math.random starts from the same seed every session
+    seeds = []
+    for _ in range(2):
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+        edit(env, answers=[["x", "0.5", "lora", ""]], lua_version="5.3")
+        seeds.append({j["seed"] for j in inbox_jobs(env["spool"]).values()})
+    assert seeds[0] != seeds[1]
+
+
+def test_records_found_when_keys_come_back_upper_cased_but_match_exactly(env):
+    # risk: EnumProjExtState may upper-case keys while Get/SetProjExtState match the exact key
+    out = edit(env, ext_keys_enum_upper=True)
+    st = saved(out)
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    out = jobs_session(env, st, [{"defer": 4}], ext_keys_enum_upper=True)
+    assert out["errors"] == [] and {r["state"] for r in registry(out).values()} == {"imported"}
+    assert len([k for k in out["projects"][0]["projextstate"] if k.startswith("aiedit.jobs/")]) == 3

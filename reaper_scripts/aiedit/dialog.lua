@@ -45,9 +45,17 @@ end
 -- Zero-shot modes take noise strengths in (0, 1] instead of η.
 M.ZERO_SHOT = { sdedit = true, zeta = true, flowedit = true }
 
+-- "0,3 0,5" (a decimal comma, as typed where it is the decimal mark): a comma between two digits is a decimal
+-- comma when the text has no decimal point; any other comma separates values ("0.3,0.5", "0, 1").
+function M.decimal_commas(s)
+  s = tostring(s or "")
+  if s:find(".", 1, true) then return s end
+  return (s:gsub("(%d),(%d)", "%1.%2"))
+end
+
 function M.parse_etas(s, mode)
   local etas = M.array()
-  for part in tostring(s or ""):gmatch("[^,;%s]+") do
+  for part in M.decimal_commas(s):gmatch("[^,;%s]+") do
     local v = tonumber(part)
     if not v then return nil, "not a number: " .. part end
     if M.ZERO_SHOT[mode] then
@@ -65,7 +73,7 @@ end
 -- Empty or "random": a fresh seed (recorded with the takes so results stay reproducible).
 function M.parse_seed(s)
   s = M.trim(s):lower()
-  if s == "" or s == "random" then return math.random(0, 2147483646) end
+  if s == "" or s == "random" then return M.random(0, 2147483646) end
   local v = math.tointeger(tonumber(s))
   if not v or v < 0 then return nil, "seed must be a whole number ≥ 0 (or empty for random)" end
   return v
@@ -75,11 +83,40 @@ end
 function M.text_length(s) return utf8.len(s) or #s end
 
 -- GetUserInputs reads its defaults quote-aware: a lone ' or " makes it ignore the separator up to a closing
--- one, so one apostrophe in a remembered prompt sent every later default into the prompt field (issue 18).
--- Whether it also strips balanced quotes is not known. So a default is never shown with ASCII quotes: they become
--- typographic ones (’ ”), and when the user leaves the field as shown, the original text comes back.
+-- one, so one apostrophe in a remembered prompt sent every later default into the prompt field (issue 18), and an
+-- unclosed parenthesis does the same (issue 24). Whether it also strips balanced quotes is not known. So a default
+-- is never shown with ASCII quotes (they become ’ ”), nor with unbalanced parentheses (（ ）). Left as shown, the
+-- original text comes back; edited, the stand-ins the default brought are turned back into what they stood for
+-- (a JSON steps override or a quoted engine path stays valid, and a prompt keeps its plain apostrophes).
+local STAND_INS = { { "'", "’" }, { '"', "”" } }
+local PARENS = { { "(", "（" }, { ")", "）" } }
+
+local function balanced(d)
+  local depth = 0
+  for c in d:gmatch("[()]") do
+    depth = depth + (c == "(" and 1 or -1)
+    if depth < 0 then return false end
+  end
+  return depth == 0
+end
+
+-- The default as shown, and the stand-ins used in it ({ascii, shown} pairs).
 local function shown_default(d)
-  return (d:gsub("'", "’"):gsub('"', "”"))
+  local used = {}
+  local subs = { table.unpack(STAND_INS) }
+  if not balanced(d) then subs[#subs + 1], subs[#subs + 2] = PARENS[1], PARENS[2] end
+  for _, sub in ipairs(subs) do
+    if d:find(sub[1], 1, true) then
+      d = d:gsub(sub[1]:gsub("%p", "%%%0"), sub[2])
+      used[#used + 1] = sub
+    end
+  end
+  return d, used
+end
+
+local function unshown(v, used)
+  for _, sub in ipairs(used) do v = v:gsub(sub[2], (sub[1]:gsub("%%", "%%%%"))) end
+  return v
 end
 
 -- GetUserInputs with "\n" as the value separator: prompts may contain commas. The separator applies to
@@ -89,10 +126,10 @@ function M.user_inputs(title, captions, defaults, width)
   for _, c in ipairs(captions) do
     if c:find(",", 1, true) then error("dialog caption holds a comma: " .. c) end
   end
-  local shown = {}
+  local shown, used = {}, {}
   for i, d in ipairs(defaults) do
     defaults[i] = tostring(d):gsub("[\r\n]+", " ")
-    shown[i] = shown_default(defaults[i])
+    shown[i], used[i] = shown_default(defaults[i])
   end
   local caps = table.concat(captions, ",") .. ",separator=\n,extrawidth=" .. (width or 250)
   local ok, csv = reaper.GetUserInputs(title, #captions, caps, table.concat(shown, "\n"))
@@ -100,7 +137,9 @@ function M.user_inputs(title, captions, defaults, width)
   local vals = {}
   for v in (csv .. "\n"):gmatch("([^\n]*)\n") do vals[#vals + 1] = v end
   for i, v in ipairs(vals) do
-    if shown[i] ~= defaults[i] and v == shown[i] then vals[i] = defaults[i] end
+    if shown[i] ~= defaults[i] then
+      if v == shown[i] then vals[i] = defaults[i] else vals[i] = unshown(v, used[i] or {}) end
+    end
   end
   return vals
 end

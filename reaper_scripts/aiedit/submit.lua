@@ -49,6 +49,25 @@ function M.submit_items(items, params_for, spool, ts, te, areas)
   return ok_list, failed
 end
 
+-- More jobs than this at once are queued only after a question (hundreds of selected items are easy to send by
+-- mistake, and each is minutes of engine time).
+M.MANY_JOBS = 50
+
+-- How many jobs `items` make (one per item, or per razor area).
+function M.count_jobs(items, areas)
+  local n = 0
+  for _, item in ipairs(items) do n = n + (areas and areas[item] and #areas[item] or 1) end
+  return n
+end
+
+-- True to go on: below M.MANY_JOBS at once, or when the user says yes to the count.
+function M.confirm_many(n, title)
+  if n <= M.MANY_JOBS then return true end
+  local msg = string.format("Queue %d AI edit jobs?\n\nEach item (or razor area) is one job for the engine; " ..
+    "they run one after another on each worker.", n)
+  return reaper.ShowMessageBox(msg, title, 4) == 6 -- 4: Yes/No; 6 = Yes
+end
+
 function M.summary(ok_list, failed)
   local lines = { string.format("%d job%s queued.", #ok_list, #ok_list == 1 and "" or "s") }
   if #failed > 0 then

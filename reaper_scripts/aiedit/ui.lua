@@ -7,7 +7,8 @@ pointer, and a closed tab's pointer must never be used again. ]]
 local M = require("aiedit.core")
 
 local W = { poll_every = 0.5, engine_every = 2.0, per_poll = 50, imports_per_poll = 2,
-            engine_start_grace = 20, row_h = 24, pad = 8, header = 34, footer = 70 }
+            engine_start_grace = 20, status_grace = 30, row_h = 24, pad = 8, header = 34, footer = 70 }
+M.STATUS_GRACE = W.status_grace
 
 -- The script folder (for the jobs action's path).
 function M.script_dir()
@@ -81,7 +82,7 @@ local function still_ours(e)
 end
 
 local function save(ui, e)
-  local text = M.json_encode(e.record)
+  local text = M.record_text(e.record)
   if text ~= e.text and alive(ui, e) and still_ours(e) then
     reaper.SetProjExtState(e.proj, M.JOBS_SECTION, e.key, text)
     e.text = text
@@ -92,7 +93,19 @@ local function finish(e, state, message)
   local r = e.record
   r.state, r.message, r.finished = state, message, os.time()
   if r.rendered then os.remove(r.rendered) r.rendered = nil end
-  r.job, r.waiting = nil, nil
+  if r.job_file then os.remove(r.job_file) r.job_file = nil end
+  r.job, r.waiting, e.job, e.no_status_since = nil, nil, nil, nil
+end
+M.finish_row = finish
+
+-- The row's item: the pointer found last time while it is still valid and still that item (a GUID compare),
+-- else a search (which scans the project: once, not on every tick).
+function M.row_item(e)
+  local it = e.item_ptr
+  if it and reaper.ValidatePtr2(e.proj, it, "MediaItem*") and M.item_guid(it) == e.record.item then return it end
+  it = M.find_item(e.proj, e.record.item)
+  e.item_ptr = it
+  return it
 end
 
 -- One rendering slice for a job whose item must be rendered; submits the job when done. The item is read
@@ -100,12 +113,19 @@ end
 -- change during the render starts it over (the render, the job and the bookkeeping always agree).
 local function render_tick(ui, e)
   local r = e.record
-  local item = M.find_item(e.proj, r.item)
-  local take = item and M.find_take(item, r.take)
+  local item = M.row_item(e)
+  local take = item and (e.take_ptr and reaper.ValidatePtr2(e.proj, e.take_ptr, "MediaItem_Take*")
+    and M.take_guid(e.take_ptr) == r.take and e.take_ptr or M.find_take(item, r.take))
+  e.take_ptr = take
   if not take then
     if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
     finish(e, "failed", "the item was deleted before it was rendered")
     return
+  end
+  if not e.job then
+    local job, jerr = M.pending_job(r)
+    if not job then finish(e, "failed", jerr) return end
+    e.job = job
   end
   local changed = M.render_geometry_changed(item, take, r)
   if changed and e.render then
@@ -113,11 +133,16 @@ local function render_tick(ui, e)
     e.render, ui.renders[e] = nil, nil
   end
   if changed then
-    local ok, why = M.reanchor_render(item, take, r)
+    local ok, why = M.reanchor_render(item, take, r, e.job)
     if not ok then finish(e, "failed", why) return end
+    if r.job then r.job = e.job
+    elseif r.job_file then -- the job waiting on disk follows the item too (a restart resumes this one)
+      local dir, name = r.job_file:match("^(.*)[/\\]([^/\\]+)$")
+      M.write_atomic(dir, name, M.json_encode(e.job))
+    end
   end
   if not e.render then
-    local rd, err = M.render_begin(take, r.render.sr, r.render.channels, r.render.length, r.job.source.path)
+    local rd, err = M.render_begin(take, r.render.sr, r.render.channels, r.render.length, e.job.source.path)
     if not rd then finish(e, "failed", "could not render the item: " .. tostring(err)) return end
     e.render = rd
     ui.renders[e] = true
@@ -130,9 +155,12 @@ local function render_tick(ui, e)
   elseif done then
     e.render, ui.renders[e] = nil, nil
     local token = M.get_setting("token")
-    if token ~= "" then r.job.token = token end
-    local ok, werr = M.submit(r.spool, r.job)
-    if ok then r.job, r.state, r.stage = nil, "submitted", "queued"
+    if token ~= "" then e.job.token = token end
+    local ok, werr = M.submit(r.spool, e.job)
+    if ok then
+      if r.job_file then os.remove(r.job_file) end
+      r.job, r.job_file, e.job, r.state, r.stage = nil, nil, nil, "submitted", "queued"
+      r.sent = os.time()
     else finish(e, "failed", "could not queue the job: " .. tostring(werr)) end
   end
 end
@@ -140,29 +168,79 @@ end
 -- Reads the job's status.json and acts on it. Completion racing with cancel: when the user
 -- cancelled, a job that still finished is not imported (its files stay in the spool). At most
 -- W.imports_per_poll imports per poll (each copies files and makes an undo point): the rest wait a tick.
+-- The text of the daemon's refusal of a spool file (`inbox/rejected/<name>.error.txt`), or nil.
+function M.rejection(spool, name)
+  local text = M.read_file(M.join(spool, "inbox", "rejected", name .. ".error.txt"))
+  if not text then return nil end
+  text = M.trim((text:gsub("[\r\n]+", " ")))
+  return text ~= "" and text or "refused"
+end
+
+-- A job with no status.json. Still in the inbox: it waits for the engine. Refused (its file in inbox/rejected/
+-- with the reason beside it, e.g. a wrong token): failed with that reason, at once. Neither for W.status_grace
+-- seconds (the engine removes the inbox file just before it writes the first status): failed (or, being
+-- cancelled, cancelled) with a line that says what may have happened, instead of "waiting" for ever.
+local function no_status(ui, e, now)
+  local r = e.record
+  if M.file_exists(M.join(r.spool, "inbox", r.id .. ".json")) then e.no_status_since = nil return end
+  local refused = M.rejection(r.spool, r.id .. ".json")
+  if refused then
+    finish(e, r.state == "cancelling" and "cancelled" or "failed", "refused by the engine: " .. refused)
+    log(ui, r.label .. ": " .. r.message)
+    return
+  end
+  e.no_status_since = e.no_status_since or now
+  if now - e.no_status_since < W.status_grace then return end
+  local why = string.format("the engine has no record of this job (no status in %d s, and it is no longer in " ..
+    "the inbox): refused, or its results deleted after the engine's --keep-days; see %s", W.status_grace,
+    M.join(r.spool, "aiedit.log"))
+  finish(e, r.state == "cancelling" and "cancelled" or "failed", why)
+  log(ui, r.label .. ": " .. r.message)
+end
+
 function M.update_job(ui, e)
   local r = e.record
   if not M.ACTIVE[r.state] or r.state == "rendering" then return end
   local st = M.read_status(r)
-  if not st then return end -- not picked up yet
+  if not st then return no_status(ui, e, reaper.time_precise()) end
+  e.no_status_since = nil
   local state = M.val(st.state) or "queued"
   r.stage = M.val(st.stage) or state
   r.progress = tonumber(M.val(st.progress)) or r.progress or 0
-  r.worker = M.val(st.worker) or r.worker -- which device/host runs it (several workers; absent in old daemons)
+  -- which device/host runs it (several workers): absent in old daemons (keep), null once requeued (clear)
+  if st.worker ~= nil then r.worker = M.val(st.worker) end
+  if st.model ~= nil and M.val(st.model) then r.model = M.val(st.model) end
+  if state == "running" and not r.started then r.started = os.time() end
+  if r.state == "cancelling" and state ~= "done" and state ~= "failed" and state ~= "cancelled" then
+    local refused = M.rejection(r.spool, "cancel-" .. r.id .. ".json")
+    if refused and not e.cancel_refused then -- the engine would not cancel it: the job goes on
+      e.cancel_refused = true
+      r.state = state
+      log(ui, r.label .. ": could not cancel: " .. refused)
+      return
+    end
+  end
   if state == "done" then
     if r.state == "cancelling" then
       finish(e, "cancelled", "finished before the cancel arrived: not imported; files kept in " ..
         M.join(r.spool, "jobs", r.id, "takes"))
     else
+      local wait = M.import_wait(e.proj, r, M.row_item(e))
+      if wait then -- e.g. an unsaved project: the takes wait in the spool, the job stays listed
+        if r.waiting ~= wait then log(ui, r.label .. ": " .. wait) end
+        r.state, r.waiting = "running", wait
+        return
+      end
       if ui.imports_left <= 0 then return end
       ui.imports_left = ui.imports_left - 1
       local ok, msg, kind = M.import_result(e.proj, r, st)
-      if kind == "wait" then -- e.g. an unsaved project: the takes wait in the spool, the job stays listed
+      if kind == "wait" then
         if r.waiting ~= msg then log(ui, r.label .. ": " .. msg) end
         r.state, r.waiting = "running", msg
         return
       end
       finish(e, ok and "imported" or (kind or "failed"), msg)
+      if ok then e.status = st end
     end
     log(ui, r.label .. ": " .. r.message)
   elseif state == "failed" then
@@ -363,6 +441,8 @@ local function draw(ui)
     or ("engine not running: start it with  " .. M.start_command(ui.spool)))
   button(ui, "cancel_all", "Cancel all", gfx.w - 90 - W.pad, W.pad - 2, 90, 20)
   local y = W.header
+  -- rows may have left since the last scroll (a tab closed, jobs cleared): never scroll past the end
+  ui.scroll = math.max(0, math.min(ui.scroll, #ui.rows - visible_rows()))
   local first = ui.scroll + 1
   local last = math.min(#ui.rows, ui.scroll + visible_rows())
   for i = first, last do
