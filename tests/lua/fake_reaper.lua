@@ -234,6 +234,12 @@ function F.load(scenario)
   F.play.state = scenario.play_state or 0
   F.tempo_map = scenario.tempo_map or { { time = 0, bpm = 120, num = 4, denom = 4 } }
   if scenario.lua_version == "5.3" then math.randomseed(0) end -- Lua 5.3: the same sequence every session
+  F.resource_path = scenario.resource_path or "/tmp/reaper-resource"
+  if scenario.imgui then
+    scenario.imgui_builtin_path = scenario.imgui_builtin_path or ((F.here or "./") .. "imgui_builtin")
+    F.imgui_driver = dofile((F.here or "./") .. "fake_imgui.lua")
+    F.imgui_driver.install(F, F.reaper, scenario)
+  end
   F.apply_version(scenario.reaper_version or "7.27")
   local specs = scenario.projects or { { tracks = scenario.tracks, project_path = scenario.project_path,
     time_selection = scenario.time_selection, projextstate = scenario.projextstate,
@@ -777,9 +783,11 @@ function R.file_exists(path) local f = io.open(path, "rb") if f then f:close() r
 function R.time_precise() return F.clock end
 function R.GetProjectPath(_) return F.active.media or F.active.path end
 function R.GetProjectPathEx(proj, _) local p = P(proj) return p.media or p.path end
-function R.GetResourcePath() return "/tmp/reaper-resource" end
+function R.GetResourcePath() return F.resource_path end
 function R.GetOS() return "Other" end
 function R.APIExists(name) return R[name] ~= nil end
+-- ReaPack (scenario "reapack": true): "ReaPack_BrowsePackages(filter)" opens its package browser at `filter`.
+function R.ReaPack_BrowsePackages(filter) F.browsed = F.browsed or {} F.browsed[#F.browsed + 1] = filter end
 
 -- Script instances: each run is an instance; defer/atexit belong to the instance that calls them.
 function R.get_action_context()
@@ -996,9 +1004,11 @@ function F.run_defer_cycle()
   F.clock = F.clock + F.dt
   if F.play.state & 1 == 1 then F.play.pos = F.play.pos + F.dt end
   F.gfx_text = {}
+  if F.imgui_driver then F.imgui_driver.begin_cycle() end
   for _, d in ipairs(fns) do
     if not (d.inst and d.inst.dead) then in_instance(d.inst, d.fn) end
   end
+  if F.imgui_driver then F.imgui_driver.end_cycle() end
   return #fns
 end
 
@@ -1089,7 +1099,7 @@ function F.dump(lib)
     time_selection = lib.array({ F.projects[1].time_selection[1], F.projects[1].time_selection[2] }),
     sources = { made = F.sources.made, destroyed = F.sources.destroyed, used = F.sources.used,
                 leaked = F.sources.made - F.sources.destroyed - F.sources.used },
-    imgui = F.imgui_dump and F.imgui_dump(lib) or lib.null,
+    imgui = F.imgui_dump and F.imgui_dump(lib) or lib.null, browsed = lib.array(F.browsed or {}),
   }
 end
 
