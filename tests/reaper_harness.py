@@ -28,7 +28,8 @@ SETTINGS = "AI edit settings.lua"
 
 
 def lua() -> str:
-    exe = shutil.which("lua5.4")
+    """lua5.4 (REAPER 7's Lua), or the interpreter named by $AIEDIT_TEST_LUA (e.g. lua5.3, REAPER 6's)."""
+    exe = shutil.which(os.environ.get("AIEDIT_TEST_LUA", "lua5.4"))
     if exe is None:
         pytest.fail("lua5.4 is not installed: the REAPER script tests need it "
                     "(`sudo apt-get install lua5.4`, or run `bash scripts/dev setup`)", pytrace=False)
@@ -38,6 +39,8 @@ def lua() -> str:
 def run(tmp: Path, scenario: dict, timeout: float = 60, env: dict | None = None) -> dict:
     """Runs one scenario (a fresh Lua process = a fresh REAPER session) and returns its dump."""
     path = tmp / f"scenario-{time.monotonic_ns()}.json"
+    # REAPER's resource folder (ReaImGui keeps its window settings there): one per test, kept across its sessions
+    scenario = {"resource_path": str(tmp / "reaper-resource"), **scenario}
     path.write_text(json.dumps(scenario), encoding="utf-8")
     penv = {k: v for k, v in os.environ.items() if k != "AIEDIT_SPOOL"}
     penv.update(env or {})

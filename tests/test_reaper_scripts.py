@@ -360,7 +360,10 @@ def test_cancel_racing_completion_does_not_import(env):
     for j in jobs.values():
         pick_up(env["spool"], j["id"])
         write_status(env["spool"], j, "running", stage="sampling", progress=0.7)
-    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}])
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}], mb_answers=[7])  # No
+    assert "Cancel all 3 running AI edit jobs?" in out["messages"][0]["msg"]
+    assert not list((env["spool"] / "inbox").glob("cancel-*.json"))  # only after the question
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}], mb_answers=[6])  # Yes
     assert len(list((env["spool"] / "inbox").glob("cancel-*.json"))) == 3
     for j in jobs.values():
         write_status(env["spool"], j, "done")  # finished before the daemon saw the cancel
@@ -1436,3 +1439,213 @@ def test_records_found_when_keys_come_back_upper_cased_but_match_exactly(env):
     out = jobs_session(env, st, [{"defer": 4}], ext_keys_enum_upper=True)
     assert out["errors"] == [] and {r["state"] for r in registry(out).values()} == {"imported"}
     assert len([k for k in out["projects"][0]["projextstate"] if k.startswith("aiedit.jobs/")]) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 24: the jobs window on ReaImGui (tests/lua/fake_imgui.lua)
+
+
+def imgui_session(env, state: dict, steps: list, **extra) -> dict:
+    """A jobs-window session with ReaImGui installed."""
+    return jobs_session(env, state, steps, imgui=True, **extra)
+
+
+def jobs_table(out: dict) -> list[list[str]]:
+    return out["imgui"]["tables"]["jobs"]["rows"]
+
+
+def row_of(out: dict, label: str) -> list[str]:
+    return next(r for r in jobs_table(out) if r[0].startswith(label))
+
+
+def takes_of(out: dict) -> list[list[str]]:
+    return out["imgui"]["tables"]["takes"]["rows"]
+
+
+def test_imgui_rows_show_prompt_model_strengths_scores_progress_and_worker(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    write_status(env["spool"], jobs["Kick 03"], "done", best=1)
+    write_status(env["spool"], jobs["Snare"], "running", stage="sampling", progress=0.5, worker="cuda:1@studio-2")
+    out = imgui_session(env, saved(out), [{"defer": 3}])
+    assert out["errors"] == []
+    assert out["imgui"]["tables"]["jobs"]["headers"][:8] == ["Item", "Prompt", "Model", "Mode", "Strengths", "State",
+                                                             "Progress", "Worker"]
+    kick = row_of(out, "Kick 03")
+    assert kick[1] == "knocking on a door, wooden" and kick[2] == "tiny" and kick[3] == "lora"
+    assert kick[4] == "0.30 (1.20) · 0.50 (1.29 ★) · 0.70 (1.38)"  # strengths with each take's score, best marked
+    assert kick[5].startswith("done: 3 takes added")
+    snare = row_of(out, "Snare")
+    assert snare[4] == "0.30 · 0.50 · 0.70" and snare[7] == "cuda:1@studio-2"
+    assert snare[6].startswith("sampling ") and "left" in snare[6]  # time so far and an estimate
+    assert row_of(out, "Door")[6].startswith("waiting")
+    assert "Cancel" in snare[8] and "Takes" in kick[8]
+
+
+def test_imgui_refused_job_shows_the_refusal_within_one_poll_and_an_expired_one_a_clear_line(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    _reject(env["spool"], f"{jobs['Kick 03']['id']}.json", "refused: wrong or missing token")
+    pick_up(env["spool"], jobs["Snare"]["id"])
+    out = imgui_session(env, saved(out), [{"defer": 1}])
+    assert row_of(out, "Kick 03")[5] == "failed: refused by the engine: refused: wrong or missing token"
+    out = imgui_session(env, saved(out), [{"defer": 1}, {"advance_clock": 31}, {"defer": 2}])
+    assert row_of(out, "Snare")[5].startswith("failed: the engine has no record of this job")
+    assert "Retry" in row_of(out, "Snare")[8]
+
+
+def imported(env, **extra):
+    """Saved state after the three jobs were imported (Kick's best = η 0.50), and the jobs."""
+    st, jobs = submit_and_finish(env)
+    st["extstate"].update(extra)
+    out = jobs_session(env, st, [{"defer": 3}])
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+    tracks = _as_scenario(out["tracks"])
+    return {"extstate": persisted(out), "projextstate": out["projects"][0]["projextstate"], "tracks": tracks}, jobs
+
+
+def test_imgui_audition_plays_only_that_take_over_its_item_and_restores_solo_selection_and_play(env):
+    st, jobs = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    env["scenario"]["tracks"][1]["solo"] = 1  # the user soloed FX
+    kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
+    user = [{"select_items": [G2]}, {"edit_cursor": 20.0}, {"set_play_state": 1}, {"edit_cursor": 5.0}]
+    play = [{"imgui_click": "Kick 03##row"}, {"select_items": [G2]}, {"imgui_click": "take3/Play"}, {"defer": 1}]
+    out = imgui_session(env, st, [*user, {"defer": 1}, *play])
+    assert out["errors"] == []
+    kick = items_by_guid(out)[G1]
+    assert kick["active_take"] == kick_takes[3]["guid"]  # the η=0.70 take plays
+    assert out["play"]["state"] == 1 and out["play"]["pos"] == pytest.approx(2.5)  # from the item's start (2.0)
+    assert [t["solo"] for t in out["tracks"]] == [2, 0]  # only its track sounds
+    assert any(t.startswith("Playing η=0.70 over its item") for t in out["imgui"]["texts"])
+    out = imgui_session(env, st, [*user, {"defer": 1}, *play, {"defer": 5}])  # 2 s item, 0.5 s per cycle
+    kick = items_by_guid(out)[G1]
+    assert kick["active_take"] == kick_takes[2]["guid"]  # the take that was active before (the best)
+    assert [t["solo"] for t in out["tracks"]] == [0, 1]
+    assert [it["guid"] for it in items_by_guid(out).values() if it["selected"]] == [G2]
+    assert out["play"]["state"] == 1 and out["edit_cursor"] == 5.0  # playing again, the edit cursor back
+    assert not any(t.startswith("Playing η=") for t in out["imgui"]["texts"])
+    assert out["undo"] == []  # auditioning changes nothing to undo
+
+
+def test_imgui_a_b_switches_the_active_take_while_it_plays(env):
+    st, _ = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
+    steps = [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take1/Play"}, {"imgui_key": "A"},
+             {"defer": 1}]
+    out = imgui_session(env, st, steps)
+    assert out["play"]["state"] == 1 and items_by_guid(out)[G1]["active_take"] == kick_takes[0]["guid"]
+    assert any("now the original" in t for t in out["imgui"]["texts"])
+    out = imgui_session(env, st, [*steps, {"imgui_click": "A/B"}])
+    assert out["play"]["state"] == 1 and items_by_guid(out)[G1]["active_take"] == kick_takes[1]["guid"]
+
+
+def test_imgui_keep_leaves_one_take_as_one_undo_point(env):
+    st, _ = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take1/Keep"},
+                                  {"defer": 1}])
+    assert out["errors"] == []
+    kick = items_by_guid(out)[G1]
+    assert [t["guid"] for t in kick["takes"]] == [kick_takes[0]["guid"], kick_takes[1]["guid"]]
+    assert kick["active_take"] == kick_takes[1]["guid"]  # the kept η=0.30 take, the original kept too
+    assert out["undo"] == ["begin", "end:AI edit: keep η=0.30 for Kick 03"] and out["open_undo"] == 0
+    assert len(items_by_guid(out)[G2]["takes"]) == 4  # other jobs untouched
+    assert "η=0.30 · kept" in takes_of(out)[0][0]
+
+
+@pytest.mark.parametrize("target", ["track", "lanes"])
+def test_imgui_audition_and_keep_for_results_on_tracks_and_lanes(env, target):
+    st, _ = imported(env, **{"aiedit/results": target})
+    env["scenario"]["tracks"] = st.pop("tracks")
+    steps = [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take2/Play"}]
+    out = imgui_session(env, st, steps)
+    assert out["errors"] == [] and out["play"]["state"] == 1
+    if target == "track":
+        res = next(t for t in out["tracks"] if t["name"] == "AI η=0.50 · Drums")
+        assert res["mute"] == 0 and res["solo"] == 2 and out["tracks"][0]["solo"] == 0
+    else:
+        assert out["tracks"][0]["laneplays"] == [0, 0, 1, 0] and out["tracks"][0]["solo"] == 2
+    out = imgui_session(env, st, [*steps, {"defer": 6}])
+    if target == "track":
+        assert all(t["mute"] == 1 and t["solo"] == 0 for t in out["tracks"] if t["name"].startswith("AI η="))
+    else:
+        assert out["tracks"][0]["laneplays"] == [1, 0, 0, 0]
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take2/Keep"},
+                                  {"defer": 1}])
+    assert out["errors"] == [] and out["undo"] == ["begin", "end:AI edit: keep η=0.50 for Kick 03"]
+    kick = items_by_guid(out)[G1]
+    assert len(kick["takes"]) == 2 and kick["active_take"] == kick["takes"][1]["guid"]
+    assert kick["takes"][1]["ext"]["aiedit_eta"] == "0.5"
+    job = kick["takes"][1]["ext"]["aiedit_job"]
+    left = [it for tr in out["tracks"] for it in tr["items"] if it["guid"] != G1 and it["takes"]
+            and it["takes"][0]["ext"].get("aiedit_job") == job]
+    assert left == []  # the job's result items are gone; Snare's stay
+    assert any(it["takes"] and it["takes"][0]["ext"].get("aiedit_job") not in (None, job)
+               for tr in out["tracks"] for it in tr["items"] if it["guid"] not in (G1, G2, G3))
+
+
+@pytest.mark.parametrize("saved_settings", [True, False])
+def test_imgui_dock_position_and_size_come_back_after_a_restart(env, saved_settings):
+    out = edit(env)
+    st = saved(out)
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_window": {"x": 310, "y": 220, "w": 720, "h": 480}},
+                                  {"imgui_window": {"dock": -2}}, {"defer": 1}],
+                        imgui_saved_settings=saved_settings)
+    assert out["imgui"]["windows"]["AI edit jobs"] == {"x": 310, "y": 220, "w": 720, "h": 480, "dock": -2}
+    out2 = imgui_session(env, saved(out), [{"defer": 2}], imgui_saved_settings=saved_settings)  # REAPER restarted
+    assert out2["imgui"]["windows"]["AI edit jobs"] == {"x": 310, "y": 220, "w": 720, "h": 480, "dock": -2}
+
+
+def test_imgui_space_reaches_play_stop_and_arrows_move_between_rows(env):
+    out = edit(env)
+    steps = [{"defer": 1}, {"imgui_key": "Space"}]
+    out2 = imgui_session(env, saved(out), steps)
+    assert out2["play"]["state"] == 1 and out2["commands"] == [40044]
+    out2 = imgui_session(env, saved(out), [*steps, {"imgui_key": "Space"}])
+    assert out2["play"]["state"] == 0
+    out2 = imgui_session(env, saved(out), [{"defer": 1}, {"imgui_key": "DownArrow"}, {"imgui_key": "DownArrow"},
+                                           {"imgui_key": "UpArrow"}, {"imgui_key": "DownArrow"}])
+    labels = [r[0] for r in jobs_table(out2)]
+    sel = [it["guid"] for it in items_by_guid(out2).values() if it["selected"]]
+    assert labels[1].startswith("Snare") and sel == [G2]
+    assert out2["view_moved_to"] == 6.0  # the arrange view went to the item
+
+
+def test_imgui_cancel_all_asks_first_retry_and_clear(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    write_status(env["spool"], jobs["Kick 03"], "failed", error="out of memory")
+    write_status(env["spool"], jobs["Snare"], "running", stage="sampling", progress=0.2)
+    write_status(env["spool"], jobs["Door"], "done")
+    st = saved(out)
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Cancel all…"}, {"imgui_click": "Keep them"}])
+    assert out["errors"] == [] and not list((env["spool"] / "inbox").glob("cancel-*"))
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Cancel all…"}, {"defer": 1}])
+    assert "Cancel the 1 running AI edit job? Finished takes stay." in out["imgui"]["texts"]
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Cancel all…"}, {"imgui_click": "Cancel all jobs"}])
+    assert [p.name for p in (env["spool"] / "inbox").glob("cancel-*")] == [f"cancel-{jobs['Snare']['id']}.json"]
+    # Retry sends the failed job again under a new id, with the same prompt and strengths
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": f"{jobs['Kick 03']['id']}/Retry"}, {"defer": 1}])
+    again = [j for j in inbox_jobs(env["spool"]).values() if j["label"] == "Kick 03"]
+    assert len(again) == 1 and again[0]["id"] != jobs["Kick 03"]["id"]
+    assert again[0]["prompt"] == "knocking on a door, wooden" and again[0]["inpaint"] == jobs["Kick 03"]["inpaint"]
+    assert jobs["Kick 03"]["id"] not in registry(out) and registry(out)[again[0]["id"]]["state"] == "submitted"
+    # Clear finished: the imported Door row and its record go
+    out = imgui_session(env, saved(out), [{"defer": 2}, {"imgui_click": "Clear finished"}, {"defer": 1}])
+    assert [r[0] for r in jobs_table(out)] == ["Kick 03", "Snare"]
+    assert set(registry(out)) == {again[0]["id"], jobs["Snare"]["id"]}
+
+
+def test_without_imgui_the_window_says_once_how_to_get_it(env):
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}])  # the edit opens the jobs window
+    assert out["browsed"] == ["ReaImGui"]
+    assert any("install ReaImGui" in t for t in out["gfx_text"])
+    out = jobs_session(env, saved(out), [{"defer": 1}])
+    assert out["browsed"] == [] and not any("install ReaImGui" in t for t in out["gfx_text"])

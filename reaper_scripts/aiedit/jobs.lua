@@ -74,9 +74,13 @@ function M.prepare_job(item, params, spool, ts, te)
   local steps, serr = M.steps_override()
   if serr then return nil, serr end
   if steps then job.steps = steps end
+  for k, v in pairs(params.extra or {}) do job[k] = v end -- model, bpm, time_signature, lyrics, ...
+  -- a copy of the job (without the token, a secret) waits in SPOOL/renders/, the clients' own folder: the job of an
+  -- item still to render is sent from it, and "Retry" sends any job again from it
+  local jf, jerr = M.write_atomic(M.join(spool, "renders"), id .. ".job.json", M.json_encode(job))
+  if not jf then return nil, jerr end
   local token = M.get_setting("token")
   if token ~= "" then job.token = token end
-  for k, v in pairs(params.extra or {}) do job[k] = v end -- model, bpm, time_signature, lyrics, ...
   local record = {
     id = id, spool = spool, item = item_guid, take = M.take_guid(info.take),
     label = M.short_text(label, M.RECORD_TEXT_MAX), prompt = M.short_text(params.prompt, M.RECORD_TEXT_MAX),
@@ -88,16 +92,12 @@ function M.prepare_job(item, params, spool, ts, te)
     -- the original's geometry at submission: a later trim of a rendered item is undone by an offset
     orig_offs = info.offs, orig_rate = info.rate,
     inpaint = inpaint, state = "submitted", stage = "queued", progress = 0.0,
-    submitted = os.time(),
+    submitted = os.time(), job_file = jf,
   }
   if info.how == "render" then
-    -- the pending job waits in SPOOL/renders/ (the clients' own folder) until its render is done: without the
-    -- token (a secret), and outside the record (a long prompt or lyrics would outgrow an ext-state value)
-    local pending = {}
-    for k, v in pairs(job) do if k ~= "token" then pending[k] = v end end
-    local jf, jerr = M.write_atomic(M.join(spool, "renders"), id .. ".job.json", M.json_encode(pending))
-    if not jf then return nil, jerr end
-    record.state, record.stage, record.job_file = "rendering", "rendering", jf
+    -- the job is sent when its render is done, from its copy: outside the record (a long prompt or lyrics would
+    -- outgrow an ext-state value)
+    record.state, record.stage = "rendering", "rendering"
     -- the geometry the job was built for: the render (later, in the jobs window) re-checks it
     record.render = { sr = info.sr, channels = info.channels, length = info.len, offs = info.offs, rate = info.rate }
     if inpaint then -- in source seconds, which a trim or a move does not change

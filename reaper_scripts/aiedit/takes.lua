@@ -391,6 +391,12 @@ function M.import_result(proj, record, status)
   reaper.PreventUIRefresh(-1)
   reaper.UpdateArrange()
   if not ok then return false, "import failed: " .. tostring(n) end
+  -- for the window: where the takes went and how each scored (a few numbers: the record stays small)
+  record.placed, record.best, record.scores = target, M.val(status.best), {}
+  for i, t in ipairs(takes) do
+    local sum = M.val(t.scores) and tonumber(M.val(M.val(t.scores).sum))
+    record.scores[i] = sum and math.floor(sum * 1000 + 0.5) / 1000 or M.null
+  end
   local where = ""
   if target == "track" then
     local _, tname = reaper.GetSetMediaTrackInfo_String(reaper.GetMediaItemTrack(item), "P_NAME", "", false)

@@ -166,7 +166,8 @@ local function make_take(spec, item)
                           I_PITCHMODE = -1, D_VOL = spec.vol or 1.0, D_PAN = 0.0, I_CHANMODE = 0 } }
   tk.source = spec.source and make_source(spec.source) or nil
   -- takes from the scenario are the user's originals: any write to them is an error
-  tk.original_guard = spec.from_scenario or false
+  -- (AI takes an earlier session imported carry "aiedit_job": the scripts may switch, keep or delete those)
+  tk.original_guard = (spec.from_scenario and not (spec.ext and spec.ext.aiedit_job)) or false
   if tk.source and tk.source.type == "MIDI" then tk.midi = true end
   return tk
 end
