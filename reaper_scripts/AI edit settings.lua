@@ -4,7 +4,8 @@
 -- @noindex
 -- @about
 --   Settings for the AI edit scripts: spool folder, engine command, whether the best-scoring
---   take becomes active, optional step-count override and token.
+--   take becomes active, optional step-count override, token, where results go, and whether the
+--   jobs window opens when REAPER starts.
 --   Installed by the "AI edit selected items" package.
 
 local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
@@ -47,10 +48,22 @@ local function main()
         if s:find("^lane") then return "lanes" end
         return nil, "takes / track / lanes"
       end },
+    { name = "Open jobs window at start", hint = "yes/no", check = function(s)
+        return lib.is_yes(s) and "yes" or "no"
+      end },
   }
+  local startup = lib.startup_enabled()
+  defaults[#KEYS + 1] = startup and "yes" or "no"
   local v = lib.ask_fields(TITLE, fields, defaults, 360)
   if not v then return end
   for i, k in ipairs(KEYS) do lib.set_setting(k, v[i]) end
+  local want = v[#KEYS + 1] == "yes"
+  if want ~= startup then
+    local ok, err = lib.set_startup(want, lib.script_dir() .. "AI edit jobs.lua")
+    if not ok then
+      reaper.ShowMessageBox("Could not change " .. lib.startup_file() .. ":\n\n" .. tostring(err), TITLE, 0)
+    end
+  end
 end
 
 main()

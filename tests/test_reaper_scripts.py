@@ -504,8 +504,8 @@ def test_reapack_headers_and_index():
         assert f"[main] {n}" in main
     root = ET.parse(SCRIPTS / "index.xml").getroot()
     assert root.tag == "index" and root.get("version") == "1" and root.get("name")
-    # reapack-index names the category after the folder: a regenerated index keeps it
-    assert [c.get("name") for c in root.findall("./category")] == [SCRIPTS.name]
+    # issue 24: a category that reads well in ReaPack's browser (not the folder's name)
+    assert [c.get("name") for c in root.findall("./category")] == ["Items Editing"]
     pkg = root.find("./category/reapack")
     assert pkg is not None and pkg.get("type") == "script" and pkg.get("name") == names[0]
     version = pkg.find("version")
@@ -524,6 +524,29 @@ def test_reapack_headers_and_index():
     assert len(headers) == 1  # one package, one version
     core = (SCRIPTS / "aiedit" / "core.lua").read_text(encoding="utf-8")
     assert f'VERSION = "{headers.pop()}"' in core
+
+
+def test_make_index_takes_the_repository_url_and_refuses_to_guess(tmp_path):
+    # issue 24: the index's URL comes from --url, $AIEDIT_REPO_URL or the origin remote; none of them is an error
+    script = ROOT / "tests" / "lua" / "make_index.py"
+    shutil.copytree(SCRIPTS, tmp_path / "reaper_scripts")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "AIEDIT_REPO_URL"}
+    commit = "0" * 40
+    proc = subprocess.run(["python3", str(script), commit], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "no repository URL" in proc.stderr and "--url" in proc.stderr
+    subprocess.run(["git", "remote", "add", "origin", "git@github.com:someone/aiedit-fork.git"], cwd=tmp_path,
+                   check=True)
+    proc = subprocess.run(["python3", str(script), commit], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    root = ET.parse(tmp_path / "reaper_scripts" / "index.xml").getroot()
+    srcs = [s.text for s in root.iter("source")]
+    assert srcs and all(x.startswith(f"https://raw.githubusercontent.com/someone/aiedit-fork/{commit}/") for x in srcs)
+    assert root.find(".//link").text == "https://github.com/someone/aiedit-fork"
+    proc = subprocess.run(["python3", str(script), commit, "--url", "https://gitlab.com/me/ai"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env)
+    root = ET.parse(tmp_path / "reaper_scripts" / "index.xml").getroot()
+    assert next(root.iter("source")).text.startswith(f"https://gitlab.com/me/ai/-/raw/{commit}/reaper_scripts/")
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -1649,3 +1672,22 @@ def test_without_imgui_the_window_says_once_how_to_get_it(env):
     assert any("install ReaImGui" in t for t in out["gfx_text"])
     out = jobs_session(env, saved(out), [{"defer": 1}])
     assert out["browsed"] == [] and not any("install ReaImGui" in t for t in out["gfx_text"])
+
+
+def test_opt_in_opens_the_jobs_window_when_reaper_starts(env):
+    # issue 24: an opt-in (AI edit settings) that adds a marked block to Scripts/__startup.lua, and takes it out again
+    startup = env["tmp"] / "reaper-resource" / "Scripts" / "__startup.lua"
+    startup.parent.mkdir(parents=True)
+    startup.write_text("-- the user's own startup line\n", encoding="utf-8")
+    base = ["", "aiedit serve", "yes", "", "", "takes"]
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[base + ["yes"]], steps=[{"run": SETTINGS}]))
+    assert out["errors"] == [] and out["inputs_asked"][0]["labels"][6] == "Open jobs window at start (yes/no)"
+    text = startup.read_text(encoding="utf-8")
+    assert text.startswith("-- the user's own startup line\n-- >>> aiedit: open the AI edit jobs window")
+    assert str(SCRIPTS / JOBS) in text or JOBS in text
+    # REAPER starts: it runs __startup.lua, which opens the jobs window
+    out = run(env["tmp"], dict(env["scenario"], steps=[{"run_path": str(startup)}, {"defer": 1}]))
+    assert out["errors"] == [] and out["gfx_open"] and list(out["toggles"].values()) == [1]
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[base + ["no"]], steps=[{"run": SETTINGS}]))
+    assert out["inputs_asked"][0]["values"][6] == "yes"  # the dialog shows that it is on
+    assert startup.read_text(encoding="utf-8") == "-- the user's own startup line\n"

@@ -70,6 +70,9 @@ for _, step in ipairs(scenario.steps or {}) do
   if step.run then
     F.script_path = script_dir .. step.run
     guarded("run " .. step.run, F.launch, F.script_path)
+  elseif step.run_path then -- run a script by its full path (e.g. REAPER running Scripts/__startup.lua)
+    F.script_path = step.run_path
+    guarded("run " .. step.run_path, F.launch, step.run_path)
   elseif step.defer then
     run_cycles(step.defer)
   elseif step.click then
