@@ -1691,3 +1691,88 @@ def test_opt_in_opens_the_jobs_window_when_reaper_starts(env):
     out = run(env["tmp"], dict(env["scenario"], user_inputs=[base + ["no"]], steps=[{"run": SETTINGS}]))
     assert out["inputs_asked"][0]["values"][6] == "yes"  # the dialog shows that it is on
     assert startup.read_text(encoding="utf-8") == "-- the user's own startup line\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issues 23 and 24: models from daemon.json, the song's tempo, the dialog on ReaImGui
+
+MODELS = [{"name": "tiny-ace", "kind": "music", "modes": ["lora", "repaint", "cover", "flowedit"],
+           "takes": ["lyrics", "bpm", "key", "time_signature", "language"], "loaded": True},
+          {"name": "tiny", "kind": "sound effects", "modes": ["lora", "full", "sdedit", "zeta"], "takes": [],
+           "loaded": False}]
+
+
+def test_jobs_carry_the_projects_tempo_and_time_signature_at_each_item(env):
+    tempo = [{"time": 0.0, "bpm": 120, "num": 4, "denom": 4}, {"time": 5.0, "bpm": 96.5, "num": 6, "denom": 8},
+             {"time": 9.0, "bpm": 400, "num": 7, "denom": 8}]
+    edit(env, tempo_map=tempo)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert (jobs["Kick 03"]["bpm"], jobs["Kick 03"]["time_signature"]) == (120, "4/4")  # the item starts at 2 s
+    assert (jobs["Snare"]["bpm"], jobs["Snare"]["time_signature"]) == (96.5, "6/8")  # at 6 s
+    assert "bpm" not in jobs["Door"] and jobs["Door"]["time_signature"] == "7/8"  # 400 bpm is outside [20, 300]
+    assert all("model" not in j for j in jobs.values())  # daemon.json lists no models: the daemon's default runs
+
+
+def test_dialog_offers_the_daemons_models_sends_lyrics_and_remembers_the_model_per_project(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)
+    out = edit(env, answers=[["a choir", "0.4", "cover", "1", "tiny-ace", "la la la"]])
+    asked = out["inputs_asked"][0]
+    assert asked["labels"][4] == "Model (tiny-ace (music) / tiny (sound effects))" and asked["labels"][5].startswith(
+        "Lyrics")
+    assert asked["labels"][2] == "Mode (lora / repaint / cover / flowedit)"
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert {(j["model"], j["mode"], j["lyrics"]) for j in jobs} == {("tiny-ace", "cover", "la la la")}
+    st = saved(out)
+    assert st["projextstate"]["aiedit/last_model"] == "tiny-ace"
+    assert json.loads(st["projextstate"]["aiedit/prompts"]) == ["a choir"]
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    # the next dialog starts from the project's last model; a model without lyrics gets none
+    out = edit(env, answers=[["a door", "0.4", "zeta", "1", "tiny", "ignored"]], **st)
+    assert out["inputs_asked"][0]["values"][4] == "tiny-ace" and out["inputs_asked"][0]["values"][0] == "a choir"
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert {(j["model"], j["mode"], "lyrics" in j) for j in jobs} == {("tiny", "zeta", False)}
+    out = edit(env, answers=[["x", "0.4", "full", "1", "tiny-ace", ""], False], **st)  # full: not tiny-ace's
+    assert out["inputs_asked"][1]["labels"][2].startswith("! Mode: one of lora / repaint / cover / flowedit")
+
+
+def test_imgui_dialog_in_plain_words(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)
+    base = [{"run": EDIT}, {"defer": 1}]
+    out = edit(env, answers=[], steps=[*base], imgui=True)
+    texts = out["imgui"]["texts"]
+    assert out["errors"] == [] and out["inputs_asked"] == []  # no GetUserInputs with ReaImGui
+    assert "Only 0:03.000 – 0:03.500 (the time selection) is regenerated in 1 of 3 items; the rest comes back " \
+        "unchanged." in texts
+    assert "Preview: quick edit, no learning (seconds)" in texts and "Careful edit: learns this sound first " \
+        "(minutes)" in texts
+    assert "Tempo from the project at each item (first: 120 bpm, 4/4)" in texts
+    combo = next(w for w in out["imgui"]["widgets"] if w.get("label") == "Model")
+    assert combo["value"] == "tiny-ace (music)"
+    steps = [*base, {"imgui_type": {"label": "Prompt", "value": "a choir, softly"}},
+             {"imgui_click": "Three to compare"}, {"imgui_click": "cover"},
+             {"imgui_type": {"label": "Lyrics", "value": "la la\nla"}}, {"imgui_type": {"label": "Key",
+                                                                                       "value": "F# minor"}},
+             {"imgui_click": "Edit 3 items"}, {"defer": 1}]
+    out = edit(env, answers=[], steps=steps, imgui=True)
+    assert out["errors"] == []
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert len(jobs) == 3
+    assert {(j["prompt"], tuple(j["etas"]), j["mode"], j["model"], j["lyrics"], j["key"]) for j in jobs} == {
+        ("a choir, softly", (0.3, 0.5, 0.7), "cover", "tiny-ace", "la la\nla", "F# minor")}
+    st = saved(out)
+    assert json.loads(st["projextstate"]["aiedit/prompts"]) == ["a choir, softly"]
+    assert persisted(out)["aiedit/last_mode"] == "cover"
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    # the other model: its modes only, no lyrics field; a wrong value is said in the dialog, which stays open
+    steps = [*base, {"imgui_type": {"label": "Model", "value": "tiny (sound effects)"}},
+             {"imgui_type": {"label": "Strengths", "value": "2,5"}}, {"imgui_click": "Edit 3 items"}, {"defer": 1}]
+    out = edit(env, answers=[], steps=steps, imgui=True, **st)
+    assert out["errors"] == [] and inbox_jobs(env["spool"]) == {}
+    texts = out["imgui"]["texts"]
+    assert "Strengths: η must be in [0, 1.5]: 2.5" in texts and "Lyrics" not in [
+        w.get("label") for w in out["imgui"]["widgets"]]
+    assert "Earlier prompts" in [w.get("label") for w in out["imgui"]["widgets"]]
+    out = edit(env, answers=[], steps=[*base, {"imgui_click": "Cancel"}, {"defer": 1}], imgui=True)
+    assert inbox_jobs(env["spool"]) == {} and out["pending_defer"] == 0

@@ -11,11 +11,11 @@ files, ExtState and defer loops; nothing blocks waiting for the engine.
   takes     import results           submit    queue many items, summary
   ui        the jobs window's model  gfxwin    its plain gfx view
   audition  play, A/B, keep takes    imwin     its ReaImGui view
-  startup   open the window at start (opt-in, Scripts/__startup.lua)
+  imdialog  the edit dialog on ReaImGui startup   open the window at start (opt-in, __startup.lua)
 ]]
 local M = require("aiedit.core")
 local MODULES = { "json", "fs", "settings", "engine", "items", "render", "dialog", "jobs", "takes", "submit", "ui",
-                  "gfxwin", "audition", "imwin", "startup" }
+                  "gfxwin", "audition", "imwin", "imdialog", "startup" }
 for _, name in ipairs(MODULES) do
   require("aiedit." .. name)
 end

@@ -49,6 +49,28 @@ function M.submit_items(items, params_for, spool, ts, te, areas)
   return ok_list, failed
 end
 
+-- The optional job fields for one item (docs/protocol.md): the model the dialog chose (absent = the daemon's
+-- default), the lyrics / key / language it was given for a model that takes them, and the project's tempo and
+-- time signature at the item's start (from the tempo map).
+function M.job_extra(params, item)
+  local extra = {}
+  if params.model and params.model ~= "" then extra.model = params.model end
+  for k, v in pairs(params.music or {}) do extra[k] = v end
+  local proj = reaper.GetItemProjectContext(item)
+  for k, v in pairs(M.musical_context(proj, reaper.GetMediaItemInfo_Value(item, "D_POSITION"))) do extra[k] = v end
+  return extra
+end
+
+-- `params` for each item, with its own extra fields.
+function M.params_per_item(params)
+  return function(item)
+    local p = {}
+    for k, v in pairs(params) do p[k] = v end
+    p.extra = M.job_extra(params, item)
+    return p
+  end
+end
+
 -- More jobs than this at once are queued only after a question (hundreds of selected items are easy to send by
 -- mistake, and each is minutes of engine time).
 M.MANY_JOBS = 50

@@ -26,8 +26,8 @@ is; each modelled behaviour quotes the API text (api/*.cpp of cfillion/reaimgui)
 - Button/SmallButton(ctx, label): true in the frame the runner "clicks" it; Selectable(ctx, label, p_selected,
   flags) -> clicked, selected; Checkbox(ctx, label, v) -> changed, v; RadioButton(ctx, label, active) -> clicked;
   "Use with e.g. if (RadioButton("one", my_value==1)) { my_value = 1; }". Labels follow Dear ImGui: "##" starts the
-  hidden part of an id; PushID/PopID prefix it. A click names a widget by its label, its visible text or its
-  "<id stack>/<label>" path; a click on no widget is an error.
+  hidden part of an id; PushID/PopID prefix it. A click names a widget by its label, its visible text, the part
+  after "##", or its "<id stack>/<label>" path; a click on no widget is an error.
 - InputText(ctx, label, buf, flags) -> changed, buf; InputTextMultiline(ctx, label, buf, w, h, flags);
   SliderDouble(ctx, label, v, v_min, v_max, format, flags) -> changed, v; Combo(ctx, label, current_item, items)
   -> changed, current_item, where "Each item must be null-terminated" ("a\0b\0").
@@ -179,7 +179,8 @@ function M.install(F, R, scenario)
     fr.texts[#fr.texts + 1] = vis
     add_cell(fr, vis)
     local want = S.clicks[1]
-    if want and not want.done and (want.target == label or want.target == p or want.target == vis) then
+    if want and not want.done and (want.target == label or want.target == p or want.target == vis
+        or want.target == label:match("##(.*)$")) then
       if fr.disabled > 0 then error("ImGui: clicked a disabled widget: " .. p) end
       want.done = true
       return true
