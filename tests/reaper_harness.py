@@ -97,13 +97,20 @@ def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None
     info = sf.info(job["source"]["path"])
     frames = round(job["source"]["length"] * info.samplerate)
     takes = []
+    pictures = {}
     if state == "done":
+        from engine.pictures import spectrogram_png
+
         for i, eta in enumerate(job["etas"]):
             p = jdir / "takes" / f"eta{eta:.2f}.wav"
-            sf.write(str(p), np.full((frames, info.channels), 0.01 * (i + 1), dtype=np.float32),
-                     info.samplerate, subtype="FLOAT")
-            takes.append({"eta": eta, "path": str(p),
+            audio = np.full((frames, info.channels), 0.01 * (i + 1), dtype=np.float32)
+            sf.write(str(p), audio, info.samplerate, subtype="FLOAT")
+            png = p.with_suffix(".png")  # the pictures the daemon writes with the takes (docs/protocol.md)
+            png.write_bytes(spectrogram_png(audio, info.samplerate))
+            takes.append({"eta": eta, "path": str(p), "spectrogram": str(png),
                           "scores": {"text": 0.3 + 0.1 * i, "audio": 0.9 - 0.01 * i, "sum": 1.2 + 0.09 * i}})
+        pictures["input_spectrogram"] = str(jdir / "takes" / "input.png")
+        Path(pictures["input_spectrogram"]).write_bytes(spectrogram_png(np.zeros(frames), info.samplerate))
     status = {
         "version": 1, "id": job["id"], "label": job.get("label"), "state": state,
         "stage": stage or state, "progress": 1.0 if state == "done" else progress, "error": error,
@@ -111,7 +118,7 @@ def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None
         "model": model, "seed": job.get("seed", 0), "source": job["source"], "sample_rate": info.samplerate,
         "channels": info.channels, "frames": frames, "takes": takes,
         "best": (best if best is not None else (len(takes) - 1 if takes else None)),
-        "created": time.time() - 5, "updated": time.time(), **extra,
+        "created": time.time() - 5, "updated": time.time(), **pictures, **extra,
     }
     (jdir / "status.json").write_text(json.dumps(status), encoding="utf-8")
     return status

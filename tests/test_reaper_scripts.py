@@ -1776,3 +1776,16 @@ def test_imgui_dialog_in_plain_words(env):
     assert "Earlier prompts" in [w.get("label") for w in out["imgui"]["widgets"]]
     out = edit(env, answers=[], steps=[*base, {"imgui_click": "Cancel"}, {"defer": 1}], imgui=True)
     assert inbox_jobs(env["spool"]) == {} and out["pending_defer"] == 0
+
+
+def test_imgui_takes_show_their_spectrograms_beside_scores(env):
+    st, jobs = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"defer": 1}])
+    assert out["errors"] == []
+    rows = takes_of(out)
+    assert [r[0] for r in rows] == ["η=0.30", "η=0.50 ★ best", "η=0.70"]
+    assert rows[1][1] == "text 0.40 · audio 0.89 · sum 1.29"  # each take's CLAP scores
+    assert [r[2] for r in rows] == [f"[image eta{e:.2f}.png]" for e in (0.3, 0.5, 0.7)]
+    assert out["imgui"]["images_loaded"] == 4  # the input's picture and one per take, each loaded once
+    assert any(w["kind"] == "image" and w["file"].endswith("input.png") for w in out["imgui"]["widgets"])
