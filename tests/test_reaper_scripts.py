@@ -6,6 +6,7 @@ carried over only through persisted ExtState, as in REAPER.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -1172,7 +1173,7 @@ def test_waiting_imports_do_not_take_the_import_slots(env):
     sc = dict(env["scenario"], projects=[unsaved, other], user_inputs=[["x", "0.5", "lora", "1"]] * 2,
               steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}])
     out = run(env["tmp"], sc)
-    assert out["errors"] == [] and len(registry(out, 0)) == 3 and len(registry(out, 1)) == 1, (out["messages"], out["inputs_asked"][-1:])
+    assert out["errors"] == [] and len(registry(out, 0)) == 3 and len(registry(out, 1)) == 1, out["messages"]
     for j in inbox_jobs(env["spool"]).values():
         pick_up(env["spool"], j["id"])
         write_status(env["spool"], j, "done")
@@ -1208,9 +1209,9 @@ def test_second_result_for_the_same_item_and_strength_never_lands_on_top(env):
             for it in tr["items"]:
                 lane = it["values"].get("I_FIXEDLANE") or 0
                 spans.setdefault(lane, []).append((it["values"]["D_POSITION"], it["values"]["D_LENGTH"]))
-            for lane, xs in spans.items():
+            for xs in spans.values():
                 xs.sort()
-                assert all(a[0] + a[1] <= b[0] + 1e-9 for a, b in zip(xs, xs[1:])), (target, tr["name"], lane, xs)
+                assert all(a[0] + a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(xs)), (target, tr["name"], xs)
         if target == "track":
             names = [t["name"] for t in out2["tracks"]]
             assert "AI η=0.50 · Drums" in names and "AI η=0.50 · Drums (2)" in names
@@ -1331,8 +1332,8 @@ def test_scroll_is_clamped_when_rows_leave(env):
     sc = dict(env["scenario"], projects=[{"tracks": [{"name": "Many", "items": many}],
                                           "project_path": str(env["project"])}, one],
               user_inputs=[["x", "0.5", "lora", "1"]] * 2,
-              steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}, {"defer": 1}] + [{"wheel": -120}] * 12
-              + [{"close_project": 1}, {"defer": 2}])
+              steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}, {"defer": 1},
+                     *[{"wheel": -120}] * 12, {"close_project": 1}, {"defer": 2}])
     out = run(env["tmp"], sc)
     assert out["errors"] == []
     assert any(t.startswith("Lonely") for t in out["gfx_text"])
@@ -1426,7 +1427,7 @@ def test_settings_never_show_the_token(env):
     out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[keep], steps=[{"run": SETTINGS}]))
     assert "s3cret-token" not in out["inputs_asked"][0]["defaults"]
     assert persisted(out)["aiedit/token"] == "s3cret-token"  # left as shown: kept
-    out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[keep[:4] + ["new"] + keep[5:]],
+    out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[[*keep[:4], "new", *keep[5:]]],
                                steps=[{"run": SETTINGS}]))
     assert persisted(out)["aiedit/token"] == "new"
 
@@ -1530,7 +1531,7 @@ def imported(env, **extra):
 
 
 def test_imgui_audition_plays_only_that_take_over_its_item_and_restores_solo_selection_and_play(env):
-    st, jobs = imported(env)
+    st, _ = imported(env)
     env["scenario"]["tracks"] = st.pop("tracks")
     env["scenario"]["tracks"][1]["solo"] = 1  # the user soloed FX
     kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
@@ -1680,7 +1681,7 @@ def test_opt_in_opens_the_jobs_window_when_reaper_starts(env):
     startup.parent.mkdir(parents=True)
     startup.write_text("-- the user's own startup line\n", encoding="utf-8")
     base = ["", "aiedit serve", "yes", "", "", "takes"]
-    out = run(env["tmp"], dict(env["scenario"], user_inputs=[base + ["yes"]], steps=[{"run": SETTINGS}]))
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[[*base, "yes"]], steps=[{"run": SETTINGS}]))
     assert out["errors"] == [] and out["inputs_asked"][0]["labels"][6] == "Open jobs window at start (yes/no)"
     text = startup.read_text(encoding="utf-8")
     assert text.startswith("-- the user's own startup line\n-- >>> aiedit: open the AI edit jobs window")
@@ -1688,7 +1689,7 @@ def test_opt_in_opens_the_jobs_window_when_reaper_starts(env):
     # REAPER starts: it runs __startup.lua, which opens the jobs window
     out = run(env["tmp"], dict(env["scenario"], steps=[{"run_path": str(startup)}, {"defer": 1}]))
     assert out["errors"] == [] and out["gfx_open"] and list(out["toggles"].values()) == [1]
-    out = run(env["tmp"], dict(env["scenario"], user_inputs=[base + ["no"]], steps=[{"run": SETTINGS}]))
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[[*base, "no"]], steps=[{"run": SETTINGS}]))
     assert out["inputs_asked"][0]["values"][6] == "yes"  # the dialog shows that it is on
     assert startup.read_text(encoding="utf-8") == "-- the user's own startup line\n"
 
@@ -1779,7 +1780,7 @@ def test_imgui_dialog_in_plain_words(env):
 
 
 def test_imgui_takes_show_their_spectrograms_beside_scores(env):
-    st, jobs = imported(env)
+    st, _ = imported(env)
     env["scenario"]["tracks"] = st.pop("tracks")
     out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"defer": 1}])
     assert out["errors"] == []

@@ -29,6 +29,7 @@ function M.submit_items(items, params_for, spool, ts, te, areas)
           record.project = proj
           ok_list[#ok_list + 1] = record
         else
+          if record.job_file then os.remove(record.job_file) end -- its copy: nothing will send it
           failed[#failed + 1] = { label = label, reason = werr }
         end
       else
