@@ -1790,3 +1790,16 @@ def test_imgui_takes_show_their_spectrograms_beside_scores(env):
     assert [r[2] for r in rows] == [f"[image eta{e:.2f}.png]" for e in (0.3, 0.5, 0.7)]
     assert out["imgui"]["images_loaded"] == 4  # the input's picture and one per take, each loaded once
     assert any(w["kind"] == "image" and w["file"].endswith("input.png") for w in out["imgui"]["widgets"])
+
+
+def test_batch_offers_the_models_and_sends_the_tempo_at_each_item(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)
+    tempo = [{"time": 0.0, "bpm": 120, "num": 4, "denom": 4}, {"time": 8.0, "bpm": 90, "num": 3, "denom": 4}]
+    sc = dict(env["scenario"], tempo_map=tempo, steps=[{"run": BATCH}],
+              user_inputs=[["metal", "0.5", "zeta", "1", "project", "no", "tiny"]])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and out["inputs_asked"][0]["labels"][6].startswith("Model (tiny-ace (music)")
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert {j["model"] for j in jobs.values()} == {"tiny"} and {j["mode"] for j in jobs.values()} == {"zeta"}
+    assert (jobs["Snare"]["bpm"], jobs["Door"]["bpm"], jobs["Door"]["time_signature"]) == (120, 90, "3/4")
+    assert saved(out)["projextstate"]["aiedit/last_model"] == "tiny"
