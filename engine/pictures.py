@@ -116,3 +116,19 @@ def reference_db(audio: np.ndarray, sample_rate: int) -> float:
     """The loudest dB value of ``audio``'s spectrogram: pass it as ``top_db`` to every picture of one job so the
     takes and the input share one scale."""
     return float(np.max(spectrogram_db(audio, sample_rate)))
+
+
+Pictures = tuple[bytes | None, list[bytes | None]]  # the input's picture (None when unknown) and one per take
+
+
+def job_pictures(input_audio: np.ndarray | None, takes: list[np.ndarray], sample_rate: int) -> Pictures:
+    """The input region's picture and one per take, all on one dB scale (the loudest of them is the brightest), so
+    a take that got louder or quieter than the input shows it. ``input_audio`` None: the takes only."""
+    audios = ([input_audio] if input_audio is not None else []) + list(takes)
+    if not audios:
+        return None, []
+    top = max(reference_db(a, sample_rate) for a in audios)
+    pngs: list[bytes | None] = [spectrogram_png(a, sample_rate, top_db=top) for a in audios]
+    if input_audio is None:
+        return None, pngs
+    return pngs[0], pngs[1:]

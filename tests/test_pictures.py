@@ -99,3 +99,19 @@ def test_a_tight_bound_narrows_the_picture_and_silence_is_dark():
     assert len(data) <= 12000 and decode_png(data).shape[1] < 256
     dark = decode_png(spectrogram_png(np.zeros(48000), 48000))
     assert (dark == dark[0, 0]).all() and int(dark[0, 0].sum()) < 100  # all one dark colour
+
+
+def test_job_pictures_share_one_scale_and_a_bad_picture_never_fails_a_job(caplog):
+    from bridge.workers.local import make_pictures
+    from engine.pictures import job_pictures
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    quiet, loud = 0.01 * np.sin(2 * np.pi * 500 * t), np.sin(2 * np.pi * 500 * t)
+    inp, takes = job_pictures(quiet[:, None], [loud[:, None], quiet[:, None]], sr)
+    assert inp is not None and len(takes) == 2
+    assert decode_png(takes[0]).sum() > decode_png(takes[1]).sum()  # one scale: the louder take is brighter
+    assert decode_png(inp).tobytes() == decode_png(takes[1]).tobytes()  # same audio, same picture
+    assert job_pictures(None, [loud], sr)[0] is None
+    assert make_pictures(loud, [np.zeros((2, 2, 2))], sr, "job-1") is None  # logged, the takes still go out
+    assert "job job-1: no spectrogram pictures" in caplog.text
