@@ -1,7 +1,8 @@
-"""A worker thread: loads the model on first need, runs jobs one at a time, writes takes into the spool.
+"""A worker thread: loads each job's model on first need (keeping several, :mod:`bridge.workers.loaded`), runs
+jobs one at a time, writes takes into the spool.
 
 One thread per device because one model on one device runs one edit at a time; the queue decides the order and
-:mod:`bridge.workers.pool` which free worker takes which job. The model is loaded here, never on the answering path:
+:mod:`bridge.workers.pool` which free worker takes which job. Models are loaded here, never on the answering path:
 ``engine.load_editor`` imports torch and diffusers (seconds), and the daemon must answer ping within a second of
 starting.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from bridge.jobs.protocol import Job, open_regular, take_name
 from bridge.jobs.service import Service
+from bridge.workers.loaded import LoadedModels, default_max_models, free_gib
 from bridge.workers.pool import LOAD_LOCK, Pool, Slot, worker_names
 from engine.errors import Cancelled, EngineError, ModelUnavailable
 from engine.params import ZERO_SHOT_MODES, EditParams
@@ -94,6 +96,10 @@ class ProgressMap:
 
 
 class Worker(threading.Thread):
+    """One device's worker. ``model`` is the daemon's ``--model`` (its default); a job may name another model the
+    daemon lists (:mod:`bridge.jobs.models`), and the worker keeps up to ``max_models`` loaded
+    (:mod:`bridge.workers.loaded`: least recently used evicted first; None = from the free memory)."""
+
     def __init__(
         self,
         service: Service,
@@ -107,6 +113,7 @@ class Worker(threading.Thread):
         compile_unet: bool = False,
         pool: Pool | None = None,
         slot: Slot | None = None,
+        max_models: int | None = None,
     ) -> None:
         super().__init__(name="aiedit-worker", daemon=True)
         if pool is None or slot is None:  # a lone worker
@@ -117,12 +124,16 @@ class Worker(threading.Thread):
         self.precision, self.compile_unet = precision, compile_unet
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
         self.preload = preload
-        self.editor: Any = None
+        self.models = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
+                                   on_evict=self._evicted, on_change=lambda names: pool.set_models(slot, names))
+        self._stage_cache: Any = None  # the first editor's stage cache, shared by every model this worker loads
 
     def run(self) -> None:
         if self.preload:
+            default = self.service.models.label
             try:
-                self._load()
+                self.models.acquire(default)
+                self.models.release(default)
             except EngineError as exc:
                 log.error("preloading failed on %s: %s", self.slot.name, exc)
         self.pool.set_state(self.slot, "idle")
@@ -133,66 +144,87 @@ class Worker(threading.Thread):
                 self._run_job(*item)
             self.pool.release(self.slot)
 
-    def _load(self) -> Any:
-        if self.editor is None:
-            with LOAD_LOCK:
-                return self._load_now()
-        return self.editor
+    def _default_limit(self) -> int:
+        """``--max-models`` unset: as many of the listed models as the free memory holds (bridge.workers.loaded)."""
+        self._set_up_torch()
+        menu = self.service.models
+        free = free_gib(self.device or _default_device())
+        n = default_max_models(free, [(m.name, m.family) for m in menu.models],
+                               gpu=(self.device or _default_device()).startswith("cuda"), precision=self.precision)
+        log.info("%s: %s GiB free: room for %d model(s) at once (aiedit serve --max-models to choose)",
+                 self.slot.name, "?" if free is None else f"{free:.1f}", n)
+        return n
 
-    def _load_now(self) -> Any:
-        if self.editor is None:
-            log.info("loading model %s on %s ...", self.model, self.slot.name)
+    def _set_up_torch(self) -> None:
+        if self.threads:  # torch is imported here anyway (by load_editor), on this thread only
+            import torch
+
+            torch.set_num_threads(self.threads)
+        if self.device and self.device.startswith("cuda:"):
+            import torch
+
+            # the current CUDA device is per thread: unqualified CUDA calls (memory queries, empty_cache)
+            # made on this worker's thread then concern its own GPU
+            torch.cuda.set_device(self.device)
+
+    def _load(self, name: str) -> Any:
+        """Load the listed model ``name`` (called by :class:`LoadedModels`, which evicted first if it had to)."""
+        with LOAD_LOCK:
+            spec = self.service.models.spec_of(name)
+            log.info("loading model %s on %s ...", name, self.slot.name)
             try:
                 import engine
 
-                if self.threads:  # torch is imported here anyway (by load_editor), on this thread only
-                    import torch
-
-                    torch.set_num_threads(self.threads)
-                if self.device and self.device.startswith("cuda:"):
-                    import torch
-
-                    # the current CUDA device is per thread: unqualified CUDA calls (memory queries, empty_cache)
-                    # made on this worker's thread then concern its own GPU
-                    torch.cuda.set_device(self.device)
-                self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir,
-                                                 precision=self.precision, compile_unet=self.compile_unet)
+                self._set_up_torch()
+                editor = engine.load_editor(spec, device=self.device, cache_dir=self.cache_dir,
+                                            precision=self.precision, compile_unet=self.compile_unet)
             except EngineError:
                 raise
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
-                log.exception("loading model %s failed", self.model)
-                raise ModelUnavailable(f"could not load model {self.model!r}: {_short(exc)}") from None
+                log.exception("loading model %s failed", name)
+                raise ModelUnavailable(f"could not load model {name!r}: {_short(exc)}") from None
+            if self._stage_cache is None:
+                self._stage_cache = editor.cache
+            else:  # keys name the model: one cache serves them all, and an evicted model's LoRA stages outlive it
+                editor.cache = self._stage_cache
             # torch and the model leave millions of long-lived objects: a full garbage collection walking them
             # stalled the answering thread for ~0.4 s (a 100-job burst); freeze them out of the collector.
             gc.collect()
             gc.freeze()
-            self.service.set_model_name(self.editor.model_name, self.editor.model.modes)
-            m = self.editor.model
+            self.service.model_loaded(name, editor.model.modes)
+            m = editor.model
             if self.device is None and self.slot.name.startswith("auto@"):  # now it knows where "auto" put it
                 self.slot.name = f"{m.device}@{socket.gethostname()}"
                 if self.slot.job:
                     self.service.set_worker(self.slot.job, self.slot.name)
-            log.info("model %s loaded on %s, weights %s", self.editor.model_name, m.device,
+            log.info("model %s loaded on %s, weights %s", name, m.device,
                      str(m.weight_dtype or m.dtype).removeprefix("torch."))
-        return self.editor
+            return editor
+
+    def _evicted(self, name: str, editor: Any) -> None:
+        """A full fine-tune's stages are a whole UNet of that model's (memory only): they go with it."""
+        if self._stage_cache is not None:
+            self._stage_cache.drop_full()
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
         sv, jid = self.service, job.id
+        name = job.model or sv.models.label
         try:
-            loading = self.editor is None
+            loading = not self.models.has(name)
             report = self._reporter(jid)
             if loading:
-                report("loading", 0.0)
-            editor = self._load()
-            pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
-            token.check()
-            with pinned_source(job.source_path) as source:
-                # the limits hold for the file read (this descriptor), not the one probed at the ack; the edit reads
-                # the region checked, in its exact frames, so a file growing in place meanwhile cannot enlarge it
-                region = sv.check_source_again(job, source)
-                request = dataclasses.replace(job.request, source=source, region=region)
-                result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
-                source_audio = _read_input(source, region, jid)  # for its picture (docs/protocol.md)
+                report("loading", 0.0)  # the status names the model (its "model"), the stage says it loads
+            with self.models.use(name) as editor:
+                pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
+                token.check()
+                with pinned_source(job.source_path) as source:
+                    # the limits hold for the file read (this descriptor), not the one probed at the ack; the edit
+                    # reads the region checked, in its exact frames, so a file growing in place meanwhile cannot
+                    # enlarge it
+                    region = sv.check_source_again(job, source)
+                    request = dataclasses.replace(job.request, source=source, region=region)
+                    result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
+                    source_audio = _read_input(source, region, jid)  # for its picture (docs/protocol.md)
             sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
             token.check()
             report("writing", pm.writing())
@@ -205,12 +237,13 @@ class Worker(threading.Thread):
                 "done",
                 **picture_fields,
                 takes=takes,
-                model=editor.model_name,  # the model that ran ("auto" resolved)
+                model=name,  # the model that ran, as daemon.json lists it ("auto" resolved)
                 best=result.best,
                 sample_rate=result.sample_rate,
                 channels=result.channels,
                 frames=result.frames,
                 network_calls=result.network_calls,
+                notes=list(result.notes),
             )
             return
         except Cancelled:
@@ -323,6 +356,13 @@ def pinned_source(path: str) -> Iterator[str]:
         yield fd_path if os.path.exists(fd_path) else path
     finally:
         os.close(fd)
+
+
+def _default_device() -> str:
+    """Where ``--device`` unset puts the models (engine.load_editor's choice); imports torch (worker thread only)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _short(exc: BaseException) -> str:
