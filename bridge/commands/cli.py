@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_queued=args.max_queued,
                 keep_days=args.keep_days,
                 max_history=args.max_history,
+                max_models=args.max_models,
             )
         )
     from bridge.wire.client import run_send

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.jobs.limits import Limits
+from bridge.jobs.models import ModelMenu
 from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
     SELF_REPLY_MSG,
@@ -47,7 +48,6 @@ from bridge.jobs.protocol import (
     valid_id,
 )
 from bridge.jobs.records import dumps
-from bridge.jobs.served_model import ServedModel
 from bridge.jobs.table import JobTable
 from bridge.wire.throttle import Buckets
 from engine.errors import InputError
@@ -77,10 +77,10 @@ class Prepared:
 
 
 class Admission:
-    def __init__(self, table: JobTable, model: ServedModel, *, token: str | None, path_map: PathMap,
+    def __init__(self, table: JobTable, models: ModelMenu, *, token: str | None, path_map: PathMap,
                  ip_version: int, limits: Limits, max_queued: int, own: tuple[str, int] = ("127.0.0.1", 0)
                  ) -> None:
-        self.table, self.model = table, model
+        self.table, self.models = table, models
         self.own = own  # the daemon's own (host, port): never a reply address
         self.token, self.path_map, self.ip_version = token, path_map, ip_version
         self.limits, self.max_queued = limits, max_queued
@@ -133,7 +133,7 @@ class Admission:
                 raise ProtocolError(family, job.id)
             if job.reply is not None and reply_to_self(job.reply, *self.own):
                 raise ProtocolError(SELF_REPLY_MSG, job.id)
-            self.model.check(job)
+            job = self.models.check(job, self.path_map)  # its model named as daemon.json lists it
             if sender is not None and not self.jobs_budget.take(key):
                 raise ProtocolError(f"busy: too many jobs from {sender.host[:60]} (at most {JOB_RATE:g} a second "
                                     f"after {JOB_BURST:g}); send it again in {self.jobs_budget.wait_s(key):.0f} s",
@@ -197,7 +197,7 @@ class Admission:
         try:
             info, frames = check_source(job)  # the probe: never under the lock, never on the answering thread
             self.limits.check(job, info.sample_rate, info.channels, frames)  # one call: every limit, on what was read
-            st = new_status(job, model=self.model.label, client_path=p.obj["source"]["path"])
+            st = new_status(job, model=job.model or self.models.label, client_path=p.obj["source"]["path"])
             st.update(sample_rate=info.sample_rate, channels=info.channels, frames=frames)
             with t.lock:
                 busy = self.room(p.key)
@@ -225,8 +225,8 @@ class Admission:
                 t.targets[job.id] = [p.target] if p.target else []
                 t.enqueue(job, p.key)
                 t.emit(job.id, "/aiedit/ack", [job.id])
-            log.info("accepted job %s (%s, %d take(s), %s)", job.id, job.params.mode, len(job.params.etas),
-                     job.priority)
+            log.info("accepted job %s (%s, %s, %d take(s), %s)", job.id, job.model, job.params.mode,
+                     len(job.params.etas), job.priority)
             return job.id, None
         except ProtocolError as exc:
             self._unreserve(job.id, reserved)
@@ -270,7 +270,7 @@ class Admission:
         if jid and obj is not None and exc.record:
             with t.lock:
                 if not t.taken(jid) and self._may_record_refusal(from_spool):
-                    st = refused_status(obj, jid, msg, model=self.model.label)
+                    st = refused_status(obj, jid, msg, model=self.models.label)
                     t.status[jid] = st
                     t.write(st)
                     t.taken_lower.add(jid.lower())
