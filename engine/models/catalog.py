@@ -6,7 +6,8 @@ Stable Audio 3 facts and their sources:
   ``-small-music`` (433 M DiT + SAME-S, up to 120 s): the Stability-AI/stable-audio-3 README's model table and the
   Hugging Face model cards (the ``stable-audio-3`` collection). No plain ``stable-audio-3-small`` repo exists; the
   small model comes as two specialisations, so ``sa3-small`` names the sound-effects one (aiedit edits sounds and
-  music alike; ``sa3-small-music`` names the other).
+  music alike; ``sa3-small-music`` names the other). ``-medium-base`` is the undistilled medium model (Euler, 100
+  steps; Stability-AI/stable-audio-3 ``model_configs.py`` lists it beside the distilled ones).
 - licence: the model cards' ``license: other`` / ``stable-audio-community`` — the Stability AI Community License
   (https://stability.ai/license): free for individuals and organisations under US$1M annual revenue, an enterprise
   licence above. The three repos are gated: the licence is accepted on each model page, and the text encoder is
@@ -14,7 +15,8 @@ Stable Audio 3 facts and their sources:
 - layout: the hub checkpoints are in stable-audio-tools form (``model.safetensors`` + ``model_config.json``), not
   diffusers' (diffusers' SA3 docs: "not published in diffusers format, so convert them locally" with
   ``scripts/convert_stable_audio_3_to_diffusers.py`` from the diffusers repository). aiedit loads the converted
-  folder; ``aiedit models pull`` fetches the checkpoint and prints the conversion command.
+  folder; ``aiedit models pull`` fetches the checkpoint and the T5Gemma text encoder and converts them with its own
+  converter (engine/models/convert_sa3.py); ``--from DIR`` converts a checkpoint copied by hand.
 - not found: the GPU memory each needs beyond the issue's figures (1.7-6.5 GB for 8-step sampling on an H200); the
   doctor's thresholds below are those figures plus headroom for stage-2 fine-tuning, marked as estimates.
 """
@@ -40,16 +42,22 @@ ALIASES: dict[str, tuple[str, str]] = {
     "sa3-small": (SA3, "stabilityai/stable-audio-3-small-sfx"),
     "sa3-small-music": (SA3, "stabilityai/stable-audio-3-small-music"),
     "sa3-medium": (SA3, "stabilityai/stable-audio-3-medium"),
+    "sa3-medium-base": (SA3, "stabilityai/stable-audio-3-medium-base"),
 }
+# SA3's text encoder: not inside the checkpoint (the reference conditioner keeps it out of its state dict), fetched
+# beside it and copied into the converted folder (engine/models/convert_sa3.py).
+T5GEMMA = "google/t5gemma-b-b-ul2"
 # Gated repositories: what the user must accept before a download can work (shown by ``aiedit models pull``).
 GATED: dict[str, str] = {
     repo: ("the Stability AI Community License (free under US$1M annual revenue, an enterprise licence above: "
            "https://stability.ai/license) and, for its T5Gemma text encoder, Gemma's terms of use")
     for fam, repo in ALIASES.values() if fam == SA3
 }
+GATED[T5GEMMA] = "Gemma's terms of use (https://ai.google.dev/gemma/terms)"
 # Free GPU memory (GiB) to run each SA3 size comfortably: 8-step sampling needs 1.7-6.5 GB on an H200 (the issue's
 # figures from Stability's report); LoRA fine-tuning holds activations and Adam state besides. Estimates.
-SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0}
+SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0,
+                                  "sa3-medium-base": 12.0}
 
 BUILTIN = ("tiny", "tiny-sa3")
 AUTO = "auto"
