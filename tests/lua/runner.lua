@@ -20,6 +20,8 @@ dialog answers and a list of steps:
   {"write_file": {"path": ..., "text": ...}}  something outside REAPER writes a file (the daemon, a status)
   {"advance_clock": 5}                       time passes without a UI tick (REAPER busy, a modal dialog)
   {"save_project": {"index": 1, "file": ..., "media": ...}}  File > Save project as
+Scenario "windows": true runs the scripts as on Windows (separator, quoting); "getenv" and "resource_path" set
+what os.getenv and reaper.GetResourcePath return (see fake_reaper.lua).
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
@@ -37,6 +39,7 @@ fh:close()
 script_dir = scenario.script_dir or script_dir
 F.load(scenario)
 if scenario.dt then F.dt = scenario.dt end
+if scenario.windows then lib.is_windows, lib.sep = true, "\\" end -- a Windows REAPER (paths, quoting)
 
 local errors = lib.array()
 local function guarded(what, fn, ...)
