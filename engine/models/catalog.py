@@ -59,6 +59,20 @@ GATED[T5GEMMA] = "Gemma's terms of use (https://ai.google.dev/gemma/terms)"
 SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0,
                                   "sa3-medium-base": 12.0}
 
+# Peak GPU memory of one LoRA edit of a real-size TANGO, fp32 (NVIDIA H100, measured: /work/shared/notes/gpu.md,
+# the doctor's MODE_GIB["lora"]). AudioLDM / AudioLDM 2 have no measured figure: they are not recommended by size.
+TANGO_GPU_GIB: dict[str, float] = {a: 11.0 for a, (fam, _) in ALIASES.items() if fam == "tango"}
+
+
+def memory_gib(name: str) -> float | None:
+    """Memory (GiB) one edit of a model needs, from every ``*_GPU_GIB`` table here (SA3_GPU_GIB, TANGO_GPU_GIB,
+    and any family's added later, e.g. ACE-Step's), or None when no figure is known."""
+    for key, table in globals().items():
+        if key.endswith("_GPU_GIB") and isinstance(table, dict) and name in table:
+            return float(table[name])
+    return None
+
+
 BUILTIN = ("tiny", "tiny-sa3")
 AUTO = "auto"
 # Models shipped in the repo (diffusers layout under engine/weights/), trained here on the toy world: ``toy`` (AudioLDM,
@@ -85,6 +99,34 @@ SHIPPED_DEFAULTS: dict[str, dict] = {
                  "stage_defaults": {"embed_steps": 100, "embed_lr": 1e-2, "full_steps": 300, "full_lr": 5e-5,
                                     "lora_steps": 300, "lora_lr": 3e-3, "lora_draws": 1}},
 }
+
+# What each model is for: "music", "sound effects", or "general" (both). By name first (a family's checkpoints may
+# differ: SA3 small comes as sfx and music), else by family. Sources: the model cards — SA3 small-sfx / small-music
+# are the specialisations of the small model, medium (and medium-base) the general one; AudioLDM 2 music is the
+# music-only checkpoint; TANGO is trained on AudioCaps (sound events); AudioLDM and AudioLDM 2 on sound, music and
+# speech; the toy models know the toy world's sound events. (Issue 23's branch defines the same names; merge: theirs.)
+KIND_OF_NAME: dict[str, str] = {"sa3-small": "sound effects", "sa3-small-music": "music", "sa3-medium": "general",
+                                "audioldm2-music": "music", "toy": "sound effects", "toy-flow": "sound effects"}
+KIND_OF_FAMILY: dict[str, str] = {"tango": "sound effects", SA3: "general", "audioldm": "general",
+                                  "audioldm2": "general", "tiny": "general", "tiny-sa3": "general"}
+KINDS = ("music", "sound effects", "general")
+
+
+def family_of_name(name: str) -> str | None:
+    """The family of a model name aiedit knows (alias, shipped or built in), else None."""
+    if name in ALIASES:
+        return ALIASES[name][0]
+    if name in SHIPPED:
+        return SHIPPED[name][0]
+    return name if name in BUILTIN else None
+
+
+def kind_of(name: str, family: str | None = None) -> str:
+    """"music", "sound effects" or "general" for a model name (or a folder of a known family)."""
+    if name in KIND_OF_NAME:
+        return KIND_OF_NAME[name]
+    return KIND_OF_FAMILY.get(family or family_of_name(name) or "", "general")
+
 
 # model_index.json ``_class_name`` → family.
 PIPELINE_FAMILIES = {"AudioLDM2Pipeline": "audioldm2", "AudioLDMPipeline": "audioldm", "StableAudio3Pipeline": SA3,
