@@ -1,10 +1,12 @@
 """``aiedit selftest``: what a preview and a deep edit of a 10-second item will take on this machine, with this model.
 
 A full deep edit of a real model takes minutes, so the self-test does not run one. It edits a short generated clip
-(knocks over a hum, one model window long at most) twice — the model's preview mode (FlowEdit on flow models, ZETA
-on ᾱ-schedule ones) and the LoRA deep edit — each with a fraction of the default steps, measures every stage, and
-scales: per-step time × the defaults' steps × the windows a 10 s item needs, plus the fixed costs (prompt encoding,
-decoding, scoring) as measured. The printout says which figures were measured and which were scaled. The three
+(knocks over a hum, one model window long at most) in the model's preview mode (FlowEdit on flow models, ZETA on
+ᾱ-schedule ones) and as a LoRA deep edit, each twice — with 2 steps per stage and with about a tenth of the
+defaults — after one throw-away warm-up edit, measures every stage, and scales: each stage's time per step (the slope
+between the two probes) × the defaults' steps, plus its fixed part, per window of a 10 s item, plus the edit's own
+fixed costs (prompt encoding, assembling, scoring) as measured. Measured on the toy model against real 10 s edits:
+docs/performance.md. The printout says which figures were measured and which were scaled. The three
 strengths are the REAPER dialog's defaults (0.3, 0.5, 0.7), all sampled in one batch as the daemon does.
 
 It ends with a block of versions and devices to paste into a bug report. Nothing leaves the machine: the model loads
@@ -74,15 +76,16 @@ def windows_for(model, seconds: float) -> int:
 
 @dataclass
 class Figure:
-    """One measured probe and what it scales to."""
+    """Two measured probes of one mode and what they scale to."""
 
     mode: str
-    probe_s: float  # wall time of the probe edit, measured
-    probe_steps: dict[str, int]
+    probe_s: float  # wall time of both probe edits, measured
+    small: dict[str, int]  # steps of the first probe
+    large: dict[str, int]  # steps of the second
     default_steps: dict[str, int]
     estimate_s: float  # a 10 s item at the defaults, scaled
     windows: int  # windows of the 10 s item
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # the larger probe's
 
 
 STAGES = {  # which measured timings scale with which step count
@@ -94,33 +97,54 @@ FIXED = ("prepare", "assemble", "score")  # once per edit
 PER_WINDOW = ("decode",)
 
 
-def scale(timings: dict[str, float], probe: dict[str, int], default: dict[str, int], probe_windows: int,
-          item_windows: int) -> float:
-    """Seconds for the item: fixed costs once, per-window costs per window, per-step costs × the default steps."""
-    per_window = sum(timings.get(k, 0.0) for k in PER_WINDOW) / max(probe_windows, 1)
+def scale(small_t: dict[str, float], large_t: dict[str, float], small: dict[str, int], large: dict[str, int],
+          default: dict[str, int], probe_windows: int, item_windows: int) -> float:
+    """Seconds for the item from two probes with different step counts: each stage's time per step is the slope
+    between them and what is left at zero steps its fixed cost (adapter set-up, optimiser, the first calls), so a
+    short probe's overheads are not multiplied by the defaults' step counts. Fixed costs of the edit count once,
+    per-window ones (decoding, each stage's fixed part, its steps) once per window of the item."""
+    pw = max(probe_windows, 1)
+    per_window = sum(large_t.get(k, 0.0) for k in PER_WINDOW) / pw
     for key, stages in STAGES.items():
-        if probe.get(key):
-            per_step = sum(timings.get(s, 0.0) for s in stages) / probe_windows / probe[key]
-            per_window += per_step * default[key]
-    return sum(timings.get(k, 0.0) for k in FIXED) + per_window * item_windows
+        if key not in default:
+            continue
+        t_small = sum(small_t.get(s, 0.0) for s in stages) / pw
+        t_large = sum(large_t.get(s, 0.0) for s in stages) / pw
+        per_step = max(0.0, (t_large - t_small) / max(large[key] - small[key], 1))
+        per_window += max(0.0, t_small - per_step * small[key]) + per_step * default[key]
+    return sum(large_t.get(k, 0.0) for k in FIXED) + per_window * item_windows
+
+
+def _measured_edit(editor, clip: Path, seconds: float, mode: str, steps: dict[str, int]):
+    """One edit with these step counts and a fresh seed (a stage-cache hit would measure nothing)."""
+    from engine.params import EditParams, EditRequest, Region
+
+    params = EditParams(prompt=PROMPT, etas=ETAS, mode=mode, seed=int.from_bytes(os.urandom(3), "little"), **steps)
+    t0 = time.perf_counter()
+    result = editor.edit(EditRequest(source=str(clip), region=Region(0.0, seconds), params=params))
+    return dict(result.timings), result.windows, time.perf_counter() - t0
 
 
 def probe(editor, clip: Path, seconds: float, mode: str, windows: int) -> Figure:
-    """One short measured edit in ``mode`` and its scaled estimate for a 10 s item at the defaults."""
-    from engine.params import EditParams, EditRequest, Region
+    """Two short measured edits in ``mode`` (``MIN_STEPS`` per stage, then about a tenth of the defaults) and their
+    scaled estimate for a 10 s item at the defaults."""
+    from engine.params import EditParams
 
     defaults = editor.resolve_params(EditParams(prompt=PROMPT, etas=ETAS, mode=mode, seed=1))
     default_steps = {"sample_steps": int(defaults.sample_steps or editor.model.default_steps)}
     if mode in ("lora", "full"):
         default_steps |= {"embed_steps": int(defaults.embed_steps or 0), "tune_steps": int(defaults.tune_steps or 0)}
-    few = {k: max(MIN_STEPS, round(v * PROBE_FRACTION)) for k, v in default_steps.items()}
-    params = EditParams(prompt=PROMPT, etas=ETAS, mode=mode, seed=1, **few)
-    t0 = time.perf_counter()
-    result = editor.edit(EditRequest(source=str(clip), region=Region(0.0, seconds), params=params))
-    wall = time.perf_counter() - t0
-    timings = dict(result.timings)
-    return Figure(mode, wall, few, default_steps, scale(timings, few, default_steps, result.windows, windows),
-                  windows, timings)
+    small = {k: MIN_STEPS for k in default_steps}
+    large = {k: max(MIN_STEPS + 4, round(v * PROBE_FRACTION)) for k, v in default_steps.items()}
+    small_t, _, small_s = _measured_edit(editor, clip, seconds, mode, small)
+    large_t, large_w, large_s = _measured_edit(editor, clip, seconds, mode, large)
+    estimate = scale(small_t, large_t, small, large, default_steps, large_w, windows)
+    return Figure(mode, small_s + large_s, small, large, default_steps, estimate, windows, large_t)
+
+
+def warm_up(editor, clip: Path, seconds: float, mode: str) -> float:
+    """One throw-away edit: the first calls of a freshly loaded model pay for lazy set-up, which is no edit's cost."""
+    return _measured_edit(editor, clip, seconds, mode, {"sample_steps": MIN_STEPS})[2]
 
 
 def duration(s: float) -> str:
@@ -200,6 +224,12 @@ def run(model: str = "auto", device: str | None = None, precision: str = "auto",
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="aiedit-selftest-") as tmp:
         clip = make_clip(Path(tmp) / "selftest clip.wav", seconds)
+        try:
+            warm = warm_up(editor, clip, seconds, preview_mode(m.modes))
+            print(f"  warm-up           {duration(warm):>9}   measured, not counted (first calls of the model)",
+                  file=out, flush=True)
+        except EngineError as exc:
+            print(f"  warm-up failed: {exc}", file=out)
         for label, mode in (("preview", preview_mode(m.modes)), ("deep edit", "lora")):
             if mode not in m.modes:
                 continue
@@ -209,8 +239,8 @@ def run(model: str = "auto", device: str | None = None, precision: str = "auto",
                 print(f"  {label} ({mode}): failed: {exc}", file=out)
                 continue
             figures.append(f)
-            print(f"  {label + ' (' + mode + ')':<17} {duration(f.probe_s):>9}   measured: {steps_text(f.probe_steps)} "
-                  f"steps on one {seconds:g} s window", file=out)
+            print(f"  {label + ' (' + mode + ')':<17} {duration(f.probe_s):>9}   measured: two edits of one "
+                  f"{seconds:g} s window, {steps_text(f.small)} and {steps_text(f.large)} steps", file=out)
             print(f"  {'  10 s item':<17} ≈{duration(f.estimate_s):>8}   scaled to the defaults' "
                   f"{steps_text(f.default_steps)} steps × {f.windows} window{'s' if f.windows > 1 else ''}",
                   file=out, flush=True)

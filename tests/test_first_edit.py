@@ -72,16 +72,24 @@ def test_an_apple_gpu_counts_its_recommended_working_set(monkeypatch):
     assert cpu.device == "cpu" and cpu.gib > 0 and "RAM" in cpu.what
 
 
-def test_scaling_counts_fixed_costs_once_and_steps_and_windows_linearly():
-    timings = {"prepare": 1.0, "score": 0.5, "assemble": 0.1, "decode": 0.4, "embedding": 2.0, "finetune": 4.0,
-               "sample": 1.0}
-    probe = {"embed_steps": 20, "tune_steps": 40, "sample_steps": 5}
-    default = {"embed_steps": 200, "tune_steps": 400, "sample_steps": 50}
-    fixed = sum(timings[k] for k in FIXED)
-    assert scale(timings, probe, default, 1, 1) == pytest.approx(fixed + 0.4 + 20 + 40 + 10)
-    assert scale(timings, probe, default, 1, 3) == pytest.approx(fixed + 3 * (0.4 + 20 + 40 + 10))
-    zeta = {"prepare": 1.0, "invert": 2.0, "sample": 2.0, "decode": 0.0}  # inversion steps scale with sampling's
-    assert scale(zeta, {"sample_steps": 4}, {"sample_steps": 40}, 1, 1) == pytest.approx(1.0 + 40.0)
+def test_scaling_takes_each_stages_slope_and_counts_fixed_costs_once_per_edit_or_window():
+    # a stage costing 0.5 s fixed + 0.1 s per step: 2 steps → 0.7 s, 12 steps → 1.7 s
+    small_t = {"prepare": 1.0, "score": 0.5, "decode": 0.4, "finetune": 0.7, "sample": 0.3}
+    large_t = {"prepare": 1.0, "score": 0.5, "decode": 0.4, "finetune": 1.7, "sample": 0.9}
+    small = {"tune_steps": 2, "sample_steps": 2}
+    large = {"tune_steps": 12, "sample_steps": 8}
+    default = {"tune_steps": 100, "sample_steps": 50}
+    fixed = sum(large_t.get(k, 0.0) for k in FIXED)
+    one = 0.4 + (0.5 + 0.1 * 100) + (0.1 + 0.1 * 50)
+    assert scale(small_t, large_t, small, large, default, 1, 1) == pytest.approx(fixed + one)
+    assert scale(small_t, large_t, small, large, default, 1, 3) == pytest.approx(fixed + 3 * one)
+    # measured over 2 windows: per-window figures are halved before they are scaled
+    doubled = {k: (v if k in FIXED else 2 * v) for k, v in large_t.items()}
+    doubled_small = {k: (v if k in FIXED else 2 * v) for k, v in small_t.items()}
+    assert scale(doubled_small, doubled, small, large, default, 2, 3) == pytest.approx(fixed + 3 * one)
+    zeta_s, zeta_l = {"invert": 0.5, "sample": 0.5}, {"invert": 1.1, "sample": 1.1}  # inversion scales with sampling
+    assert scale(zeta_s, zeta_l, {"sample_steps": 2}, {"sample_steps": 8}, {"sample_steps": 32}, 1, 1) == \
+        pytest.approx(2 * (0.3 + 0.1 * 32))
 
 
 def test_windows_of_a_10_second_item_follow_the_models_window():
@@ -100,7 +108,9 @@ def test_selftest_on_tiny_prints_measured_and_scaled_figures_and_a_report(tmp_pa
     text = buf.getvalue()
     assert "aiedit selftest: tiny on cpu (float32 weights)" in text
     assert "preview (zeta)" in text and "deep edit (lora)" in text
-    assert text.count("measured:") == 2 and text.count("  10 s item") == 2 and "scaled to the defaults'" in text
+    assert "warm-up" in text and "not counted" in text
+    assert text.count("measured: two edits") == 2 and text.count("  10 s item") == 2
+    assert "scaled to the defaults'" in text
     assert "200 embedding + 375 fine-tune + 25 sampling steps × 1 window" in text
     report = text[text.index("--- aiedit self-test report"):]
     for needle in ("nothing was sent anywhere", "torch 2.", "diffusers ", "cuda: ", "mps: ", "device: cpu (asked for)",
