@@ -125,3 +125,19 @@ def test_the_generated_clip_is_deterministic_stereo(tmp_path):
     x, sr = sf.read(str(a), always_2d=True)
     assert sr == 44100 and x.shape == (88200, 2) and (x == sf.read(str(b), always_2d=True)[0]).all()
     assert 0.1 < abs(x).max() <= 0.8
+
+
+def test_the_console_script_dispatches_selftest():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    top = subprocess.run([sys.executable, "-m", "bridge", "--help"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert "selftest" in top.stdout
+    own = subprocess.run([sys.executable, "-m", "bridge", "selftest", "--help"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert own.returncode == 0 and "--model" in own.stdout and "10 s item" in own.stdout
