@@ -253,3 +253,16 @@ def test_serve_on_an_absent_device_stops_in_one_line(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--device mps: no Apple GPU" in r.stderr
+
+
+def test_the_doctor_predicts_the_scripts_default_spool_on_windows_whatever_the_user_name(monkeypatch):
+    from bridge.commands.doctor import scripts_default_spool
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Users\\王小明")
+    usual = "C:\\Users\\王小明\\AppData\\Roaming\\REAPER"
+    assert str(scripts_default_spool(Path(usual))) == "C:\\Users\\王小明\\.aiedit\\spool"  # same as the daemon
+    portable = "D:\\REAPER portable"  # the scripts cannot know the profile: their spool is under REAPER's folder
+    assert str(scripts_default_spool(Path(portable))) == "D:\\REAPER portable\\aiedit\\spool"
+    monkeypatch.setenv("USERPROFILE", "C:\\Users\\jo")
+    assert str(scripts_default_spool(Path(portable))) == "C:\\Users\\jo\\.aiedit\\spool"

@@ -126,6 +126,27 @@ def check_torch(device: str | None) -> list[Result]:
     return out
 
 
+def scripts_default_spool(resource: Path) -> Path:
+    """The spool REAPER's scripts use when their setting is empty (reaper_scripts/aiedit/fs.lua ``windows_home``,
+    settings.lua ``spool_dir``): ``~/.aiedit/spool`` as the daemon's default, except on Windows when REAPER cannot
+    read the profile folder exactly (its Lua gets USERPROFILE in the ANSI code page) and its resource folder is not
+    the usual ``<profile>\\AppData\\Roaming\\<name>`` to take it from: then ``<resource>/aiedit/spool``."""
+    default = Path(os.path.expanduser(LUA_DEFAULT_SPOOL))
+    if sys.platform != "win32":
+        return default
+    from pathlib import PureWindowsPath
+
+    profile = os.environ.get("USERPROFILE", "")
+    res = PureWindowsPath(resource)
+    under = (len(res.parts) >= 4 and [p.lower() for p in res.parts[-3:-1]] == ["appdata", "roaming"]
+             and str(PureWindowsPath(*res.parts[:-3])).lower() == str(PureWindowsPath(profile)).lower())
+    if profile and (profile.isascii() or under):
+        return Path(str(PureWindowsPath(profile, ".aiedit", "spool")))
+    if not profile:
+        return default
+    return Path(str(res / "aiedit" / "spool"))
+
+
 def check_mps(device: str | None) -> Result | None:
     """The Apple GPU (engine/devices.py): reported where torch has the MPS backend or --device mps asks for it."""
     from engine.devices import FALLBACK_ENV, mps_available, mps_built, mps_fallback_active
@@ -383,7 +404,7 @@ def check_reaper(resource_arg: str | None, sp: Spool, token: str | None, write: 
                           "is this REAPER's resource path? (Options → Show REAPER resource path)"))
         return out
     out.append(check_engine_cmd(settings))
-    theirs = settings.get("spool") or LUA_DEFAULT_SPOOL
+    theirs = settings.get("spool") or str(scripts_default_spool(resource))
     theirs_path = Path(os.path.expanduser(theirs)).resolve()
     if theirs_path != sp.root:
         out.append(Result("reaper spool", "FAIL", f"REAPER's scripts use {theirs_path}, the engine {sp.root}",
