@@ -124,7 +124,7 @@ def test_the_generated_clip_is_deterministic_stereo(tmp_path):
     a, b = make_clip(tmp_path / "a.wav", 2.0), make_clip(tmp_path / "b.wav", 2.0)
     x, sr = sf.read(str(a), always_2d=True)
     assert sr == 44100 and x.shape == (88200, 2) and (x == sf.read(str(b), always_2d=True)[0]).all()
-    assert 0.1 < abs(x).max() <= 0.8
+    assert 0.1 < abs(x).max() <= 0.8 + 1e-6  # float32
 
 
 def test_the_console_script_dispatches_selftest():

@@ -111,7 +111,7 @@ def test_spool_project_source_and_engine_in_folders_with_spaces_and_non_ascii_na
     """REAPER starts the engine itself (the command line the scripts build, run as ExecProcess runs it on macOS and
     Linux: through the shell), with the home folder (hence the default spool), the project, the source and the
     engine under folders named with spaces and non-ASCII characters; the job comes back as takes."""
-    from bridge.spool import default_spool
+    from bridge.jobs.spool import default_spool
 
     base = tmp_path / "Åsa Øre – 音 studio"
     home = base / "Home José Müller"
