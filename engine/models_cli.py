@@ -3,7 +3,8 @@
 Nothing here imports torch or loads a model except a Stable Audio 3 conversion: ``list`` and ``verify`` read folders
 and file headers; ``pull`` fetches the files into the hub cache (resuming partial ones, free space checked first:
 engine/models/download.py), converts SA3 checkpoints (engine/models/convert_sa3.py) and verifies the result; with no
-connection it says exactly what to copy where (``pull sa3-* --from DIR`` converts what was copied).
+connection it says exactly what to copy where (``pull sa3-* --from DIR`` converts what was copied). ACE-Step is
+ungated and loads as published: ``pull ace-step`` is the whole installation.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from engine.models import inventory
 from engine.models.catalog import (
+    ACE,
+    ACE_SHARED,
     ALIASES,
     BUILTIN,
     GATED,
@@ -183,9 +186,9 @@ def cmd_pull(name: str, out=None, err=None, source: str | None = None) -> int:
     cache = inventory.hub_cache()
     optional = inventory.optional_repos(name)
     plans: list[download.Planned] = []
-    for repo in repos:
+    for repo, patterns in inventory.pull_plan(name):  # ACE-Step: a DiT folder and the shared parts, not the LM
         try:
-            plans.append(download.plan(repo, SA3_PATTERNS.get(repo) if sa3 else PULL_PATTERNS.get(repo), cache))
+            plans.append(download.plan(repo, patterns or (SA3_PATTERNS if sa3 else PULL_PATTERNS).get(repo), cache))
         except Exception as exc:
             if repo in optional:  # takes are unscored without it; the model itself works
                 print(f"skipping {repo} (optional): {type(exc).__name__}", file=out)
@@ -295,6 +298,16 @@ def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
         if name in SHIPPED_CLAP:
             pairs.append((f"{name} CLAP", SHIPPED_CLAP[name]))
         return pairs, None
+    if name in ALIASES and ALIASES[name][0] == ACE:
+        paths = inventory.ace_paths(name)
+        if paths is None:
+            return [], (f"{name} ({ALIASES[name][1]}) is not on this machine (looked in {inventory.hub_cache()}): "
+                        f"`aiedit models pull {name}`")
+        dit, shared = paths
+        parts = [(f"{name} {d}", shared / d) for d in ACE_SHARED] if shared else []
+        if not shared:
+            return [], f"{name} needs {ALIASES[name][1]}'s shared parts: `aiedit models pull {name}`"
+        return [(name, dit), *parts], None
     if name in ALIASES and ALIASES[name][0] == SA3:
         found = inventory.find_alias(name)
         if found is None or not found.usable:
@@ -319,7 +332,8 @@ def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
 
 def verify_any(label: str, folder: Path) -> Report:
     """A model folder, or a bare transformers folder (a CLAP scorer: config.json + weights)."""
-    if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file():
+    if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file() \
+            and not inventory.ace_dit_ok(folder):
         import json
 
         report = Report(folder, "clap")

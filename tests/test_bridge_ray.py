@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -87,6 +88,9 @@ def test_two_actors_run_a_batch_and_the_daemon_writes_their_takes(cluster):
         assert st["network_calls"]["sampling"] > 0 and st["model"] == "tiny"  # as a local worker reports them
         info = sf.info(st["takes"][0]["path"])
         assert (info.frames, info.channels, info.samplerate, info.subtype) == (44_100, 2, 44_100, "FLOAT")
+        # issue 24: the actor made the pictures, the daemon wrote them with the takes
+        pics = [st["input_spectrogram"], *(t["spectrogram"] for t in st["takes"])]
+        assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(p).stat().st_size <= 65536 for p in pics)
     assert "submit→start" in d.stderr()  # the Ray overhead per job is logged
 
 

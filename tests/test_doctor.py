@@ -235,11 +235,18 @@ def test_an_apple_gpu_is_reported_and_mps_where_there_is_none_fails_in_one_line(
     assert "mps" not in {r.name for r in check_torch(None)}  # nothing said about an Apple GPU elsewhere
 
 
-def test_doctor_ends_with_the_next_step_to_a_first_real_edit(env, capsys):
+def test_doctor_ends_with_the_next_step_to_a_first_real_edit(env, capsys, monkeypatch):
+    from engine import devices
+    from engine.models import fit
+
+    # a CPU machine with 8 GiB of RAM, whatever this one has: too small for ACE-Step (≈10 GiB), so SA3 small music
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    monkeypatch.setattr(fit, "ram_gib", lambda: 8.0)
     _, out = doctor(capsys, "--spool", str(env / "spool"), "--port", "0", "--model", "toy",
                     "--reaper-resource", str(env / "no-reaper"))
     tail = out.split("next step to a first real edit:", 1)[1]
-    assert "music: sa3-small-music" in tail and "sound effects: sa3-small" in tail
+    assert "music: sa3-small-music (needs ≈4 GiB; 8.0 GiB of RAM" in tail and "sound effects: sa3-small" in tail
     assert "`aiedit models pull sa3-small`" in tail and "`aiedit selftest --model sa3-small`" in tail
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine import devices
-from engine.models import catalog, fit, inventory
+from engine.models import catalog, fit
 from engine.selftest import FIXED, make_clip, scale, windows_for
 
 
@@ -31,24 +31,24 @@ def test_the_best_model_per_kind_is_the_specialist_that_fits(store):
     assert catalog.kind_of("sa3-medium-base") == "general" and catalog.memory_gib("tango") == 11.0
 
 
-def test_a_family_added_to_the_catalog_takes_part_without_a_change_here(store, monkeypatch):
-    """What issue 23's merge adds (ACE-Step: kind music, its own *_GPU_GIB table, first in auto's music order)."""
-    monkeypatch.setitem(catalog.ALIASES, "ace-step", ("ace-step", "ACE-Step/Ace-Step1.5"))
-    monkeypatch.setitem(catalog.KIND_OF_FAMILY, "ace-step", "music")
-    monkeypatch.setattr(catalog, "ACE_GPU_GIB", {"ace-step": 10.0}, raising=False)
-    monkeypatch.setitem(inventory.FAMILY_RANK, "ace-step", 0)
-    monkeypatch.setattr(inventory, "AUTO_ORDER", ("ace-step", *inventory.AUTO_ORDER))
+def test_ace_step_takes_part_through_catalog_data_alone():
+    """Issue 23's family (kind music, its own ACE_GPU_GIB table, first in auto's music order) joins the ranking
+    without a line of fit.py naming it."""
+    assert catalog.memory_gib("ace-step") == 10.0 and catalog.kind_of("ace-step-sft") == "music"
     assert fit.best_for("music", 12.0) == "ace-step"
     assert fit.best_for("music", 8.0) == "sa3-small-music"  # ACE-Step needs ≈10 GiB
     assert fit.best_for("sound effects", 12.0) == "sa3-small"
+    assert fit.smallest_for("music") == ("sa3-small-music", 4.0)
 
 
 def test_next_steps_name_the_pull_or_the_selftest(store):
-    lines = fit.next_steps(fit.Memory("cuda", 12.0, "12.0 GiB free on GPU 0 (test)"))
-    music, sfx = lines
-    assert music.startswith("music: sa3-small-music (needs ≈4 GiB; 12.0 GiB free on GPU 0 (test))")
+    music, sfx = fit.next_steps(fit.Memory("cuda", 8.0, "8.0 GiB free on GPU 0 (test)"))
+    assert music.startswith("music: sa3-small-music (needs ≈4 GiB; 8.0 GiB free on GPU 0 (test))")
     assert "`aiedit models pull sa3-small-music` (gated" in music
     assert "`aiedit selftest --model sa3-small-music`" in music
+    music = fit.next_steps(fit.Memory("cuda", 12.0, "x"))[0]  # ACE-Step fits: ungated, so no licence step
+    assert music == ("music: ace-step (needs ≈10 GiB; x): get it with `aiedit models pull ace-step`, then "
+                     "`aiedit selftest --model ace-step`")
     converted = store / "models" / "sa3-small"
     for part in ("transformer", "vae", "text_encoder", "duration_embedder", "tokenizer", "scheduler"):
         (converted / part).mkdir(parents=True)

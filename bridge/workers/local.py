@@ -192,15 +192,18 @@ class Worker(threading.Thread):
                 region = sv.check_source_again(job, source)
                 request = dataclasses.replace(job.request, source=source, region=region)
                 result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
+                source_audio = _read_input(source, region, jid)  # for its picture (docs/protocol.md)
             sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
             token.check()
             report("writing", pm.writing())
-            takes = write_takes(sv, job, [(t.eta, _float_wav(t.audio, result.sample_rate),
-                                           t.scores.to_dict() if t.scores is not None else None)
-                                          for t in result.takes], token)
+            pictures = make_pictures(source_audio, [t.audio for t in result.takes], result.sample_rate, jid)
+            takes, picture_fields = write_takes(sv, job, [(t.eta, _float_wav(t.audio, result.sample_rate),
+                                                           t.scores.to_dict() if t.scores is not None else None)
+                                                          for t in result.takes], token, pictures)
             sv.finish(
                 jid,
                 "done",
+                **picture_fields,
                 takes=takes,
                 model=editor.model_name,  # the model that ran ("auto" resolved)
                 best=result.best,
@@ -231,6 +234,38 @@ class Worker(threading.Thread):
 
 
 TakeWriter = Callable[[Any], None]  # writes one take's WAV file into the open binary file it is given
+Pictures = tuple[bytes | None, list[bytes | None]]  # the input's spectrogram PNG and one per take (engine.pictures)
+INPUT_PICTURE = "input.png"
+
+
+def _read_input(source: str, region: Any, jid: str) -> Any:
+    """The input region as the edit read it, for its picture; None (logged) when it cannot be read again."""
+    from engine.audio_io import read_region
+
+    try:
+        return read_region(source, region)[0]
+    except (EngineError, OSError) as exc:
+        log.warning("job %s: no picture of the input (%s)", jid, _short(exc))
+        return None
+
+
+def make_pictures(input_audio: Any, takes_audio: list[Any], sample_rate: int, jid: str) -> Pictures | None:
+    """The spectrogram pictures of a finished job (docs/protocol.md), made here, in the worker: never on the
+    answering thread. None, logged, when they cannot be made: a job never fails for a picture."""
+    try:
+        from engine.pictures import job_pictures
+
+        return job_pictures(input_audio, takes_audio, sample_rate)
+    except Exception as exc:  # a picture is a convenience: log it, keep the takes
+        log.warning("job %s: no spectrogram pictures (%s: %s)", jid, type(exc).__name__, _short(exc))
+        return None
+
+
+def _bytes(data: bytes) -> TakeWriter:
+    def write(fh: Any) -> None:
+        fh.write(data)
+
+    return write
 
 
 def _float_wav(audio: Any, sample_rate: int) -> TakeWriter:
@@ -244,24 +279,37 @@ def _float_wav(audio: Any, sample_rate: int) -> TakeWriter:
 
 
 def write_takes(service: Service, job: Job, takes: list[tuple[float, TakeWriter, dict[str, Any] | None]],
-                token: CancelToken) -> list[dict[str, Any]]:
+                token: CancelToken, pictures: Pictures | None = None) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Write every take (η, writer, scores) under a hidden name, then rename them all into place: the caller
     writes the final status right after, and a restart withdraws takes whose job never reached it (see
     Service.recover). Files are 0600 and written relative to folder descriptors (see :class:`bridge.jobs.spool.Spool`).
-    Shared by the local worker and the Ray one (:mod:`bridge.workers.remote`), whose takes arrive as bytes."""
+    Shared by the local worker and the Ray one (:mod:`bridge.workers.remote`), whose takes arrive as bytes.
+    ``pictures`` (the input's PNG and one per take) are written and renamed with the takes, as ``eta0.30.png``
+    beside ``eta0.30.wav`` and ``input.png``. Returns the status's takes and its ``input_spectrogram`` field."""
     spool = service.spool
     used: set[str] = set()
     pending: list[tuple[str, str]] = []
     out = []
-    for eta, write, scores in takes:
+    take_pngs = pictures[1] if pictures else []
+    for i, (eta, write, scores) in enumerate(takes):
         token.check()
         final = take_name(eta, used)
         pending.append((spool.write_partial_take(job.id, write), final))
-        out.append({"eta": eta, "path": service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
-                    "scores": scores})
+        entry: dict[str, Any] = {"eta": eta, "path": service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
+                                 "scores": scores}
+        png = take_pngs[i] if i < len(take_pngs) else None
+        if png:
+            name = final.removesuffix(".wav") + ".png"
+            pending.append((spool.write_partial_take(job.id, _bytes(png)), name))
+            entry["spectrogram"] = service.path_map.to_client(str(spool.takes_dir(job.id) / name))
+        out.append(entry)
+    fields: dict[str, str] = {}
+    if pictures and pictures[0]:
+        pending.append((spool.write_partial_take(job.id, _bytes(pictures[0])), INPUT_PICTURE))
+        fields["input_spectrogram"] = service.path_map.to_client(str(spool.takes_dir(job.id) / INPUT_PICTURE))
     token.check()
     spool.publish_takes(job.id, pending)
-    return out
+    return out, fields
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from typing import Any
 
 from bridge.jobs.protocol import Job
 from bridge.jobs.service import Service
-from bridge.workers.local import WRITING, ProgressMap, pinned_source, write_takes
+from bridge.workers.local import WRITING, ProgressMap, make_pictures, pinned_source, write_takes
 from bridge.workers.pool import Pool, Slot
 from engine.audio_io import read_region
 from engine.errors import Cancelled, EngineError
@@ -171,14 +171,18 @@ class EditActor:
                 req = dataclasses.replace(request, source=path, region=Region(0.0, None))
                 result = editor.edit(req, progress=lambda p: self._set(jid, *pm(p)), cancel=token)
             token.check()
+            # the pictures are made here, on the actor, like the takes (docs/protocol.md)
+            pictures = make_pictures(audio, [t.audio for t in result.takes], result.sample_rate, jid)
             takes = []
-            for t in result.takes:
+            for i, t in enumerate(result.takes):
                 buf = io.BytesIO()
                 sf.write(buf, np.asarray(t.audio, dtype=np.float32), result.sample_rate, format="WAV",
                          subtype="FLOAT")
                 takes.append({"eta": t.eta, "wav": buf.getvalue(),
-                              "scores": t.scores.to_dict() if t.scores is not None else None})
+                              "scores": t.scores.to_dict() if t.scores is not None else None,
+                              "png": pictures[1][i] if pictures else None})
             return {"state": "done", "model": editor.model_name, "best": result.best,
+                    "input_png": pictures[0] if pictures else None,
                     "sample_rate": result.sample_rate, "channels": result.channels, "frames": result.frames,
                     "network_calls": result.network_calls, "takes": takes, "t_start": t_start, "t_end": time.time()}
         except Cancelled:
@@ -355,8 +359,9 @@ class RemoteWorker(threading.Thread):
             return
         try:
             sv.progress(jid, "writing", 1.0 - WRITING)
-            takes = write_takes(sv, job, [(t["eta"], _bytes_writer(t["wav"]), t["scores"]) for t in out["takes"]],
-                                token)
+            pictures = (out.get("input_png"), [t.get("png") for t in out["takes"]])
+            takes, picture_fields = write_takes(sv, job, [(t["eta"], _bytes_writer(t["wav"]), t["scores"])
+                                                          for t in out["takes"]], token, pictures)
         except Cancelled:
             sv.spool.remove_takes(jid)
             sv.finish(jid, "cancelled", token.reason or "cancelled")
@@ -367,7 +372,8 @@ class RemoteWorker(threading.Thread):
             return
         written = time.time()
         sv.finish(jid, "done", takes=takes, model=out["model"], best=out["best"], sample_rate=out["sample_rate"],
-                  channels=out["channels"], frames=out["frames"], network_calls=out["network_calls"])
+                  channels=out["channels"], frames=out["frames"], network_calls=out["network_calls"],
+                  **picture_fields)
         log.info("job %s ran on %s: submit→start %.3f s, result→takes written %.3f s (of which writing %.3f s)",
                  jid, self.slot.name, out["t_start"] - t_submit, written - out["t_end"], written - t_result)
 
