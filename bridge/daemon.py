@@ -265,6 +265,14 @@ class Daemon:
             devices = parse_devices(cfg.devices, cfg.device)
         except DeviceError as exc:
             raise StartupError(str(exc)) from None
+        from engine.devices import resolve_device
+        from engine.errors import InputError
+
+        for device in {d for d in devices if d not in (None, "cpu", "auto")}:  # a named GPU must be here: one line
+            try:
+                resolve_device(device)
+            except InputError as exc:
+                raise StartupError(str(exc)) from None
         cache_dir = cfg.cache_dir
         if cache_dir is None and len(devices) > 1:
             # several workers share the LoRA stage results through the disk (a re-take on another worker then

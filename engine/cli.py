@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
                     help="stage 3 sampler on ᾱ-schedule models: ddim (default) or dpm (DPM-Solver++, for fewer "
                          "--sample-steps); flow models use their own")
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--device", default=None,
+                    help="auto (default: a CUDA GPU, else an Apple GPU, else the CPU) | cpu | cuda | cuda:N | mps")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU "
+                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU and Apple GPUs "
                          "(trained tensors and losses are fp32 either way)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the UNet (CUDA; pays a minute of compiling per model and shape)")

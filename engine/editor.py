@@ -80,6 +80,8 @@ class Editor:
     def _oom(self) -> OutOfMemory:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        elif self.model.device.type == "mps":
+            torch.mps.empty_cache()
         return OutOfMemory("the GPU ran out of memory: try LoRA mode, a shorter region or fewer η values; "
                            "the model itself is unchanged")
 
@@ -410,9 +412,10 @@ def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str |
     ``scorer="auto"`` uses the model's own CLAP where it has one, else ``laion/clap-htsat-unfused`` (a tiny CLAP
     for the tiny model); if those weights are missing the edit still runs and takes carry no scores.
     """
+    from engine.devices import resolve_device
     from engine.models.registry import load_model, load_scorer_for
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)  # auto: CUDA, else Apple's MPS, else the CPU; an absent one fails in one line
     m = load_model(model, device=dev, allow_download=allow_download, precision=precision, compile_unet=compile_unet)
     clap = None
     if scorer is not None:

@@ -1,5 +1,5 @@
 -- @description AI batch re-take
--- @version 0.4.0
+-- @version 0.4.1
 -- @author aiedit
 -- @noindex
 -- @about

@@ -1,5 +1,5 @@
 -- @description AI edit selected items
--- @version 0.4.0
+-- @version 0.4.1
 -- @author aiedit
 -- @about
 --   # AI edit selected items
@@ -17,10 +17,10 @@
 --   [main] AI edit settings.lua
 --   [nomain] aiedit/*.lua
 -- @changelog
---   Jobs survive project tabs (closed tabs, File > Open in the same tab, upper-cased ext-state keys); results on
---   muted per-η tracks or silent lanes, by REAPER version (6, 7.08, 7.18+); razor areas per lane, one job per
---   area; apostrophes in remembered prompts; the wrong dialog field named in its caption; the engine's modes
---   (flowedit preview); each job's worker; trims before a render; unsaved projects wait for a file.
+--   A jobs window on ReaImGui (play, A/B against the original, keep one take; scores and spectrograms); a
+--   dialog in plain words with the engine's models and the project's tempo; refused or vanished jobs end with
+--   their reason. On Windows the default spool is the engine's own, also for user names outside ASCII; the
+--   engine command is quoted for Windows and macOS/Linux (paths with spaces).
 
 local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
 package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -92,6 +93,43 @@ def _ace_snapshot(hub: Path, repo: str, dit: str = "", shared: bool = True) -> P
     save_file({"decoder.proj_in.1.weight": np.zeros((16, 24, 2), np.float32),
                "decoder.proj_out.1.weight": np.zeros((16, 8, 2), np.float32)}, str(snap / pre / "model.safetensors"))
     return snap
+
+
+def test_pull_goes_through_the_resumable_fetcher_and_leaves_the_planner_lm(hub, capsys, monkeypatch, tmp_path):
+    """``models pull ace-step`` fetches like every pull (engine/models/download.py, issue 27): from a hub stand-in
+    on 127.0.0.1, only the turbo DiT and the shared parts (pull_plan's patterns), a dropped connection resumed where
+    it stopped, then verified."""
+    import torch
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    repo, dit = "ACE-Step/Ace-Step1.5", "acestep-v15-turbo/model.safetensors"
+    lm = "acestep-5Hz-lm-1.7B/model.safetensors"
+    src = _ace_snapshot(tmp_path / "published", repo, "acestep-v15-turbo")
+    files = {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    latent = io.BytesIO()
+    torch.save(torch.zeros(1, 8, 4), latent)
+    files["acestep-v15-turbo/silence_latent.pt"] = latent.getvalue()
+    files[lm] = b"\0" * 4096
+    fake = FakeHub({repo: files})
+    half = len(files[dit]) // 2
+    fake.drop_at[(repo, dit)] = half
+    monkeypatch.setenv("HF_ENDPOINT", fake.start())
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest's; requests go to 127.0.0.1 only
+    try:
+        code, out = run(capsys, "pull", "ace-step")
+    finally:
+        fake.stop()
+    assert code == 0 and "verified: all checks passed" in out, out
+    assert [g.range for g in fake.hits("GET", repo, dit)] == [None, f"bytes={half}-"]  # resumed, not restarted
+    assert not [h for h in fake.log if h.path == lm]  # the 5 Hz planner LM: listed by the hub, never requested
+    assert "skipping laion/clap-htsat-unfused (optional)" in out
+    found = inventory.find_alias("ace-step")
+    assert found is not None and found.usable
+    snap = found.folder.parent
+    assert {p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()} == set(files) - {lm}
+    assert all((snap / path).read_bytes() == data for path, data in files.items() if path != lm)
 
 
 def test_cached_snapshots_are_found_verified_and_ranked_music_last(hub, capsys):

@@ -1803,3 +1803,112 @@ def test_batch_offers_the_models_and_sends_the_tempo_at_each_item(env):
     assert {j["model"] for j in jobs.values()} == {"tiny"} and {j["mode"] for j in jobs.values()} == {"zeta"}
     assert (jobs["Snare"]["bpm"], jobs["Door"]["bpm"], jobs["Door"]["time_signature"]) == (120, 90, "3/4")
     assert saved(out)["projextstate"]["aiedit/last_model"] == "tiny"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# paths on every platform (issue 24's "default spool from USERPROFILE" risk, issue 27)
+
+
+def windows_default_spool(env, userprofile_ansi: bytes, resource: str, **getenv) -> str:
+    """The spool the scripts use on a Windows REAPER with no spool setting: read from the engine message (no
+    daemon answers there). ``userprofile_ansi`` is what REAPER's os.getenv returns: the ANSI code page bytes."""
+    sc = dict(env["scenario"], windows=True, resource_path=resource, extstate={},
+              getenv={"USERPROFILE": {"hex": userprofile_ansi.hex()}, "AIEDIT_SPOOL": False, **getenv})
+    out = edit(env, answers=[], mb_answers=[2], **{k: v for k, v in sc.items() if k != "tracks"})
+    msg = out["messages"][0]["msg"]
+    return msg.split("no fresh heartbeat in\n", 1)[1].split("\\daemon.json", 1)[0]
+
+
+@pytest.mark.parametrize(("name", "ansi"), [
+    ("José Müller", "José Müller".encode("cp1252")),  # in the code page: other bytes than UTF-8's
+    ("王小明", b"???"),  # not in a Western code page: '?' for each character
+    ("Ana Lúcia", "Ana Lúcia".encode("cp1252")),
+])
+def test_windows_default_spool_is_the_daemons_whatever_the_user_name(env, name, ansi):
+    """The daemon's default is Path.home()/.aiedit/spool, and Python reads USERPROFILE in full Unicode; REAPER's Lua
+    gets it in the ANSI code page. The scripts take the exact profile folder from REAPER's UTF-8 resource path."""
+    import ntpath
+
+    profile = f"C:\\Users\\{name}"
+    got = windows_default_spool(env, b"C:\\Users\\" + ansi, f"{profile}\\AppData\\Roaming\\REAPER")
+    assert got == ntpath.join(profile, ".aiedit", "spool")
+
+
+def test_windows_spool_when_the_profile_cannot_be_known_is_under_reapers_own_folder(env):
+    # a portable REAPER (resource path not under the profile) and a name the code page lacks: no exact profile, so
+    # the spool goes under REAPER's resource path and the engine command REAPER shows passes it as --spool
+    resource = "D:\\Portable REAPER 音"
+    got = windows_default_spool(env, b"C:\\Users\\???", resource)
+    assert got == resource + "\\aiedit\\spool"
+    # an ASCII name is exact whatever the resource path
+    assert windows_default_spool(env, b"C:\\Users\\jo", resource) == "C:\\Users\\jo\\.aiedit\\spool"
+    # a profile whose ASCII letters disagree with the resource path's is not taken from it
+    got = windows_default_spool(env, b"C:\\Users\\Jos\xe9", "C:\\Users\\Ana Lúcia\\AppData\\Roaming\\REAPER")
+    assert got == "C:\\Users\\Ana Lúcia\\AppData\\Roaming\\REAPER\\aiedit\\spool"
+
+
+def quote_in_lua(arg: str, windows: bool) -> str:
+    scripts = str(ROOT / "reaper_scripts")
+    code = (f"package.path = {json.dumps(scripts + '/?.lua;' + scripts + '/?/init.lua;')} .. package.path; "
+            f"reaper = {{}}; local M = require('aiedit'); M.is_windows = {str(windows).lower()}; "
+            "io.write(M.quote_arg(arg[1]))")
+    proc = subprocess.run([lua(), "-e", code, "-", arg], capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode("utf-8")
+
+
+def windows_argv(line: str) -> list[str]:
+    """The C runtime's split of a command line (CommandLineToArgvW's documented rules), for the test's check."""
+    out, cur, i, quoted, have = [], [], 0, False, False
+    while i < len(line):
+        c = line[i]
+        if c == "\\":
+            n = 0
+            while i < len(line) and line[i] == "\\":
+                n, i = n + 1, i + 1
+            if i < len(line) and line[i] == '"':
+                cur.append("\\" * (n // 2))
+                if n % 2:
+                    cur.append('"')
+                    i += 1
+                continue
+            cur.append("\\" * n)
+            continue
+        if c == '"':
+            quoted, have = not quoted, True
+        elif c in " \t" and not quoted:
+            if cur or have:
+                out.append("".join(cur))
+            cur, have = [], False
+        else:
+            cur.append(c)
+        i += 1
+    if cur or have:
+        out.append("".join(cur))
+    return out
+
+
+@pytest.mark.parametrize("path", ["C:\\Users\\José Müller\\aiedit env\\Scripts\\aiedit.exe",
+                                  "D:\\Spool 音\\", 'C:\\odd "quoted" dir\\x', "C:\\100% ^done & more\\a b"])
+def test_engine_start_arguments_survive_windows_quoting(path):
+    line = "aiedit.exe serve --spool " + quote_in_lua(path, windows=True)
+    assert windows_argv(line) == ["aiedit.exe", "serve", "--spool", path]
+
+
+@pytest.mark.parametrize("path", ["/Users/José Müller/Library/aiedit spool", "/tmp/a $HOME `id` \"q\" \\b/音"])
+def test_engine_start_arguments_survive_posix_shell_quoting(path):
+    proc = subprocess.run(["/bin/sh", "-c", "printf %s " + quote_in_lua(path, windows=False)], capture_output=True,
+                          timeout=30)
+    assert proc.stdout.decode("utf-8") == path
+
+
+def test_a_bare_engine_path_with_spaces_is_quoted_and_served(env):
+    exe = env["tmp"] / "Program Files" / "aiedit env" / "bin" / "aiedit"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    heartbeat(env["spool"], age=30)
+    for setting, want in ((str(exe), f'"{exe}" serve'), (f"{exe} serve --port 9051", f'"{exe}" serve --port 9051'),
+                          (f'"{exe}" serve', f'"{exe}" serve')):
+        ext = {"aiedit/spool": str(env["spool"]), "aiedit/engine_cmd": setting}
+        out = edit(env, mb_answers=[6], extstate=ext)
+        assert out["exec"] == [{"cmd": f'{want} --spool "{env["spool"]}"', "timeout": -2}], setting

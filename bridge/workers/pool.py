@@ -56,8 +56,8 @@ def parse_devices(spec: str | None, default: str | None = None) -> list[str | No
         d = part.strip()
         if d == "cuda":
             d = "cuda:0"
-        if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit()):
-            raise DeviceError(f"--devices: {part.strip()!r} is not a device (cpu, cuda, cuda:N; or all)")
+        if d not in ("cpu", "mps") and not (d.startswith("cuda:") and d[5:].isdigit()):
+            raise DeviceError(f"--devices: {part.strip()!r} is not a device (cpu, cuda, cuda:N, mps; or all)")
         out.append(d)
     if len(out) > 64:
         raise DeviceError("--devices: at most 64 workers")

@@ -6,7 +6,8 @@ Stable Audio 3 facts and their sources:
   ``-small-music`` (433 M DiT + SAME-S, up to 120 s): the Stability-AI/stable-audio-3 README's model table and the
   Hugging Face model cards (the ``stable-audio-3`` collection). No plain ``stable-audio-3-small`` repo exists; the
   small model comes as two specialisations, so ``sa3-small`` names the sound-effects one (aiedit edits sounds and
-  music alike; ``sa3-small-music`` names the other).
+  music alike; ``sa3-small-music`` names the other). ``-medium-base`` is the undistilled medium model (Euler, 100
+  steps; Stability-AI/stable-audio-3 ``model_configs.py`` lists it beside the distilled ones).
 - licence: the model cards' ``license: other`` / ``stable-audio-community`` — the Stability AI Community License
   (https://stability.ai/license): free for individuals and organisations under US$1M annual revenue, an enterprise
   licence above. The three repos are gated: the licence is accepted on each model page, and the text encoder is
@@ -14,7 +15,8 @@ Stable Audio 3 facts and their sources:
 - layout: the hub checkpoints are in stable-audio-tools form (``model.safetensors`` + ``model_config.json``), not
   diffusers' (diffusers' SA3 docs: "not published in diffusers format, so convert them locally" with
   ``scripts/convert_stable_audio_3_to_diffusers.py`` from the diffusers repository). aiedit loads the converted
-  folder; ``aiedit models pull`` fetches the checkpoint and prints the conversion command.
+  folder; ``aiedit models pull`` fetches the checkpoint and the T5Gemma text encoder and converts them with its own
+  converter (engine/models/convert_sa3.py); ``--from DIR`` converts a checkpoint copied by hand.
 - not found: the GPU memory each needs beyond the issue's figures (1.7-6.5 GB for 8-step sampling on an H200); the
   doctor's thresholds below are those figures plus headroom for stage-2 fine-tuning, marked as estimates.
 
@@ -61,10 +63,14 @@ ALIASES: dict[str, tuple[str, str]] = {
     "sa3-small": (SA3, "stabilityai/stable-audio-3-small-sfx"),
     "sa3-small-music": (SA3, "stabilityai/stable-audio-3-small-music"),
     "sa3-medium": (SA3, "stabilityai/stable-audio-3-medium"),
+    "sa3-medium-base": (SA3, "stabilityai/stable-audio-3-medium-base"),
     "ace-step": (ACE, ACE_MAIN),
     "ace-step-sft": (ACE, "ACE-Step/acestep-v15-sft"),
     "ace-step-base": (ACE, "ACE-Step/acestep-v15-base"),
 }
+# SA3's text encoder: not inside the checkpoint (the reference conditioner keeps it out of its state dict), fetched
+# beside it and copied into the converted folder (engine/models/convert_sa3.py).
+T5GEMMA = "google/t5gemma-b-b-ul2"
 # Where each ACE-Step alias's DiT sits in its repository ("" = the root); the VAE and text encoder come from
 # ACE_MAIN (ACE_SHARED) whatever the DiT.
 ACE_DIT_FOLDER: dict[str, str] = {"ace-step": "acestep-v15-turbo", "ace-step-sft": "", "ace-step-base": ""}
@@ -79,9 +85,11 @@ GATED: dict[str, str] = {
            "https://stability.ai/license) and, for its T5Gemma text encoder, Gemma's terms of use")
     for fam, repo in ALIASES.values() if fam == SA3
 }
+GATED[T5GEMMA] = "Gemma's terms of use (https://ai.google.dev/gemma/terms)"
 # Free GPU memory (GiB) to run each SA3 size comfortably: 8-step sampling needs 1.7-6.5 GB on an H200 (the issue's
 # figures from Stability's report); LoRA fine-tuning holds activations and Adam state besides. Estimates.
-SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0}
+SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0,
+                                  "sa3-medium-base": 12.0}
 # The same for ACE-Step 1.5 (the 2B DiTs): ≈ 6.3 GB of bf16 weights plus LoRA training; an estimate (see above).
 ACE_GPU_GIB: dict[str, float] = {"ace-step": 10.0, "ace-step-sft": 10.0, "ace-step-base": 10.0}
 # What one loaded model holds (GiB of fp32 weights: parameters x 4 bytes), by name, else by family: how many models
@@ -97,6 +105,20 @@ WEIGHTS_GIB: dict[str, float] = {"audioldm": 1.8, "audioldm-m": 2.7, "audioldm-l
 # What one edit needs beside the weights (activations, LoRA adapters and Adam state, the decoded audio): TANGO's
 # measured LoRA peak of 9.8 GiB on an H100 less its ≈ 5 GiB of weights; the toy-sized models need little.
 EDIT_GIB, TOY_EDIT_GIB = 5.0, 0.5
+
+# Peak GPU memory of one LoRA edit of a real-size TANGO, fp32 (NVIDIA H100, measured: /work/shared/notes/gpu.md,
+# the doctor's MODE_GIB["lora"]). AudioLDM / AudioLDM 2 have no measured figure: they are not recommended by size.
+TANGO_GPU_GIB: dict[str, float] = {a: 11.0 for a, (fam, _) in ALIASES.items() if fam == "tango"}
+
+
+def memory_gib(name: str) -> float | None:
+    """Memory (GiB) one edit of a model needs, from every ``*_GPU_GIB`` table here (SA3_GPU_GIB, ACE_GPU_GIB,
+    TANGO_GPU_GIB, and any family's added later), or None when no figure is known."""
+    for key, table in globals().items():
+        if key.endswith("_GPU_GIB") and isinstance(table, dict) and name in table:
+            return float(table[name])
+    return None
+
 
 BUILTIN = ("tiny", "tiny-sa3", "tiny-ace")
 AUTO = "auto"
@@ -147,9 +169,9 @@ def modes_of_family(family: str) -> tuple[str, ...]:
 
 # What each model is for, as the REAPER dialog shows it: "music", "sound effects", or "general" (both). By name
 # first (a family's checkpoints may differ: SA3 small comes as sfx and music), else by family. Sources: the model
-# cards — SA3 small-sfx / small-music are the specialisations of the small model, medium the general one; AudioLDM 2
-# music is the music-only checkpoint; TANGO is trained on AudioCaps (sound events); AudioLDM and AudioLDM 2 on
-# sound, music and speech; ACE-Step makes songs; the toy models know the toy world's sound events.
+# cards — SA3 small-sfx / small-music are the specialisations of the small model, medium (and medium-base) the
+# general one; AudioLDM 2 music is the music-only checkpoint; TANGO is trained on AudioCaps (sound events); AudioLDM
+# and AudioLDM 2 on sound, music and speech; ACE-Step makes songs; the toy models know the toy world's sound events.
 KIND_OF_NAME: dict[str, str] = {"sa3-small": "sound effects", "sa3-small-music": "music", "sa3-medium": "general",
                                 "audioldm2-music": "music", "toy": "sound effects", "toy-flow": "sound effects"}
 KIND_OF_FAMILY: dict[str, str] = {ACE: "music", "tiny-ace": "music", "tango": "sound effects", SA3: "general",

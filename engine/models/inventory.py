@@ -21,6 +21,7 @@ from engine.models.catalog import (
     SA3,
     SHIPPED,
     SHIPPED_CLAP,
+    T5GEMMA,
     converted_home,
     family_of_hub_id,
     kind_of,
@@ -29,11 +30,12 @@ from engine.models.catalog import (
 # --model auto prefers these, best first. A daemon's default model answers every request, sounds and music alike,
 # so the music specialists come last: a music model turns a prompt for a door knock into music, while the others
 # can at least approach music. Among the rest: Stable Audio 3 (44.1 kHz stereo, 8-step sampling) > TANGO >
-# AudioLDM 2 > AudioLDM, the larger checkpoint first. Among the music models: ACE-Step 1.5 (48 kHz stereo songs,
-# lyrics; turbo first: 8 steps, then sft, then base) > SA3 small music > AudioLDM 2 music.
-AUTO_ORDER = ("sa3-medium", "sa3-small", "tango2-full", "tango2", "tango-full", "tango", "audioldm2-large",
-              "audioldm2", "audioldm-l", "audioldm-m", "audioldm", "ace-step", "ace-step-sft", "ace-step-base",
-              "sa3-small-music", "audioldm2-music")
+# AudioLDM 2 > AudioLDM, the larger checkpoint first (the undistilled SA3 medium-base after the small one: 100 steps
+# where the others take 8). Among the music models: ACE-Step 1.5 (48 kHz stereo songs, lyrics; turbo first: 8
+# steps, then sft, then base) > SA3 small music > AudioLDM 2 music.
+AUTO_ORDER = ("sa3-medium", "sa3-small", "sa3-medium-base", "tango2-full", "tango2", "tango-full", "tango",
+              "audioldm2-large", "audioldm2", "audioldm-l", "audioldm-m", "audioldm", "ace-step", "ace-step-sft",
+              "ace-step-base", "sa3-small-music", "audioldm2-music")
 FAMILY_RANK = {SA3: 0, ACE: 0, "tango": 1, "audioldm2": 2, "audioldm": 3}
 TANGO_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
 TANGO_TEXT = "google/flan-t5-large"
@@ -236,7 +238,8 @@ EXTRAS: dict[str, list[tuple[str, str, bool]]] = {
               (CLAP_SCORER, "CLAP, for take scores", False)],
     "audioldm": [(CLAP_SCORER, "CLAP, for take scores", False)],
     "audioldm2": [],
-    SA3: [(CLAP_SCORER, "CLAP, for take scores", False)],
+    SA3: [(T5GEMMA, "T5Gemma text encoder, copied into the converted folder", True),
+          (CLAP_SCORER, "CLAP, for take scores", False)],
     ACE: [(CLAP_SCORER, "CLAP, for take scores", False)],
 }
 
@@ -289,6 +292,8 @@ def _needs(family: str, folder: Path | None) -> list[Need]:
     for repo, why, required in EXTRAS[family]:
         if repo == TANGO_TEXT and folder is not None:
             present = tango_text_encoder(folder) is not None
+        elif repo == T5GEMMA and folder is not None:  # a converted folder carries its own copy
+            present = (folder / "text_encoder").is_dir() or hub_snapshot(repo) is not None
         else:
             present = hub_snapshot(repo) is not None
         out.append(Need(repo, why, required, present))
@@ -323,9 +328,11 @@ def entries() -> list[Entry]:
             present = found is not None and found.usable
             note = "gated: accept the licence on its model page first (aiedit models pull explains)"
             if found is not None and not found.usable:
-                note = f"downloaded to {found.folder} but not converted yet: aiedit models pull {alias} says how"
+                note = (f"downloaded to {found.folder} but not converted yet: `aiedit models pull {alias}` converts "
+                        "it (what is downloaded is not fetched again)")
             out.append(Entry(alias, family, repo, found.folder if found else None, present,
-                             folder_size(found.folder) if found else 0, _needs(family, None), note))
+                             folder_size(found.folder) if found else 0,
+                             _needs(family, found.folder if present else None), note))
             continue
         snap = hub_snapshot(repo)
         present = snap is not None and not missing_files(snap, family)
@@ -366,6 +373,12 @@ def repos_to_pull(name: str) -> list[str]:
         family = family_of_hub_id(name) or "audioldm"
         return [name, *(r for r, _, _ in EXTRAS[family])]
     raise KeyError(name)
+
+
+def optional_repos(name: str) -> set[str]:
+    """The repositories ``repos_to_pull`` lists that a model can run without (CLAP, for scores)."""
+    family = ALIASES[name][0] if name in ALIASES else (family_of_hub_id(name) or "audioldm")
+    return {r for r, _, required in EXTRAS[family] if not required}
 
 
 def cache_folder_of(repo: str, cache: Path | None = None) -> Path:

@@ -122,8 +122,9 @@ def _family_of_folder(path: Path) -> str:
     if ace_dit_ok(path):
         return ACE
     if (path / "model_config.json").is_file() and (path / "model.safetensors").is_file():
-        raise ModelUnavailable(f"{path} is a Stable Audio 3 checkpoint in stable-audio-tools layout: convert it to "
-                               "diffusers layout first (docs/install.md, Stable Audio 3)")
+        raise ModelUnavailable(f"{path} is a Stable Audio 3 checkpoint in stable-audio-tools layout: convert it with "
+                               f"`aiedit models pull sa3-small --from {path}` (or sa3-small-music, sa3-medium, "
+                               "sa3-medium-base: the model it is), then use --model with that name")
     raise ModelUnavailable(f"{path} is not a model folder: expected model_index.json (AudioLDM, AudioLDM 2, Stable "
                            "Audio 3) or main_config.json + vae_config.json (TANGO)")
 
@@ -132,7 +133,8 @@ def _missing(spec: ModelSpec, exc: BaseException) -> ModelUnavailable:
     if spec.family == SA3 and not Path(spec.source).is_dir():
         return ModelUnavailable(
             f"{spec.name} ({spec.source}, gated) is not converted on this machine: run `aiedit models pull "
-            f"{spec.name}` (it explains the licence and the conversion) or pass --model /path/to/converted/folder")
+            f"{spec.name}` (it explains the licence, fetches and converts; `--from DIR` converts a copied "
+            "checkpoint) or pass --model /path/to/converted/folder")
     if spec.family == ACE and not Path(spec.source).is_dir():
         return ModelUnavailable(
             f"{spec.name} ({spec.source}, MIT, ungated) is not on this machine: run `aiedit models pull {spec.name}` "

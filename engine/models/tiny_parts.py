@@ -86,14 +86,16 @@ def offline_gemma_tokenizer(model_max_length: int = 64):
     return GemmaTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length, padding_side="right")
 
 
-def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 32) -> dict:
+def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 32, embed_dim: int = 32,
+                        num_heads: int = 2) -> dict:
     """The components of diffusers' ``StableAudio3Pipeline`` at toy widths, random weights, offline.
 
     Real geometry where it matters to the editor: 44.1 kHz stereo in and out of ``AutoencoderSAME`` (downsampling
     1024 instead of the real 4096, so short test clips still have a few dozen latent frames), a DiT that predicts
     velocity with the inpainting (local-additive) input, T5Gemma cross-attention plus the duration token, and the
     distilled checkpoints' 8-step ping-pong ``FlowMatchEulerDiscreteScheduler``. Keys are the pipeline's own
-    (``StableAudio3Pipeline(**components)`` builds it).
+    (``StableAudio3Pipeline(**components)`` builds it). ``embed_dim``/``num_heads`` set the DiT's width (64 / 1 gives
+    the real models' 64-wide heads, whose rotary embedding the reference and diffusers size alike).
     """
     from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel
     from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
@@ -113,7 +115,8 @@ def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 3
         text_encoder = T5GemmaEncoderModel(T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(),
                                                          is_encoder_decoder=False))
         duration_embedder = StableAudio3DurationEmbedder(output_dim=cond_dim, fourier_dim=16)
-        transformer = StableAudio3DiTModel(io_channels=latent_dim, patch_size=1, embed_dim=32, depth=2, num_heads=2,
+        transformer = StableAudio3DiTModel(io_channels=latent_dim, patch_size=1, embed_dim=embed_dim, depth=2,
+                                           num_heads=num_heads,
                                            cond_token_dim=cond_dim, global_cond_dim=cond_dim,
                                            local_add_cond_dim=latent_dim + 1, timestep_features_dim=16, ff_mult=2,
                                            num_memory_tokens=4, use_differential_attention=True)

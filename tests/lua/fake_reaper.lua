@@ -253,6 +253,19 @@ function F.load(scenario)
   F.user_inputs = scenario.user_inputs or {}
   F.mb_answers = scenario.mb_answers or {}
   F.keys = {}
+  -- "getenv": {"NAME": "value" | {"hex": "433a5c..."}}: what os.getenv returns in this REAPER. On Windows that is
+  -- the ANSI code page form of the value (hex gives its exact bytes); names not listed come from the real process.
+  if scenario.getenv then
+    local real = F.real_getenv or os.getenv
+    F.real_getenv = real
+    os.getenv = function(name) -- luacheck: ignore 122 (the fake replaces what REAPER provides)
+      local v = scenario.getenv[name]
+      if v == nil then return real(name) end
+      if type(v) == "table" then return (v.hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)) end
+      if v == false then return nil end
+      return v
+    end
+  end
 end
 
 -- proj argument as ReaScript takes it: 0 or nil = the active project, else a ReaProject*.

@@ -36,7 +36,10 @@ CHANGELOG = ("A jobs window on ReaImGui: play a take alone, A/B it against the o
              "size remembered; Space plays. A dialog in plain words (presets, modes by what they cost, the engine's "
              "models, tempo and time signature from the project). Refused or vanished jobs end with their reason; "
              "named AI lanes per strength; results keep the item's fades and volume; opt-in to open the window at "
-             "start. The plain windows stay when ReaImGui is missing.")
+             "start. The plain windows stay when ReaImGui is missing. On Windows the default spool is the engine's "
+             "own, also for user names outside ASCII (else a folder under REAPER's resource path, passed to the "
+             "engine REAPER starts); the engine command is quoted for Windows and macOS/Linux, and an engine path "
+             "with spaces pasted bare is quoted.")
 
 
 def script_version() -> str:

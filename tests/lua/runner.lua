@@ -25,6 +25,8 @@ dialog answers and a list of steps:
   {"set_play_state": 5}                      REAPER starts recording (GetPlayState bits), 0 stops
   {"select_items": ["<guid>", ...]}          the user selects these items only
   {"edit_cursor": 3.5}                       the user moves the edit cursor
+Scenario "windows": true runs the scripts as on Windows (separator, quoting); "getenv" and "resource_path" set
+what os.getenv and reaper.GetResourcePath return (see fake_reaper.lua).
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
@@ -43,6 +45,7 @@ fh:close()
 script_dir = scenario.script_dir or script_dir
 F.load(scenario)
 if scenario.dt then F.dt = scenario.dt end
+if scenario.windows then lib.is_windows, lib.sep = true, "\\" end -- a Windows REAPER (paths, quoting)
 
 local errors = lib.array()
 local function guarded(what, fn, ...)
