@@ -22,8 +22,7 @@ from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
 from engine.errors import InputError, OutOfMemory
-from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
-from engine.flowedit import flowedit
+from engine.flowedit import default_draws, default_steps, flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning
 from engine.params import ZERO_SHOT_MODES, EditParams, EditRequest
@@ -53,6 +52,7 @@ class Editor:
 
     def __init__(self, model: AudioModel, scorer=None, cache: StageCache | None = None) -> None:
         self.model = model
+        self.flowedit_draws: int | None = None  # FlowEdit's noise draws a step; None = by device (engine.flowedit)
         self.scorer = scorer
         self.cache = cache if cache is not None else StageCache()
         self._prompt_cache: dict[str, tuple[Conditioning, Conditioning]] = {}
@@ -96,8 +96,10 @@ class Editor:
         """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
         paper's (what results record, and what the cache keys on)."""
         m = self.model
-        # FlowEdit integrates an ODE on the velocity difference: its own, finer step count (engine.flowedit)
-        steps = FLOWEDIT_STEPS if params.mode == "flowedit" else m.default_steps
+        steps = m.default_steps
+        if params.mode == "flowedit" and m.schedule.kind == "flow":
+            # FlowEdit integrates an ODE on the velocity difference: its own step count, by device (engine.flowedit)
+            steps = default_steps(m.schedule, params.etas, m.device)
         defaults = {**m.stage_defaults, "sample_steps": steps, "guidance": m.default_guidance}
         return params.resolved(defaults).validate()
 
@@ -152,8 +154,11 @@ class Editor:
         timings["assemble"] = time.perf_counter() - t0
 
         trained = p.mode not in ZERO_SHOT_MODES
+        recorded = p.to_dict()
+        if p.mode == "flowedit":
+            recorded["noise_draws"] = self.noise_draws()
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
-                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts)
+                            timings=timings, windows=len(windows), params=recorded, network_calls=counts)
         if self.scorer is not None:
             token.check()
             t0 = time.perf_counter()
@@ -234,7 +239,7 @@ class Editor:
             with calls.stage(m, "sampling", counts):
                 latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
                                    steps=steps, guidance=guidance, source_guidance=float(p.source_guidance),
-                                   seed=seed, keep=keep, on_step=stepper("sampling"))
+                                   seed=seed, keep=keep, draws=self.noise_draws(), on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
             key = self.stage_cache_key(seg, p, seed)
@@ -277,6 +282,12 @@ class Editor:
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
+
+    def noise_draws(self) -> int:
+        """FlowEdit's noise draws a step: :attr:`flowedit_draws` when set, else the device's (engine.flowedit)."""
+        if self.flowedit_draws is not None:
+            return int(self.flowedit_draws)
+        return default_draws(self.model.device)
 
     def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int) -> str:
         """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, and where and in
