@@ -203,10 +203,10 @@ def build_sa3(family: str, device: str) -> AudioModel:
     # The real tokenizer (Gemma's 256k SentencePiece) cannot be downloaded: an in-memory Gemma tokenizer with one
     # token per character stands in; it pads to the same 256 tokens, so the context length is the real one.
     tok = offline_gemma_tokenizer(model_max_length=256)
+    # The window is the product's (StableAudio3 reads it from the DiT's size: small 120 s, medium 380 s).
     model = StableAudio3(name=f"{family}-real", transformer=dit, vae=vae, text_encoder=text, tokenizer=tok,
                          duration_embedder=duration,
-                         scheduler=FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True)),
-                         max_seconds=120.0)
+                         scheduler=FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True)))
     return model.to(device, torch.float32)
 
 

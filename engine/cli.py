@@ -162,6 +162,7 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
                "channels": result.channels, "frames": result.frames, "cache_hit": result.cache_hit,
                "timings": {k: round(v, 3) for k, v in result.timings.items()} | {"load": round(load_s, 3)},
                "network_calls": result.network_calls,
+               "windows": result.windows, "window_seconds": editor.model.max_seconds,
                "takes": [], "best": result.best}
     for take in result.takes:
         path = write_wav_atomic(out / f"{stem}_{request.params.mode}_eta{take.eta:.2f}.wav", take.audio,

@@ -127,6 +127,8 @@ class Editor:
         focus = (span.model_start, span.model_end) if span else (0, len(x))
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
         windows = plan_windows(len(x), focus, window, overlap)
+        log.info("%s: %.1f s edited in %d window%s (the model's window: %g s)", self.model.name, len(x) / msr,
+                 len(windows), "" if len(windows) == 1 else "s", self.model.max_seconds)
         e_target, uncond = self._encode(p.prompt)
         timings["prepare"] = time.perf_counter() - t0
         report(Progress("preparing", 1, 1))
@@ -134,8 +136,9 @@ class Editor:
         pieces: list[list[tuple[Window, np.ndarray]]] = [[] for _ in p.etas]
         cache_hits = 0
         for k, win in enumerate(windows):
-            waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, e_target,
-                                           uncond, report, token, timings, counts)
+            with self.model.clip_duration((win.end - win.start) / msr):  # the window's length, not the padded one
+                waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, e_target,
+                                               uncond, report, token, timings, counts)
             cache_hits += hit
             for j, w in enumerate(waves):
                 pieces[j].append((win, w))

@@ -66,3 +66,19 @@ def test_the_paper_settings_are_kept_where_rows_are_cheap(editor, clip):
         editor.flowedit_draws = None
     assert set(batches) == {4} and res.params["noise_draws"] == 2 and res.params["sample_steps"] == DEFAULT_STEPS
     assert len(batches) == DEFAULT_STEPS - editor.model.schedule.start_step(0.9, editor.model.schedule.grid(28))
+
+
+def test_the_cpu_preview_benchmark_runs_its_rows(tmp_path):
+    """``python -m benchmarks preview`` (real-size SA3 small in docs/performance.md), kept alive on the tiny model."""
+    import json
+
+    from benchmarks.bench_preview import main
+
+    out = tmp_path / "preview.json"
+    assert main(["--smoke", "--strengths", "0.7,1.0", "--json", str(out)]) == 0
+    rows = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["ours sdedit"]["ratio_to_sdedit"] == 1.0
+    assert rows["ours flowedit (CPU preview)"]["network_calls"]["sampling"] == CPU_CALLS
+    assert rows["ours flowedit (CPU preview)"]["noise_draws"] == 1
+    assert rows[f"ours flowedit ({DEFAULT_STEPS} steps, {NOISE_DRAWS} draws)"]["noise_draws"] == NOISE_DRAWS
+    assert "diffusers StableAudio3AudioToAudioPipeline" in rows and "ours sdedit @ 0.7/1" in rows

@@ -228,6 +228,13 @@ class AudioModel(ABC):
         return self.decode_latent(latent).unsqueeze(1)
 
     @contextmanager
+    def clip_duration(self, seconds: float) -> Iterator[None]:
+        """While the block runs, the audio being edited is ``seconds`` long (before the codec pads it): what a model
+        conditioned on duration hears (SA3's duration input, as its pipelines give the requested length). The
+        AudioLDM family has no such input."""
+        yield
+
+    @contextmanager
     def masked_conditioning(self, z_ref: torch.Tensor | None, keep: torch.Tensor | None) -> Iterator[bool]:
         """Inpainting conditioning of the model's own, if it has one (yields True: the sampler then leaves the
         latents alone); the AudioLDM family has none (yields False: the sampler blends in the known latent)."""

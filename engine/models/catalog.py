@@ -51,6 +51,11 @@ GATED: dict[str, str] = {
 # figures from Stability's report); LoRA fine-tuning holds activations and Adam state besides. Estimates.
 SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0}
 
+# The longest clip each SA3 size makes in one pass (the Stability-AI/stable-audio-3 README's model table, "Max
+# length": Small 120 s, Medium 380 s; its model overview says "~2min" and "~4.75min"). The editor cuts windows only
+# beyond it. Keyed by size: a converted folder says its size through its DiT (stable_audio3.sa3_max_seconds).
+SA3_MAX_SECONDS: dict[str, float] = {"small": 120.0, "medium": 380.0}
+
 BUILTIN = ("tiny", "tiny-sa3")
 AUTO = "auto"
 # Models shipped in the repo (diffusers layout under engine/weights/), trained here on the toy world: ``toy`` (AudioLDM,
