@@ -50,6 +50,8 @@ class StableAudio3(AudioModel):
     input_peak = None
     modes = FLOW_MODES
     can_invert = False  # engine.inversion is DDIM's (an ᾱ schedule); FlowEdit is the flow models' timing-keeping edit
+    codec_modules = ("vae",)  # SAME: waveform ⇄ latent, no vocoder
+    conditioning_kwargs = ("encoder_hidden_states", "global_hidden_states")
 
     def __init__(self, *, name: str, transformer, vae, text_encoder, tokenizer, duration_embedder, scheduler,
                  max_seconds: float | None = None, default_steps: int | None = None,
@@ -90,6 +92,11 @@ class StableAudio3(AudioModel):
     @property
     def downsampling(self) -> int:
         return int(self.vae.downsampling_ratio)
+
+    def conditioning_entries(self) -> list[str]:
+        """The DiT projects its context and global input once (``to_cond_embed``, ``to_global_embed``), before any
+        block's cross-attention or modulation reads them."""
+        return ["to_cond_embed", "to_global_embed"]
 
     def lora_target_modules(self) -> list[str]:
         """The DiT's attention projections: self-attention ``to_qkv`` (fused) and ``to_out``, cross-attention
