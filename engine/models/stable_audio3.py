@@ -174,7 +174,7 @@ class StableAudio3(AudioModel):
 
         def encode(a: int, b: int) -> torch.Tensor:
             return self.vae.encode(wave[..., a * ds:b * ds].to(self.device, vae_dtype)).latents
-        return _in_chunks(encode, wave.shape[-1] // ds, codec_reach(self.vae)).to(self.dtype)
+        return _in_chunks(encode, wave.shape[-1] // ds, codec_reach(self.vae)).to(self.dtype).contiguous()
 
     @torch.no_grad()
     def latent_to_audio(self, latent: torch.Tensor) -> torch.Tensor:
