@@ -21,6 +21,7 @@ import torch
 from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
+from engine.channels import to_input_channels, to_model_channels
 from engine.errors import InputError, OutOfMemory
 from engine.flowedit import default_draws, default_steps, flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
@@ -355,29 +356,6 @@ def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
     if len(y) >= frames:
         return y[:frames]
     return np.pad(y, [(0, frames - len(y))] + [(0, 0)] * (y.ndim - 1))
-
-
-def to_model_channels(data: np.ndarray, channels: int) -> np.ndarray:
-    """(frames, C_in) → what a model with ``channels`` hears: (frames,) mono mix, or (frames, 2) stereo (mono
-    duplicated; more than two channels folded, even ones to the left and odd ones to the right)."""
-    if channels == 1:
-        return data.mean(axis=1)
-    if data.shape[1] == channels:
-        return data
-    if data.shape[1] == 1:
-        return np.repeat(data, channels, axis=1)
-    return np.stack([data[:, 0::2].mean(axis=1), data[:, 1::2].mean(axis=1)], axis=1)
-
-
-def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:
-    """The inverse of :func:`to_model_channels`: a model's (frames,) or (frames, 2) output → (frames, channels)."""
-    if y.ndim == 1:
-        return np.repeat(y[:, None], channels, axis=1)
-    if y.shape[1] == channels:
-        return y
-    if channels == 1:
-        return y.mean(axis=1, keepdims=True)
-    return y[:, np.arange(channels) % y.shape[1]]
 
 
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,

@@ -105,7 +105,10 @@ def test_base_checkpoints_euler_sampling_equals_the_pipeline_too():
     parts = tiny_sa3_components(seed=1)
     parts["scheduler"] = FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=False))
     m = StableAudio3(name="tiny-sa3-base", **parts)
-    assert m.default_steps == 100 and not m.schedule.stochastic
+    # The pipeline's 100 Euler steps; guided at Stability's 7 by default (issue 25: it sampled unguided), the
+    # pipeline-equal unguided run is one argument away (below).
+    assert m.default_steps == 100 and not m.schedule.stochastic and m.default_guidance == 7.0
+    assert tiny_stable_audio3().default_guidance == 1.0  # the distilled checkpoints bake guidance in
     ours = _adapter(m, seed=2, steps=6)
     theirs = pipeline_of(m, StableAudio3Pipeline)(
         PROMPT, duration=_duration(m), num_inference_steps=6, generator=torch.Generator().manual_seed(2),

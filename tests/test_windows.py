@@ -102,3 +102,23 @@ def test_each_window_is_conditioned_on_its_own_length(tmp_path, seconds):
         handle.remove()
     assert heard and all(abs(h - seconds) < 1e-5 for h in heard), (seconds, set(heard))
     assert m.seconds_of(m.frames_for(int(seconds * 44100))) != pytest.approx(seconds)
+
+
+def test_five_one_downmixes_centre_to_both_sides_and_leaves_the_lfe_out():
+    """Issue 25: 5.1 (L R C LFE Ls Rs) folded even→left, odd→right put the centre left only and the LFE right only."""
+    from engine.channels import to_input_channels, to_model_channels
+
+    n = 100
+    for k, (left, right) in enumerate([(1, 0), (0, 1), (1, 1), (0, 0), (1, 0), (0, 1)]):
+        x = np.zeros((n, 6))
+        x[:, k] = 0.5
+        st = to_model_channels(x, 2)
+        assert (st[:, 0] > 0).all() == bool(left) and (st[:, 1] > 0).all() == bool(right), k
+        if left and right:
+            np.testing.assert_allclose(st[:, 0], st[:, 1])  # the centre sits in the middle
+    loud = to_model_channels(np.ones((n, 6)), 2)
+    assert loud.max() <= 1.0 + 1e-12  # the matrix cannot clip
+    np.testing.assert_array_equal(to_model_channels(np.ones((n, 2)) * [0.3, 0.1], 2), np.ones((n, 2)) * [0.3, 0.1])
+    y = np.stack([np.full(n, 0.2), np.full(n, -0.4)], axis=1)
+    back = to_input_channels(y, 6)
+    np.testing.assert_allclose(back[0], [0.2, -0.4, -0.1, -0.1, 0.2, -0.4])  # sides by role, centre and LFE the mid

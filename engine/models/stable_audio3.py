@@ -55,7 +55,7 @@ class StableAudio3(AudioModel):
 
     def __init__(self, *, name: str, transformer, vae, text_encoder, tokenizer, duration_embedder, scheduler,
                  max_seconds: float | None = None, default_steps: int | None = None,
-                 default_guidance: float = 1.0) -> None:
+                 default_guidance: float | None = None) -> None:
         self.name = name
         self.unet = transformer  # the stages train and call "the denoiser" under this name
         self.vae, self.text_encoder, self.tokenizer = vae, text_encoder, tokenizer
@@ -65,7 +65,12 @@ class StableAudio3(AudioModel):
         self.max_seconds = max_seconds or sa3_max_seconds(transformer.config, duration_embedder.config)
         # The pipeline's own default: 8 steps for the distilled (ping-pong) checkpoints, 100 for the base ones.
         self.default_steps = default_steps or (8 if self._schedule.stochastic else 100)
-        self.default_guidance = default_guidance  # 1 = off: the distilled checkpoints bake guidance in
+        # Guidance off (1) for the distilled checkpoints, which bake it in; 7 for the base (RF) ones, which need it:
+        # Stability-AI/stable-audio-3 docs/workflows/inference.md ("cfg_scale ... Use 7.0 as a good default for RF").
+        # diffusers' pipeline leaves it at 1 for both; the equality tests pass their guidance explicitly.
+        if default_guidance is None:
+            default_guidance = 1.0 if self._schedule.stochastic else 7.0
+        self.default_guidance = default_guidance
         self._local: torch.Tensor | None = None
         self._duration: torch.Tensor | None = None  # the clip's seconds (0-d, on the device) while clip_duration runs
         for m in self.modules().values():
