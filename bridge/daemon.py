@@ -3,14 +3,13 @@ together.
 
 Threads: main (waits for a stop signal, then shuts down in order), OSC (answers requests), inbox (spool
 files), heartbeat (daemon.json every 2 s), one worker per device (the model and the edits; see
-:mod:`bridge.pool`) or, with ``--ray``, one per Ray actor (:mod:`bridge.remote`). Only local workers ever
-import torch.
+:mod:`bridge.workers.pool`) or, with ``--ray``, one per Ray actor (:mod:`bridge.workers.remote`). Only local
+workers ever import torch.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import re
@@ -25,12 +24,14 @@ from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
 from typing import IO
 
-from bridge.osc_server import OscFrontend
-from bridge.pool import DeviceError, Pool, parse_devices, worker_names
-from bridge.protocol import PathMap
-from bridge.service import KEEP_DAYS, MAX_QUEUED, Limits, Service
-from bridge.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
-from bridge.worker import Worker
+from bridge.jobs.limits import MAX_QUEUED, Limits
+from bridge.jobs.protocol import PathMap, is_loopback
+from bridge.jobs.retention import KEEP_DAYS
+from bridge.jobs.service import Service
+from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
+from bridge.wire.server import OscFrontend
+from bridge.workers.local import Worker
+from bridge.workers.pool import DeviceError, Pool, parse_devices, worker_names
 
 log = logging.getLogger("aiedit.daemon")
 
@@ -49,8 +50,8 @@ class ServeConfig:
     token: str | None = None
     map_path: list[str] = field(default_factory=list)
     device: str | None = None
-    devices: str | None = None  # "cuda:0,cuda:1" | "all" | "cpu,cpu": one worker each (see bridge.pool)
-    ray: str | None = None  # a Ray cluster address, or "local": the workers are Ray actors (bridge.remote)
+    devices: str | None = None  # "cuda:0,cuda:1" | "all" | "cpu,cpu": one worker each (see bridge.workers.pool)
+    ray: str | None = None  # a Ray cluster address, or "local": the workers are Ray actors (bridge.workers.remote)
     cache_dir: str | None = None
     precision: str = "auto"
     compile: bool = False
@@ -65,15 +66,6 @@ class ServeConfig:
 
 class StartupError(Exception):
     """A configuration problem that stops ``aiedit serve`` before it serves (one line for the console)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -238,7 +230,7 @@ class Daemon:
         self._ray_release = threading.Event()  # set by stop() once the workers are done with Ray
         try:
             if cfg.ray:
-                from bridge import remote
+                from bridge.workers import remote
 
                 remote.check_installed()  # at once; joining the cluster waits until the port answers (start)
                 self.workers: list[threading.Thread] = []
@@ -276,7 +268,7 @@ class Daemon:
         """Join the cluster and start one worker per actor, on a thread: ``ray.init`` takes seconds (a ``local``
         instance 10 s and more), and the daemon answers ping meanwhile (jobs queue). A cluster that cannot be
         joined stops the daemon with one line, as a start-up error would."""
-        from bridge import remote
+        from bridge.workers import remote
 
         cfg = self.cfg
         ray = None

@@ -1,7 +1,8 @@
 """``aiedit models list|pull|verify``: see which models are on this machine, fetch one, check a copied folder.
 
 Nothing here imports torch or loads a model: ``list`` and ``verify`` read folders and file headers, ``pull`` asks
-``huggingface_hub`` for the files and, when there is no connection, says exactly what to copy where.
+``huggingface_hub`` for the files (with its progress bars) and, when there is no connection, says exactly what to
+copy where. ACE-Step is ungated and loads as published: ``pull ace-step`` is the whole installation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.models import inventory
-from engine.models.catalog import ALIASES, BUILTIN, GATED, SA3, SHIPPED, SHIPPED_CLAP, converted_home
+from engine.models.catalog import ACE, ACE_SHARED, ALIASES, BUILTIN, GATED, SA3, SHIPPED, SHIPPED_CLAP, converted_home
 from engine.models.verify import Report, check_weights, verify_folder
 
 # Only what the TANGO loader reads from the text-encoder repo (not its duplicate .bin/.h5/.msgpack weights).
@@ -100,10 +101,11 @@ def cmd_pull(name: str, out=None, err=None) -> int:
         return 1
     from huggingface_hub import snapshot_download
 
-    for repo in repos:
-        print(f"pulling {repo} ...", file=out, flush=True)
+    plan = inventory.pull_plan(name)
+    for repo, patterns in plan:
+        print(f"pulling {repo}{' (' + ', '.join(patterns) + ')' if patterns else ''} ...", file=out, flush=True)
         try:
-            path = snapshot_download(repo, allow_patterns=PULL_PATTERNS.get(repo))
+            path = snapshot_download(repo, allow_patterns=patterns or PULL_PATTERNS.get(repo))
         except Exception as exc:  # no connection, DNS, gated repo, disk full: say what to do instead
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             hint = f"\n{licence_note(repo)}" if repo in GATED and "gated" in why.lower() + type(exc).__name__.lower() \
@@ -147,6 +149,16 @@ def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
         if name in SHIPPED_CLAP:
             pairs.append((f"{name} CLAP", SHIPPED_CLAP[name]))
         return pairs, None
+    if name in ALIASES and ALIASES[name][0] == ACE:
+        paths = inventory.ace_paths(name)
+        if paths is None:
+            return [], (f"{name} ({ALIASES[name][1]}) is not on this machine (looked in {inventory.hub_cache()}): "
+                        f"`aiedit models pull {name}`")
+        dit, shared = paths
+        parts = [(f"{name} {d}", shared / d) for d in ACE_SHARED] if shared else []
+        if not shared:
+            return [], f"{name} needs {ALIASES[name][1]}'s shared parts: `aiedit models pull {name}`"
+        return [(name, dit), *parts], None
     if name in ALIASES and ALIASES[name][0] == SA3:
         found = inventory.find_alias(name)
         if found is None or not found.usable:
@@ -171,7 +183,8 @@ def target_folders(name: str) -> tuple[list[tuple[str, Path]], str | None]:
 
 def verify_any(label: str, folder: Path) -> Report:
     """A model folder, or a bare transformers folder (a CLAP scorer: config.json + weights)."""
-    if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file():
+    if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file() \
+            and not inventory.ace_dit_ok(folder):
         import json
 
         report = Report(folder, "clap")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from bridge.client import OscClient
+from bridge.wire.client import OscClient
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STEPS = {"embed": 3, "tune": 3, "sample": 4}
@@ -125,7 +125,7 @@ class Daemon:
             if info and info.get("pid") == self.proc.pid:
                 self.port = int(info["port"])
                 with OscClient("127.0.0.1", self.port) as c:
-                    from bridge.client import ping
+                    from bridge.wire.client import ping
 
                     if ping(c, timeout=max(0.5, timeout - (time.monotonic() - t0)), wait=True):
                         self.started_in = time.monotonic() - t0

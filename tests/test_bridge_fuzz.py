@@ -34,7 +34,7 @@ import soundfile as sf
 from bridge_helpers import Daemon, Listener, job, make_wav, seed_queued_jobs
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from bridge.protocol import decode_json, parse_job
+from bridge.jobs.protocol import decode_json, parse_job
 
 SEED = 20261123
 BATCHES = 10

@@ -16,11 +16,11 @@ import pytest
 from bridge_helpers import ROOT, Daemon, Listener, job, make_wav
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from bridge import safe_dir
-from bridge.osc_server import AMPLIFY, build_message
-from bridge.osc_wire import MAX_MESSAGES, WireError, parse_datagram
-from bridge.protocol import REPLY_HOST_MSG
-from bridge.spool import Heartbeat, Spool, lock_holder
+from bridge.jobs import safe_dir
+from bridge.jobs.protocol import REPLY_HOST_MSG
+from bridge.jobs.spool import Heartbeat, Spool, lock_holder
+from bridge.wire.osc_codec import MAX_MESSAGES, WireError, parse_datagram
+from bridge.wire.server import AMPLIFY, build_message
 
 HANG_BUNDLE = bytes.fromhex("2362756e646c65000000000000000001fffffffc")
 

@@ -1,4 +1,4 @@
-"""Protocol v1 validation (bridge.protocol), pure: every bad input docs/protocol.md names gets a one-line error."""
+"""Protocol v1 validation (bridge.jobs.protocol), pure: every bad input docs/protocol.md names gets a one-line error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from bridge_helpers import job, make_wav
 
-from bridge.protocol import (
+from bridge.jobs.protocol import (
     MAX_MESSAGE_BYTES,
     PathMap,
     ProtocolError,
@@ -23,7 +23,7 @@ from bridge.protocol import (
     token_ok,
     valid_id,
 )
-from bridge.queue import JobQueue
+from bridge.jobs.queue import JobQueue
 
 SRC = "/abs/source.wav"
 

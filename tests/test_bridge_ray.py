@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 from bridge_helpers import ROOT, Daemon, Listener, job_json, make_wav
 
-from bridge.protocol import CancelRequest
+from bridge.jobs.protocol import CancelRequest
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the cluster extra: pip install -e '.[cluster]'")
 
@@ -169,10 +169,11 @@ LIMITS = ("1", "2", "1")  # --max-seconds, --max-channels, --max-output-mb of th
 
 class InProcess:
     def __init__(self, root, kind: str = "cpu", index: int = 7) -> None:
-        from bridge import remote
-        from bridge.pool import Pool
-        from bridge.service import Limits, Service
-        from bridge.spool import Spool
+        from bridge.jobs.limits import Limits
+        from bridge.jobs.service import Service
+        from bridge.jobs.spool import Spool
+        from bridge.workers import remote
+        from bridge.workers.pool import Pool
 
         self.spool = Spool(root / "spool")
         self.spool.create()
@@ -230,7 +231,7 @@ def test_ray_worker_checks_the_limits_again_on_the_file_it_reads(inproc, tmp_pat
 
 def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_the_slot(inproc, tmp_path,
                                                                                         monkeypatch):
-    from bridge import remote
+    from bridge.workers import remote
 
     p = inproc
     src = make_wav(tmp_path / "src.wav", seconds=0.5)
@@ -257,7 +258,7 @@ def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_th
 
 def test_an_actor_that_cannot_be_placed_is_killed_and_queued_jobs_fail_with_the_reason(cluster, tmp_path,
                                                                                          monkeypatch):
-    from bridge import remote
+    from bridge.workers import remote
 
     monkeypatch.setattr(remote, "PLACE_S", 1.0)
     monkeypatch.setattr(remote, "RESTART_S", 0.2)

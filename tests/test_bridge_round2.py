@@ -491,8 +491,8 @@ def test_9_daemon_stdout_goes_nowhere(tmp_path):
 
 def test_status_answer_unit_is_bounded(tmp_path):
     """The answer never exceeds one datagram, however long its statuses."""
-    from bridge.service import Service
-    from bridge.spool import Spool
+    from bridge.jobs.service import Service
+    from bridge.jobs.spool import Spool
 
     wav = tmp_path / "a.wav"
     sf.write(wav, np.zeros(16000), 16000)
@@ -512,8 +512,8 @@ def test_status_answer_unit_is_bounded(tmp_path):
 def test_3_a_nan_that_reaches_the_service_is_written_as_null(tmp_path):
     """Defence in depth behind the engine's clipping: a NaN in a finished job's fields still gives a status file,
     and the /aiedit/done event carries that very file's JSON."""
-    from bridge.service import Service
-    from bridge.spool import Spool
+    from bridge.jobs.service import Service
+    from bridge.jobs.spool import Spool
 
     wav = tmp_path / "a.wav"
     sf.write(wav, np.zeros(16000), 16000)
@@ -521,7 +521,7 @@ def test_3_a_nan_that_reaches_the_service_is_written_as_null(tmp_path):
     spool.create()
     sent: list = []
     svc = Service(spool, model="tiny", send=lambda to, addr, args: sent.append((addr, args)))
-    from bridge.protocol import ReplyTo
+    from bridge.jobs.protocol import ReplyTo
 
     svc.submit({"version": 1, "id": "n1", "source": {"path": str(wav)}, "prompt": "x", "etas": [0.5]},
                ReplyTo("127.0.0.1", 9))
@@ -554,7 +554,7 @@ def test_6_a_spool_job_waits_in_the_inbox_while_the_queue_is_full(tmp_path):
 
 
 def test_refused_osc_jobs_are_recorded_within_a_budget_and_spool_refusals_always(tmp_path):
-    from bridge.service import REFUSALS_RECORDED_BURST, REFUSALS_RECORDED_PER_S
+    from bridge.jobs.admission import REFUSALS_RECORDED_BURST, REFUSALS_RECORDED_PER_S
 
     src = make_wav(tmp_path / "src.wav", seconds=0.5)
     n = int(REFUSALS_RECORDED_BURST) * 2

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bridge.protocol import CancelRequest, ReplyTo
-from bridge.service import Service
-from bridge.spool import Spool
+from bridge.jobs.protocol import CancelRequest, ReplyTo
+from bridge.jobs.service import Service
+from bridge.jobs.spool import Spool
 
 
 def make_service(tmp_path: Path) -> tuple[Service, list, Path]:
@@ -100,14 +100,14 @@ def test_an_id_reused_while_prune_removes_its_old_folder_is_refused_and_free_aft
     svc.submit(body, None)
     svc.next_job(0.1, "w")
     svc.finish("old", "failed", "x")
-    svc._status["old"]["updated"] = time.time() - 30 * 86400  # finished a month ago
-    remove, answers = svc._remove_folders, {}
+    svc.table.status["old"]["updated"] = time.time() - 30 * 86400  # finished a month ago
+    remove, answers = svc.retention.remove_folders, {}
 
-    def reuse_then_remove(ids):  # a client reuses the id between _forget and the removal
+    def reuse_then_remove(ids):  # a client reuses the id between forget and the removal
         answers["between"] = svc.submit(body, None)
         remove(ids)
 
-    svc._remove_folders = reuse_then_remove
+    svc.retention.remove_folders = reuse_then_remove
     assert svc.prune() == 1
     assert answers["between"][0] is None and "already taken" in answers["between"][1]
     assert not svc.spool.job_exists("old")

@@ -14,8 +14,8 @@ import time
 import pytest
 from bridge_helpers import ROOT, Daemon, Listener, job_json, make_wav
 
-from bridge.pool import HOLD_S, Pool, parse_devices, worker_names
-from bridge.queue import JobQueue
+from bridge.jobs.queue import JobQueue
+from bridge.workers.pool import HOLD_S, Pool, parse_devices, worker_names
 
 LONG = {"embed": 20000, "tune": 3, "sample": 4}  # runs until cancelled
 
@@ -147,7 +147,7 @@ def test_a_held_retake_is_taken_by_another_worker_after_the_hold(monkeypatch):
     q.put("retake", key="K")
     assert q.get(0, pool.chooser(b)) is None
     now = time.monotonic()
-    monkeypatch.setattr("bridge.pool.time.monotonic", lambda: now + HOLD_S + 1)
+    monkeypatch.setattr("bridge.workers.pool.time.monotonic", lambda: now + HOLD_S + 1)
     assert q.get(0, pool.chooser(b)) == "retake"
 
 
@@ -166,7 +166,7 @@ def test_device_lists_and_worker_names():
 
 def _serve(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
     """``aiedit serve`` with Ray made unimportable (as on a machine without the cluster extra)."""
-    code = "import sys; sys.modules['ray'] = None; from bridge.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['ray'] = None; from bridge.commands.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, "serve", "--model", "tiny", "--port", "0",
                            "--spool", str(tmp_path / "spool"), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})

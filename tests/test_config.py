@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from bridge.cli import build_parser as aiedit_parser
-from bridge.cli import main as aiedit_main
+from bridge.commands.cli import main as aiedit_main
+from bridge.commands.parser import build_parser as aiedit_parser
 from engine.cli import build_parser as edit_parser
 from engine.config import ConfigError, apply_config, unknown_keys
 

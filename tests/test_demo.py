@@ -1,4 +1,4 @@
-"""The README's main job (``bash scripts/dev demo`` → ``python -m bridge.demo``) works end to end.
+"""The README's main job (``bash scripts/dev demo`` → ``python -m bridge.commands.demo``) works end to end.
 
 Runs the real demo in a subprocess — daemon, OSC job, toy model — with short stage settings so it stays quick, and
 checks that the takes it prints exist and line up with the demo clip (rate, channels, length).
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_edits_a_clip_through_the_daemon_and_prints_the_takes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "bridge.demo", "--out", str(tmp_path), "--steps", "10,20,8"],
+    proc = subprocess.run([sys.executable, "-m", "bridge.commands.demo", "--out", str(tmp_path), "--steps", "10,20,8"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     takes = re.findall(r"η=(\d\.\d\d)\s+(\S+\.wav)", proc.stdout)

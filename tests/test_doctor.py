@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from bridge_helpers import Daemon
 
-from bridge.doctor import main
+from bridge.commands.doctor import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,7 +165,7 @@ def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
     _, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource", str(res))
     line = row(out, "reaper engine")
     assert line.startswith("warn") and "`aiedit serve`" in line and "not a full path" in line
-    from bridge.doctor import engine_command
+    from bridge.commands.doctor import engine_command
 
     cmd = engine_command()
     assert cmd in line and Path(cmd.strip('"').split('"')[0].split(" ")[0]).is_absolute()
@@ -174,6 +174,18 @@ def test_reaper_engine_command_is_a_full_path_and_can_be_written(env, capsys):
     ini = (res / "reaper-extstate.ini").read_text()
     assert f"engine_cmd={cmd}\n" in ini and "[other]\nx=1\n" in ini and "last_prompt=knocks" in ini
     assert row(out, "reaper engine").startswith("ok")
+
+
+def test_an_engine_command_naming_the_moved_cli_module_is_flagged():
+    # an older doctor wrote `python -m bridge.cli serve` where no aiedit script was found; that module moved
+    from bridge.commands.doctor import check_engine_cmd
+
+    old = check_engine_cmd({"engine_cmd": f"{sys.executable} -m bridge.cli serve"})
+    assert old.level == "warn" and "bridge.cli no longer exists" in old.detail and "--write-reaper-settings" in old.fix
+    now = check_engine_cmd({"engine_cmd": f"{sys.executable} -m bridge serve"})
+    assert now.level == "ok"
+    proc = subprocess.run([sys.executable, "-m", "bridge", "serve", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--max-queued" in proc.stdout  # what doctor writes now still starts the engine
 
 
 def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, capsys, monkeypatch):
@@ -195,7 +207,7 @@ def test_a_token_file_readable_by_others_fails_and_a_private_one_is_used(env, ca
 
 
 def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
-    from bridge.doctor import sa3_fit
+    from bridge.commands.doctor import sa3_fit
 
     both = sa3_fit(0, 40.0)
     assert both.level == "ok" and "sa3-small" in both.detail and "sa3-medium" in both.detail

@@ -91,7 +91,7 @@ def test_a_model_in_a_configured_folder_is_found_by_layout(hub, tmp_path, monkey
 
 
 def test_serve_and_edit_default_to_auto():
-    from bridge.cli import build_parser
+    from bridge.commands.parser import build_parser
     from engine.cli import build_parser as edit_parser
 
     assert build_parser().parse_args(["serve"]).model == "auto"

@@ -9,8 +9,8 @@ import soundfile as sf
 from bridge_helpers import Daemon, Listener, job, job_json, make_wav
 from conftest import write_clip
 
-from bridge.protocol import ProtocolError, parse_job
-from bridge.worker import ProgressMap
+from bridge.jobs.protocol import ProtocolError, parse_job
+from bridge.workers.local import ProgressMap
 from engine.cli import main
 from engine.progress import Progress
 

@@ -17,6 +17,25 @@ Stable Audio 3 facts and their sources:
   folder; ``aiedit models pull`` fetches the checkpoint and prints the conversion command.
 - not found: the GPU memory each needs beyond the issue's figures (1.7-6.5 GB for 8-step sampling on an H200); the
   doctor's thresholds below are those figures plus headroom for stage-2 fine-tuning, marked as estimates.
+
+ACE-Step 1.5 facts and their sources:
+- hub ids: ``ACE-Step/Ace-Step1.5`` holds the turbo DiT (``acestep-v15-turbo/``) with the parts every DiT shares
+  (``vae/``, ``Qwen3-Embedding-0.6B/``; also the 5 Hz planner LM ``acestep-5Hz-lm-1.7B/``, which aiedit does not use
+  and does not pull); ``ACE-Step/acestep-v15-sft`` and ``ACE-Step/acestep-v15-base`` hold one DiT each at the
+  repository's root — the ACE-Step-1.5 README's "Available Models" table and its ``huggingface-cli download``
+  lines; diffusers' ACE-Step docs (``api/pipelines/ace_step.md``) name the same three repositories per variant.
+- licence: MIT (the ACE-Step-1.5 repository's LICENSE and README "License & Disclaimer"; the model cards'
+  ``license: mit``); ungated, so ``aiedit models pull`` fetches them in one command.
+- sizes: the DiTs are the "2B" models of the README's GPU table; each DiT folder's ``model.safetensors`` ≈ 4.7 GB
+  of bf16 (DiT + condition encoder + 5 Hz audio tokenizer: 2,394 M parameters built at real size by
+  benchmarks/gpu.py), ``vae/`` 337 MB (bf16 AutoencoderOobleck, 168.7 M), ``Qwen3-Embedding-0.6B/`` 1.2 GB (bf16,
+  0.6 B) — ACE-Step's model downloader listing ("DiT ~4.7 GB") and the hub's file sizes.
+- memory: the README says the DiT runs in under 4 GB of VRAM with CPU offload and INT8; its GPU table puts the 2B
+  turbo/sft at 8-16 GB without offload. aiedit keeps every part on the GPU in bf16 (≈ 6.3 GB of weights) and trains
+  LoRA adapters besides, so the doctor's threshold below is an estimate: ≈ 10 GiB.
+- sampling per variant: turbo 8 steps without guidance; sft and base 50 steps with guidance (the README's model
+  zoo). The maintainers advise sft for repaint; users report dropped vocals and rough seams repainting on turbo
+  (ACE-Step-1.5 issue 1151): aiedit's repaint on turbo carries a note saying so.
 """
 
 from __future__ import annotations
@@ -25,6 +44,8 @@ import os
 from pathlib import Path
 
 SA3 = "stable-audio-3"
+ACE = "ace-step"
+ACE_MAIN = "ACE-Step/Ace-Step1.5"  # the turbo DiT and the shared VAE and text encoder
 
 ALIASES: dict[str, tuple[str, str]] = {
     "audioldm": ("audioldm", "cvssp/audioldm-s-full-v2"),
@@ -40,7 +61,18 @@ ALIASES: dict[str, tuple[str, str]] = {
     "sa3-small": (SA3, "stabilityai/stable-audio-3-small-sfx"),
     "sa3-small-music": (SA3, "stabilityai/stable-audio-3-small-music"),
     "sa3-medium": (SA3, "stabilityai/stable-audio-3-medium"),
+    "ace-step": (ACE, ACE_MAIN),
+    "ace-step-sft": (ACE, "ACE-Step/acestep-v15-sft"),
+    "ace-step-base": (ACE, "ACE-Step/acestep-v15-base"),
 }
+# Where each ACE-Step alias's DiT sits in its repository ("" = the root); the VAE and text encoder come from
+# ACE_MAIN (ACE_SHARED) whatever the DiT.
+ACE_DIT_FOLDER: dict[str, str] = {"ace-step": "acestep-v15-turbo", "ace-step-sft": "", "ace-step-base": ""}
+ACE_SHARED = ("vae", "Qwen3-Embedding-0.6B")
+ACE_VARIANT: dict[str, str] = {"ace-step": "turbo", "ace-step-sft": "sft", "ace-step-base": "base"}
+# Download sizes (GB) of what `models pull` fetches per alias: its DiT and the shared parts (1.5 GB, fetched once).
+ACE_PULL_GB: dict[str, float] = {"ace-step": 4.7 + 1.5, "ace-step-sft": 4.7 + 1.5, "ace-step-base": 4.7 + 1.5}
+LICENCES: dict[str, str] = {alias: "MIT (ungated)" for alias, (fam, _) in ALIASES.items() if fam == ACE}
 # Gated repositories: what the user must accept before a download can work (shown by ``aiedit models pull``).
 GATED: dict[str, str] = {
     repo: ("the Stability AI Community License (free under US$1M annual revenue, an enterprise licence above: "
@@ -50,13 +82,15 @@ GATED: dict[str, str] = {
 # Free GPU memory (GiB) to run each SA3 size comfortably: 8-step sampling needs 1.7-6.5 GB on an H200 (the issue's
 # figures from Stability's report); LoRA fine-tuning holds activations and Adam state besides. Estimates.
 SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0}
+# The same for ACE-Step 1.5 (the 2B DiTs): ≈ 6.3 GB of bf16 weights plus LoRA training; an estimate (see above).
+ACE_GPU_GIB: dict[str, float] = {"ace-step": 10.0, "ace-step-sft": 10.0, "ace-step-base": 10.0}
 
 # The longest clip each SA3 size makes in one pass (the Stability-AI/stable-audio-3 README's model table, "Max
 # length": Small 120 s, Medium 380 s; its model overview says "~2min" and "~4.75min"). The editor cuts windows only
 # beyond it. Keyed by size: a converted folder says its size through its DiT (stable_audio3.sa3_max_seconds).
 SA3_MAX_SECONDS: dict[str, float] = {"small": 120.0, "medium": 380.0}
 
-BUILTIN = ("tiny", "tiny-sa3")
+BUILTIN = ("tiny", "tiny-sa3", "tiny-ace")
 AUTO = "auto"
 # Models shipped in the repo (diffusers layout under engine/weights/), trained here on the toy world: ``toy`` (AudioLDM,
 # 16 kHz mono) by ``python -m toyworld.train``, ``toy-flow`` (Stable Audio 3's classes, 44.1 kHz stereo) by
@@ -85,24 +119,74 @@ SHIPPED_DEFAULTS: dict[str, dict] = {
 
 # model_index.json ``_class_name`` → family.
 PIPELINE_FAMILIES = {"AudioLDM2Pipeline": "audioldm2", "AudioLDMPipeline": "audioldm", "StableAudio3Pipeline": SA3,
-                     "StableAudio3AudioToAudioPipeline": SA3, "StableAudio3InpaintPipeline": SA3}
+                     "StableAudio3AudioToAudioPipeline": SA3, "StableAudio3InpaintPipeline": SA3,
+                     "AceStepPipeline": ACE}
 
 
 FLOW_FAMILIES = (SA3, "tiny-sa3")
+MUSIC_FAMILIES = (ACE, "tiny-ace")  # flow models with their own repaint and cover
 
 
 def modes_of_family(family: str) -> tuple[str, ...]:
     """The edit modes a family runs, known without loading it (the daemon advertises them before the model loads;
     the loaded model's ``AudioModel.modes`` says the same)."""
-    from engine.params import DDPM_MODES, FLOW_MODES
+    from engine.params import DDPM_MODES, FLOW_MODES, MUSIC_FLOW_MODES
 
+    if family in MUSIC_FAMILIES:
+        return MUSIC_FLOW_MODES
     return FLOW_MODES if family in FLOW_FAMILIES else DDPM_MODES
+
+
+# What each model is for, as the REAPER dialog shows it: "music", "sound effects", or "general" (both). By name
+# first (a family's checkpoints may differ: SA3 small comes as sfx and music), else by family. Sources: the model
+# cards — SA3 small-sfx / small-music are the specialisations of the small model, medium the general one; AudioLDM 2
+# music is the music-only checkpoint; TANGO is trained on AudioCaps (sound events); AudioLDM and AudioLDM 2 on
+# sound, music and speech; ACE-Step makes songs; the toy models know the toy world's sound events.
+KIND_OF_NAME: dict[str, str] = {"sa3-small": "sound effects", "sa3-small-music": "music", "sa3-medium": "general",
+                                "audioldm2-music": "music", "toy": "sound effects", "toy-flow": "sound effects"}
+KIND_OF_FAMILY: dict[str, str] = {ACE: "music", "tiny-ace": "music", "tango": "sound effects", SA3: "general",
+                                  "audioldm": "general", "audioldm2": "general", "tiny": "general",
+                                  "tiny-sa3": "general"}
+KINDS = ("music", "sound effects", "general")
+
+
+def family_of_name(name: str) -> str | None:
+    """The family of a model name aiedit knows (alias, shipped or built in), else None."""
+    if name in ALIASES:
+        return ALIASES[name][0]
+    if name in SHIPPED:
+        return SHIPPED[name][0]
+    return name if name in BUILTIN else None
+
+
+def kind_of(name: str, family: str | None = None) -> str:
+    """"music", "sound effects" or "general" for a model name (or a folder of a known family)."""
+    if name in KIND_OF_NAME:
+        return KIND_OF_NAME[name]
+    return KIND_OF_FAMILY.get(family or family_of_name(name) or "", "general")
+
+
+def takes_of(family: str | None) -> tuple[str, ...]:
+    """The musical-context fields a family's conditioning uses (the loaded model's ``AudioModel.takes``)."""
+    from engine.params import MUSIC_FIELDS
+
+    return MUSIC_FIELDS if family in MUSIC_FAMILIES else ()
+
+
+def describe(name: str, family: str | None = None) -> dict:
+    """``{"name", "kind", "modes", "takes"}`` of a model, without torch or loading it: what the daemon lists in
+    ``daemon.json``'s ``models``. ``family`` is needed only for a folder (``registry.resolve(spec).family``)."""
+    fam = family or family_of_name(name) or ""
+    return {"name": name, "kind": kind_of(name, fam), "modes": list(modes_of_family(fam)),
+            "takes": list(takes_of(fam))}
 
 
 def family_of_hub_id(repo: str) -> str | None:
     low = repo.lower()
     if "stable-audio-3" in low:
         return SA3
+    if "ace-step" in low or "acestep" in low:
+        return ACE
     if "audioldm2" in low:
         return "audioldm2"
     if "tango" in low:

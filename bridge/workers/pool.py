@@ -1,12 +1,13 @@
 """Several workers behind one daemon: their names and states, and which queued job a free one takes.
 
 ``aiedit serve --devices cuda:0,cuda:1`` (or ``all``, or ``cpu,cpu``) starts one worker per entry, each with its own
-loaded model (:class:`bridge.worker.Worker`); ``--ray`` starts one per Ray actor (:mod:`bridge.remote`). All of them
-take jobs from the daemon's one queue, so its order holds (interactive before batch, first come first served).
-The one freedom left is *which* of the queued jobs a free worker takes: a re-take (same source region, prompt, seed
-and stage settings, other η) is held back for the worker that ran its stages 1-2 while that worker is expected to be
-free soon, because only that worker has them in memory (a full fine-tune is never on disk); otherwise any worker
-takes it and reads the LoRA stages from the on-disk stage cache the workers share.
+loaded model (:class:`bridge.workers.local.Worker`); ``--ray`` starts one per Ray actor
+(:mod:`bridge.workers.remote`). All of them take jobs from the daemon's one queue, so its order holds (interactive
+before batch, first come first served). The one freedom left is *which* of the queued jobs a free worker takes: a
+re-take (same source region, prompt, seed and stage settings, other η) is held back for the worker that ran its
+stages 1-2 while that worker is expected to be free soon, because only that worker has them in memory (a full
+fine-tune is never on disk); otherwise any worker takes it and reads the LoRA stages from the on-disk stage cache
+the workers share.
 
 Nothing here imports torch or Ray.
 """
@@ -20,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.queue import Choose
+from bridge.jobs.queue import Choose
 
 HOLD_S = 15.0  # a re-take waits at most this long for the worker holding its stages ...
 SOON_S = 10.0  # ... and only while that worker is idle or expected to finish its job within this many seconds
@@ -111,7 +112,7 @@ class Pool:
                 slot.job, slot.progress = None, 0.0
 
     def chooser(self, slot: Slot) -> Choose:
-        """What ``slot`` takes from the queue (see :meth:`bridge.queue.JobQueue.get`); marks it busy with it."""
+        """What ``slot`` takes from the queue (see :meth:`bridge.jobs.queue.JobQueue.get`); marks it busy with it."""
 
         def choose(order: list[tuple[str, str | None]]) -> str | None:
             now = time.monotonic()

@@ -1,7 +1,7 @@
 """A worker thread: loads the model on first need, runs jobs one at a time, writes takes into the spool.
 
 One thread per device because one model on one device runs one edit at a time; the queue decides the order and
-:mod:`bridge.pool` which free worker takes which job. The model is loaded here, never on the answering path:
+:mod:`bridge.workers.pool` which free worker takes which job. The model is loaded here, never on the answering path:
 ``engine.load_editor`` imports torch and diffusers (seconds), and the daemon must answer ping within a second of
 starting.
 """
@@ -18,9 +18,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bridge.pool import LOAD_LOCK, Pool, Slot, worker_names
-from bridge.protocol import Job, open_regular, take_name
-from bridge.service import Service
+from bridge.jobs.protocol import Job, open_regular, take_name
+from bridge.jobs.service import Service
+from bridge.workers.pool import LOAD_LOCK, Pool, Slot, worker_names
 from engine.errors import Cancelled, EngineError, ModelUnavailable
 from engine.params import ZERO_SHOT_MODES, EditParams
 from engine.progress import CancelToken, Progress
@@ -247,8 +247,8 @@ def write_takes(service: Service, job: Job, takes: list[tuple[float, TakeWriter,
                 token: CancelToken) -> list[dict[str, Any]]:
     """Write every take (η, writer, scores) under a hidden name, then rename them all into place: the caller
     writes the final status right after, and a restart withdraws takes whose job never reached it (see
-    Service.recover). Files are 0600 and written relative to folder descriptors (see :class:`bridge.spool.Spool`).
-    Shared by the local worker and the Ray one (:mod:`bridge.remote`), whose takes arrive as bytes."""
+    Service.recover). Files are 0600 and written relative to folder descriptors (see :class:`bridge.jobs.spool.Spool`).
+    Shared by the local worker and the Ray one (:mod:`bridge.workers.remote`), whose takes arrive as bytes."""
     spool = service.spool
     used: set[str] = set()
     pending: list[tuple[str, str]] = []

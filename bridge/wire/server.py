@@ -1,6 +1,6 @@
 """OSC over UDP: the four request addresses, replies, and robustness against whatever arrives on the port.
 
-Every datagram is parsed by :mod:`bridge.osc_wire` (bounded: sizes, nesting, message count) and dispatched
+Every datagram is parsed by :mod:`bridge.wire.osc_codec` (bounded: sizes, nesting, message count) and dispatched
 here by literal address, and replies are encoded there too. Its own server parser once hung the
 daemon on a 20-byte bundle, and its dispatcher expands address patterns and honours time tags (a bundle
 tagged an hour ahead would make the answering thread sleep). Requests are handled one at a time on one
@@ -26,9 +26,7 @@ import threading
 import time
 from typing import Any
 
-from bridge.osc_wire import MAX_DATAGRAM as MAX_UDP
-from bridge.osc_wire import Message, WireError, encode_message, parse_datagram
-from bridge.protocol import (
+from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
     VERSION,
     ProtocolError,
@@ -41,8 +39,10 @@ from bridge.protocol import (
     reply_family_error,
     token_ok,
 )
-from bridge.service import Service
-from bridge.throttle import Buckets
+from bridge.jobs.service import Service
+from bridge.wire.osc_codec import MAX_DATAGRAM as MAX_UDP
+from bridge.wire.osc_codec import Message, WireError, encode_message, parse_datagram
+from bridge.wire.throttle import Buckets
 
 log = logging.getLogger("aiedit.osc")
 
@@ -82,7 +82,7 @@ class Server(socketserver.UDPServer):
 
 
 def build_message(address: str, args: list[Any]) -> bytes:
-    """A reply's bytes (see :func:`bridge.osc_wire.encode_message`: linear time, unlike python-osc's builder)."""
+    """A reply's bytes (see :func:`bridge.wire.osc_codec.encode_message`: linear time, unlike python-osc's builder)."""
     return encode_message(address, args)
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.osc_wire import WireError, encode_message, parse_datagram
+from bridge.wire.osc_codec import WireError, encode_message, parse_datagram
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_ANSWER = 0, 1, 3
 
@@ -94,7 +94,7 @@ def ping(
 
 
 def run_send(args: Any) -> int:
-    """Entry for ``aiedit send`` (argparse namespace from :mod:`bridge.cli`)."""
+    """Entry for ``aiedit send`` (argparse namespace from :mod:`bridge.commands.cli`)."""
     with OscClient(args.host, args.port) as client:
         if args.what == "ping":
             info = ping(client, args.timeout if args.timeout else (30.0 if args.wait else 2.0), args.wait,

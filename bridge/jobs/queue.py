@@ -1,10 +1,10 @@
 """The job queue: interactive jobs before batch jobs, first come first served within a priority.
 
-Holds only ids (and each job's re-take key, for the pool's choice of job per worker, see :mod:`bridge.pool`); the
-jobs themselves and their durable state live in the spool (see :mod:`bridge.service`). Thread-safe: the OSC
-thread and the inbox thread put, the worker threads take, anyone may remove (cancel). One insertion-ordered dict
-per priority, so put, get, remove and reading the first ``n`` in run order cost O(1) or O(n) whatever the
-queue's length.
+Holds only ids (and each job's re-take key, for the pool's choice of job per worker, see
+:mod:`bridge.workers.pool`); the jobs themselves and their durable state live in the spool (see
+:mod:`bridge.jobs.service`). Thread-safe: the OSC thread and the inbox thread put, the worker threads take, anyone
+may remove (cancel). One insertion-ordered dict per priority, so put, get, remove and reading the first ``n`` in run
+order cost O(1) or O(n) whatever the queue's length.
 """
 
 from __future__ import annotations

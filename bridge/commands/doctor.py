@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge import spool as spool_mod
-from bridge.spool import Spool, default_spool
+from bridge.jobs import spool as spool_mod
+from bridge.jobs.spool import Spool, default_spool
 from engine.config import ConfigError, apply_config, config_path, load_config, unknown_keys
 
 # Peak GPU memory of one edit with a real-size TANGO, fp32 (NVIDIA H100, /work/shared/notes/gpu.md): what a card
@@ -67,7 +67,7 @@ def check_config() -> Result:
         cfg = load_config(path)
     except ConfigError as exc:
         return Result("config", "FAIL", str(exc), f"fix the TOML in {path}")
-    from bridge.cli import build_parser as aiedit_parser
+    from bridge.commands.parser import build_parser as aiedit_parser
     from engine.cli import build_parser as edit_parser
 
     try:
@@ -187,7 +187,7 @@ def check_spool_writable(sp: Spool) -> Result:
 
 
 def _answers(host: str, port: int) -> bool:
-    from bridge.client import OscClient, ping
+    from bridge.wire.client import OscClient, ping
 
     if not port:
         return False
@@ -235,7 +235,7 @@ def check_port(host: str, port: int, live: dict | None) -> Result:
 
 
 def check_host(host: str, token: str | None) -> Result | None:
-    from bridge.daemon import is_loopback
+    from bridge.jobs.protocol import is_loopback
 
     if is_loopback(host) or token:
         return None
@@ -277,7 +277,7 @@ def engine_command() -> str:
     and a macOS app started from the Dock has no shell PATH at all, so the scripts need an absolute program."""
     exe = Path(sys.executable).parent / ("aiedit.exe" if os.name == "nt" else "aiedit")
     found = str(exe) if exe.is_file() else shutil.which("aiedit")
-    parts = [str(Path(found).resolve()), "serve"] if found else [sys.executable, "-m", "bridge.cli", "serve"]
+    parts = [str(Path(found).resolve()), "serve"] if found else [sys.executable, "-m", "bridge", "serve"]
     # the scripts take the program as the first word or the first "quoted run" (reaper_scripts/aiedit/engine.lua)
     return " ".join(f'"{p}"' if " " in p else p for p in parts)
 
@@ -292,14 +292,16 @@ def _program(cmd: str) -> str:
 def check_engine_cmd(settings: dict[str, str]) -> Result:
     theirs = settings.get("engine_cmd") or "aiedit serve"  # the scripts' default (settings.lua)
     program = _program(theirs)
-    ours = engine_command()
+    fix = (f"set AI edit settings → Engine command to: {engine_command()}   (or, with REAPER closed: "
+           "aiedit doctor --write-reaper-settings)")
+    if " -m bridge.cli " in theirs:  # written by an older doctor: that module is now bridge.commands.cli
+        return Result("reaper engine", "warn", f"REAPER's scripts start the engine with `{theirs}`: the module "
+                      "bridge.cli no longer exists (python -m bridge serve starts it)", fix)
     if Path(program).is_absolute() and Path(program).is_file():
         return Result("reaper engine", "ok", f"REAPER starts the engine with {theirs}")
     why = "is not a full path" if not Path(program).is_absolute() else "does not exist"
     return Result("reaper engine", "warn", f"REAPER's scripts start the engine with `{theirs}`: {program} {why}, "
-                  "so 'Yes: start it now' may find nothing (on macOS it never finds a bare name)",
-                  f"set AI edit settings → Engine command to: {ours}   (or, with REAPER closed: "
-                  "aiedit doctor --write-reaper-settings)")
+                  "so 'Yes: start it now' may find nothing (on macOS it never finds a bare name)", fix)
 
 
 def write_engine_cmd(resource: Path, cmd: str) -> Path:
@@ -383,7 +385,7 @@ def run(args: argparse.Namespace) -> list[Result]:
 
 def check_token(args: argparse.Namespace) -> tuple[str | None, Result | None]:
     """The token the daemon would use (--token-file, --token, $AIEDIT_TOKEN) and a check of how it is given."""
-    from bridge.secret import TOKEN_ENV, TokenError, resolve_token
+    from bridge.wire.secret import TOKEN_ENV, TokenError, resolve_token
 
     try:
         token, _ = resolve_token(args.token, getattr(args, "token_file", None))

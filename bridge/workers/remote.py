@@ -2,7 +2,7 @@
 
 Each actor (:class:`EditActor`, one per GPU across the cluster, or per ``--devices`` entry) holds one loaded model
 and runs one edit at a time. A daemon-side thread per actor (:class:`RemoteWorker`) takes jobs from the daemon's
-queue like a local worker does (:mod:`bridge.pool`), so OSC, the spool and the job order are unchanged:
+queue like a local worker does (:mod:`bridge.workers.pool`), so OSC, the spool and the job order are unchanged:
 
 - the source region travels by value (read here, float64 samples: no shared file system needed), the takes come
   back as WAV bytes and are written here, atomically, as a local worker writes them;
@@ -30,10 +30,10 @@ import time
 import traceback
 from typing import Any
 
-from bridge.pool import Pool, Slot
-from bridge.protocol import Job
-from bridge.service import Service
-from bridge.worker import WRITING, ProgressMap, pinned_source, write_takes
+from bridge.jobs.protocol import Job
+from bridge.jobs.service import Service
+from bridge.workers.local import WRITING, ProgressMap, pinned_source, write_takes
+from bridge.workers.pool import Pool, Slot
 from engine.audio_io import read_region
 from engine.errors import Cancelled, EngineError
 from engine.params import EditRequest, Region

@@ -472,6 +472,16 @@ def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback: no token is needed to listen there."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def reply_allowed(target: ReplyTo, sender: ReplyTo | None, *, trusted: bool = False) -> bool:
     """Replies go only to the sender's own host (any port there), so the daemon cannot be aimed at a third
     party. A spool message has no sender: loopback only, unless it was authenticated with the token

@@ -1,4 +1,4 @@
-"""``python -m bridge.demo``: the whole loop a REAPER user sees, offline, in about a minute on a CPU.
+"""``python -m bridge.commands.demo``: the whole loop a REAPER user sees, offline, in about a minute on a CPU.
 
 Renders a clip of the toy world ("three knocks over a low hum", stereo, 44.1 kHz, like a recording on a REAPER
 track), starts ``aiedit serve --model toy`` on a demo spool, sends one job over OSC exactly as the REAPER scripts
@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from bridge.client import OscClient, ping
+from bridge.wire.client import OscClient, ping
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_PROMPT = "three knocks and a bell over a low hum"  # the paper gives the whole scene, not just the change
@@ -42,7 +42,7 @@ def make_clip(path: Path, sr: int = 44_100) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bridge.demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bridge.commands.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/demo", help="folder for the clip and the demo spool")
     ap.add_argument("--model", default="toy", help="toy (trained here, the default) or tiny (random weights)")
     ap.add_argument("--prompt", default=DEMO_PROMPT)

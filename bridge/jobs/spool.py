@@ -25,7 +25,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from bridge.safe_dir import DIR_MODE, SafeDir
+from bridge.jobs.safe_dir import DIR_MODE, SafeDir
 
 log = logging.getLogger("aiedit.spool")
 
@@ -217,7 +217,7 @@ class Spool:
     """Paths and reads/writes of one spool folder; job ids must already be validated (they name folders).
 
     Everything under ``jobs/`` is written through folders opened without following links (see
-    :class:`bridge.safe_dir.SafeDir`), so a client that can write into the spool cannot redirect the daemon's
+    :class:`bridge.jobs.safe_dir.SafeDir`), so a client that can write into the spool cannot redirect the daemon's
     writes.
     """
 
