@@ -134,15 +134,17 @@ def test_cli_runs_an_edit_in_bf16_and_records_it(tmp_path):
 # -- issue 25: the codec and the conditioning stay fp32 -------------------------------------------------------------
 
 def _families():
+    from engine.models.ace_step import tiny_ace_step
     from engine.models.audioldm import tiny_audioldm
     from engine.models.audioldm2 import tiny_audioldm2
     from engine.models.stable_audio3 import tiny_stable_audio3
 
-    return {"tango": tiny_tango, "audioldm": tiny_audioldm, "audioldm2": tiny_audioldm2, "sa3": tiny_stable_audio3}
+    return {"tango": tiny_tango, "audioldm": tiny_audioldm, "audioldm2": tiny_audioldm2, "sa3": tiny_stable_audio3,
+            "ace": tiny_ace_step}
 
 
 @pytest.mark.parametrize("choice", ["bf16", "auto"])
-@pytest.mark.parametrize("family", ["tango", "sa3"])
+@pytest.mark.parametrize("family", ["tango", "sa3", "ace"])
 def test_the_codec_stays_fp32_on_a_simulated_cuda_path(monkeypatch, family, choice):
     """``auto`` means bf16 on a CUDA GPU with bf16: decided from torch.cuda, so a CUDA machine is simulated by its
     answers (the weights stay on the CPU). The codec is fp32 after loading and after the model is moved again."""
@@ -195,12 +197,22 @@ def test_two_etas_001_apart_reach_the_denoiser_as_different_tensors(family):
         assert x.dtype == torch.float32 and differ(x) > 0.9, where
 
 
-@pytest.mark.parametrize("family", ["audioldm", "audioldm2"])
-def test_every_family_samples_with_fp32_conditioning_entries(family):
+@pytest.mark.parametrize("family", ["audioldm", "audioldm2", "ace"])
+def test_every_family_edits_with_fp32_conditioning_entries(family, tmp_path):
     """AudioLDM reads a class embedding, AudioLDM 2 two cross-attention contexts (and self-attention in attn2 where
-    it has no context): each runs in bf16 with its entries in fp32."""
+    it has no context), ACE-Step its packed condition through one projection: each edits in bf16 with its entries
+    in fp32."""
+    import numpy as np
+    import soundfile as sf
+
+    from engine.editor import Editor
+    from engine.params import EditParams, EditRequest
+
     m = precision.apply(_families()[family](), "bf16")
     assert m.conditioning_entries()
-    e, u = m.encode_prompt(["rain", ""]).split([1, 1])
-    out = sample(m, [e], u, latent_shape=(8, 16, 16), steps=2, guidance=2.5, seed=0)
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    t = np.arange(m.sample_rate) / m.sample_rate
+    sf.write(tmp_path / "x.wav", 0.3 * np.sin(2 * np.pi * 330 * t), m.sample_rate)
+    for mode in ("lora", "sdedit"):
+        res = Editor(m).edit(EditRequest(str(tmp_path / "x.wav"), params=EditParams(
+            "rain", mode=mode, etas=(0.6,), embed_steps=2, tune_steps=2, sample_steps=2)))
+        assert np.isfinite(res.takes[0].audio).all()
