@@ -14,7 +14,17 @@ from pathlib import Path
 
 from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
-from engine.params import MAX_LYRICS, MODES, STARTS, EditParams, EditRequest, Inpaint, MusicContext, Region
+from engine.params import (
+    MAX_LYRICS,
+    MODES,
+    PAPER_STAGE_DEFAULTS,
+    STARTS,
+    EditParams,
+    EditRequest,
+    Inpaint,
+    MusicContext,
+    Region,
+)
 from engine.progress import Progress
 
 STAGE_LABEL = {"preparing": "prepare", "embedding": "stage 1 embed", "finetune": "stage 2 tune",
@@ -55,15 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help='such as "4/4", "6/8" (N 1-32, D 1, 2, 4, 8, 16 or 32)')
     music.add_argument("--language", default=None, help='language code of the lyrics, such as "en"')
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
-    ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
-    ap.add_argument("--embed-lr", type=float, default=None, help="stage 1 Adam rate (default: the model's, else 2e-3)")
-    ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps (default: the model's, else 1500)")
+    d = PAPER_STAGE_DEFAULTS  # the help shows the engine's own fallbacks, so it cannot go stale
+    ap.add_argument("--embed-steps", type=int, default=None,
+                    help=f"stage 1 steps (default: the model's, else {d['embed_steps']})")
+    ap.add_argument("--embed-lr", type=float, default=None,
+                    help=f"stage 1 Adam rate (default: the model's, else {d['embed_lr']:g})")
+    ap.add_argument("--tune-steps", type=int, default=None,
+                    help=f"stage 2 steps (default: the model's, else {d['lora_steps']} LoRA / {d['full_steps']} full)")
     ap.add_argument("--tune-draws", type=int, default=None,
-                    help="stage 2 noise draws per step, in one batch (default: the model's, else 4 LoRA / 1 full)")
+                    help=f"stage 2 noise draws per step, in one batch (default: the model's, else {d['lora_draws']} "
+                         f"LoRA / {d['full_draws']} full)")
     ap.add_argument("--tune-lr", type=float, default=None,
-                    help="stage 2 Adam rate (default: the model's, else 1e-6 full / 1e-4 LoRA)")
+                    help=f"stage 2 Adam rate (default: the model's, else {d['lora_lr']:g} LoRA / "
+                         f"{d['full_lr']:g} full)")
     ap.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
-    ap.add_argument("--sample-steps", type=int, default=None, help="stage 3 steps (default: the model's)")
+    ap.add_argument("--sample-steps", type=int, default=None,
+                    help="stage 3 steps (default: the model's; flowedit: 28 on CUDA, without CUDA the grid on which "
+                         "the strongest take runs 6 steps)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
                     help="stage 3 sampler on ᾱ-schedule models: ddim (default) or dpm (DPM-Solver++, for fewer "
@@ -73,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU "
                          "(trained tensors and losses are fp32 either way)")
     ap.add_argument("--compile", action="store_true",
-                    help="torch.compile the UNet (CUDA; pays a minute of compiling per model and shape)")
+                    help="compile the training and sampling steps, one graph each, CUDA graphs on a GPU (a minute or "
+                         "two of compiling once per loaded model)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aiedit" / "stages"),
                     help="stage 1-2 cache folder ('' disables the disk cache)")
     ap.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
