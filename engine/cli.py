@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
+from engine.models.catalog import default_etas
 from engine.params import (
     MAX_LYRICS,
     MODES,
@@ -35,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aiedit edit", description="Edit an audio file with a text prompt.")
     ap.add_argument("input", help="audio file (anything libsndfile reads); never modified")
     ap.add_argument("--prompt", required=True, help="what the sound should become")
-    ap.add_argument("--eta", type=float, nargs="+", default=[0.25, 0.5, 0.75],
-                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta, flowedit: strengths in (0, 1])")
+    ap.add_argument("--eta", type=float, nargs="+", default=None,
+                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta, flowedit: strengths in (0, 1]); "
+                         "default 0.25 0.5 0.75, on Stable Audio 3 flowedit 0.75 0.85 0.95 and sdedit 0.4 0.55 0.7 "
+                         "(lower ones are near-copies there)")
     ap.add_argument("--mode", choices=list(MODES), default="lora",
                     help="lora | full (the paper's three stages), sdedit (preview), zeta (zero-shot edit, ᾱ-schedule "
                          "models), flowedit (zero-shot edit, flow models such as Stable Audio 3), repaint (the "
@@ -108,13 +111,25 @@ def request_from_args(a: argparse.Namespace) -> EditRequest:
         except ValueError:
             raise InputError(f"--inpaint wants START:END in seconds, got {a.inpaint!r}") from None
         inpaint = Inpaint(s, e)
-    params = EditParams(prompt=a.prompt, etas=tuple(a.eta), mode=a.mode, seed=a.seed, inpaint=inpaint,
+    etas = tuple(a.eta) if a.eta else default_etas(_family(a.model), a.mode)
+    params = EditParams(prompt=a.prompt, etas=etas, mode=a.mode, seed=a.seed, inpaint=inpaint,
                         embed_steps=a.embed_steps, embed_lr=a.embed_lr, tune_steps=a.tune_steps, tune_lr=a.tune_lr,
                         lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler,
                         start=a.start_from, source_prompt=a.source_prompt, source_guidance=a.source_guidance,
                         tune_draws=a.tune_draws)
     return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params,
                        music_from_args(a)).validate()
+
+
+def _family(model: str) -> str:
+    """The model family a ``--model`` names (for its default strengths), or "" when it cannot be told yet (the load
+    then says why)."""
+    from engine.models.registry import resolve
+
+    try:
+        return resolve(model).family
+    except EngineError:
+        return ""
 
 
 def music_from_args(a: argparse.Namespace) -> MusicContext:

@@ -82,3 +82,21 @@ def test_the_cpu_preview_benchmark_runs_its_rows(tmp_path):
     assert rows["ours flowedit (CPU preview)"]["noise_draws"] == 1
     assert rows[f"ours flowedit ({DEFAULT_STEPS} steps, {NOISE_DRAWS} draws)"]["noise_draws"] == NOISE_DRAWS
     assert "diffusers StableAudio3AudioToAudioPipeline" in rows and "ours sdedit @ 0.7/1" in rows
+
+
+def test_flow_models_default_to_strengths_that_edit(tmp_path):
+    """Issue 25: 0.25 / 0.5 / 0.75 are near-copies on Stable Audio 3; without --eta the CLI gives its zero-shot modes
+    the measured flow defaults, and every other model and mode the old ones."""
+    from engine.cli import build_parser, request_from_args
+    from engine.models.catalog import FLOW_STRENGTHS
+
+    src = tmp_path / "c.wav"
+    sf.write(src, np.zeros(4410), 44100)
+
+    def etas(*argv: str) -> tuple[float, ...]:
+        return request_from_args(build_parser().parse_args([str(src), "--prompt", "a bell", *argv])).params.etas
+    assert etas("--model", "tiny-sa3", "--mode", "flowedit") == FLOW_STRENGTHS["flowedit"] == (0.75, 0.85, 0.95)
+    assert etas("--model", "tiny-sa3", "--mode", "sdedit") == FLOW_STRENGTHS["sdedit"]
+    assert etas("--model", "tiny-sa3", "--mode", "lora") == etas("--model", "tiny", "--mode", "sdedit") == (
+        0.25, 0.5, 0.75)
+    assert etas("--model", "tiny-sa3", "--mode", "flowedit", "--eta", "0.3") == (0.3,)
