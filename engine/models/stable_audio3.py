@@ -227,10 +227,11 @@ def codec_reach(vae) -> int:
     return reach + 1
 
 
-def _in_chunks(run, frames: int, reach: int, *, chunk: int = CODEC_CHUNK, scale: int = 1) -> torch.Tensor:
+def _in_chunks(run, frames: int, reach: int, *, chunk: int | None = None, scale: int = 1) -> torch.Tensor:
     """``run(a, b)`` maps latent frames [a, b) to an output with ``scale`` time steps per frame; call it on chunks of
     ``chunk`` frames, each widened by ``reach`` frames of context either side, and join the chunks' own parts. A clip
     that fits in one chunk plus its margins is one call, exactly as before."""
+    chunk = chunk or CODEC_CHUNK
     if frames <= chunk + 2 * reach:
         return run(0, frames)
     parts = []
