@@ -62,6 +62,7 @@ class ServeConfig:
     max_output_mb: float = 1024.0
     max_queued: int = MAX_QUEUED
     keep_days: float = KEEP_DAYS
+    max_models: int | None = None  # models each worker keeps loaded (None: from its free memory; bridge.workers.loaded)
 
 
 class StartupError(Exception):
@@ -180,6 +181,8 @@ class Daemon:
             )
         if cfg.max_queued < 1 or cfg.keep_days < 0:
             raise StartupError("--max-queued must be at least 1 and --keep-days at least 0 (0: keep every job)")
+        if cfg.max_models is not None and cfg.max_models < 1:
+            raise StartupError("--max-models must be at least 1 (or left out: as many as the free memory holds)")
         try:
             path_map = PathMap.parse(cfg.map_path)
         except ValueError as exc:
@@ -224,6 +227,7 @@ class Daemon:
         self.osc.attach(self.service)
         self.pool = Pool()
         self.service.workers_info = self.pool.info
+        self.service.loaded_models = self.pool.loaded
         self.shared_cache: str | None = None
         self.exit_code = 0
         self._ray_thread: threading.Thread | None = None
@@ -261,7 +265,7 @@ class Daemon:
             self.shared_cache = cache_dir = tempfile.mkdtemp(prefix="aiedit-stage-cache-")
         return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
                        threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
-                       slot=self.pool.add(name))
+                       slot=self.pool.add(name), max_models=cfg.max_models)
                 for device, name in zip(devices, worker_names(devices), strict=True)]
 
     def _join_ray(self) -> None:
@@ -287,8 +291,8 @@ class Daemon:
             if self.service.closed.is_set():
                 return
             w = remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
-                                    model=cfg.model, cache_dir=cfg.cache_dir, precision=cfg.precision,
-                                    compile_unet=cfg.compile)
+                                    cache_dir=cfg.cache_dir, precision=cfg.precision, compile_unet=cfg.compile,
+                                    max_models=cfg.max_models)
             self.workers.append(w)
             w.start()
         log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
@@ -309,8 +313,9 @@ class Daemon:
             self._ray_thread.start()
         self.inbox.start()
         log.info(
-            "aiedit serving model %s on %s:%d, spool %s, %d worker(s)%s",
-            self.cfg.model,
+            "aiedit serving model %s (%d model(s) on disk) on %s:%d, spool %s, %d worker(s)%s",
+            self.service.models.label,
+            len(self.service.models.models),
             self.cfg.host,
             self.osc.port,
             self.spool.root,

@@ -1,5 +1,5 @@
 -- @description AI edit jobs
--- @version 0.3.0
+-- @version 0.4.0
 -- @author aiedit
 -- @noindex
 -- @about

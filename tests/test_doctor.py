@@ -215,3 +215,16 @@ def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
     assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
     none = sa3_fit(1, 1.0)
     assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail
+
+
+def test_free_gpu_memory_is_checked_for_ace_step_and_every_random_weight_model_is_flagged(env, capsys):
+    from bridge.commands.doctor import ace_fit, check_model
+
+    fits, short = ace_fit(0, 24.0), ace_fit(1, 8.0)
+    assert fits.level == "ok" and fits.name == "gpu 0 ace-step" and "fits" in fits.detail
+    assert short.level == "warn" and "needs ≈10 GiB" in short.detail and short.fix
+    for name in ("tiny", "tiny-sa3", "tiny-ace"):
+        (r,) = check_model(name)
+        assert r.level == "warn" and r.detail == f"{name} has random weights: edits come back as noise"
+    (auto, *_) = check_model("auto")  # nothing on disk here (env): the shipped toy model, and the families named
+    assert auto.level == "warn" and "(Stable Audio 3, ACE-Step, TANGO, AudioLDM 2, AudioLDM)" in auto.detail

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from reaper_harness import EDIT, JOBS, items_by_guid, registry, run, saved
+from test_pictures import decode_png
 
 try:
     from bridge_helpers import TINY_STEPS, Daemon, make_wav
@@ -62,6 +63,36 @@ def test_scripts_with_the_real_daemon(tmp_path):
     best = status["best"]
     assert item["active_take"] == item["takes"][1 + best]["guid"]
     assert out["undo"][0::2] == ["begin"] and out["open_undo"] == 0
+    # issue 24: the daemon wrote a spectrogram of the input and of each take with the takes, named in the status
+    pictures = [status["input_spectrogram"], *(t["spectrogram"] for t in status["takes"])]
+    assert Path(pictures[0]).name == "input.png"
+    for t in status["takes"]:
+        assert Path(t["spectrogram"]).with_suffix(".wav") == Path(t["path"])
+    for pic in pictures:
+        data = Path(pic).read_bytes()
+        assert len(data) <= 64 * 1024 and decode_png(data).shape[0] == 64
+    # and the jobs window on ReaImGui loads them (the fake checks each PNG's chunks and header)
+    sc = scenario(spool, src, [{"run": JOBS}, {"defer": 1}, {"imgui_click": "Knock##row"}, {"defer": 1}],
+                  imgui=True, **saved(out))
+    sc["tracks"] = _tracks_of(out)
+    shown = run(tmp_path, sc)
+    assert shown["errors"] == [] and shown["imgui"]["images_loaded"] == 3
+    assert [r[2] for r in shown["imgui"]["tables"]["takes"]["rows"]] == [
+        f"[image {Path(t['spectrogram']).name}]" for t in status["takes"]]
+
+
+def _tracks_of(out: dict) -> list:
+    """The dumped project as the next session's scenario tracks (the AI takes included)."""
+    tracks = []
+    for tr in out["tracks"]:
+        items = []
+        for it in tr["items"]:
+            takes = [{"guid": t["guid"], "name": t["name"], "ext": t["ext"], "startoffs": t["values"]["D_STARTOFFS"],
+                      "playrate": t["values"]["D_PLAYRATE"], "source": t["source"]} for t in it["takes"]]
+            items.append({"guid": it["guid"], "position": it["values"]["D_POSITION"],
+                          "length": it["values"]["D_LENGTH"], "takes": takes})
+        tracks.append({"name": tr["name"], "items": items})
+    return tracks
 
 
 def test_cancel_through_the_real_daemon(tmp_path):

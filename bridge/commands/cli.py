@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_output_mb=args.max_output_mb,
                 max_queued=args.max_queued,
                 keep_days=args.keep_days,
+                max_models=args.max_models,
             )
         )
     from bridge.wire.client import run_send

@@ -118,6 +118,7 @@ def check_torch(device: str | None) -> list[Result]:
                           "" if level == "ok" else "close other GPU programs, or use LoRA / SDEdit mode and a "
                           "smaller model (audioldm)"))
         out.append(sa3_fit(i, free))
+        out.append(ace_fit(i, free))
     return out
 
 
@@ -136,6 +137,18 @@ def sa3_fit(gpu: int, free_gib: float) -> Result:
                   "" if level == "ok" else "use sa3-small, close other GPU programs, or flowedit / sdedit mode")
 
 
+def ace_fit(gpu: int, free_gib: float) -> Result:
+    """Whether one GPU's free memory holds an ACE-Step 1.5 DiT (engine/models/catalog.py: ACE_GPU_GIB, bf16 weights
+    plus LoRA training; an estimate). The three variants are the same size."""
+    from engine.models.catalog import ACE_GPU_GIB
+
+    need = ACE_GPU_GIB["ace-step"]
+    ok = free_gib >= need
+    return Result(f"gpu {gpu} ace-step", "ok" if ok else "warn",
+                  f"ACE-Step 1.5 with {free_gib:.1f} GiB free: " + ("fits" if ok else f"needs ≈{need:.0f} GiB"),
+                  "" if ok else "close other GPU programs, or use cover / repaint / flowedit (no fine-tuning)")
+
+
 def check_model(spec: str) -> list[Result]:
     from engine.errors import EngineError
     from engine.models.registry import resolve, resolve_auto
@@ -146,12 +159,14 @@ def check_model(spec: str) -> list[Result]:
     if name == "auto":
         name, warning = resolve_auto()
         if warning:
-            out.append(Result("model", "warn", "auto → toy: no real model (Stable Audio 3, TANGO, AudioLDM 2, "
-                              "AudioLDM) found",
+            out.append(Result("model", "warn", "auto → toy: no real model (Stable Audio 3, ACE-Step, TANGO, "
+                              "AudioLDM 2, AudioLDM) found",
                               "`aiedit models list` shows what to pull; the toy model knows only the toy world"))
         else:
             out.append(Result("model", "ok", f"auto → {name}"))
-    if name in ("tiny", "tiny-sa3"):
+    from engine.models.catalog import BUILTIN
+
+    if name in BUILTIN:
         return [*out, Result("model", "warn", f"{name} has random weights: edits come back as noise",
                              "use --model auto (the default) or a real model")]
     try:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", default=None, metavar="ADDRESS|local",
                    help="run the edits on Ray actors (one per GPU in the cluster): a cluster address "
                         "(ray start --head prints it) or local; needs pip install 'aiedit[cluster]'")
+    s.add_argument("--max-models", type=int, default=None, metavar="N",
+                   help="models each worker keeps loaded; a job naming another loads it and evicts the least "
+                        "recently used (default: as many as the free memory holds, at least 1)")
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU")

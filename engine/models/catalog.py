@@ -84,6 +84,19 @@ GATED: dict[str, str] = {
 SA3_GPU_GIB: dict[str, float] = {"sa3-small": 4.0, "sa3-small-music": 4.0, "sa3-medium": 12.0}
 # The same for ACE-Step 1.5 (the 2B DiTs): ≈ 6.3 GB of bf16 weights plus LoRA training; an estimate (see above).
 ACE_GPU_GIB: dict[str, float] = {"ace-step": 10.0, "ace-step-sft": 10.0, "ace-step-base": 10.0}
+# What one loaded model holds (GiB of fp32 weights: parameters x 4 bytes), by name, else by family: how many models
+# a daemon's worker keeps loaded by default (`aiedit serve --max-models`, bridge/workers/loaded.py). Estimates from
+# parameter counts, rounded up: AudioLDM s / m / l UNets 185 / 416 / 739 M plus CLAP, VAE and vocoder; AudioLDM 2
+# 350 M (large 750 M) UNet plus GPT-2 and FLAN-T5 encoders; TANGO 866 M UNet plus FLAN-T5-large's encoder
+# (/work/shared/notes/gpu.md); SA3 small 433 M / medium 1.4 B DiT plus SAME and T5Gemma; ACE-Step 2,394 M DiT
+# parts + 169 M VAE + 0.6 B Qwen3 (above). On a CUDA GPU the weights are stored in bf16 (--precision auto): half.
+WEIGHTS_GIB: dict[str, float] = {"audioldm": 1.8, "audioldm-m": 2.7, "audioldm-l": 4.0, "audioldm2": 4.5,
+                                 "audioldm2-music": 4.5, "audioldm2-large": 6.0, "tango": 5.0, SA3: 3.5,
+                                 "sa3-medium": 8.0, ACE: 12.0, "tiny": 0.05, "tiny-sa3": 0.05, "tiny-ace": 0.05,
+                                 "toy": 0.05, "toy-flow": 0.05}
+# What one edit needs beside the weights (activations, LoRA adapters and Adam state, the decoded audio): TANGO's
+# measured LoRA peak of 9.8 GiB on an H100 less its ≈ 5 GiB of weights; the toy-sized models need little.
+EDIT_GIB, TOY_EDIT_GIB = 5.0, 0.5
 
 # The longest clip each SA3 size makes in one pass (the Stability-AI/stable-audio-3 README's model table, "Max
 # length": Small 120 s, Medium 380 s; its model overview says "~2min" and "~4.75min"). The editor cuts windows only
@@ -196,6 +209,25 @@ def describe(name: str, family: str | None = None) -> dict:
     fam = family or family_of_name(name) or ""
     return {"name": name, "kind": kind_of(name, fam), "modes": list(modes_of_family(fam)),
             "takes": list(takes_of(fam))}
+
+
+def resident_gib(name: str, family: str | None = None, *, gpu: bool = False, precision: str = "auto") -> float:
+    """GiB a loaded model holds (:data:`WEIGHTS_GIB`; bf16 on a CUDA GPU unless ``precision`` is fp32). An unknown
+    folder counts as the largest known model: too few models loaded costs a reload, too many an out-of-memory."""
+    fam = family or family_of_name(name) or ""
+    fp32 = WEIGHTS_GIB.get(name, WEIGHTS_GIB.get(fam, max(WEIGHTS_GIB.values())))
+    return fp32 / 2 if gpu and precision != "fp32" else fp32
+
+
+def edit_gib(name: str, family: str | None = None, *, gpu: bool = False, precision: str = "auto") -> float:
+    """GiB one LoRA edit on a model needs in all, its weights included: the doctor's GPU figures where there are
+    some (:data:`SA3_GPU_GIB`, :data:`ACE_GPU_GIB`), else the weights plus :data:`EDIT_GIB`."""
+    known = {**SA3_GPU_GIB, **ACE_GPU_GIB}
+    if gpu and name in known:
+        return known[name]
+    weights = resident_gib(name, family, gpu=gpu, precision=precision)
+    toy = name in BUILTIN or name in SHIPPED
+    return weights + (TOY_EDIT_GIB if toy else EDIT_GIB)
 
 
 def family_of_hub_id(repo: str) -> str | None:
