@@ -21,9 +21,9 @@ import torch
 from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
+from engine.channels import to_input_channels, to_model_channels
 from engine.errors import InputError, OutOfMemory
-from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
-from engine.flowedit import flowedit
+from engine.flowedit import default_draws, default_steps, flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning, PromptContext
 from engine.params import NATIVE_MODES, ZERO_SHOT_MODES, EditParams, EditRequest, MusicContext
@@ -53,6 +53,7 @@ class Editor:
 
     def __init__(self, model: AudioModel, scorer=None, cache: StageCache | None = None) -> None:
         self.model = model
+        self.flowedit_draws: int | None = None  # FlowEdit's noise draws a step; None = by device (engine.flowedit)
         self.scorer = scorer
         self.cache = cache if cache is not None else StageCache()
         self._prompt_cache: dict[tuple[str, PromptContext], tuple[Conditioning, Conditioning]] = {}
@@ -98,8 +99,10 @@ class Editor:
         """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
         paper's (what results record, and what the cache keys on)."""
         m = self.model
-        # FlowEdit integrates an ODE on the velocity difference: its own, finer step count (engine.flowedit)
-        steps = FLOWEDIT_STEPS if params.mode == "flowedit" else m.default_steps
+        steps = m.default_steps
+        if params.mode == "flowedit" and m.schedule.kind == "flow":
+            # FlowEdit integrates an ODE on the velocity difference: its own step count, by device (engine.flowedit)
+            steps = default_steps(m.schedule, params.etas, m.device)
         defaults = {**m.stage_defaults, "sample_steps": steps, "guidance": m.default_guidance}
         return params.resolved(defaults).validate()
 
@@ -148,14 +151,17 @@ class Editor:
         focus = (span.model_start, span.model_end) if span else (0, len(x))
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
         windows = plan_windows(len(x), focus, window, overlap)
+        log.info("%s: %.1f s edited in %d window%s (the model's window: %g s)", self.model.name, len(x) / msr,
+                 len(windows), "" if len(windows) == 1 else "s", self.model.max_seconds)
         timings["prepare"] = time.perf_counter() - t0
         report(Progress("preparing", 1, 1))
 
         pieces: list[list[tuple[Window, np.ndarray]]] = [[] for _ in p.etas]
         cache_hits = 0
         for k, win in enumerate(windows):
-            waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, music, report,
-                                           token, timings, counts)
+            with self.model.clip_duration((win.end - win.start) / msr):  # the window's length, not the padded one
+                waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, music, report,
+                                               token, timings, counts)
             cache_hits += hit
             for j, w in enumerate(waves):
                 pieces[j].append((win, w))
@@ -174,8 +180,11 @@ class Editor:
         timings["assemble"] = time.perf_counter() - t0
 
         trained = p.mode not in ZERO_SHOT_MODES
+        recorded = p.to_dict()
+        if p.mode == "flowedit":
+            recorded["noise_draws"] = self.noise_draws()
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
-                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts,
+                            timings=timings, windows=len(windows), params=recorded, network_calls=counts,
                             notes=notes)
         if self.scorer is not None:
             token.check()
@@ -269,7 +278,7 @@ class Editor:
             with calls.stage(m, "sampling", counts):
                 latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
                                    steps=steps, guidance=guidance, source_guidance=float(p.source_guidance),
-                                   seed=seed, keep=keep, on_step=stepper("sampling"))
+                                   seed=seed, keep=keep, draws=self.noise_draws(), on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
             key = self.stage_cache_key(seg, p, seed, music)
@@ -312,6 +321,12 @@ class Editor:
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
+
+    def noise_draws(self) -> int:
+        """FlowEdit's noise draws a step: :attr:`flowedit_draws` when set, else the device's (engine.flowedit)."""
+        if self.flowedit_draws is not None:
+            return int(self.flowedit_draws)
+        return default_draws(self.model.device)
 
     def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int, music: MusicContext | None = None) -> str:
         """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, the musical context
@@ -378,29 +393,6 @@ def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
     if len(y) >= frames:
         return y[:frames]
     return np.pad(y, [(0, frames - len(y))] + [(0, 0)] * (y.ndim - 1))
-
-
-def to_model_channels(data: np.ndarray, channels: int) -> np.ndarray:
-    """(frames, C_in) → what a model with ``channels`` hears: (frames,) mono mix, or (frames, 2) stereo (mono
-    duplicated; more than two channels folded, even ones to the left and odd ones to the right)."""
-    if channels == 1:
-        return data.mean(axis=1)
-    if data.shape[1] == channels:
-        return data
-    if data.shape[1] == 1:
-        return np.repeat(data, channels, axis=1)
-    return np.stack([data[:, 0::2].mean(axis=1), data[:, 1::2].mean(axis=1)], axis=1)
-
-
-def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:
-    """The inverse of :func:`to_model_channels`: a model's (frames,) or (frames, 2) output → (frames, channels)."""
-    if y.ndim == 1:
-        return np.repeat(y[:, None], channels, axis=1)
-    if y.shape[1] == channels:
-        return y
-    if channels == 1:
-        return y.mean(axis=1, keepdims=True)
-    return y[:, np.arange(channels) % y.shape[1]]
 
 
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,

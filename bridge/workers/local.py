@@ -40,8 +40,9 @@ class ProgressMap:
     The engine runs embedding → finetune → (inverting) → sampling → decoding per window (long clips are edited
     in windows), preceded by ``preparing`` and followed by ``scoring``. Step-driven stages are weighted by their step
     counts (a fine-tuning step costs about 1.5 embedding steps, a sampling step about 0.7 per η); stages
-    skipped by a cache hit just make the bar jump. In SDEdit mode sampling restarts once per η, which is
-    counted.
+    skipped by a cache hit just make the bar jump. Every stage's (step, total) runs once from 1 to its total, SDEdit's
+    several strengths included (the engine counts their loops as one: issue 25; the bar stalled at 1/n on a model
+    whose strengths share one loop).
     """
 
     def __init__(self, params: EditParams, *, loading: bool) -> None:
@@ -63,9 +64,6 @@ class ProgressMap:
             self.offset[k] = acc
             acc += self.share[k]
         self.core = 1.0 - self.loading - PREPARING - SCORING - WRITING
-        self.runs = n if p.mode == "sdedit" else 1
-        self._run = 0
-        self._last: tuple[int, str, int] = (-1, "", -1)
 
     def loaded(self) -> float:
         return self.loading
@@ -82,14 +80,6 @@ class ProgressMap:
         if pr.stage not in self.share:
             return pr.stage, 0.0  # unknown stage: name passes, the bar holds (progress is kept monotone)
         window, stage = pr.window, pr.stage
-        if stage == "sampling" and self.runs > 1:
-            last_w, last_s, last_step = self._last
-            if (last_w, last_s) == (window, stage) and pr.step < last_step:
-                self._run += 1
-            elif (last_w, last_s) != (window, stage):
-                self._run = 0
-            f = (min(self._run, self.runs - 1) + f) / self.runs
-        self._last = (window, stage, pr.step)
         within = self.offset[stage] + self.share[stage] * f
         windows = max(1, pr.windows)
         return stage, self.loading + PREPARING + self.core * (window + within) / windows
