@@ -13,11 +13,9 @@ import errno
 import logging
 import os
 import re
-import shutil
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +30,8 @@ from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default
 from bridge.wire.server import OscFrontend
 from bridge.workers.local import Worker
 from bridge.workers.pool import DeviceError, Pool, parse_devices, worker_names
+from bridge.workers.shared_cache import SharedCache
+from engine.cache_files import CacheFiles
 
 log = logging.getLogger("aiedit.daemon")
 
@@ -53,6 +53,7 @@ class ServeConfig:
     devices: str | None = None  # "cuda:0,cuda:1" | "all" | "cpu,cpu": one worker each (see bridge.workers.pool)
     ray: str | None = None  # a Ray cluster address, or "local": the workers are Ray actors (bridge.workers.remote)
     cache_dir: str | None = None
+    cache_max_mb: float | None = None  # the disk stage cache's cap (engine.cache_files; None: from the free space)
     precision: str = "auto"
     compile: bool = False
     threads: int | None = None
@@ -224,7 +225,7 @@ class Daemon:
         self.osc.attach(self.service)
         self.pool = Pool()
         self.service.workers_info = self.pool.info
-        self.shared_cache: str | None = None
+        self.shared_cache = SharedCache()
         self.exit_code = 0
         self._ray_thread: threading.Thread | None = None
         self._ray_release = threading.Event()  # set by stop() once the workers are done with Ray
@@ -256,12 +257,15 @@ class Daemon:
         cache_dir = cfg.cache_dir
         if cache_dir is None and len(devices) > 1:
             # several workers share the LoRA stage results through the disk (a re-take on another worker then
-            # skips stages 1-2); a private folder (0700) made afresh outside the spool and removed at stop: a fixed
-            # name in the spool could be a planted link that the cache would write through and load stages from
-            self.shared_cache = cache_dir = tempfile.mkdtemp(prefix="aiedit-stage-cache-")
+            # skips stages 1-2): a private folder of this daemon's (bridge.workers.shared_cache), or none when the
+            # temporary folder cannot hold one
+            cache_dir = self.shared_cache.create()
+        if cache_dir is not None:
+            cache_mb = cfg.cache_max_mb
+            CacheFiles(cache_dir, None if cache_mb is None else int(cache_mb * 1e6)).sweep()
         return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
                        threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
-                       slot=self.pool.add(name))
+                       slot=self.pool.add(name), cache_max_mb=cfg.cache_max_mb)
                 for device, name in zip(devices, worker_names(devices), strict=True)]
 
     def _join_ray(self) -> None:
@@ -288,7 +292,7 @@ class Daemon:
                 return
             w = remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
                                     model=cfg.model, cache_dir=cfg.cache_dir, precision=cfg.precision,
-                                    compile_unet=cfg.compile)
+                                    compile_unet=cfg.compile, cache_max_mb=cfg.cache_max_mb)
             self.workers.append(w)
             w.start()
         log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
@@ -333,8 +337,7 @@ class Daemon:
         if self._ray_thread is not None:
             self._ray_release.set()
             self._ray_thread.join(timeout=STOP_WAIT_S)  # it shuts Ray down (unless ray.init is still under way)
-        if self.shared_cache:
-            shutil.rmtree(self.shared_cache, ignore_errors=True)
+        self.shared_cache.remove()
         self.service.maintain()  # a last try at statuses a spool fault left unwritten
         self.osc.close()
         self.heartbeat.stop()

@@ -368,10 +368,11 @@ def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:
 
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,
                 scorer: str | None = "auto", allow_download: bool = False, precision: str = "auto",
-                compile_unet: bool = False) -> Editor:
+                compile_unet: bool = False, cache_max_mb: float | None = None) -> Editor:
     """Load a model by name, hub id or folder (see ``engine.models.registry``) and wrap it in an Editor.
 
     ``precision``/``compile_unet``: see ``engine.precision`` (auto = bf16 weights on a CUDA GPU, fp32 on CPU).
+    ``cache_max_mb``: the disk stage cache's cap (None: from the free space, see ``engine.cache_files``).
     ``scorer="auto"`` uses the model's own CLAP where it has one, else ``laion/clap-htsat-unfused`` (a tiny CLAP
     for the tiny model); if those weights are missing the edit still runs and takes carry no scores.
     """
@@ -382,4 +383,7 @@ def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str |
     clap = None
     if scorer is not None:
         clap = load_scorer_for(m, scorer, device=dev, allow_download=allow_download)
-    return Editor(m, clap, StageCache(cache_dir))
+    cap = None if cache_max_mb is None else int(cache_max_mb * 1e6)
+    cache = StageCache(cache_dir, max_bytes=cap)
+    cache.sweep()  # what a killed run left, and the cap (which may have changed since)
+    return Editor(m, clap, cache)

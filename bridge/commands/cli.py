@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 devices=args.devices,
                 ray=args.ray,
                 cache_dir=args.cache_dir,
+                cache_max_mb=args.cache_max_mb,
                 precision=args.precision,
                 compile=args.compile,
                 threads=args.threads,

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the edits on Ray actors (one per GPU in the cluster): a cluster address "
                         "(ray start --head prints it) or local; needs pip install 'aiedit[cluster]'")
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
+    s.add_argument("--cache-max-mb", type=float, default=None,
+                   help="most disk the stage cache may use, least recently used entries dropped first (default: a "
+                        "tenth of the free space there, at most 2048 MB)")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU")
     s.add_argument("--compile", action="store_true", help="torch.compile the UNet on CUDA (slow first edit)")

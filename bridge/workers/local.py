@@ -107,6 +107,7 @@ class Worker(threading.Thread):
         compile_unet: bool = False,
         pool: Pool | None = None,
         slot: Slot | None = None,
+        cache_max_mb: float | None = None,
     ) -> None:
         super().__init__(name="aiedit-worker", daemon=True)
         if pool is None or slot is None:  # a lone worker
@@ -117,6 +118,7 @@ class Worker(threading.Thread):
         self.precision, self.compile_unet = precision, compile_unet
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
         self.preload = preload
+        self.cache_max_mb = cache_max_mb
         self.editor: Any = None
 
     def run(self) -> None:
@@ -156,7 +158,8 @@ class Worker(threading.Thread):
                     # made on this worker's thread then concern its own GPU
                     torch.cuda.set_device(self.device)
                 self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir,
-                                                 precision=self.precision, compile_unet=self.compile_unet)
+                                                 cache_max_mb=self.cache_max_mb, precision=self.precision,
+                                                 compile_unet=self.compile_unet)
             except EngineError:
                 raise
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving

@@ -120,9 +120,10 @@ class EditActor:
     (created with ``max_concurrency`` > 1, so its methods run on threads)."""
 
     def __init__(self, model: str, kind: str, index: int, cache_dir: str | None, precision: str,
-                 compile_unet: bool) -> None:
+                 compile_unet: bool, cache_max_mb: float | None = None) -> None:
         self.model, self.kind, self.index = model, kind, index
         self.cache_dir, self.precision, self.compile_unet = cache_dir, precision, compile_unet
+        self.cache_max_mb = cache_max_mb
         self.editor: Any = None
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}
@@ -135,7 +136,8 @@ class EditActor:
 
         device = "cuda" if self.kind == "cuda" else "cpu"
         self.editor = engine.load_editor(self.model, device=device, cache_dir=self.cache_dir,
-                                         precision=self.precision, compile_unet=self.compile_unet)
+                                         cache_max_mb=self.cache_max_mb, precision=self.precision,
+                                         compile_unet=self.compile_unet)
         if self.kind == "cuda":
             import ray
 
@@ -215,11 +217,12 @@ class RemoteWorker(threading.Thread):
     """The daemon's side of one actor: takes jobs from the queue, ships them, streams progress, writes takes."""
 
     def __init__(self, service: Service, pool: Pool, slot: Slot, ray: Any, kind: str, index: int, *, model: str,
-                 cache_dir: str | None, precision: str, compile_unet: bool) -> None:
+                 cache_dir: str | None, precision: str, compile_unet: bool,
+                 cache_max_mb: float | None = None) -> None:
         super().__init__(name=f"aiedit-remote-{index}", daemon=True)
         self.service, self.pool, self.slot, self.ray = service, pool, slot, ray
         self.kind, self.index = kind, index
-        self.args = (model, kind, index, cache_dir, precision, compile_unet)
+        self.args = (model, kind, index, cache_dir, precision, compile_unet, cache_max_mb)
         self.actor: Any = None
         self.generation = 0
         self.failures = 0  # failed starts in a row
