@@ -21,7 +21,7 @@ import torch
 from engine import calls
 from engine.audio_io import read_region
 from engine.cache import StageCache, cache_key
-from engine.errors import InputError, OutOfMemory
+from engine.errors import InputError, NotFinite, OutOfMemory
 from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
 from engine.flowedit import flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
@@ -272,7 +272,10 @@ class Editor:
         token.check()
         t0 = time.perf_counter()
         report(Progress("decoding", 0, 1, k, nwin))
-        decoded = m.latent_to_audio(latents)[:, :, :n].cpu().numpy().astype(np.float64)  # (takes, C, n)
+        _check_finite(latents, "latents")
+        decoded = m.latent_to_audio(latents)[:, :, :n]
+        _check_finite(decoded, "audio")
+        decoded = decoded.cpu().numpy().astype(np.float64)  # (takes, C, n)
         waves = decoded[:, 0] if seg.ndim == 1 else decoded.transpose(0, 2, 1)
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
@@ -328,6 +331,14 @@ class Editor:
                                   guidance=guidance, keep=keep, on_step=stepper("sampling"))
         timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         return latents
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    """NotFinite when the model's output holds NaN or Inf: a take made of it would be silence (or noise) marked
+    done."""
+    if not bool(torch.isfinite(t).all()):
+        raise NotFinite(f"the edit produced {what} that are not finite (NaN or Inf): the model's weights or its "
+                        "fine-tune diverged; try other steps or learning rates, or reload the model")
 
 
 def _to_float32(audio: np.ndarray) -> np.ndarray:
