@@ -231,15 +231,13 @@ def test_ray_worker_checks_the_limits_again_on_the_file_it_reads(inproc, tmp_pat
 
 def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_the_slot(inproc, tmp_path,
                                                                                         monkeypatch):
-    from bridge.workers import remote
-
     p = inproc
     src = make_wav(tmp_path / "src.wav", seconds=0.5)
-    real = remote.read_region
+    real = p.service.read_source
     for jid, exc in (("room", MemoryError()), ("rbug", KeyError("boom"))):
         def fail(*args, exc=exc):
             raise exc
-        monkeypatch.setattr(remote, "read_region", fail)
+        monkeypatch.setattr(p.service, "read_source", fail)
         p.submit(json.loads(job_json(jid, src, etas=[0.5])))
         st = p.wait(jid, timeout=60)
         assert st["state"] == "failed", st
@@ -249,7 +247,7 @@ def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_th
             time.sleep(0.05)
     assert "out of memory" in p.status("room")["error"]
     assert "internal error (KeyError" in p.status("rbug")["error"]
-    monkeypatch.setattr(remote, "read_region", real)
+    monkeypatch.setattr(p.service, "read_source", real)
     p.submit(json.loads(job_json("rafter", src, etas=[0.5])))  # the same thread runs the next job
     st = p.wait("rafter")
     assert st["state"] == "done" and len(st["takes"]) == 1, st

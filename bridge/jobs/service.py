@@ -34,7 +34,7 @@ from bridge.jobs.running import Running
 from bridge.jobs.served_model import ServedModel
 from bridge.jobs.spool import Spool
 from bridge.jobs.table import JobTable, SendFn
-from engine.params import Region
+from engine.audio_io import SourceAudio
 from engine.progress import CancelToken
 
 
@@ -135,8 +135,8 @@ class Service:
     def finish(self, jid: str, state: str, error: str | None = None, **fields: Any) -> None:
         self.runner.finish(jid, state, error, **fields)
 
-    def check_source_again(self, job: Job, path: str) -> Region:
-        return self.runner.check_source_again(job, path)
+    def read_source(self, job: Job) -> SourceAudio:
+        return self.runner.read_source(job)
 
     def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         self.runner.check_output(job, sample_rate, channels, frames)

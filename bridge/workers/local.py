@@ -8,17 +8,14 @@ starting.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import gc
 import logging
-import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from bridge.jobs.protocol import Job, open_regular, take_name
+from bridge.jobs.protocol import Job, take_name
 from bridge.jobs.service import Service
 from bridge.workers.pool import LOAD_LOCK, Pool, Slot, worker_names
 from engine.errors import Cancelled, EngineError, ModelUnavailable
@@ -189,13 +186,12 @@ class Worker(threading.Thread):
             editor = self._load()
             pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
             token.check()
-            with pinned_source(job.source_path) as source:
-                # the limits hold for the file read (this descriptor), not the one probed at the ack; the edit reads
-                # the region checked, in its exact frames, so a file growing in place meanwhile cannot enlarge it
-                region = sv.check_source_again(job, source)
-                request = dataclasses.replace(job.request, source=source, region=region)
-                result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
-            sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
+            # the limits hold for the samples read (one descriptor, one header), not the file probed at the ack;
+            # the edit gets exactly those samples and opens nothing itself
+            audio = sv.read_source(job)
+            result = editor.edit(job.request, progress=lambda p: report(*pm(p)), cancel=token, audio=audio)
+            del audio
+            sv.check_output(job, result.sample_rate, result.channels, result.frames)  # a last guard before writing
             token.check()
             report("writing", pm.writing())
             takes = write_takes(sv, job, [(t.eta, _float_wav(t.audio, result.sample_rate),
@@ -265,19 +261,6 @@ def write_takes(service: Service, job: Job, takes: list[tuple[float, TakeWriter,
     token.check()
     spool.publish_takes(job.id, pending)
     return out
-
-
-@contextlib.contextmanager
-def pinned_source(path: str) -> Iterator[str]:
-    """The source as a path the engine may open without blocking: the file is opened here with ``O_NONBLOCK``
-    and checked to be a regular file, and on systems with ``/dev/fd`` the engine reads that very descriptor, so
-    a source swapped for a FIFO after acceptance cannot hang the worker. Elsewhere the checked path is used."""
-    fd = open_regular(path)
-    try:
-        fd_path = f"/dev/fd/{fd}"
-        yield fd_path if os.path.exists(fd_path) else path
-    finally:
-        os.close(fd)
 
 
 def _short(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ Each actor (:class:`EditActor`, one per GPU across the cluster, or per ``--devic
 and runs one edit at a time. A daemon-side thread per actor (:class:`RemoteWorker`) takes jobs from the daemon's
 queue like a local worker does (:mod:`bridge.workers.pool`), so OSC, the spool and the job order are unchanged:
 
-- the source region travels by value (read here, float64 samples: no shared file system needed), the takes come
+- the source region travels by value (read here, float32 samples: no shared file system needed), the takes come
   back as WAV bytes and are written here, atomically, as a local worker writes them;
 - progress is polled from the actor (a threaded actor answers while it edits); cancel is an actor method that
   sets the edit's cancel token (Ray cannot interrupt a running task of a threaded actor, and the engine stops
@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 import traceback
@@ -32,11 +31,11 @@ from typing import Any
 
 from bridge.jobs.protocol import Job
 from bridge.jobs.service import Service
-from bridge.workers.local import WRITING, ProgressMap, pinned_source, write_takes
+from bridge.workers.local import WRITING, ProgressMap, write_takes
 from bridge.workers.pool import Pool, Slot
-from engine.audio_io import read_region
+from engine.audio_io import SourceAudio
 from engine.errors import Cancelled, EngineError
-from engine.params import EditRequest, Region
+from engine.params import EditRequest
 from engine.progress import CancelToken
 
 log = logging.getLogger("aiedit.remote")
@@ -149,7 +148,7 @@ class EditActor:
                 "modes": tuple(self.editor.model.modes), "pid": os.getpid()}
 
     def edit(self, jid: str, request: EditRequest, audio: Any, sample_rate: int) -> dict[str, Any]:
-        """Edit the region (``audio``: frames x channels float64) and return the takes as WAV bytes, or
+        """Edit the region (``audio``: frames x channels float32) and return the takes as WAV bytes, or
         ``{"state": "failed"|"cancelled", "error"}``; never raises (the daemon tells a dead actor from a failed
         edit by the exception)."""
         import io
@@ -167,11 +166,9 @@ class EditActor:
         try:
             editor = self.editor
             pm = ProgressMap(editor.resolve_params(request.params), loading=False)
-            with tempfile.TemporaryDirectory(prefix="aiedit-") as tmp:
-                path = os.path.join(tmp, "source.wav")
-                sf.write(path, np.asarray(audio, dtype=np.float64), sample_rate, subtype="DOUBLE")
-                req = dataclasses.replace(request, source=path, region=Region(0.0, None))
-                result = editor.edit(req, progress=lambda p: self._set(jid, *pm(p)), cancel=token)
+            source = SourceAudio(np.asarray(audio, dtype=np.float32), int(sample_rate))
+            del audio
+            result = editor.edit(request, progress=lambda p: self._set(jid, *pm(p)), cancel=token, audio=source)
             token.check()
             takes = []
             for t in result.takes:
@@ -315,17 +312,15 @@ class RemoteWorker(threading.Thread):
 
         sv, jid, ray = self.service, job.id, self.ray
         try:
-            with pinned_source(job.source_path) as source:
-                # the limits hold for the file read (the same descriptor), not the one probed at the ack; the read
-                # is pinned to the frames checked, so a file growing in place meanwhile cannot make it larger
-                region = sv.check_source_again(job, source)
-                audio, sr = read_region(source, region)
-            sv.check_output(job, sr, audio.shape[1], audio.shape[0])  # rewritten in place between the two
+            # the limits hold for the samples read (one descriptor, one header), not the file probed at the ack
+            audio = sv.read_source(job)
         except (EngineError, OSError) as exc:
             sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
             return
         t_submit = time.time()
-        ref = self.actor.edit.remote(jid, dataclasses.replace(job.request, source=""), audio, sr)
+        ref = self.actor.edit.remote(jid, dataclasses.replace(job.request, source=""), audio.samples,
+                                     audio.sample_rate)
+        del audio
         cancel_sent = False
         try:
             while not ray.wait([ref], timeout=POLL_S)[0]:
