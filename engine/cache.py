@@ -17,6 +17,7 @@ import json
 import logging
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +48,24 @@ class StageCache:
         self.memory_items = memory_items
         self._mem: OrderedDict[str, tuple[Conditioning, Tuning | None]] = OrderedDict()
 
-    def get(self, key: str) -> tuple[Conditioning, Tuning | None] | None:
+    def get(self, key: str, check: Callable[[tuple[Conditioning, Tuning | None]], str | None] | None = None,
+            ) -> tuple[Conditioning, Tuning | None] | None:
+        """The result stored under ``key``, or None. ``check`` (see :func:`misfit`) says why an entry cannot serve
+        the model at hand; such an entry is a miss and is forgotten, on disk too."""
+        found = None
         if key in self._mem:
             self._mem.move_to_end(key)
-            return self._mem[key]
-        if self.files is not None:
+            found = self._mem[key]
+        elif self.files is not None:
             found = self._load(key)
             if found is not None:
                 self._remember(key, found)
-            return found
-        return None
+        if found is not None and check is not None and (why := check(found)):
+            self._mem.pop(key, None)
+            if self.files is not None:
+                self.files.discard(key, why)
+            return None
+        return found
 
     def put(self, key: str, e_opt: Conditioning, tuning: Tuning | None) -> None:
         """Keep a result; a disk that cannot take it (full, read-only) costs the next re-take its stages, never
@@ -171,6 +180,29 @@ def _metadata(data: bytes) -> dict[str, str]:
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise DamagedEntry("bad metadata")
     return meta
+
+
+def misfit(entry: tuple[Conditioning, Tuning | None], unet: torch.nn.Module, e_target: Conditioning) -> str | None:
+    """Why a cached result cannot be applied to this model (its embedding's names or shapes differ from the
+    prompt's, a LoRA weight names no module of ``unet`` or has another shape than its rank and that module give),
+    or None. Checked before use, so a damaged entry costs a re-run of its stages, not every re-take."""
+    e_opt, tuning = entry
+    if set(e_opt.tensors) != set(e_target.tensors) or any(
+            e_opt.tensors[k].shape[1:] != e_target.tensors[k].shape[1:] for k in e_target.tensors):
+        return "its embedding does not fit this model"
+    if tuning is None or tuning.mode != "lora":
+        return None
+    modules = dict(unet.named_modules())
+    for name, value in tuning.state.items():
+        path, sep, rest = name.rpartition(".lora_")
+        weight = getattr(modules.get(path), "weight", None)
+        if not sep or not isinstance(weight, torch.Tensor) or value.dim() < 2 or weight.dim() < 2:
+            return f"its adapter weight {name[:80]} names no layer of this model"
+        want = ((tuning.rank, weight.shape[1]) if rest.startswith("A.") else
+                (weight.shape[0], tuning.rank) if rest.startswith("B.") else None)
+        if want is None or tuple(value.shape[:2]) != want:
+            return f"its adapter weight {name[:80]} does not fit rank {tuning.rank} on this model"
+    return None
 
 
 def _finite(entry: tuple[Conditioning, Tuning | None]) -> bool:

@@ -20,7 +20,7 @@ import torch
 
 from engine import calls
 from engine.audio_io import SourceAudio, read_region
-from engine.cache import StageCache, cache_key
+from engine.cache import StageCache, cache_key, misfit
 from engine.errors import InputError, NotFinite, OutOfMemory
 from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
 from engine.flowedit import flowedit
@@ -272,7 +272,7 @@ class Editor:
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
             key = self.stage_cache_key(seg, p, seed)
-            cached = self.cache.get(key)
+            cached = self.cache.get(key, check=lambda entry: misfit(entry, m.unet, e_target))
             if cached is not None:
                 hit = True
                 e_opt, tuning = cached[0].to(m.device, m.dtype), cached[1]

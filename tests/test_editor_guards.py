@@ -29,3 +29,31 @@ def test_a_model_that_outputs_nan_fails_the_edit_in_one_line(tmp_path, mode):
         ed.edit(EditRequest(str(src), Region(), EditParams("a bell", etas=(0.5,), mode=mode, **FAST)))
     assert "\n" not in str(exc.value)
     assert not list((tmp_path / "cache").glob("*.safetensors"))  # nothing non-finite was kept for a re-take
+
+
+def test_a_cached_result_that_does_not_fit_the_model_is_run_again_not_failed(tmp_path, tiny_model):
+    """Finding 13: a cache entry whose rank does not match its weights failed every later re-take. Now the
+    re-take finds it unusable, runs stages 1-2 again and stores a good entry in its place."""
+    import json
+
+    src = tmp_path / "in.wav"
+    write_clip(src, seconds=0.5, sr=16000, channels=1)
+    params = EditParams("a bell", etas=(0.5,), **FAST)
+    Editor(tiny_model, None, StageCache(tmp_path / "cache")).edit(EditRequest(str(src), Region(), params))
+    [entry] = (tmp_path / "cache").glob("*.safetensors")
+    data = entry.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    assert header["__metadata__"]["rank"] == "8"
+    header["__metadata__"]["rank"] = "4"  # a whole number, but not the rank its weights have
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    entry.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    stages: list = []
+    result = Editor(tiny_model, None, StageCache(tmp_path / "cache")).edit(
+        EditRequest(str(src), Region(), params.with_(etas=(0.2, 0.9))), progress=stages.append)
+    assert not result.cache_hit and {"embedding", "finetune"} <= {p.stage for p in stages}
+    assert len(result.takes) == 2
+    [entry] = (tmp_path / "cache").glob("*.safetensors")
+    n = int.from_bytes(entry.read_bytes()[:8], "little")
+    assert json.loads(entry.read_bytes()[8:8 + n])["__metadata__"]["rank"] == "8"  # a good entry in its place
