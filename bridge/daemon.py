@@ -25,6 +25,7 @@ from typing import IO
 from bridge.jobs.limits import MAX_QUEUED, Limits
 from bridge.jobs.protocol import PathMap, is_loopback
 from bridge.jobs.retention import KEEP_DAYS
+from bridge.jobs.served_model import memory_for_spec
 from bridge.jobs.service import Service
 from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.wire.server import OscFrontend
@@ -32,6 +33,7 @@ from bridge.workers.local import Worker
 from bridge.workers.pool import DeviceError, Pool, parse_devices, worker_names
 from bridge.workers.shared_cache import SharedCache
 from engine.cache_files import CacheFiles
+from engine.memory import default_max_job_mb
 
 log = logging.getLogger("aiedit.daemon")
 
@@ -61,6 +63,7 @@ class ServeConfig:
     max_seconds: float = 120.0
     max_channels: int = 8
     max_output_mb: float = 1024.0
+    max_job_mb: float | None = None  # None: engine.memory.default_max_job_mb()
     max_queued: int = MAX_QUEUED
     keep_days: float = KEEP_DAYS
 
@@ -181,6 +184,8 @@ class Daemon:
             )
         if cfg.max_queued < 1 or cfg.keep_days < 0:
             raise StartupError("--max-queued must be at least 1 and --keep-days at least 0 (0: keep every job)")
+        if cfg.max_job_mb is not None and not cfg.max_job_mb > 0:
+            raise StartupError("--max-job-mb must be more than 0")
         try:
             path_map = PathMap.parse(cfg.map_path)
         except ValueError as exc:
@@ -218,7 +223,9 @@ class Daemon:
             path_map=path_map,
             host=cfg.host,
             port=self.osc.port,
-            limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
+            limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb,
+                          max_job_mb=cfg.max_job_mb if cfg.max_job_mb is not None else default_max_job_mb(),
+                          memory=memory_for_spec(cfg.model), device=_stage_device(cfg)),
             max_queued=cfg.max_queued,
             keep_days=cfg.keep_days,
         )
@@ -363,6 +370,28 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+
+
+class _Once:
+    """True for the first :meth:`claim` only, whichever thread makes it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            first, self._claimed = not self._claimed, True
+            return first
+
+
+def _stage_device(cfg: ServeConfig) -> str:
+    """Where the stages of an edit run, for the memory limit: ``cuda`` when every worker is on a GPU (their
+    working memory is then the GPU's), else ``cpu`` (the host holds it; also when ``auto`` may find no GPU)."""
+    kinds = [d.strip() for d in (cfg.devices or cfg.device or "").split(",") if d.strip()]
+    if cfg.ray and not cfg.devices:
+        return "cuda"  # one actor per GPU of the cluster
+    return "cuda" if kinds and all(k == "all" or k.startswith("cuda") for k in kinds) else "cpu"
 
 
 def _in_use(exc: OSError) -> bool:

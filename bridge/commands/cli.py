@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_seconds=args.max_seconds,
                 max_channels=args.max_channels,
                 max_output_mb=args.max_output_mb,
+                max_job_mb=args.max_job_mb,
                 max_queued=args.max_queued,
                 keep_days=args.keep_days,
             )

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-channels", type=int, default=8, help="most channels a source may have (default 8)")
     s.add_argument("--max-output-mb", type=float, default=1024.0,
                    help="largest estimated size of one job's takes (seconds x channels x takes; default 1024 MB)")
+    s.add_argument("--max-job-mb", type=float, default=None,
+                   help="largest estimated memory one edit may need beyond the loaded model (from its length, "
+                        "channels, takes, mode and model; default: half this machine's memory)")
     s.add_argument("--max-queued", type=int, default=1000,
                    help="most jobs waiting at once; more are refused as busy (default 1000)")
     s.add_argument("--keep-days", type=float, default=14.0,

@@ -4,6 +4,7 @@ the edit modes it runs; a job that asks for another model or mode is refused bef
 from __future__ import annotations
 
 from bridge.jobs.protocol import Job, ProtocolError
+from engine.memory import ModelMemory, model_memory
 
 
 class ServedModel:
@@ -36,6 +37,18 @@ class ServedModel:
                 f"{', '.join(self.modes)}",
                 job.id,
             )
+
+
+def memory_for_spec(spec: str) -> ModelMemory:
+    """The memory figures (engine.memory) of the model a daemon was started with, known without loading it: by its
+    name (the shipped toys) or family; the largest family's when that cannot be told yet."""
+    try:
+        from engine.models.registry import resolve
+
+        resolved = resolve(spec)
+    except Exception:  # an unknown or missing model fails later, when the worker loads it
+        return model_memory(None)
+    return model_memory(resolved.name, resolved.family)
 
 
 def modes_for_spec(spec: str) -> tuple[str, ...]:
