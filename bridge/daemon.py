@@ -283,16 +283,29 @@ class Daemon:
 
         cfg = self.cfg
         ray = None
+        # ray.init has no deadline of its own (a port that answers but is not Ray held it for ever, jobs queued
+        # meanwhile): past JOIN_S the daemon stops with one line. A timer, as ray.init must run on this thread
+        # (see the end of this method); the thread left in it is a daemon thread and ends with the process.
+        ended = _Once()  # the join ends once: joined, failed, or past its deadline
+        timer = None
+        if (cfg.ray or "local") != "local":
+            timer = threading.Timer(remote.JOIN_S, self._ray_join_timeout, args=(ended,))
+            timer.daemon = True
+            timer.start()
         try:
             ray = remote.connect(cfg.ray or "local")
             kinds = remote.actor_kinds(ray, cfg.devices)
         except remote.RayUnavailable as exc:
-            print(f"aiedit serve: {exc}", file=sys.stderr)
-            log.error("%s", exc)
-            self.exit_code = 2
-            self.stop_event.set()
+            if ended.claim():
+                self._ray_failed(str(exc))
             if ray is not None:
                 ray.shutdown()
+            return
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not ended.claim():  # the deadline passed just as ray.init returned: the daemon is stopping
+            ray.shutdown()
             return
         for i, kind in enumerate(kinds):
             if self.service.closed.is_set():
@@ -307,6 +320,20 @@ class Daemon:
         # with PR_SET_PDEATHSIG (ray._private.utils), which kills them when the *thread* that forked them ends.
         self._ray_release.wait()
         ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
+
+    def _ray_join_timeout(self, ended: _Once) -> None:
+        from bridge.workers import remote
+
+        if ended.claim():
+            self._ray_failed(f"cannot join the Ray cluster at {self.cfg.ray!r}: no answer within "
+                             f"{remote.JOIN_S:.0f} s (is it a Ray head node, and its version this one?)")
+
+    def _ray_failed(self, message: str) -> None:
+        """A cluster that cannot be joined stops the daemon with one line, as a start-up error would."""
+        print(f"aiedit serve: {message}", file=sys.stderr)
+        log.error("%s", message)
+        self.exit_code = 2
+        self.stop_event.set()
 
     def start(self) -> None:
         self.service.recover()

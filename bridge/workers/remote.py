@@ -82,8 +82,16 @@ def connect(address: str) -> Any:
     return ray
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS is one) answers with its own
+# SETTINGS frame (RFC 9113 §3.4), anything else (a web server, ssh, a silent port) does not.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+PROBE_S = 5.0  # connect, and the first answer
+JOIN_S = 120.0  # joining a cluster as a whole: past this the daemon stops with one line (bridge.daemon)
+
+
 def _probe(address: str) -> None:
-    """Fail fast when nothing listens at a ``host:port`` address: ``ray.init`` itself retries for many minutes."""
+    """Fail fast when nothing listens at a ``host:port`` address, or something that is not Ray does: ``ray.init``
+    retries for many minutes against the first and hangs for ever against the second."""
     if address in ("local", "auto") or "://" in address:
         return
     host, sep, port = address.rpartition(":")
@@ -91,10 +99,31 @@ def _probe(address: str) -> None:
         raise RayUnavailable(f"--ray {address!r}: give the head node as HOST:PORT (ray start --head prints it), "
                              "or local")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S)
     except OSError as exc:
         raise RayUnavailable(f"nothing answers at {address} ({exc.strerror or exc}): is `ray start --head` "
                              "running there?") from None
+    with sock:
+        answer = b""
+        try:
+            sock.sendall(H2_PREFACE)
+            while len(answer) < 9:
+                chunk = sock.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:  # a timeout, a reset
+            pass
+    if not _grpc_settings(answer):
+        raise RayUnavailable(f"{address} is not a Ray cluster (it does not answer as Ray's head node does): give "
+                             "the address `ray start --head` prints (default port 6379)")
+
+
+def _grpc_settings(answer: bytes) -> bool:
+    """An HTTP/2 SETTINGS frame header on stream 0 (gRPC), or a TLS record (a Ray cluster with TLS enabled)."""
+    if len(answer) >= 1 and answer[0] in (0x15, 0x16):  # TLS alert or handshake: ray.init with TLS decides
+        return True
+    return len(answer) == 9 and answer[3] == 0x04 and answer[5:9] == b"\x00\x00\x00\x00"
 
 
 def actor_kinds(ray: Any, devices: str | None) -> list[str]:
