@@ -1,7 +1,8 @@
 """Real-size speed: each model family built at its published size with random weights, timed through the engine.
 
-    python -m benchmarks gpu --model tango|audioldm|audioldm-l|audioldm2|sa3-small|sa3-medium [--device cuda|cpu]
-                             [--json PATH] [--rows steps,lora,retake,sdedit,flowedit,full] [--smoke]
+    python -m benchmarks gpu --model tango|audioldm|audioldm-l|audioldm2|sa3-small|sa3-medium|ace-step
+                             [--device cuda|cpu] [--json PATH] [--smoke]
+                             [--rows steps,lora,retake,sdedit,flowedit,repaint,cover,full]
 
 No weights exist on the benchmark machines and none are downloaded: speed does not depend on the weights' values,
 so every component is built in-process from the configs below (sources named at each). ``--smoke`` swaps in the
@@ -18,6 +19,12 @@ finished.
 Stable Audio 3 (``sa3-small``, ``sa3-medium``) is built from diffusers' ``StableAudio3DiTModel`` / ``AutoencoderSAME``
 and transformers' ``T5GemmaEncoderModel`` at the published sizes (sources at ``SA3_DIT``), wrapped in the
 ``stable-audio-3`` adapter, and edited with its own defaults (8-step ping-pong sampling, guidance off).
+
+ACE-Step 1.5 (``ace-step``) is the turbo checkpoint at its real size: diffusers' ``AceStepTransformer1DModel``,
+``AceStepConditionEncoder``, the 5 Hz audio tokenizer and detokenizer, ``AutoencoderOobleck`` and transformers'
+``Qwen3Model`` built from the configs at ``ACE_TURBO`` (sources there), behind the ``ace-step`` adapter with its own
+defaults (8 Euler steps, guidance off); it adds a **repaint** row (the middle third of the clip, 2 strengths) and a
+**cover** row (2 cover strengths).
 """
 
 from __future__ import annotations
@@ -97,14 +104,40 @@ T5GEMMA_B_ENCODER = {"vocab_size": 256000, "hidden_size": 768, "intermediate_siz
                      "num_attention_heads": 12, "num_key_value_heads": 12, "head_dim": 64,
                      "query_pre_attn_scalar": 64, "attn_logit_softcapping": 50.0}
 
+# ACE-Step 1.5 turbo (acestep-v15-turbo/config.json of ACE-Step/Ace-Step1.5, the keys diffusers'
+# scripts/convert_ace_step_to_diffusers.py reads): the DiT is 24 blocks of 2048 (16 query heads, 8 KV heads of 128,
+# SwiGLU 6144, sliding window 128 on every other block), patch 2 over 192 input channels (64 latent + 64 source +
+# 64 chunk mask); the condition encoder has 8 lyric and 4 timbre layers at the same width over Qwen3's 1024-d
+# states; the audio tokenizer pools 5 frames with 2 layers into FSQ levels 8,8,8,5,5,5. These are diffusers' class
+# defaults for AceStepTransformer1DModel / AceStepConditionEncoder / AceStepAudioTokenizer, documented as the 2B
+# turbo's; the XL models set encoder_* keys, the 2B ones do not.
+ACE_TURBO = {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128, "in_channels": 192, "audio_acoustic_hidden_dim": 64,
+             "patch_size": 2, "rope_theta": 1000000.0, "attention_bias": False, "attention_dropout": 0.0,
+             "rms_norm_eps": 1e-6, "sliding_window": 128, "layer_types": None, "text_hidden_dim": 1024,
+             "timbre_hidden_dim": 64, "num_lyric_encoder_hidden_layers": 8, "num_timbre_encoder_hidden_layers": 4,
+             "pool_window_size": 5, "num_attention_pooler_hidden_layers": 2, "fsq_dim": 2048,
+             "fsq_input_levels": [8, 8, 8, 5, 5, 5], "fsq_input_num_quantizers": 1, "is_turbo": True,
+             "model_version": "turbo"}
+# ACE-Step/Ace-Step1.5 vae/config.json: Stable Audio's Oobleck at 48 kHz, ↓2·4·4·6·10 = 1920 (25 Hz), 64-d latents.
+ACE_VAE = {"encoder_hidden_size": 128, "downsampling_ratios": [2, 4, 4, 6, 10], "channel_multiples": [1, 2, 4, 8, 16],
+           "decoder_channels": 128, "decoder_input_channels": 64, "audio_channels": 2, "sampling_rate": 48000}
+# Qwen/Qwen3-Embedding-0.6B config.json (Qwen3-0.6B's backbone, 151,669-token vocabulary).
+QWEN3_EMBEDDING_06B = {"vocab_size": 151669, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+                       "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+                       "max_position_embeddings": 32768, "rope_theta": 1000000, "tie_word_embeddings": True}
+
 # Published sizes (millions of parameters) the built models are checked against: TANGO's UNet (its paper and
 # notes/gpu.md), AudioLDM's UNets (the AudioLDM paper: S 181 M, L 739 M) and whole pipelines (the cvssp/audioldm-*
 # model cards: s 421 M, l 975 M), AudioLDM 2's UNet and pipeline (diffusers' AudioLDM 2 docs: 350 M, 1.1 B), SA3's
-# DiTs (above). For SA3 the "unet" entry is the denoiser, the DiT.
+# DiTs (above). For SA3 the "unet" entry is the denoiser, the DiT. For ACE-Step it is what the DiT checkpoint holds
+# (DiT, condition encoder, 5 Hz audio tokenizer and detokenizer): acestep-v15-turbo/model.safetensors is ≈ 4.7 GB of
+# bf16 (the ACE-Step-1.5 model downloader's listing, "DiT ~4.7 GB") = ≈ 2,350 M, the README's "2B" DiT; its VAE file
+# is 337,431,388 bytes of bf16 (ACE-Step/Ace-Step1.5 vae/diffusion_pytorch_model.safetensors) = 168.7 M.
 PUBLISHED_UNET_M = {"tango": 865.9, "audioldm": 181.0, "audioldm-l": 739.0, "audioldm2": 350.0,
-                    "sa3-small": 433.0, "sa3-medium": 1400.0}
+                    "sa3-small": 433.0, "sa3-medium": 1400.0, "ace-step": 2350.0}
 PUBLISHED_TOTAL_M = {"audioldm": 421.0, "audioldm-l": 975.0, "audioldm2": 1100.0}
-PUBLISHED_VAE_M = {"sa3-small": 108.0, "sa3-medium": 852.0}
+PUBLISHED_VAE_M = {"sa3-small": 108.0, "sa3-medium": 852.0, "ace-step": 168.7}
 FAMILIES = tuple(PUBLISHED_UNET_M)
 SA3_FAMILIES = tuple(SA3_DIT)
 
@@ -117,6 +150,12 @@ def unet_config(family: str) -> tuple[type, dict]:
 
     if family in SA3_DIT:
         return StableAudio3DiTModel, SA3_DIT[family]
+    if family == "ace-step":
+        from diffusers import AceStepTransformer1DModel
+
+        from engine.models.ace_step import component_configs
+
+        return AceStepTransformer1DModel, component_configs(ACE_TURBO)["transformer"]
     return {"tango": (UNet2DConditionModel, TANGO_UNET_CONFIG), "audioldm": (UNet2DConditionModel, AUDIOLDM_S_UNET),
             "audioldm-l": (UNet2DConditionModel, AUDIOLDM_L_UNET),
             "audioldm2": (AudioLDM2UNet2DConditionModel, AUDIOLDM2_UNET)}[family]
@@ -141,6 +180,8 @@ def build_real(family: str, device: str) -> AudioModel:
     torch.manual_seed(0)
     if family in SA3_FAMILIES:
         return build_sa3(family, device)
+    if family == "ace-step":
+        return build_ace(device)
     cls, cfg = unet_config(family)
     with torch.device(device):
         unet = cls.from_config(cfg)
@@ -210,15 +251,45 @@ def build_sa3(family: str, device: str) -> AudioModel:
     return model.to(device, torch.float32)
 
 
+def build_ace(device: str) -> AudioModel:
+    """ACE-Step 1.5 turbo at its real size (random weights) behind the ``ace-step`` adapter (8 Euler steps on the
+    shift-3 grid, guidance off: the adapter's defaults for the turbo checkpoint)."""
+    from diffusers import AceStepTransformer1DModel, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ace_step import (
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
+    from transformers import Qwen3Config, Qwen3Model
+
+    from engine.models.ace_step import AceStep, component_configs, scheduler_config
+    from engine.models.tiny_parts import offline_qwen_tokenizer
+
+    cfg = component_configs(ACE_TURBO)
+    with torch.device(device):
+        parts = {"transformer": AceStepTransformer1DModel(**cfg["transformer"]),
+                 "condition_encoder": AceStepConditionEncoder(**cfg["condition_encoder"]),
+                 "audio_tokenizer": AceStepAudioTokenizer(**cfg["audio_tokenizer"]),
+                 "audio_token_detokenizer": AceStepAudioTokenDetokenizer(**cfg["audio_token_detokenizer"]),
+                 "vae": AutoencoderOobleck(**ACE_VAE), "text_encoder": Qwen3Model(Qwen3Config(**QWEN3_EMBEDDING_06B))}
+    # Qwen's 151k BPE vocabulary cannot be downloaded: the in-memory byte-level Qwen tokenizer stands in (a prompt
+    # becomes ~4× more tokens, which only lengthens the conditioning; the ids stay inside the real vocabulary).
+    model = AceStep(name="ace-step-real", tokenizer=offline_qwen_tokenizer(),
+                    scheduler=FlowMatchEulerDiscreteScheduler(**scheduler_config()), **parts)
+    return model.to(device, torch.float32)
+
+
 def build_smoke(family: str) -> AudioModel:
     """The tiny test model of the same family (same classes and code paths, toy widths)."""
+    from engine.models.ace_step import tiny_ace_step
     from engine.models.audioldm import tiny_audioldm
     from engine.models.audioldm2 import tiny_audioldm2
     from engine.models.stable_audio3 import tiny_stable_audio3
     from engine.models.tango import tiny_tango
 
     return {"tango": tiny_tango, "audioldm": tiny_audioldm, "audioldm-l": tiny_audioldm,
-            "audioldm2": tiny_audioldm2, "sa3-small": tiny_stable_audio3, "sa3-medium": tiny_stable_audio3}[family]()
+            "audioldm2": tiny_audioldm2, "sa3-small": tiny_stable_audio3, "sa3-medium": tiny_stable_audio3,
+            "ace-step": tiny_ace_step}[family]()
 
 
 def param_counts(model: AudioModel) -> dict[str, float]:
@@ -228,8 +299,12 @@ def param_counts(model: AudioModel) -> dict[str, float]:
 def denoiser_as_published(model: AudioModel) -> float:
     """The denoiser's size the way its publisher counts it (millions). SA3's published DiT sizes (433 M, 1.4 B)
     leave out the per-block inpainting embedders (``to_local_embed``: 26 M small, 66 M medium): with them the built
-    DiTs hold 459 M and 1,453 M, without them 432.8 M and 1,387 M."""
+    DiTs hold 459 M and 1,453 M, without them 432.8 M and 1,387 M. ACE-Step's is its DiT checkpoint: the DiT with
+    the condition encoder and the 5 Hz audio tokenizer and detokenizer that share its file."""
     unet = model.unet
+    if model.__class__.__name__ == "AceStep":
+        parts = (unet, model.condition_encoder, model.audio_tokenizer, model.audio_token_detokenizer)
+        return sum(p.numel() for m in parts if m is not None for p in m.parameters()) / 1e6
     local = sum(p.numel() for n, p in unet.named_parameters() if ".to_local_embed." in n)
     return (sum(p.numel() for p in unet.parameters()) - local) / 1e6
 
@@ -346,7 +421,7 @@ def machine(device: str) -> str:
     return f"{dev}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-ROWS = ("steps", "lora", "retake", "sdedit", "flowedit", "full")
+ROWS = ("steps", "lora", "retake", "sdedit", "flowedit", "repaint", "cover", "full")
 
 
 
@@ -424,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine import precision as prec
     from engine.cache import StageCache
     from engine.editor import Editor
-    from engine.params import EditParams, EditRequest, Region
+    from engine.params import EditParams, EditRequest, Inpaint, Region
     from engine.stages import finetune, optimize_embedding, sample
 
     unet_m = count_unet_params(a.model) / 1e6
@@ -496,6 +571,11 @@ def main(argv: list[str] | None = None) -> int:
             edit_row("SDEdit preview, 2 strengths", base.with_(mode="sdedit", etas=(0.3, 0.6)))
         if "flowedit" in rows and "flowedit" in m.modes:
             edit_row("FlowEdit preview, 2 strengths", base.with_(mode="flowedit", etas=(0.6, 0.9)))
+        if "repaint" in rows and "repaint" in m.modes:
+            third = Inpaint(seconds / 3, 2 * seconds / 3)
+            edit_row("repaint, middle third, 2 strengths", base.with_(mode="repaint", etas=(1.0, 0.7), inpaint=third))
+        if "cover" in rows and "cover" in m.modes:
+            edit_row("cover, 2 strengths", base.with_(mode="cover", etas=(0.5, 1.0)))
         if "full" in rows:
             edit_row(f"cold full fine-tune edit, {a.etas} η", base.with_(mode="full"))
 

@@ -25,7 +25,6 @@ from typing import IO
 from bridge.jobs.limits import MAX_QUEUED, Limits
 from bridge.jobs.protocol import PathMap, is_loopback
 from bridge.jobs.retention import KEEP_DAYS
-from bridge.jobs.served_model import memory_for_spec
 from bridge.jobs.service import Service
 from bridge.jobs.spool import Heartbeat, InboxWatcher, Spool, SpoolLock, default_spool
 from bridge.wire.server import OscFrontend
@@ -66,6 +65,7 @@ class ServeConfig:
     max_job_mb: float | None = None  # None: engine.memory.default_max_job_mb()
     max_queued: int = MAX_QUEUED
     keep_days: float = KEEP_DAYS
+    max_models: int | None = None  # models each worker keeps loaded (None: from its free memory; bridge.workers.loaded)
 
 
 class StartupError(Exception):
@@ -186,6 +186,8 @@ class Daemon:
             raise StartupError("--max-queued must be at least 1 and --keep-days at least 0 (0: keep every job)")
         if cfg.max_job_mb is not None and not cfg.max_job_mb > 0:
             raise StartupError("--max-job-mb must be more than 0")
+        if cfg.max_models is not None and cfg.max_models < 1:
+            raise StartupError("--max-models must be at least 1 (or left out: as many as the free memory holds)")
         try:
             path_map = PathMap.parse(cfg.map_path)
         except ValueError as exc:
@@ -225,13 +227,14 @@ class Daemon:
             port=self.osc.port,
             limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb,
                           max_job_mb=cfg.max_job_mb if cfg.max_job_mb is not None else default_max_job_mb(),
-                          memory=memory_for_spec(cfg.model), device=_stage_device(cfg)),
+                          device=_stage_device(cfg)),
             max_queued=cfg.max_queued,
             keep_days=cfg.keep_days,
         )
         self.osc.attach(self.service)
         self.pool = Pool()
         self.service.workers_info = self.pool.info
+        self.service.loaded_models = self.pool.loaded
         self.shared_cache = SharedCache()
         self.exit_code = 0
         self._ray_thread: threading.Thread | None = None
@@ -261,6 +264,14 @@ class Daemon:
             devices = parse_devices(cfg.devices, cfg.device)
         except DeviceError as exc:
             raise StartupError(str(exc)) from None
+        from engine.devices import resolve_device
+        from engine.errors import InputError
+
+        for device in {d for d in devices if d not in (None, "cpu", "auto")}:  # a named GPU must be here: one line
+            try:
+                resolve_device(device)
+            except InputError as exc:
+                raise StartupError(str(exc)) from None
         cache_dir = cfg.cache_dir
         if cache_dir is None and len(devices) > 1:
             # several workers share the LoRA stage results through the disk (a re-take on another worker then
@@ -272,7 +283,7 @@ class Daemon:
             CacheFiles(cache_dir, None if cache_mb is None else int(cache_mb * 1e6)).sweep()
         return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
                        threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
-                       slot=self.pool.add(name), cache_max_mb=cfg.cache_max_mb)
+                       slot=self.pool.add(name), max_models=cfg.max_models, cache_max_mb=cfg.cache_max_mb)
                 for device, name in zip(devices, worker_names(devices), strict=True)]
 
     def _join_ray(self) -> None:
@@ -311,8 +322,8 @@ class Daemon:
             if self.service.closed.is_set():
                 return
             w = remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
-                                    model=cfg.model, cache_dir=cfg.cache_dir, precision=cfg.precision,
-                                    compile_unet=cfg.compile, cache_max_mb=cfg.cache_max_mb)
+                                    cache_dir=cfg.cache_dir, precision=cfg.precision, compile_unet=cfg.compile,
+                                    max_models=cfg.max_models, cache_max_mb=cfg.cache_max_mb)
             self.workers.append(w)
             w.start()
         log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
@@ -347,8 +358,9 @@ class Daemon:
             self._ray_thread.start()
         self.inbox.start()
         log.info(
-            "aiedit serving model %s on %s:%d, spool %s, %d worker(s)%s",
-            self.cfg.model,
+            "aiedit serving model %s (%d model(s) on disk) on %s:%d, spool %s, %d worker(s)%s",
+            self.service.models.label,
+            len(self.service.models.models),
             self.cfg.host,
             self.osc.port,
             self.spool.root,

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine.devices import enable_mps_fallback
 from engine.errors import Cancelled, EngineError, InputError, ModelUnavailable, OutOfMemory
 from engine.params import EditParams, EditRequest, Inpaint, Region
 from engine.progress import CancelToken, Progress
+
+# Before any engine module imports torch (none of the above does): PyTorch reads it once, at import (engine/devices.py).
+enable_mps_fallback()
 
 if TYPE_CHECKING:
     from engine.editor import Editor, load_editor

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
-from engine.params import MODES, STARTS, EditParams, EditRequest, Inpaint, Region
+from engine.params import MAX_LYRICS, MODES, STARTS, EditParams, EditRequest, Inpaint, MusicContext, Region
 from engine.progress import Progress
 
 STAGE_LABEL = {"preparing": "prepare", "embedding": "stage 1 embed", "finetune": "stage 2 tune",
@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="edit strengths η in [0, 1.5], one take each (sdedit, zeta, flowedit: strengths in (0, 1])")
     ap.add_argument("--mode", choices=list(MODES), default="lora",
                     help="lora | full (the paper's three stages), sdedit (preview), zeta (zero-shot edit, ᾱ-schedule "
-                         "models), flowedit (zero-shot edit, flow models such as Stable Audio 3)")
+                         "models), flowedit (zero-shot edit, flow models such as Stable Audio 3), repaint (the "
+                         "model's own regeneration of --inpaint's range; strengths = start noise level) and cover "
+                         "(the model's own restyle; strengths = cover strength): ACE-Step")
     ap.add_argument("--start-from", dest="start_from", choices=list(STARTS), default="noise",
                     help="stage 3 start for lora/full: fresh noise or the input inverted by the tuned model")
     ap.add_argument("--source-prompt", default="", help="zeta, flowedit: what the input sounds like (default: none)")
@@ -41,8 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--length", type=float, default=None, help="region length (s); default: to the end")
     ap.add_argument("--model", default="auto",
                     help="auto (default: the best model on this machine, else toy) | toy | sa3-medium | sa3-small | "
-                         "tango | audioldm2 | audioldm | hub id | folder | tiny, tiny-sa3 (random weights, tests)")
+                         "ace-step | ace-step-sft | tango | audioldm2 | audioldm | hub id | folder | tiny, tiny-sa3, "
+                         "tiny-ace (random weights, tests)")
     ap.add_argument("--seed", type=int, default=0)
+    music = ap.add_argument_group("musical context (models that take it, such as ACE-Step; others note and ignore it)")
+    music.add_argument("--lyrics", default=None, metavar="TEXT|@FILE",
+                       help=f"the lyrics sung in the region (at most {MAX_LYRICS} characters), or @FILE to read them")
+    music.add_argument("--bpm", type=float, default=None, help="tempo in beats per minute (20-300)")
+    music.add_argument("--key", default=None, help='key and scale, such as "C major" or "F# minor"')
+    music.add_argument("--time-signature", dest="time_signature", default=None, metavar="N/D",
+                       help='such as "4/4", "6/8" (N 1-32, D 1, 2, 4, 8, 16 or 32)')
+    music.add_argument("--language", default=None, help='language code of the lyrics, such as "en"')
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
     ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
     ap.add_argument("--embed-lr", type=float, default=None, help="stage 1 Adam rate (default: the model's, else 2e-3)")
@@ -57,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
                     help="stage 3 sampler on ᾱ-schedule models: ddim (default) or dpm (DPM-Solver++, for fewer "
                          "--sample-steps); flow models use their own")
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--device", default=None,
+                    help="auto (default: a CUDA GPU, else an Apple GPU, else the CPU) | cpu | cuda | cuda:N | mps")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU "
+                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU and Apple GPUs "
                          "(trained tensors and losses are fp32 either way)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the UNet (CUDA; pays a minute of compiling per model and shape)")
@@ -85,7 +97,20 @@ def request_from_args(a: argparse.Namespace) -> EditRequest:
                         lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler,
                         start=a.start_from, source_prompt=a.source_prompt, source_guidance=a.source_guidance,
                         tune_draws=a.tune_draws)
-    return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params).validate()
+    return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params,
+                       music_from_args(a)).validate()
+
+
+def music_from_args(a: argparse.Namespace) -> MusicContext:
+    """The musical-context flags; ``--lyrics @FILE`` reads the lyrics from a UTF-8 text file."""
+    lyrics = a.lyrics
+    if lyrics is not None and lyrics.startswith("@"):
+        path = Path(lyrics[1:]).expanduser()
+        try:
+            lyrics = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the lyrics file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return MusicContext(lyrics=lyrics, bpm=a.bpm, key=a.key, time_signature=a.time_signature, language=a.language)
 
 
 class ProgressBar:
@@ -164,7 +189,7 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
                "params": result.params, "sample_rate": result.sample_rate,
                "channels": result.channels, "frames": result.frames, "cache_hit": result.cache_hit,
                "timings": {k: round(v, 3) for k, v in result.timings.items()} | {"load": round(load_s, 3)},
-               "network_calls": result.network_calls,
+               "network_calls": result.network_calls, "music": request.music.to_dict(), "notes": result.notes,
                "takes": [], "best": result.best}
     for take in result.takes:
         path = write_wav_atomic(out / f"{stem}_{request.params.mode}_eta{take.eta:.2f}.wav", take.audio,
@@ -188,6 +213,8 @@ def _summary(sidecar: dict, side: Path) -> None:
         mark = " ← best" if i == sidecar["best"] else ""
         print(f"{t['eta']:>6.2f}  {s.get('text', float('nan')):>7.3f} {s.get('audio', float('nan')):>7.3f} "
               f"{s.get('sum', float('nan')):>7.3f}  {t['path']}{mark}")
+    for note in sidecar["notes"]:
+        print(f"note: {note}")
     total = sum(v for k, v in sidecar["timings"].items())
     print(f"sidecar: {side.resolve()}   ({total:.1f} s{', stages 1-2 from cache' if sidecar['cache_hit'] else ''})")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import soxr
@@ -25,8 +25,8 @@ from engine.errors import InputError, NotFinite, OutOfMemory
 from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
 from engine.flowedit import flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
-from engine.models.base import AudioModel, Conditioning
-from engine.params import ZERO_SHOT_MODES, EditParams, EditRequest
+from engine.models.base import AudioModel, Conditioning, PromptContext
+from engine.params import NATIVE_MODES, ZERO_SHOT_MODES, EditParams, EditRequest, MusicContext
 from engine.progress import CancelToken, Progress, ProgressFn
 from engine.result import EditResult, Take
 from engine.splice import OverlapAdd, Window, plan_windows, splice
@@ -55,7 +55,7 @@ class Editor:
         self.model = model
         self.scorer = scorer
         self.cache = cache if cache is not None else StageCache()
-        self._prompt_cache: dict[str, tuple[Conditioning, Conditioning]] = {}
+        self._prompt_cache: dict[tuple[str, PromptContext], tuple[Conditioning, Conditioning]] = {}
 
     @property
     def model_name(self) -> str:
@@ -83,6 +83,8 @@ class Editor:
     def _oom(self) -> OutOfMemory:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        elif self.model.device.type == "mps":
+            torch.mps.empty_cache()
         return OutOfMemory("the GPU ran out of memory: try LoRA mode, a shorter region or fewer η values; "
                            "the model itself is unchanged")
 
@@ -106,9 +108,24 @@ class Editor:
 
     # -- the pipeline ------------------------------------------------------------------------------------------
 
+    def context_notes(self, request: EditRequest, p: EditParams) -> tuple[EditParams, MusicContext, list[str]]:
+        """The parameters and musical context this model really uses, and a line for each thing it leaves out
+        (a context field it does not take, guidance on a guidance-distilled model, a mode's caveat)."""
+        m = self.model
+        given = request.music.given()
+        notes = [f"{f} ignored: {m.name} does not take {'musical context' if not m.takes else 'it'}"
+                 for f in given if f not in m.takes]
+        music = MusicContext(**{f: getattr(request.music, f) for f in given if f in m.takes})
+        if m.guidance_distilled and p.guidance is not None and p.guidance > 1.0:
+            notes.append(f"guidance {p.guidance:g} ignored: {m.name} is guidance-distilled and samples without it")
+            p = p.with_(guidance=1.0)
+        if p.mode in m.mode_notes:
+            notes.append(m.mode_notes[p.mode])
+        return p, music, notes
+
     def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken,
               audio: SourceAudio | None) -> EditResult:
-        p = self.resolve_params(request.params)
+        p, music, notes = self.context_notes(request, self.resolve_params(request.params))
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
         t0 = time.perf_counter()
@@ -118,6 +135,12 @@ class Editor:
         del src, audio
         frames, channels = data.shape
         span = self._inpaint_span(p, frames, sr)
+        if span is not None and p.mode == "repaint":
+            lo, hi = self.model.repaint_seconds
+            length = (span.end - span.start) / sr
+            if not lo <= length <= hi:
+                raise InputError(f"{self.model_name} repaints ranges of {lo:g} s to {hi:g} s: the range "
+                                 f"{p.inpaint.start:.3f}-{p.inpaint.end:.3f} s is {length:.3f} s long")
         msr = self.model.sample_rate
         x, dc, gain = self._model_input(data, sr)
         total = len(x)
@@ -125,7 +148,6 @@ class Editor:
         focus = (span.model_start, span.model_end) if span else (0, total)
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
         windows = plan_windows(total, focus, window, overlap)
-        e_target, uncond = self._encode(p.prompt)
         timings["prepare"] = time.perf_counter() - t0
         report(Progress("preparing", 1, 1))
 
@@ -134,8 +156,8 @@ class Editor:
         joined: list[OverlapAdd | None] = [None] * len(p.etas)
         cache_hits = 0
         for k, win in enumerate(windows):
-            waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, e_target,
-                                           uncond, report, token, timings, counts)
+            waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, music, report,
+                                           token, timings, counts)
             cache_hits += hit
             for j, w in enumerate(waves):
                 if joined[j] is None:
@@ -155,7 +177,8 @@ class Editor:
 
         trained = p.mode not in ZERO_SHOT_MODES
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
-                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts)
+                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts,
+                            notes=notes)
         if self.scorer is not None:
             token.check()
             t0 = time.perf_counter()
@@ -213,22 +236,26 @@ class Editor:
         msr = self.model.sample_rate
         return _Span(start, end, int(start * msr / sr), int(np.ceil(end * msr / sr)))
 
-    def _encode(self, prompt: str) -> tuple[Conditioning, Conditioning]:
+    def _encode(self, prompt: str, context: PromptContext | None = None) -> tuple[Conditioning, Conditioning]:
         """(target, empty-prompt) conditioning, encoded in one batch as the models' own pipelines do for
-        guidance (AudioLDM 2's GPT-2 states depend on the batch's padded length)."""
-        if prompt not in self._prompt_cache:
+        guidance (AudioLDM 2's GPT-2 states depend on the batch's padded length). ``context`` is what else the
+        model's text encoding may carry (task, duration, musical context; most families ignore it)."""
+        key = (prompt, context or PromptContext())
+        if key not in self._prompt_cache:
             if len(self._prompt_cache) > 64:
                 self._prompt_cache.clear()
-            target, empty = self.model.encode_prompt([prompt, ""]).split([1, 1])
-            self._prompt_cache[prompt] = (target, empty)
-        return self._prompt_cache[prompt]
+            target, empty = self.model.encode([prompt, ""], key[1]).split([1, 1])
+            self._prompt_cache[key] = (target, empty)
+        return self._prompt_cache[key]
 
     def _edit_window(self, seg: np.ndarray, win: Window, k: int, nwin: int, span: _Span | None, p: EditParams,
-                     e_target: Conditioning, uncond: Conditioning, report: ProgressFn, token: CancelToken,
+                     music: MusicContext, report: ProgressFn, token: CancelToken,
                      timings: dict[str, float], counts: dict[str, int]) -> tuple[list[np.ndarray], bool]:
         """Stages 1-3 on one window; returns one model-rate waveform per η and whether the cache was hit."""
         m = self.model
         n = len(seg)
+        context = PromptContext(seconds=n / m.sample_rate, music=music)
+        e_target, uncond = self._encode(p.prompt, context)
         padded = m.padded_length(n)
         wave = torch.zeros(1, m.channels, padded)
         wave[0, :, :n] = torch.from_numpy(np.ascontiguousarray(seg.reshape(n, -1).T, dtype=np.float32))
@@ -253,7 +280,15 @@ class Editor:
             return on_step
 
         hit = False
-        if p.mode == "sdedit":  # every strength in one loop: a take joins the batch at its own start step
+        if p.mode in NATIVE_MODES:  # the model's own task (repaint, cover): its conditioning, its sampler
+            e_task = self._encode(p.prompt, replace(context, task=p.mode))[0]
+            t0 = time.perf_counter()
+            with calls.stage(m, "sampling", counts):
+                latents = m.native_edit(p.mode, z0, e_task, e_target, uncond, strengths=[float(s) for s in p.etas],
+                                        keep=keep, steps=steps, guidance=guidance, seed=seed,
+                                        on_step=stepper("sampling"))
+            timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
+        elif p.mode == "sdedit":  # every strength in one loop: a take joins the batch at its own start step
             t0 = time.perf_counter()
             with calls.stage(m, "sampling", counts):
                 latents = sample(m, [e_target] * len(p.etas), uncond, latent_shape=shape, steps=steps,
@@ -263,7 +298,7 @@ class Editor:
         elif p.mode == "zeta":
             latents = self._zeta(p, z0, e_target, uncond, steps, guidance, seed, keep, stepper, timings, counts)
         elif p.mode == "flowedit":
-            e_src = self._encode(p.source_prompt)[0] if p.source_prompt.strip() else None
+            e_src = self._encode(p.source_prompt, context)[0] if p.source_prompt.strip() else None
             t0 = time.perf_counter()
             with calls.stage(m, "sampling", counts):
                 latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
@@ -271,7 +306,7 @@ class Editor:
                                    seed=seed, keep=keep, on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
-            key = self.stage_cache_key(seg, p, seed)
+            key = self.stage_cache_key(seg, p, seed, music)
             cached = self.cache.get(key, check=lambda entry: misfit(entry, m.unet, e_target))
             if cached is not None:
                 hit = True
@@ -315,13 +350,15 @@ class Editor:
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
 
-    def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int) -> str:
-        """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, and where and in
-        which precision they ran (a bf16 or GPU result is not the fp32 CPU one, and vice versa)."""
+    def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int, music: MusicContext | None = None) -> str:
+        """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, the musical context
+        the model's conditioning used (only when there is one), and where and in which precision they ran (a bf16
+        or GPU result is not the fp32 CPU one, and vice versa)."""
         m = self.model
         where = {"device": m.device.type, "weights": str(m.weight_dtype or m.dtype).removeprefix("torch."),
                  "dtype": str(m.dtype).removeprefix("torch.")}
-        return cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed, **where})
+        used = {"music": music.to_dict()} if music is not None and music.given() else {}
+        return cache_key(m.cache_id or m.name, seg, {**p.stage_key(), "seed": seed, **where, **used})
 
     def _sample_batched(self, conds: list[Conditioning], uncond: Conditioning, shape: tuple, steps: int,
                         guidance: float, seed: int, p: EditParams, z0: torch.Tensor, keep: torch.Tensor | None,
@@ -427,9 +464,10 @@ def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str |
     ``scorer="auto"`` uses the model's own CLAP where it has one, else ``laion/clap-htsat-unfused`` (a tiny CLAP
     for the tiny model); if those weights are missing the edit still runs and takes carry no scores.
     """
+    from engine.devices import resolve_device
     from engine.models.registry import load_model, load_scorer_for
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)  # auto: CUDA, else Apple's MPS, else the CPU; an absent one fails in one line
     m = load_model(model, device=dev, allow_download=allow_download, precision=precision, compile_unet=compile_unet)
     clap = None
     if scorer is not None:

@@ -58,14 +58,21 @@ MODELS: dict[str, ModelMemory] = {
     # the tests' random-weight models (as small as the toys)
     "tiny": ModelMemory(16000, 1, 10.24, 3200, train_mb=30, take_mb=4, full_mb=5, fixed_mb=70),
     "tiny-sa3": ModelMemory(44100, 2, 4.0, 2756, train_mb=10, take_mb=8, full_mb=5, fixed_mb=40),
+    "tiny-ace": ModelMemory(48000, 2, 600.0, 1600, train_mb=10, take_mb=8, full_mb=5, fixed_mb=40),
     # real checkpoints (the largest of each family), estimated: 16 kHz mono, 10.24 s windows, 3,200 latents/s
     "audioldm": ModelMemory(16000, 1, 10.24, 3200, train_mb=2500, take_mb=250, full_mb=9000, fixed_mb=400),
     "audioldm2": ModelMemory(16000, 1, 10.24, 3200, train_mb=4000, take_mb=400, full_mb=14000, fixed_mb=600),
     "tango": ModelMemory(16000, 1, 10.24, 3200, train_mb=3500, take_mb=350, full_mb=13000, fixed_mb=600),
     # Stable Audio 3 medium: 44.1 kHz stereo, up to 30 s at once (engine.models.stable_audio3)
     "stable-audio-3": ModelMemory(44100, 2, 30.0, 1378, train_mb=6000, take_mb=600, full_mb=17000, fixed_mb=800),
+    # ACE-Step 1.5: 48 kHz stereo, 25 latent frames of 64 a second, one window up to 10 minutes, a 2.4 B DiT
+    "ace-step": ModelMemory(48000, 2, 600.0, 1600, train_mb=12000, take_mb=1200, full_mb=38000, fixed_mb=1000),
 }
-UNKNOWN = "stable-audio-3"  # a family without a row is costed as the largest one
+UNKNOWN = "ace-step"  # a family without a row is costed as the largest one
+
+
+# Modes that only sample (no stages 1-2, no inversion): the rest cost a window's training memory as well.
+SAMPLING_ONLY = ("sdedit", "flowedit", "repaint", "cover")
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ def estimate_job_bytes(shape: JobShape, model: str | ModelMemory, device: str = 
     if device.split(":")[0] == "cpu":
         batch = n if shape.mode != "zeta" else n + 1  # zeta inverts once more
         stages = m.take_mb * batch
-        if shape.mode not in ("sdedit", "flowedit"):
+        if shape.mode not in SAMPLING_ONLY:
             stages += m.train_mb
         if shape.mode == "full":
             stages += m.full_mb

@@ -13,16 +13,23 @@ from typing import Any, Literal
 
 from engine.errors import InputError
 
-Mode = Literal["lora", "full", "sdedit", "zeta", "flowedit"]
-MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta", "flowedit")
+Mode = Literal["lora", "full", "sdedit", "zeta", "flowedit", "repaint", "cover"]
+MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta", "flowedit", "repaint", "cover")
 # No stages 1-2; ``etas`` are strengths in (0, 1]. ``zeta`` runs on ᾱ-schedule models, ``flowedit`` on flow models
 # (each model lists what it can run: ``AudioModel.modes``).
-ZERO_SHOT_MODES: tuple[str, ...] = ("sdedit", "zeta", "flowedit")
-ZERO_SHOT_LABEL = {"sdedit": "SDEdit", "zeta": "ZETA", "flowedit": "FlowEdit"}
+ZERO_SHOT_MODES: tuple[str, ...] = ("sdedit", "zeta", "flowedit", "repaint", "cover")
+ZERO_SHOT_LABEL = {"sdedit": "SDEdit", "zeta": "ZETA", "flowedit": "FlowEdit", "repaint": "repaint",
+                   "cover": "cover"}
+# A model's own edit tasks (ACE-Step's ``task_type``): ``repaint`` regenerates the inpainting range with the model's
+# in-context conditioning (strength = start noise level inside it, 1 = from pure noise as the model's pipeline
+# does); ``cover`` restyles the whole input (strength = the pipeline's ``audio_cover_strength``).
+NATIVE_MODES: tuple[str, ...] = ("repaint", "cover")
 # The modes each kind of model runs (``AudioModel.modes``): ᾱ-schedule models have ZETA's edit-friendly inversion,
 # flow models FlowEdit instead; the three-stage modes and SDEdit run on both.
 DDPM_MODES: tuple[str, ...] = ("lora", "full", "sdedit", "zeta")
 FLOW_MODES: tuple[str, ...] = ("lora", "full", "sdedit", "flowedit")
+# Flow models with their own repaint and cover tasks (ACE-Step 1.5).
+MUSIC_FLOW_MODES: tuple[str, ...] = (*FLOW_MODES, *NATIVE_MODES)
 STARTS: tuple[str, ...] = ("noise", "inversion")
 ETA_RANGE = (0.0, 1.5)  # η slightly above 1 extrapolates past the target, as in Imagic
 MAX_STEPS = 20_000
@@ -165,19 +172,82 @@ class EditParams:
             a, b = self.inpaint.start, self.inpaint.end
             if not (_is_number(a) and _is_number(b)) or a < 0 or b <= a:
                 raise InputError(f"inpaint range {a!r}:{b!r} is empty or negative")
+        elif self.mode == "repaint":
+            raise InputError("repaint regenerates a time range: give one (--inpaint START:END, the job's inpaint)")
         return self
 
     def with_(self, **changes: Any) -> EditParams:
         return replace(self, **changes)
 
 
+MUSIC_FIELDS: tuple[str, ...] = ("lyrics", "bpm", "key", "time_signature", "language")
+MAX_LYRICS = 4096
+BPM_RANGE = (20.0, 300.0)
+TIME_SIGNATURE_DENOMINATORS = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class MusicContext:
+    """What the song around the edited item is: optional, and used only by models that take it (a model lists the
+    fields it uses, ``engine.models.catalog.takes_of``; the others are ignored with a note on the result).
+
+    ``time_signature`` is ``"N/D"`` (beats per bar / note value: ``"4/4"``, ``"6/8"``); ``key`` is free text such as
+    ``"C major"`` or ``"F# minor"``; ``language`` is a language code of the lyrics (``"en"``)."""
+
+    lyrics: str | None = None
+    bpm: float | None = None
+    key: str | None = None
+    time_signature: str | None = None
+    language: str | None = None
+
+    def given(self) -> tuple[str, ...]:
+        """The fields that are set, in :data:`MUSIC_FIELDS` order."""
+        return tuple(f for f in MUSIC_FIELDS if getattr(self, f) is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (what sidecars record and the stage cache keys on)."""
+        return {f: getattr(self, f) for f in self.given()}
+
+    def beats_per_bar(self) -> int | None:
+        """N of ``"N/D"``, or None."""
+        return None if self.time_signature is None else int(self.time_signature.split("/")[0])
+
+    def validate(self) -> MusicContext:
+        """Raise :class:`InputError` naming the first bad field (the ranges of docs/protocol.md); return self."""
+        if self.lyrics is not None and (not isinstance(self.lyrics, str) or len(self.lyrics) > MAX_LYRICS):
+            raise InputError(f"lyrics must be text of at most {MAX_LYRICS} characters")
+        lo, hi = BPM_RANGE
+        if self.bpm is not None and (not _is_number(self.bpm) or not lo <= self.bpm <= hi):
+            raise InputError(f"bpm {self.bpm!r} must be a number between {lo:g} and {hi:g}")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key.strip() or len(self.key) > 32):
+            raise InputError(f"key {self.key!r} must be text of 1 to 32 characters, such as \"C major\"")
+        if self.time_signature is not None and not _time_signature_ok(self.time_signature):
+            raise InputError(f"time signature {self.time_signature!r} must be N/D with N 1-32 and D one of "
+                             f"{', '.join(map(str, TIME_SIGNATURE_DENOMINATORS))} (\"4/4\", \"6/8\")")
+        if self.language is not None and (not isinstance(self.language, str) or not self.language.strip()
+                                          or len(self.language) > 16):
+            raise InputError(f"language {self.language!r} must be a code of 1 to 16 characters, such as \"en\"")
+        return self
+
+
+def _time_signature_ok(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    parts = text.strip().split("/")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        return False
+    n, d = int(parts[0]), int(parts[1])
+    return 1 <= n <= 32 and d in TIME_SIGNATURE_DENOMINATORS
+
+
 @dataclass(frozen=True)
 class EditRequest:
-    """One edit: which audio, which part of it, what to do."""
+    """One edit: which audio, which part of it, what to do, and (optionally) the song it sits in."""
 
     source: str
     region: Region = field(default_factory=Region)
     params: EditParams = field(default_factory=lambda: EditParams(prompt=""))
+    music: MusicContext = field(default_factory=MusicContext)
 
     def validate(self) -> EditRequest:
         r = self.region
@@ -186,6 +256,7 @@ class EditRequest:
         if r.length is not None and (not _is_number(r.length) or r.length <= 0):
             raise InputError(f"region length {r.length!r} must be > 0 seconds")
         self.params.validate()
+        self.music.validate()
         return self
 
 

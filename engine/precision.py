@@ -38,6 +38,8 @@ def resolve(precision: str, device: torch.device | str) -> torch.dtype:
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
+    # auto: bf16 only on a CUDA GPU that has it. Apple GPUs (mps) stay fp32: fp16 there produces noise (diffusers'
+    # SA3 docs) and bf16 was not measured on one (engine/devices.py); the CPU stays fp32 (bit-identical path).
     cuda_bf16 = dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return torch.bfloat16 if cuda_bf16 else torch.float32
 

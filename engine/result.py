@@ -45,6 +45,8 @@ class EditResult:
     params: dict[str, Any] = field(default_factory=dict)  # the parameters used, model defaults filled in
     # sequential denoiser calls per stage that ran (engine.calls): embedding, finetune, inverting, sampling
     network_calls: dict[str, int] = field(default_factory=dict)
+    # one line each on what the edit left out or should be known ("bpm ignored: toy does not take musical context")
+    notes: list[str] = field(default_factory=list)
 
     def pick_best(self) -> None:
         scored = [(t.scores.sum, i) for i, t in enumerate(self.takes)

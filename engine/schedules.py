@@ -7,6 +7,8 @@ latent, behind one small interface so the three stages never ask which kind of m
   the velocity v = ε − x0, so x0 = x_σ − σ·v; diffusers' ``FlowMatchEulerDiscreteScheduler``), sampled on the SA3
   pipeline's log-SNR sigma schedule (``logsnr_sigma_schedule``), with the distilled checkpoints' ping-pong
   re-noising or plain Euler steps.
+- :class:`ShiftedFlowSchedule` is the same rectified flow on ACE-Step's grid: a linear σ grid bent by the
+  time shift σ' = s·σ / (1 + (s − 1)·σ) (``AceStepPipeline._get_timestep_schedule``), Euler steps.
 
 A sampler is the diffusers scheduler object (stateful, one per sampling run); the schedule owns every operation the
 stages apply to it, so a family brings its own without the stages changing.
@@ -296,3 +298,31 @@ class FlowSchedule(Schedule):
     def add_noise(self, sched, z, noise, t):
         sigma = (t.to(z.device, torch.float32) / self.num_train_timesteps).view(-1, *([1] * (z.dim() - 1)))
         return ((1.0 - sigma) * z + sigma * noise).to(z.dtype)
+
+
+class ShiftedFlowSchedule(FlowSchedule):
+    """Rectified flow sampled on ACE-Step 1.5's grid: σ_i = shift(1 − i/N) for i < N, shift(σ) = s·σ / (1 + (s − 1)·σ)
+    (``AceStepPipeline._get_timestep_schedule``, computed as it does in float32, so the grid is the pipeline's bit
+    for bit), plain Euler steps. ``shift`` is the checkpoint's: 3 for turbo (its distilled 8-step tables are this
+    formula at s = 3), 1 for base and sft (ACE-Step's own per-checkpoint defaults). Training draws and noising are
+    :class:`FlowSchedule`'s: the DiT's time input is σ ∈ [0, 1] as well."""
+
+    def __init__(self, scheduler, *, shift: float) -> None:
+        super().__init__(scheduler)
+        if not shift > 0:
+            raise ValueError(f"shift must be > 0, got {shift!r}")
+        self.shift = float(shift)
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    def sigmas(self, steps: int, sigma_max: float = 1.0) -> list[float]:
+        """``steps`` sigmas from ``sigma_max`` down (the sampler appends the final 0). Below 1 the whole shifted
+        grid is scaled into [sigma_max, 0]: an SDEdit start keeps every step, as SA3's audio-to-audio does."""
+        t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32)
+        if self.shift != 1.0:
+            t = self.shift * t / (1 + (self.shift - 1) * t)
+        if sigma_max < 1.0:
+            t = t * sigma_max
+        return t[:-1].tolist()

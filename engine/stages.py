@@ -263,15 +263,21 @@ def _guided(model: AudioModel) -> Callable:
 
 def guided_prediction(model: AudioModel, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                       uncond: Conditioning | None, guidance: float, *,
-                      both: Conditioning | None = None) -> torch.Tensor:
+                      both: Conditioning | None = None, rule: Callable | None = None) -> torch.Tensor:
     """The model's output for the batch ``x`` at timestep ``t``, with classifier-free guidance against ``uncond``
     (one batched call for both branches) when it is given and ``guidance`` > 1. ``both`` is
-    ``guidance_batch(cond, uncond)`` when the caller built it once for many steps. One network call either way;
-    it is the sampling step that ``engine.graphs`` compiles (a dynamic batch: any η count, one graph)."""
+    ``guidance_batch(cond, uncond)`` when the caller built it once for many steps. ``rule`` is the model's own
+    combine of the two branches (``AudioModel.guidance_rule``), applied after the network call. One network call
+    either way; it is the sampling step that ``engine.graphs`` compiles (a dynamic batch: any η count, one graph)."""
     n = x.shape[0]
     tt = (t.expand(n) if t.dim() == 0 else t).to(model.device)
     calls.tick(model)
     compiling = graphs.enabled(model)
+    if rule is not None and uncond is not None and guidance > 1.0:
+        both = both if both is not None else guidance_batch(cond, uncond)
+        out = _network(model)(torch.cat([x, x]), torch.cat([tt, tt]), both)
+        out_u, out_c = out.unflatten(0, (2, -1)).unbind(0)
+        return rule(out_u, out_c, guidance)
     if uncond is None or guidance <= 1.0:
         if not compiling:
             return model.predict_noise(x, tt, cond)
@@ -334,6 +340,7 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
         late = torch.tensor(starts, device=model.device).view(n, *([1] * len(latent_shape)))
     cond = Conditioning.cat(conds)
     both = guidance_batch(cond, uncond) if uncond is not None and guidance > 1.0 else None
+    rule = model.guidance_rule() if both is not None else None  # fresh per run: a rule may keep state (momentum)
     t_dev = timesteps.to(model.device)  # one copy for the whole loop
     with model.masked_conditioning(z_ref if keep is not None else None, keep) as native:
         for i, t in enumerate(timesteps):
@@ -342,7 +349,7 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
                 latents = torch.where(late >= i, schedule.add_noise(sched, z_ref.expand_as(noise), noise,
                                                                     t_dev[i].expand(n)), latents)
             pred = guided_prediction(model, schedule.scale_model_input(sched, latents, t), t_dev[i], cond, uncond,
-                                     guidance, both=both)
+                                     guidance, both=both, rule=rule)
             latents = schedule.step(sched, pred, t, latents, None if step_noise is None else step_noise[i])
             if keep is not None and z_ref is not None and not native:
                 known = z_ref.expand_as(latents)

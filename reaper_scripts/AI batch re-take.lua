@@ -1,5 +1,5 @@
 -- @description AI batch re-take
--- @version 0.3.0
+-- @version 0.4.1
 -- @author aiedit
 -- @noindex
 -- @about
@@ -23,8 +23,22 @@ local function parse_scope(s)
   return nil
 end
 
+-- Does the item sound in the mix? Not when it, or its track, is muted, nor in a fixed lane that does not play
+-- (the AI result tracks and lanes are such): a whole-project batch leaves those alone.
+local function plays(item)
+  if reaper.GetMediaItemInfo_Value(item, "B_MUTE") ~= 0 then return false end
+  local tr = reaper.GetMediaItemTrack(item)
+  if reaper.GetMediaTrackInfo_Value(tr, "B_MUTE") ~= 0 then return false end
+  if reaper.GetMediaTrackInfo_Value(tr, "I_FREEMODE") == 2 then
+    local lane = math.floor(reaper.GetMediaItemInfo_Value(item, "I_FIXEDLANE") + 0.5)
+    if reaper.GetMediaTrackInfo_Value(tr, "C_LANEPLAYS:" .. lane) == 0 then return false end
+  end
+  return true
+end
+
+-- The items of the scope, and how many of the project were left out because they do not play.
 local function collect(scope)
-  local items = {}
+  local items, silent = {}, 0
   if scope == "selected items" then
     for i = 0, reaper.CountSelectedMediaItems(0) - 1 do items[#items + 1] = reaper.GetSelectedMediaItem(0, i) end
   elseif scope == "selected tracks" then
@@ -33,12 +47,30 @@ local function collect(scope)
       for i = 0, reaper.CountTrackMediaItems(tr) - 1 do items[#items + 1] = reaper.GetTrackMediaItem(tr, i) end
     end
   else
-    for i = 0, reaper.CountMediaItems(0) - 1 do items[#items + 1] = reaper.GetMediaItem(0, i) end
+    for i = 0, reaper.CountMediaItems(0) - 1 do
+      local it = reaper.GetMediaItem(0, i)
+      if plays(it) then items[#items + 1] = it else silent = silent + 1 end
+    end
   end
-  return items
+  return items, silent
 end
 
-local function ask(modes)
+-- A listed model by name (any case) or label; empty = the default (the first).
+local function parse_model(s, models)
+  s = lib.trim(s):lower()
+  if s == "" then return models[1] end
+  for _, m in ipairs(models) do
+    if m.name:lower() == s or lib.model_label(m):lower() == s then return m end
+  end
+  local names = {}
+  for _, m in ipairs(models) do names[#names + 1] = m.name end
+  return nil, "one of " .. table.concat(names, " / ")
+end
+
+local function ask(info, proj)
+  local models = lib.models(info)
+  local model = lib.pick_model(models, lib.last_model(proj))
+  local modes = lib.model_modes(info, model)
   local last_mode = lib.get_setting("last_mode")
   if not lib.parse_mode(last_mode, modes) then last_mode = modes[1] end
   local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"), last_mode,
@@ -61,6 +93,17 @@ local function ask(modes)
         return lib.is_yes(s) and "yes" or "no"
       end },
   }
+  if #models > 0 then
+    local names = {}
+    for _, m in ipairs(models) do names[#names + 1] = lib.model_label(m) end
+    fields[7] = { name = "Model", hint = table.concat(names, " / "), check = function(s)
+        return parse_model(s, models)
+      end }
+    defaults[7] = model.name
+    local function modes_of(v) return lib.model_modes(info, parse_model(v[7] or "", models) or model) end
+    fields[3].check = function(s, v) return lib.parse_mode(s, modes_of(v)) end
+    fields[2].check = function(s, v) return lib.parse_etas(s, lib.parse_mode(v[3], modes_of(v)) or "lora") end
+  end
   local p, v = lib.ask_fields(TITLE, fields, defaults, 320)
   if not p then return nil end
   lib.set_setting("last_prompt", p[1])
@@ -69,7 +112,9 @@ local function ask(modes)
   lib.set_setting("last_seed", lib.trim(v[4]))
   lib.set_setting("last_scope", p[5])
   lib.set_setting("last_use_notes", p[6])
-  return { prompt = p[1], etas = p[2], mode = p[3], seed = p[4], scope = p[5], use_notes = p[6] == "yes" }
+  if p[7] then lib.remember_model(proj, p[7].name) end
+  return { prompt = p[1], etas = p[2], mode = p[3], seed = p[4], scope = p[5], use_notes = p[6] == "yes",
+           model = p[7] and p[7].name or nil }
 end
 
 -- The item's prompt: its notes (when asked for and not empty), else the dialog's prompt.
@@ -83,22 +128,31 @@ local function params_for(opts)
     end
     if prompt == "" then return nil, "no prompt (empty notes and no default prompt)" end
     if lib.text_length(prompt) > 1000 then return nil, "prompt longer than 1000 characters" end
-    return { prompt = prompt, etas = opts.etas, mode = opts.mode, seed = opts.seed, priority = "batch" }
+    local params = { prompt = prompt, etas = opts.etas, mode = opts.mode, seed = opts.seed, priority = "batch",
+                     model = opts.model }
+    params.extra = lib.job_extra(params, item) -- the model, and the project's tempo at the item
+    return params
   end
 end
 
 local function main()
   local spool = lib.spool_dir()
-  local opts = ask(lib.offered_modes(lib.engine_info(spool)))
+  local opts = ask(lib.engine_info(spool), reaper.EnumProjects(-1, ""))
   if not opts then return end
-  local items = collect(opts.scope)
+  local items, silent = collect(opts.scope)
   if #items == 0 then
     reaper.ShowMessageBox("No items in: " .. opts.scope .. ".", TITLE, 0)
     return
   end
+  if not lib.confirm_many(#items, TITLE) then return end
   if not lib.ensure_engine(spool) then return end
   local ok_list, failed = lib.submit_items(items, params_for(opts), spool, nil, nil)
-  reaper.ShowMessageBox(lib.summary(ok_list, failed), TITLE, 0)
+  local summary = lib.summary(ok_list, failed)
+  if silent > 0 then
+    summary = summary .. string.format("\n\n%d muted or silent item%s (muted, on a muted track or in a lane that " ..
+      "does not play, such as AI results) left alone.", silent, silent == 1 and "" or "s")
+  end
+  reaper.ShowMessageBox(summary, TITLE, 0)
   if #ok_list > 0 then lib.open_jobs_window() end
 end
 

@@ -1,5 +1,5 @@
 -- @description AI edit jobs
--- @version 0.3.0
+-- @version 0.4.1
 -- @author aiedit
 -- @noindex
 -- @about

@@ -28,7 +28,8 @@ SETTINGS = "AI edit settings.lua"
 
 
 def lua() -> str:
-    exe = shutil.which("lua5.4")
+    """lua5.4 (REAPER 7's Lua), or the interpreter named by $AIEDIT_TEST_LUA (e.g. lua5.3, REAPER 6's)."""
+    exe = shutil.which(os.environ.get("AIEDIT_TEST_LUA", "lua5.4"))
     if exe is None:
         pytest.fail("lua5.4 is not installed: the REAPER script tests need it "
                     "(`sudo apt-get install lua5.4`, or run `bash scripts/dev setup`)", pytrace=False)
@@ -38,6 +39,8 @@ def lua() -> str:
 def run(tmp: Path, scenario: dict, timeout: float = 60, env: dict | None = None) -> dict:
     """Runs one scenario (a fresh Lua process = a fresh REAPER session) and returns its dump."""
     path = tmp / f"scenario-{time.monotonic_ns()}.json"
+    # REAPER's resource folder (ReaImGui keeps its window settings there): one per test, kept across its sessions
+    scenario = {"resource_path": str(tmp / "reaper-resource"), **scenario}
     path.write_text(json.dumps(scenario), encoding="utf-8")
     penv = {k: v for k, v in os.environ.items() if k != "AIEDIT_SPOOL"}
     penv.update(env or {})
@@ -94,13 +97,20 @@ def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None
     info = sf.info(job["source"]["path"])
     frames = round(job["source"]["length"] * info.samplerate)
     takes = []
+    pictures = {}
     if state == "done":
+        from engine.pictures import spectrogram_png
+
         for i, eta in enumerate(job["etas"]):
             p = jdir / "takes" / f"eta{eta:.2f}.wav"
-            sf.write(str(p), np.full((frames, info.channels), 0.01 * (i + 1), dtype=np.float32),
-                     info.samplerate, subtype="FLOAT")
-            takes.append({"eta": eta, "path": str(p),
+            audio = np.full((frames, info.channels), 0.01 * (i + 1), dtype=np.float32)
+            sf.write(str(p), audio, info.samplerate, subtype="FLOAT")
+            png = p.with_suffix(".png")  # the pictures the daemon writes with the takes (docs/protocol.md)
+            png.write_bytes(spectrogram_png(audio, info.samplerate))
+            takes.append({"eta": eta, "path": str(p), "spectrogram": str(png),
                           "scores": {"text": 0.3 + 0.1 * i, "audio": 0.9 - 0.01 * i, "sum": 1.2 + 0.09 * i}})
+        pictures["input_spectrogram"] = str(jdir / "takes" / "input.png")
+        Path(pictures["input_spectrogram"]).write_bytes(spectrogram_png(np.zeros(frames), info.samplerate))
     status = {
         "version": 1, "id": job["id"], "label": job.get("label"), "state": state,
         "stage": stage or state, "progress": 1.0 if state == "done" else progress, "error": error,
@@ -108,7 +118,7 @@ def write_status(spool: Path, job: dict, state: str, *, stage: str | None = None
         "model": model, "seed": job.get("seed", 0), "source": job["source"], "sample_rate": info.samplerate,
         "channels": info.channels, "frames": frames, "takes": takes,
         "best": (best if best is not None else (len(takes) - 1 if takes else None)),
-        "created": time.time() - 5, "updated": time.time(), **extra,
+        "created": time.time() - 5, "updated": time.time(), **pictures, **extra,
     }
     (jdir / "status.json").write_text(json.dumps(status), encoding="utf-8")
     return status

@@ -90,3 +90,30 @@ def test_smoke_runs_the_bf16_path_on_cpu(tmp_path):
     gpu.main(["--model", "audioldm", "--smoke", "--precision", "bf16", "--rows", "lora,full", "--json", str(out)])
     data = json.loads(out.read_text())
     assert data["precision"] == "bf16 (bfloat16 weights)" and len(data["rows"]) == 2
+
+
+def test_ace_step_real_size_is_the_published_turbo():
+    """The 2B turbo DiT checkpoint (DiT, condition encoder, 5 Hz audio tokenizers) to 3 % of its published ≈ 4.7 GB
+    of bf16, the Oobleck VAE to 1 % of its file (168.7 M in bf16: ↓1920 to 25 Hz, 64-d latents of 48 kHz stereo),
+    Qwen3-Embedding-0.6B's 0.6 B."""
+    model = gpu.build_real("ace-step", "meta")
+    counts = gpu.param_counts(model)
+    assert gpu.denoiser_as_published(model) == pytest.approx(2350.0, rel=0.03)
+    assert counts["unet"] == pytest.approx(1575.5, rel=0.001) and counts["vae"] == pytest.approx(168.7, rel=0.01)
+    assert counts["text_encoder"] == pytest.approx(596.0, rel=0.01)
+    assert model.downsampling == 1920 and model.latent_dim == 64 and model.sample_rate == 48000
+    assert model.guidance_distilled and model.default_steps == 8
+
+
+def test_ace_step_smoke_runs_its_own_rows(tmp_path):
+    """The CPU smoke of the ACE-Step rows: repaint (each strength its own loop) and cover (the cover strength below 1
+    adds the text-only branch: two DiT calls a step)."""
+    out = tmp_path / "bench.json"
+    rows = "lora,flowedit,repaint,cover"
+    assert gpu.main(["--model", "ace-step", "--smoke", "--rows", rows, "--json", str(out)]) == 0
+    by = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
+    steps = 3
+    assert by["repaint, middle third, 2 strengths"]["network_calls"] == {"sampling": 2 * steps}
+    assert by["cover, 2 strengths"]["network_calls"] == {"sampling": 2 * steps}
+    assert by["cold LoRA edit, 5 η"]["network_calls"] == {"embedding": 2, "finetune": 2, "sampling": steps}
+    assert "FlowEdit preview, 2 strengths" in by

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -45,7 +46,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     try:
         with Daemon(tmp / "spool", "--ray", ray.get_runtime_context().gcs_address, "--devices", "cpu,cpu",
-                    ) as d:
+                    "--max-models", "1") as d:
             _wait_states(d, ["idle", "idle"], timeout=240)
             yield d, make_wav(tmp / "src.wav")
     finally:
@@ -87,7 +88,31 @@ def test_two_actors_run_a_batch_and_the_daemon_writes_their_takes(cluster):
         assert st["network_calls"]["sampling"] > 0 and st["model"] == "tiny"  # as a local worker reports them
         info = sf.info(st["takes"][0]["path"])
         assert (info.frames, info.channels, info.samplerate, info.subtype) == (44_100, 2, 44_100, "FLOAT")
+        # issue 24: the actor made the pictures, the daemon wrote them with the takes
+        pics = [st["input_spectrogram"], *(t["spectrogram"] for t in st["takes"])]
+        assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(p).stat().st_size <= 65536 for p in pics)
     assert "submit→start" in d.stderr()  # the Ray overhead per job is logged
+
+
+def test_an_actor_serves_the_model_a_job_names_evicting_with_max_models_1(cluster):
+    """Each actor holds one model (--max-models 1): a job naming another loads it there (stage "loading"), the done
+    status names it and carries the edit's notes, and daemon.json says which actor holds which model."""
+    d, src = cluster
+    with Listener(d.port) as osc:
+        for jid, model in (("rm-sa3", "tiny-sa3"), ("rm-ace", "tiny-ace")):
+            osc.send("/aiedit/job", job_json(jid, src, model=model, etas=[0.5], bpm=100))
+        for jid, model in (("rm-sa3", "tiny-sa3"), ("rm-ace", "tiny-ace")):
+            address, args = osc.wait_end(jid, timeout=240)
+            assert address == "/aiedit/done", args
+            st = json.loads(args[1])
+            assert st["model"] == model and len(st["takes"]) == 1
+            assert ("bpm ignored: tiny-sa3 does not take musical context" in st["notes"]) == (model == "tiny-sa3")
+            stages = [a[1] for addr, a in osc.events_for(jid) if addr == "/aiedit/progress"]
+            assert "loading" in stages, stages
+    held = [w["models"] for w in _wait_states(d, ["idle", "idle"], timeout=30)]
+    assert all(len(m) == 1 for m in held) and {"tiny-sa3", "tiny-ace"} & {m[0] for m in held}, held
+    loaded = {m["name"] for m in d.daemon_json()["models"] if m["loaded"]}
+    assert loaded == {m[0] for m in held}
 
 
 def test_cancel_reaches_the_actor_running_the_job(cluster):
@@ -181,7 +206,7 @@ class InProcess:
                                limits=Limits(*(float(x) for x in LIMITS)))
         self.pool = Pool()
         self.slot = self.pool.add(f"ray:{index}")
-        self.worker = remote.RemoteWorker(self.service, self.pool, self.slot, ray, kind, index, model="tiny",
+        self.worker = remote.RemoteWorker(self.service, self.pool, self.slot, ray, kind, index,
                                           cache_dir=None, precision="auto", compile_unet=False)
 
     def submit(self, body: dict) -> None:

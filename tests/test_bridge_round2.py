@@ -466,7 +466,7 @@ def test_9_model_field_is_clipped_in_refusals(tmp_path):
     with Daemon(tmp_path / "spool") as d, Listener(d.port) as lst:
         lst.send("/aiedit/job", json.dumps(job("m", src, model="m" * 20_000)))
         msg = lst.wait("/aiedit/error", "m", timeout=5)[1]
-        assert "asks for" in msg and len(msg) < 300
+        assert "is not one of this engine's models" in msg and len(msg) < 300
         assert len(d.status("m")["error"]) < 300
 
 

@@ -57,9 +57,14 @@ def test_daemon_json_lists_the_models_modes_and_a_mode_it_cannot_run_is_refused(
     _, err = svc.submit(job, ReplyTo("127.0.0.1", 9))
     assert err is not None and "cannot run mode 'flowedit'" in err and "lora, full, sdedit, zeta" in err
     assert "\n" not in err and sent[-1][0] == "/aiedit/error"
-    svc.set_model_name("tiny-sa3", ("lora", "full", "sdedit", "flowedit"))  # what the worker reports once loaded
-    assert svc.daemon_info()["modes"] == ["lora", "full", "sdedit", "flowedit"]
-    assert svc.submit({**job, "id": "f2"}, None) == ("f2", None)
+    # the modes are the named model's: tiny-sa3 runs flowedit, not repaint
+    assert svc.submit({**job, "id": "f2", "model": "tiny-sa3"}, None) == ("f2", None)
+    assert json.loads((svc.spool.job_dir("f2") / "status.json").read_text())["model"] == "tiny-sa3"
+    _, err = svc.submit({**job, "id": "f3", "model": "tiny-sa3", "mode": "repaint",
+                         "inpaint": {"start": 0.1, "end": 0.5}}, None)
+    assert err is not None and "model 'tiny-sa3' cannot run mode 'repaint'" in err
+    svc.model_loaded("tiny", ("lora", "full"))  # the loaded model's own list replaces the one known from its name
+    assert svc.daemon_info()["modes"] == ["lora", "full"]
 
 
 def test_modes_are_known_from_the_model_name_before_it_loads(tmp_path):

@@ -18,6 +18,7 @@ from bridge.jobs.limits import Limits
 from bridge.jobs.protocol import ReplyTo
 from bridge.jobs.service import Service
 from bridge.jobs.spool import Spool
+from bridge.workers.loaded import LoadedModels
 from bridge.workers.local import Worker
 
 HEADER = 44  # RIFF + fmt (16 bytes) + data chunk header
@@ -75,8 +76,8 @@ def test_a_header_rewritten_when_the_edit_starts_cannot_enlarge_the_edit(tmp_pat
     spool.create()
     # 1000 frames x 1 take fit 0.1 MB of takes; 48,000 frames do not
     service = Service(spool, model="tiny", send=send, limits=Limits(max_output_mb=0.1))
-    worker = Worker(service, "tiny", device="cpu")
-    worker.editor = editor
+    worker = Worker(service, "tiny", device="cpu", max_models=1)
+    worker.models = LoadedModels(lambda name: editor, limit=1)  # the module's model, already loaded
     body = job("twofaced", src, etas=[0.5], mode="sdedit")
     jid, err = service.submit(body, ReplyTo("127.0.0.1", 9))
     assert jid == "twofaced", err
@@ -97,8 +98,8 @@ def test_a_source_shortened_after_the_ack_fails_the_job_with_the_reason(tmp_path
     spool = Spool(tmp_path / "spool")
     spool.create()
     service = Service(spool, model="tiny", send=lambda *a: None)
-    worker = Worker(service, "tiny", device="cpu")
-    worker.editor = editor
+    worker = Worker(service, "tiny", device="cpu", max_models=1)
+    worker.models = LoadedModels(lambda name: editor, limit=1)  # the module's model, already loaded
     body = job("short", src, etas=[0.5], mode="sdedit")
     body["source"]["length"] = 1.0
     jid, err = service.submit(body, None)

@@ -182,7 +182,7 @@ def test_serve_help_lists_devices_and_ray_and_bad_values_fail_in_one_line(tmp_pa
                                 "pip install 'aiedit[cluster]'")
     r = _serve(tmp_path, "--devices", "cpu,tpu")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "aiedit serve: --devices: 'tpu' is not a device (cpu, cuda, cuda:N; or all)"]
+        "aiedit serve: --devices: 'tpu' is not a device (cpu, cuda, cuda:N, mps; or all)"]
 
 
 def test_a_requeued_job_goes_first_in_its_priority_and_a_worker_may_choose_among_the_queued():

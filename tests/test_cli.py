@@ -91,3 +91,33 @@ def test_stable_audio_3_not_converted_here_fails_fast_with_how_to_get_it(tmp_pat
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "gated" in err and "aiedit models pull" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_edit_with_every_path_under_spaces_and_non_ascii_names(tmp_path):
+    """Input, output, stage cache and a model folder (the shipped toy model copied) all in folders named with spaces
+    and non-ASCII characters, through the console entry point as a user runs it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.models.catalog import SHIPPED
+
+    base = tmp_path / "Åsa Øre – 音 studio"
+    model = base / "Modelle – Müller" / "toy kopie 1"
+    shutil.copytree(SHIPPED["toy"][1], model)
+    src = base / "Eingang ä" / "Tür knarrt 01.wav"
+    src.parent.mkdir(parents=True)
+    write_clip(src, seconds=1.0, sr=44100, channels=2)
+    out = base / "Ausgabe 声"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "bridge", "edit", str(src), "--prompt", "a bell rings", "--eta", "0.5",
+                           "--model", str(model), "--out", str(out), "--cache", str(base / "Zwischen ablage"), *FAST],
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    side = json.loads((out / "Tür knarrt 01_aiedit.json").read_text(encoding="utf-8"))
+    assert side["input"] == str(src) and side["model"] == "toy kopie 1"
+    (take,) = side["takes"]
+    assert Path(take["path"]).is_file() and Path(take["path"]).parent == out
+    assert list((base / "Zwischen ablage").iterdir())  # the stage cache wrote there

@@ -53,7 +53,7 @@ def test_doctor_passes_on_this_machine(env, capsys):
     code, out = doctor(capsys, "--spool", str(spool), "--port", "0", "--reaper-resource",
                        str(reaper_resource(env, spool)))
     assert code == 0, out
-    assert out.rstrip().endswith("all checks passed")
+    assert out.split("\nnext step to a first real edit:")[0].rstrip().endswith("all checks passed")
     for name in ("torch", "model", "verify toy", "spool", "spool lock", "port", "reaper scripts", "reaper spool"):
         assert row(out, name).split()[0] in ("ok", "warn"), (name, out)
     assert "auto → toy" in out
@@ -215,3 +215,74 @@ def test_free_gpu_memory_is_checked_for_each_stable_audio_3_size():
     assert small.level == "warn" and "fits sa3-small" in small.detail and "sa3-medium needs" in small.detail
     none = sa3_fit(1, 1.0)
     assert none.level == "FAIL" and none.name == "gpu 1 sa3" and "sa3-small needs" in none.detail
+
+
+def test_free_gpu_memory_is_checked_for_ace_step_and_every_random_weight_model_is_flagged(env, capsys):
+    from bridge.commands.doctor import ace_fit, check_model
+
+    fits, short = ace_fit(0, 24.0), ace_fit(1, 8.0)
+    assert fits.level == "ok" and fits.name == "gpu 0 ace-step" and "fits" in fits.detail
+    assert short.level == "warn" and "needs ≈10 GiB" in short.detail and short.fix
+    for name in ("tiny", "tiny-sa3", "tiny-ace"):
+        (r,) = check_model(name)
+        assert r.level == "warn" and r.detail == f"{name} has random weights: edits come back as noise"
+    (auto, *_) = check_model("auto")  # nothing on disk here (env): the shipped toy model, and the families named
+    assert auto.level == "warn" and "(Stable Audio 3, ACE-Step, TANGO, AudioLDM 2, AudioLDM)" in auto.detail
+
+
+def test_an_apple_gpu_is_reported_and_mps_where_there_is_none_fails_in_one_line(monkeypatch):
+    from bridge.commands.doctor import check_torch
+    from engine import devices
+
+    monkeypatch.setattr(devices, "mps_available", lambda: True)
+    monkeypatch.setenv(devices.FALLBACK_ENV, "1")
+    rows = {r.name: r for r in check_torch(None)}
+    assert rows["mps"].level == "ok" and "Apple GPU" in rows["mps"].detail and "fp32" in rows["mps"].detail
+    assert "cuda" not in rows  # an Apple GPU does the work: no CUDA warning
+    monkeypatch.setenv(devices.FALLBACK_ENV, "0")
+    assert {r.name: r for r in check_torch("mps")}["mps"].level == "warn"
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_built", lambda: False)
+    bad = {r.name: r for r in check_torch("mps")}["mps"]
+    assert bad.level == "FAIL" and "\n" not in bad.detail and "built without it" in bad.detail
+    assert "mps" not in {r.name for r in check_torch(None)}  # nothing said about an Apple GPU elsewhere
+
+
+def test_doctor_ends_with_the_next_step_to_a_first_real_edit(env, capsys, monkeypatch):
+    from engine import devices
+    from engine.models import fit
+
+    # a CPU machine with 8 GiB of RAM, whatever this one has: too small for ACE-Step (≈10 GiB), so SA3 small music
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    monkeypatch.setattr(fit, "ram_gib", lambda: 8.0)
+    _, out = doctor(capsys, "--spool", str(env / "spool"), "--port", "0", "--model", "toy",
+                    "--reaper-resource", str(env / "no-reaper"))
+    tail = out.split("next step to a first real edit:", 1)[1]
+    assert "music: sa3-small-music (needs ≈4 GiB; 8.0 GiB of RAM" in tail and "sound effects: sa3-small" in tail
+    assert "`aiedit models pull sa3-small`" in tail and "`aiedit selftest --model sa3-small`" in tail
+
+
+def test_serve_on_an_absent_device_stops_in_one_line(tmp_path):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has an Apple GPU")
+    r = subprocess.run([sys.executable, "-m", "bridge", "serve", "--device", "mps", "--spool", str(tmp_path / "s"),
+                        "--port", "0", "--model", "tiny"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--device mps: no Apple GPU" in r.stderr
+
+
+def test_the_doctor_predicts_the_scripts_default_spool_on_windows_whatever_the_user_name(monkeypatch):
+    from bridge.commands.doctor import scripts_default_spool
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Users\\王小明")
+    usual = "C:\\Users\\王小明\\AppData\\Roaming\\REAPER"
+    assert str(scripts_default_spool(Path(usual))) == "C:\\Users\\王小明\\.aiedit\\spool"  # same as the daemon
+    portable = "D:\\REAPER portable"  # the scripts cannot know the profile: their spool is under REAPER's folder
+    assert str(scripts_default_spool(Path(portable))) == "D:\\REAPER portable\\aiedit\\spool"
+    monkeypatch.setenv("USERPROFILE", "C:\\Users\\jo")
+    assert str(scripts_default_spool(Path(portable))) == "C:\\Users\\jo\\.aiedit\\spool"

@@ -27,10 +27,11 @@ def test_the_estimate_grows_with_length_takes_and_channels_and_with_training(mod
 
 
 def test_every_family_has_a_row_and_unknown_models_cost_the_most():
-    from engine.models.catalog import ALIASES, SHIPPED
+    from engine.models.catalog import ALIASES, BUILTIN, SHIPPED
 
     for family, _ in [*ALIASES.values(), *SHIPPED.values()]:
         assert family in MODELS
+    assert all(name in MODELS for name in BUILTIN)
     assert model_memory("toy", "audioldm") is MODELS["toy"]
     assert model_memory("someone/else", "a-new-family").train_mb == max(m.train_mb for m in MODELS.values())
 

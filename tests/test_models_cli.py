@@ -181,7 +181,9 @@ def test_pull_sa3_explains_the_gated_licence_and_offline_what_to_copy(hub, capsy
     assert "Stability AI Community License" in out and "https://huggingface.co/stabilityai/stable-audio-3-medium" in out
     assert "hf auth login" in out and "HF_TOKEN" in out and "never stores a token" in out
     assert "hf_secret_never_printed" not in out
-    assert "models--stabilityai--stable-audio-3-medium/" in out and str(home / "sa3-medium") in out
+    assert "google/t5gemma-b-b-ul2 is gated under Gemma's terms of use" in out
+    assert "DIR/model.safetensors" in out and "DIR/t5gemma-b-b-ul2/" in out
+    assert "aiedit models pull sa3-medium --from DIR" in out and str(home / "sa3-medium") in out
     assert not home.exists()
 
 

@@ -6,6 +6,7 @@ carried over only through persisted ExtState, as in REAPER.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -360,7 +361,10 @@ def test_cancel_racing_completion_does_not_import(env):
     for j in jobs.values():
         pick_up(env["spool"], j["id"])
         write_status(env["spool"], j, "running", stage="sampling", progress=0.7)
-    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}])
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}], mb_answers=[7])  # No
+    assert "Cancel all 3 running AI edit jobs?" in out["messages"][0]["msg"]
+    assert not list((env["spool"] / "inbox").glob("cancel-*.json"))  # only after the question
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"click": "cancel_all"}], mb_answers=[6])  # Yes
     assert len(list((env["spool"] / "inbox").glob("cancel-*.json"))) == 3
     for j in jobs.values():
         write_status(env["spool"], j, "done")  # finished before the daemon saw the cancel
@@ -501,8 +505,8 @@ def test_reapack_headers_and_index():
         assert f"[main] {n}" in main
     root = ET.parse(SCRIPTS / "index.xml").getroot()
     assert root.tag == "index" and root.get("version") == "1" and root.get("name")
-    # reapack-index names the category after the folder: a regenerated index keeps it
-    assert [c.get("name") for c in root.findall("./category")] == [SCRIPTS.name]
+    # issue 24: a category that reads well in ReaPack's browser (not the folder's name)
+    assert [c.get("name") for c in root.findall("./category")] == ["Items Editing"]
     pkg = root.find("./category/reapack")
     assert pkg is not None and pkg.get("type") == "script" and pkg.get("name") == names[0]
     version = pkg.find("version")
@@ -521,6 +525,29 @@ def test_reapack_headers_and_index():
     assert len(headers) == 1  # one package, one version
     core = (SCRIPTS / "aiedit" / "core.lua").read_text(encoding="utf-8")
     assert f'VERSION = "{headers.pop()}"' in core
+
+
+def test_make_index_takes_the_repository_url_and_refuses_to_guess(tmp_path):
+    # issue 24: the index's URL comes from --url, $AIEDIT_REPO_URL or the origin remote; none of them is an error
+    script = ROOT / "tests" / "lua" / "make_index.py"
+    shutil.copytree(SCRIPTS, tmp_path / "reaper_scripts")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "AIEDIT_REPO_URL"}
+    commit = "0" * 40
+    proc = subprocess.run(["python3", str(script), commit], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "no repository URL" in proc.stderr and "--url" in proc.stderr
+    subprocess.run(["git", "remote", "add", "origin", "git@github.com:someone/aiedit-fork.git"], cwd=tmp_path,
+                   check=True)
+    proc = subprocess.run(["python3", str(script), commit], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    root = ET.parse(tmp_path / "reaper_scripts" / "index.xml").getroot()
+    srcs = [s.text for s in root.iter("source")]
+    assert srcs and all(x.startswith(f"https://raw.githubusercontent.com/someone/aiedit-fork/{commit}/") for x in srcs)
+    assert root.find(".//link").text == "https://github.com/someone/aiedit-fork"
+    proc = subprocess.run(["python3", str(script), commit, "--url", "https://gitlab.com/me/ai"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env)
+    root = ET.parse(tmp_path / "reaper_scripts" / "index.xml").getroot()
+    assert next(root.iter("source")).text.startswith(f"https://gitlab.com/me/ai/-/raw/{commit}/reaper_scripts/")
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -652,7 +679,7 @@ def test_polling_cost_stays_flat_with_many_jobs(env, tmp_path):
               "takes": [{"name": f"J{i}", "source": wave_source(env["a"])}]} for i in range(300)]
     env["scenario"]["tracks"] = [{"name": "Many", "items": items}]
     out = edit(env, answers=[["x", "0.5", "lora", "1"]], steps=[{"run": EDIT}, {"defer": 1}, {"reset_counts": True},
-                                                                  {"defer": 20}])
+                                                                  {"defer": 20}], mb_answers=[6])
     assert out["errors"] == [] and len(registry(out)) == 300
     c = out["counts"]
     assert c.get("SetProjExtState", 0) == 0  # nothing changed: nothing written
@@ -765,8 +792,10 @@ def test_results_in_fixed_lanes(env):
     out = jobs_session(env, st, [{"defer": 2}])
     assert out["errors"] == [] and out["open_undo"] == 0
     drums = out["tracks"][0]
-    assert drums["freemode"] == 2 and drums["lanes"] == 7  # lane 0 + 3 η for Kick + 3 for Snare
-    assert drums["laneplays"] == [1, 0, 0, 0, 0, 0, 0]  # only the original lane sounds
+    # issue 24: one named lane per η, shared by Kick and Snare (not 3 new unnamed lanes per item)
+    assert drums["freemode"] == 2 and drums["lanes"] == 4
+    assert drums["lane_names"] == ["", "AI η=0.30", "AI η=0.50", "AI η=0.70"]
+    assert drums["laneplays"] == [1, 0, 0, 0]  # only the original lane sounds
     kick_pos = items_by_guid(out)[G1]["values"]["D_POSITION"]
     lanes = sorted(it["values"]["I_FIXEDLANE"] for it in drums["items"] if it["values"]["D_POSITION"] == kick_pos)
     assert lanes == [0, 1, 2, 3]
@@ -1090,3 +1119,796 @@ def test_batch_queues_every_job_at_once(env):
     out = run(env["tmp"], sc)
     assert out["errors"] == []
     assert len(inbox_jobs(env["spool"])) == 8 and out["messages"][0]["msg"].startswith("8 jobs queued.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 24: the third review's findings, each under the fake extended with the documented behaviour
+
+
+def _reject(spool: Path, name: str, why: str) -> None:
+    """What the daemon does with an inbox file it refuses (bridge/spool.py reject): moved, reason beside it."""
+    rej = spool / "inbox" / "rejected"
+    rej.mkdir(parents=True, exist_ok=True)
+    (spool / "inbox" / name).rename(rej / name)
+    (rej / f"{name}.error.txt").write_text(why + "\n", encoding="utf-8")
+
+
+def test_refused_job_shows_the_refusal_within_one_poll(env):
+    # high: a job refused for its token gets no status.json: the row said "waiting for the engine" for ever
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    _reject(env["spool"], f"{jobs['Kick 03']['id']}.json", "refused: wrong or missing token")
+    out = jobs_session(env, saved(out), [])  # the window's first tick only
+    rec = registry(out)[jobs["Kick 03"]["id"]]
+    assert rec["state"] == "failed" and rec["message"] == "refused by the engine: refused: wrong or missing token"
+    assert any("refused by the engine: refused: wrong or missing token" in t for t in out["gfx_text"])
+    assert registry(out)[jobs["Snare"]["id"]]["state"] == "submitted"  # still in the inbox: waits
+
+
+def test_job_the_engine_never_records_fails_after_a_grace_and_cancels_too(env):
+    # high: no inbox file and no status (pruned after --keep-days, lost): a clear line after a grace, not "waiting"
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    snare = jobs["Snare"]["id"]
+    steps = [{"defer": 2}, {"click": f"cancel:{snare}"}, {"defer": 2}]
+    out = jobs_session(env, saved(out), steps)
+    assert {r["state"] for r in registry(out).values()} == {"submitted", "cancelling"}  # within the grace
+    out = jobs_session(env, saved(out), [{"defer": 2}, {"advance_clock": 31}, {"defer": 2}])
+    reg = registry(out)
+    kick = reg[jobs["Kick 03"]["id"]]
+    assert kick["state"] == "failed" and kick["message"].startswith("the engine has no record of this job")
+    assert "--keep-days" in kick["message"]
+    assert reg[snare]["state"] == "cancelled"  # the cancel no longer hangs at "cancelling…"
+    assert out["jobs_active"] == 0
+
+
+def test_waiting_imports_do_not_take_the_import_slots(env):
+    # medium: two finished jobs of an unsaved project took both import slots on every poll
+    unsaved = {"tracks": env["scenario"]["tracks"], "file": "", "project_path": str(env["tmp"] / "default")}
+    other = {"tracks": [{"name": "B", "items": [{"guid": "{BBBB}", "position": 1.0, "length": 1.0, "selected": True,
+                                                 "takes": [{"name": "Bee", "source": wave_source(env["a"])}]}]}],
+             "file": str(env["tmp"] / "b" / "b.rpp"), "project_path": str(env["tmp"] / "b")}
+    sc = dict(env["scenario"], projects=[unsaved, other], user_inputs=[["x", "0.5", "lora", "1"]] * 2,
+              steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and len(registry(out, 0)) == 3 and len(registry(out, 1)) == 1, out["messages"]
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    sc2 = dict(sc, extstate=persisted(out), steps=[{"run": JOBS}, {"defer": 4}])
+    sc2["projects"] = [dict(unsaved, projextstate=out["projects"][0]["projextstate"]),
+                       dict(other, projextstate=out["projects"][1]["projextstate"])]
+    out2 = run(env["tmp"], sc2)
+    assert out2["errors"] == []
+    assert [r["state"] for r in registry(out2, 1).values()] == ["imported"]
+    assert {r["state"] for r in registry(out2, 0).values()} == {"running"}  # waiting for a file, still listed
+
+
+def test_second_result_for_the_same_item_and_strength_never_lands_on_top(env):
+    # medium: the reused η track (and lane) got a second item over the first
+    for target in ("track", "lanes"):
+        st, _ = submit_and_finish(env)
+        st["extstate"]["aiedit/results"] = target
+        out = jobs_session(env, st, [{"defer": 4}])
+        st2 = {"extstate": st["extstate"], "projextstate": {}}
+        sc_tracks = out["tracks"]
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+        env2 = dict(env, scenario=dict(env["scenario"], tracks=_as_scenario(sc_tracks)))
+        out_b = edit(env2, extstate=st["extstate"])
+        for j in inbox_jobs(env["spool"]).values():
+            pick_up(env["spool"], j["id"])
+            write_status(env["spool"], j, "done")
+        st2["projextstate"] = out_b["projects"][0]["projextstate"]
+        out2 = jobs_session(env2, st2, [{"defer": 4}])
+        assert out2["errors"] == []
+        for tr in out2["tracks"]:
+            spans = {}
+            for it in tr["items"]:
+                lane = it["values"].get("I_FIXEDLANE") or 0
+                spans.setdefault(lane, []).append((it["values"]["D_POSITION"], it["values"]["D_LENGTH"]))
+            for xs in spans.values():
+                xs.sort()
+                assert all(a[0] + a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(xs)), (target, tr["name"], xs)
+        if target == "track":
+            names = [t["name"] for t in out2["tracks"]]
+            assert "AI η=0.50 · Drums" in names and "AI η=0.50 · Drums (2)" in names
+        else:
+            assert "AI η=0.50 (2)" in out2["tracks"][0]["lane_names"]
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+
+
+def _as_scenario(tracks: list) -> list:
+    """A dumped project's tracks as a scenario's (the next session starts from them)."""
+    out = []
+    for tr in tracks:
+        items = []
+        for it in tr["items"]:
+            takes = [{"guid": t["guid"], "name": t["name"], "ext": t["ext"], "startoffs": t["values"]["D_STARTOFFS"],
+                      "playrate": t["values"]["D_PLAYRATE"], "source": t["source"]} for t in it["takes"]]
+            active = next(i for i, t in enumerate(it["takes"]) if t["guid"] == it["active_take"]) + 1
+            items.append({"guid": it["guid"], "position": it["values"]["D_POSITION"],
+                          "length": it["values"]["D_LENGTH"], "selected": not tr["new"] and len(takes) > 0,
+                          "lane": it["values"].get("I_FIXEDLANE"), "takes": takes, "active_take": active})
+        out.append({"name": tr["name"], "items": items, "new": tr["new"], "mute": tr["mute"],
+                    "freemode": tr["freemode"] or None, "lanes": tr["lanes"], "laneplays": tr["laneplays"],
+                    "lane_names": tr["lane_names"]})
+    return out
+
+
+def test_results_on_tracks_and_lanes_keep_the_items_fades_volume_snap_and_loop(env):
+    # medium: results on tracks and lanes lost the item's volume, fades, fade shapes, snap offset and loop setting
+    props = {"D_VOL": 0.5, "D_FADEINLEN": 0.1, "D_FADEOUTLEN": 0.2, "C_FADEINSHAPE": 3, "C_FADEOUTSHAPE": 4,
+             "D_FADEINDIR": 0.25, "D_FADEOUTDIR": -0.5, "D_SNAPOFFSET": 0.05, "B_LOOPSRC": 1}
+    env["scenario"]["tracks"][0]["items"][0]["values"] = props
+    for target in ("track", "lanes"):
+        st, jobs = submit_and_finish(env)
+        st["extstate"]["aiedit/results"] = target
+        out = jobs_session(env, st, [{"defer": 4}])
+        results = [it for tr in out["tracks"] for it in tr["items"]
+                   if it["takes"] and it["takes"][0]["ext"].get("aiedit_job") == jobs["Kick 03"]["id"]]
+        assert len(results) == 3, target
+        for it in results:
+            assert {k: it["values"].get(k) for k in props} == props, target
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+
+
+def test_edited_fields_keep_their_ascii_quotes(env):
+    # medium: the typographic stand-ins broke an edited JSON steps override and a quoted engine path, and edited
+    # prompts reached the engine with ’
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/steps": '{"sample":4}',
+           "aiedit/engine_cmd": '"/opt/ai edit/aiedit" serve'}
+    sc = dict(env["scenario"], extstate=ext, steps=[{"run": SETTINGS}],
+              user_inputs=[["", '”/opt/ai edit/aiedit” serve --model toy', "yes", '{”sample”:8}', "", "takes"]])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    got = persisted(out)
+    assert json.loads(got["aiedit/steps"]) == {"sample": 8}
+    assert got["aiedit/engine_cmd"] == '"/opt/ai edit/aiedit" serve --model toy'
+    ext2 = {"aiedit/spool": str(env["spool"]), "aiedit/last_prompt": "don't stop", "aiedit/last_etas": "0.5",
+            "aiedit/last_mode": "lora", "aiedit/last_seed": "1"}
+    edit(env, answers=[["don’t stop now", "0.5", "lora", "1"]], extstate=ext2)
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {"don't stop now"}
+
+
+def test_long_non_ascii_prompt_keeps_the_job_record_small(env):
+    # medium: a 1000-character Japanese prompt made a record past the ~4 KB an ext-state value holds: the job vanished
+    prompt = "古い木の扉がきしむ音" * 100  # 1000 characters, 3000 bytes
+    door = env["scenario"]["tracks"][1]["items"][0]
+    door["takes"][0]["source"]["type"] = "SECTION"  # rendered first: its job waits until the render is done
+    out = edit(env, answers=[[prompt, "0.3, 0.5, 0.7", "lora", "1"]])
+    reg = registry(out)
+    assert len(reg) == 3
+    texts = [v for k, v in out["projects"][0]["projextstate"].items() if k.startswith("aiedit.jobs/")]
+    assert all(len(t.encode()) <= 3000 for t in texts)
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    out = edit(env, answers=[[prompt, "0.3, 0.5, 0.7", "lora", "1"]], steps=[{"run": EDIT}, {"defer": 8}])
+    st = saved(out)
+    for j in inbox_jobs(env["spool"]).values():
+        assert j["prompt"] == prompt
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == [] and len(registry(out)) == 3
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+    new = [t for it in items_by_guid(out).values() for t in it["takes"][1:]]
+    assert new and all(t["ext"]["aiedit_prompt"] == prompt for t in new)
+
+
+def test_unbalanced_parenthesis_in_the_remembered_prompt(env):
+    # medium: GetUserInputs reads "(" in its defaults like a quote: every later field moved into the prompt
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/last_prompt": "door (creaky", "aiedit/last_etas": "0.3, 0.5",
+           "aiedit/last_mode": "sdedit", "aiedit/last_seed": "9"}
+    out = edit(env, answers=[False], extstate=ext)
+    assert out["errors"] == []
+    assert out["inputs_asked"][0]["values"] == ["door （creaky", "0.3, 0.5", "sdedit", "9"]
+    out = edit(env, answers=[["door （creaky", "0.3, 0.5", "sdedit", "9"]], extstate=ext)
+    assert {j["prompt"] for j in inbox_jobs(env["spool"]).values()} == {"door (creaky"}
+
+
+def test_rendering_keeps_the_items_pointer(env):
+    # low: every UI tick of a render searched the whole project for its item
+    filler = [{"guid": f"{{F{i:04d}}}", "position": 100.0 + i, "length": 0.5,
+               "takes": [{"name": f"F{i}", "source": wave_source(env["a"])}]} for i in range(200)]
+    env["scenario"]["tracks"].insert(0, {"name": "Filler", "items": filler})
+    env["scenario"]["tracks"][1]["items"][1]["length"] = 30.0  # Snare: rendered (loops past its source), 15 ticks
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 2}, {"reset_counts": True}, {"defer": 5}])
+    assert out["errors"] == [] and any("rendering" in t for t in out["gfx_text"])
+    assert out["counts"].get("GetMediaItem", 0) <= 10
+
+
+def test_scroll_is_clamped_when_rows_leave(env):
+    # low: scrolled to the end, then most rows left (their tab closed): the window showed no row at all
+    many = [{"guid": f"{{S{i:03d}}}", "position": i * 2.0, "length": 1.0, "selected": True,
+             "takes": [{"name": f"Row{i:02d}", "source": wave_source(env["a"])}]} for i in range(30)]
+    one = {"tracks": [{"name": "One", "items": [{"guid": "{ONE}", "position": 1.0, "length": 1.0, "selected": True,
+                                                 "takes": [{"name": "Lonely", "source": wave_source(env["a"])}]}]}],
+           "project_path": str(env["tmp"] / "one")}
+    sc = dict(env["scenario"], projects=[{"tracks": [{"name": "Many", "items": many}],
+                                          "project_path": str(env["project"])}, one],
+              user_inputs=[["x", "0.5", "lora", "1"]] * 2,
+              steps=[{"run": EDIT}, {"defer": 1}, {"switch_project": 2}, {"run": EDIT}, {"defer": 1},
+                     *[{"wheel": -120}] * 12, {"close_project": 1}, {"defer": 2}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    assert any(t.startswith("Lonely") for t in out["gfx_text"])
+
+
+def test_batch_project_leaves_muted_and_silent_items_alone(env):
+    # low: a whole-project batch re-edited the muted AI result tracks and lane items that do not play
+    tracks = env["scenario"]["tracks"]
+    tracks.append({"name": "AI η=0.50 · Drums", "mute": 1, "items": [
+        {"guid": "{RES}", "position": 2.0, "length": 2.0, "takes": [{"name": "AI", "source": wave_source(env["a"])}]}]})
+    tracks.append({"name": "Comp", "freemode": 2, "lanes": 2, "laneplays": [1, 0], "items": [
+        {"guid": "{L0}", "position": 2.0, "length": 2.0, "lane": 0,
+         "takes": [{"name": "Lane0", "source": wave_source(env["a"])}]},
+        {"guid": "{L1}", "position": 2.0, "length": 2.0, "lane": 1,
+         "takes": [{"name": "Lane1", "source": wave_source(env["a"])}]}]})
+    tracks[0]["items"].append({"guid": "{MUTED}", "position": 9.0, "length": 1.0, "values": {"B_MUTE": 1},
+                               "takes": [{"name": "Muted", "source": wave_source(env["a"])}]})
+    sc = dict(env["scenario"], user_inputs=[["metal", "0.5", "lora", "1", "project", "no"]], steps=[{"run": BATCH}])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == []
+    assert set(by_label(inbox_jobs(env["spool"]))) == {"Kick 03", "Snare", "Door", "Lane0"}
+    assert "3 muted or silent items" in out["messages"][0]["msg"]
+
+
+def test_imports_wait_while_reaper_records(env):
+    # low: results landed in the project while REAPER recorded
+    st, _ = submit_and_finish(env)
+    out = jobs_session(env, st, [{"defer": 3}], play_state=5)  # playing + recording
+    assert out["undo"] == [] and out["jobs_active"] == 3
+    assert any("waits while REAPER records" in t for t in out["gfx_text"])
+    out = jobs_session(env, st, [{"defer": 2}, {"set_play_state": 0}, {"defer": 3}], play_state=5)
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+
+
+def test_items_that_play_all_takes_get_their_results_on_tracks(env):
+    # low: new takes on an item with "play all takes" all sounded at once
+    env["scenario"]["tracks"][0]["items"][0]["values"] = {"B_ALLTAKESPLAY": 1}
+    st, _ = submit_and_finish(env)
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == []
+    assert len(items_by_guid(out)[G1]["takes"]) == 1
+    assert [t["name"] for t in out["tracks"]][1] == "AI η=0.30 · Drums" and out["tracks"][1]["mute"] == 1
+    assert len(items_by_guid(out)[G2]["takes"]) == 4  # the other items still get takes
+    assert any("plays all its takes at once" in t for t in out["gfx_text"])
+
+
+def test_requeued_job_drops_its_dead_worker(env):
+    # low: a job requeued after its Ray worker died kept showing that worker
+    out = edit(env)
+    kick = by_label(inbox_jobs(env["spool"]))["Kick 03"]
+    pick_up(env["spool"], kick["id"])
+    write_status(env["spool"], kick, "running", stage="sampling", progress=0.4, worker="cuda:1@studio-2")
+    requeued = write_status(env["spool"], kick, "queued", worker=None)
+    write_status(env["spool"], kick, "running", stage="sampling", progress=0.4, worker="cuda:1@studio-2")
+    status = env["spool"] / "jobs" / kick["id"] / "status.json"
+    out = jobs_session(env, saved(out), [{"defer": 1}, {"write_file": {"path": str(status),
+                                                                        "text": json.dumps(requeued)}}, {"defer": 2}])
+    assert not any("cuda:1@studio-2" in t for t in out["gfx_text"])
+    assert registry(out)[kick["id"]].get("worker") is None
+
+
+def test_many_items_are_queued_only_after_a_question(env):
+    # low: hundreds of selected items were queued without a count and a question
+    items = [{"guid": f"{{M{i:03d}}}", "position": i * 2.0, "length": 1.0, "selected": True,
+              "takes": [{"name": f"M{i}", "source": wave_source(env["a"])}]} for i in range(60)]
+    env["scenario"]["tracks"] = [{"name": "Many", "items": items}]
+    out = edit(env, answers=[], mb_answers=[7])  # No
+    assert "Queue 60 AI edit jobs?" in out["messages"][0]["msg"] and inbox_jobs(env["spool"]) == {}
+    out = edit(env, answers=[["x", "0.5", "lora", "1"]], mb_answers=[6])
+    assert len(inbox_jobs(env["spool"])) == 60
+
+
+def test_new_result_tracks_adjust_the_track_list(env):
+    # low: tracks were added without TrackList_AdjustWindows
+    st, _ = submit_and_finish(env)
+    st["extstate"]["aiedit/results"] = "track"
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["counts"].get("TrackList_AdjustWindows", 0) >= 1
+
+
+def test_decimal_comma_in_strengths(env):
+    # low: "0,3 0,5" (a decimal comma) was read as 0, 3, 0, 5
+    edit(env, answers=[["x", "0,3 0,5", "lora", "1"]])
+    assert {tuple(j["etas"]) for j in inbox_jobs(env["spool"]).values()} == {(0.3, 0.5)}
+
+
+def test_settings_never_show_the_token(env):
+    # low: the token was shown in clear text in the settings dialog
+    ext = {"aiedit/spool": str(env["spool"]), "aiedit/token": "s3cret-token"}
+    keep = ["", "aiedit serve", "yes", "", "••••••••", "takes"]
+    out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[keep], steps=[{"run": SETTINGS}]))
+    assert "s3cret-token" not in out["inputs_asked"][0]["defaults"]
+    assert persisted(out)["aiedit/token"] == "s3cret-token"  # left as shown: kept
+    out = run(env["tmp"], dict(env["scenario"], extstate=ext, user_inputs=[[*keep[:4], "new", *keep[5:]]],
+                               steps=[{"run": SETTINGS}]))
+    assert persisted(out)["aiedit/token"] == "new"
+
+
+def test_failed_import_frees_its_sources(env):
+    # low: PCM_sources made before an unreadable take file were leaked
+    st, jobs = submit_and_finish(env)
+    kick = jobs["Kick 03"]
+    (env["spool"] / "jobs" / kick["id"] / "takes" / "eta0.70.wav").write_bytes(b"not a wav")
+    out = jobs_session(env, st, [{"defer": 4}])
+    assert out["errors"] == [] and registry(out)[kick["id"]]["state"] == "failed"
+    assert out["sources"]["leaked"] == 0 and out["sources"]["destroyed"] == 2
+
+
+def test_random_seeds_differ_between_sessions_on_lua_5_3(env):
+    # risk: REAPER 6 runs Lua 5.3, whose math.random starts from the same seed every session
+    seeds = []
+    for _ in range(2):
+        for p in (env["spool"] / "inbox").glob("*.json"):
+            p.unlink()
+        edit(env, answers=[["x", "0.5", "lora", ""]], lua_version="5.3")
+        seeds.append({j["seed"] for j in inbox_jobs(env["spool"]).values()})
+    assert seeds[0] != seeds[1]
+
+
+def test_records_found_when_keys_come_back_upper_cased_but_match_exactly(env):
+    # risk: EnumProjExtState may upper-case keys while Get/SetProjExtState match the exact key
+    out = edit(env, ext_keys_enum_upper=True)
+    st = saved(out)
+    for j in inbox_jobs(env["spool"]).values():
+        pick_up(env["spool"], j["id"])
+        write_status(env["spool"], j, "done")
+    out = jobs_session(env, st, [{"defer": 4}], ext_keys_enum_upper=True)
+    assert out["errors"] == [] and {r["state"] for r in registry(out).values()} == {"imported"}
+    assert len([k for k in out["projects"][0]["projextstate"] if k.startswith("aiedit.jobs/")]) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 24: the jobs window on ReaImGui (tests/lua/fake_imgui.lua)
+
+
+def imgui_session(env, state: dict, steps: list, **extra) -> dict:
+    """A jobs-window session with ReaImGui installed."""
+    return jobs_session(env, state, steps, imgui=True, **extra)
+
+
+def jobs_table(out: dict) -> list[list[str]]:
+    return out["imgui"]["tables"]["jobs"]["rows"]
+
+
+def row_of(out: dict, label: str) -> list[str]:
+    return next(r for r in jobs_table(out) if r[0].startswith(label))
+
+
+def takes_of(out: dict) -> list[list[str]]:
+    return out["imgui"]["tables"]["takes"]["rows"]
+
+
+def test_imgui_rows_show_prompt_model_strengths_scores_progress_and_worker(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    write_status(env["spool"], jobs["Kick 03"], "done", best=1)
+    write_status(env["spool"], jobs["Snare"], "running", stage="sampling", progress=0.5, worker="cuda:1@studio-2")
+    out = imgui_session(env, saved(out), [{"defer": 3}])
+    assert out["errors"] == []
+    assert out["imgui"]["tables"]["jobs"]["headers"][:8] == ["Item", "Prompt", "Model", "Mode", "Strengths", "State",
+                                                             "Progress", "Worker"]
+    kick = row_of(out, "Kick 03")
+    assert kick[1] == "knocking on a door, wooden" and kick[2] == "tiny" and kick[3] == "lora"
+    assert kick[4] == "0.30 (1.20) · 0.50 (1.29 ★) · 0.70 (1.38)"  # strengths with each take's score, best marked
+    assert kick[5].startswith("done: 3 takes added")
+    snare = row_of(out, "Snare")
+    assert snare[4] == "0.30 · 0.50 · 0.70" and snare[7] == "cuda:1@studio-2"
+    assert snare[6].startswith("sampling ") and "left" in snare[6]  # time so far and an estimate
+    assert row_of(out, "Door")[6].startswith("waiting")
+    assert "Cancel" in snare[8] and "Takes" in kick[8]
+
+
+def test_imgui_refused_job_shows_the_refusal_within_one_poll_and_an_expired_one_a_clear_line(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    _reject(env["spool"], f"{jobs['Kick 03']['id']}.json", "refused: wrong or missing token")
+    pick_up(env["spool"], jobs["Snare"]["id"])
+    out = imgui_session(env, saved(out), [{"defer": 1}])
+    assert row_of(out, "Kick 03")[5] == "failed: refused by the engine: refused: wrong or missing token"
+    out = imgui_session(env, saved(out), [{"defer": 1}, {"advance_clock": 31}, {"defer": 2}])
+    assert row_of(out, "Snare")[5].startswith("failed: the engine has no record of this job")
+    assert "Retry" in row_of(out, "Snare")[8]
+
+
+def imported(env, **extra):
+    """Saved state after the three jobs were imported (Kick's best = η 0.50), and the jobs."""
+    st, jobs = submit_and_finish(env)
+    st["extstate"].update(extra)
+    out = jobs_session(env, st, [{"defer": 3}])
+    assert {r["state"] for r in registry(out).values()} == {"imported"}
+    tracks = _as_scenario(out["tracks"])
+    return {"extstate": persisted(out), "projextstate": out["projects"][0]["projextstate"], "tracks": tracks}, jobs
+
+
+def test_imgui_audition_plays_only_that_take_over_its_item_and_restores_solo_selection_and_play(env):
+    st, _ = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    env["scenario"]["tracks"][1]["solo"] = 1  # the user soloed FX
+    kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
+    user = [{"select_items": [G2]}, {"edit_cursor": 20.0}, {"set_play_state": 1}, {"edit_cursor": 5.0}]
+    play = [{"imgui_click": "Kick 03##row"}, {"select_items": [G2]}, {"imgui_click": "take3/Play"}, {"defer": 1}]
+    out = imgui_session(env, st, [*user, {"defer": 1}, *play])
+    assert out["errors"] == []
+    kick = items_by_guid(out)[G1]
+    assert kick["active_take"] == kick_takes[3]["guid"]  # the η=0.70 take plays
+    assert out["play"]["state"] == 1 and out["play"]["pos"] == pytest.approx(2.5)  # from the item's start (2.0)
+    assert [t["solo"] for t in out["tracks"]] == [2, 0]  # only its track sounds
+    assert any(t.startswith("Playing η=0.70 over its item") for t in out["imgui"]["texts"])
+    out = imgui_session(env, st, [*user, {"defer": 1}, *play, {"defer": 5}])  # 2 s item, 0.5 s per cycle
+    kick = items_by_guid(out)[G1]
+    assert kick["active_take"] == kick_takes[2]["guid"]  # the take that was active before (the best)
+    assert [t["solo"] for t in out["tracks"]] == [0, 1]
+    assert [it["guid"] for it in items_by_guid(out).values() if it["selected"]] == [G2]
+    assert out["play"]["state"] == 1 and out["edit_cursor"] == 5.0  # playing again, the edit cursor back
+    assert not any(t.startswith("Playing η=") for t in out["imgui"]["texts"])
+    assert out["undo"] == []  # auditioning changes nothing to undo
+
+
+def test_imgui_a_b_switches_the_active_take_while_it_plays(env):
+    st, _ = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
+    steps = [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take1/Play"}, {"imgui_key": "A"},
+             {"defer": 1}]
+    out = imgui_session(env, st, steps)
+    assert out["play"]["state"] == 1 and items_by_guid(out)[G1]["active_take"] == kick_takes[0]["guid"]
+    assert any("now the original" in t for t in out["imgui"]["texts"])
+    out = imgui_session(env, st, [*steps, {"imgui_click": "A/B"}])
+    assert out["play"]["state"] == 1 and items_by_guid(out)[G1]["active_take"] == kick_takes[1]["guid"]
+
+
+def test_imgui_keep_leaves_one_take_as_one_undo_point(env):
+    st, _ = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    kick_takes = env["scenario"]["tracks"][0]["items"][0]["takes"]
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take1/Keep"},
+                                  {"defer": 1}])
+    assert out["errors"] == []
+    kick = items_by_guid(out)[G1]
+    assert [t["guid"] for t in kick["takes"]] == [kick_takes[0]["guid"], kick_takes[1]["guid"]]
+    assert kick["active_take"] == kick_takes[1]["guid"]  # the kept η=0.30 take, the original kept too
+    assert out["undo"] == ["begin", "end:AI edit: keep η=0.30 for Kick 03"] and out["open_undo"] == 0
+    assert len(items_by_guid(out)[G2]["takes"]) == 4  # other jobs untouched
+    assert "η=0.30 · kept" in takes_of(out)[0][0]
+
+
+@pytest.mark.parametrize("target", ["track", "lanes"])
+def test_imgui_audition_and_keep_for_results_on_tracks_and_lanes(env, target):
+    st, _ = imported(env, **{"aiedit/results": target})
+    env["scenario"]["tracks"] = st.pop("tracks")
+    steps = [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take2/Play"}]
+    out = imgui_session(env, st, steps)
+    assert out["errors"] == [] and out["play"]["state"] == 1
+    if target == "track":
+        res = next(t for t in out["tracks"] if t["name"] == "AI η=0.50 · Drums")
+        assert res["mute"] == 0 and res["solo"] == 2 and out["tracks"][0]["solo"] == 0
+    else:
+        assert out["tracks"][0]["laneplays"] == [0, 0, 1, 0] and out["tracks"][0]["solo"] == 2
+    out = imgui_session(env, st, [*steps, {"defer": 6}])
+    if target == "track":
+        assert all(t["mute"] == 1 and t["solo"] == 0 for t in out["tracks"] if t["name"].startswith("AI η="))
+    else:
+        assert out["tracks"][0]["laneplays"] == [1, 0, 0, 0]
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"imgui_click": "take2/Keep"},
+                                  {"defer": 1}])
+    assert out["errors"] == [] and out["undo"] == ["begin", "end:AI edit: keep η=0.50 for Kick 03"]
+    kick = items_by_guid(out)[G1]
+    assert len(kick["takes"]) == 2 and kick["active_take"] == kick["takes"][1]["guid"]
+    assert kick["takes"][1]["ext"]["aiedit_eta"] == "0.5"
+    job = kick["takes"][1]["ext"]["aiedit_job"]
+    left = [it for tr in out["tracks"] for it in tr["items"] if it["guid"] != G1 and it["takes"]
+            and it["takes"][0]["ext"].get("aiedit_job") == job]
+    assert left == []  # the job's result items are gone; Snare's stay
+    assert any(it["takes"] and it["takes"][0]["ext"].get("aiedit_job") not in (None, job)
+               for tr in out["tracks"] for it in tr["items"] if it["guid"] not in (G1, G2, G3))
+
+
+@pytest.mark.parametrize("saved_settings", [True, False])
+def test_imgui_dock_position_and_size_come_back_after_a_restart(env, saved_settings):
+    out = edit(env)
+    st = saved(out)
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_window": {"x": 310, "y": 220, "w": 720, "h": 480}},
+                                  {"imgui_window": {"dock": -2}}, {"defer": 1}],
+                        imgui_saved_settings=saved_settings)
+    assert out["imgui"]["windows"]["AI edit jobs"] == {"x": 310, "y": 220, "w": 720, "h": 480, "dock": -2}
+    out2 = imgui_session(env, saved(out), [{"defer": 2}], imgui_saved_settings=saved_settings)  # REAPER restarted
+    assert out2["imgui"]["windows"]["AI edit jobs"] == {"x": 310, "y": 220, "w": 720, "h": 480, "dock": -2}
+
+
+def test_imgui_space_reaches_play_stop_and_arrows_move_between_rows(env):
+    out = edit(env)
+    steps = [{"defer": 1}, {"imgui_key": "Space"}]
+    out2 = imgui_session(env, saved(out), steps)
+    assert out2["play"]["state"] == 1 and out2["commands"] == [40044]
+    out2 = imgui_session(env, saved(out), [*steps, {"imgui_key": "Space"}])
+    assert out2["play"]["state"] == 0
+    out2 = imgui_session(env, saved(out), [{"defer": 1}, {"imgui_key": "DownArrow"}, {"imgui_key": "DownArrow"},
+                                           {"imgui_key": "UpArrow"}, {"imgui_key": "DownArrow"}])
+    labels = [r[0] for r in jobs_table(out2)]
+    sel = [it["guid"] for it in items_by_guid(out2).values() if it["selected"]]
+    assert labels[1].startswith("Snare") and sel == [G2]
+    assert out2["view_moved_to"] == 6.0  # the arrange view went to the item
+
+
+def test_imgui_cancel_all_asks_first_retry_and_clear(env):
+    out = edit(env)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    for j in jobs.values():
+        pick_up(env["spool"], j["id"])
+    write_status(env["spool"], jobs["Kick 03"], "failed", error="out of memory")
+    write_status(env["spool"], jobs["Snare"], "running", stage="sampling", progress=0.2)
+    write_status(env["spool"], jobs["Door"], "done")
+    st = saved(out)
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Cancel all…"}, {"imgui_click": "Keep them"}])
+    assert out["errors"] == [] and not list((env["spool"] / "inbox").glob("cancel-*"))
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Cancel all…"}, {"defer": 1}])
+    assert "Cancel the 1 running AI edit job? Finished takes stay." in out["imgui"]["texts"]
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Cancel all…"}, {"imgui_click": "Cancel all jobs"}])
+    assert [p.name for p in (env["spool"] / "inbox").glob("cancel-*")] == [f"cancel-{jobs['Snare']['id']}.json"]
+    # Retry sends the failed job again under a new id, with the same prompt and strengths
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": f"{jobs['Kick 03']['id']}/Retry"}, {"defer": 1}])
+    again = [j for j in inbox_jobs(env["spool"]).values() if j["label"] == "Kick 03"]
+    assert len(again) == 1 and again[0]["id"] != jobs["Kick 03"]["id"]
+    assert again[0]["prompt"] == "knocking on a door, wooden" and again[0]["inpaint"] == jobs["Kick 03"]["inpaint"]
+    assert jobs["Kick 03"]["id"] not in registry(out) and registry(out)[again[0]["id"]]["state"] == "submitted"
+    # Clear finished: the imported Door row and its record go
+    out = imgui_session(env, saved(out), [{"defer": 2}, {"imgui_click": "Clear finished"}, {"defer": 1}])
+    assert [r[0] for r in jobs_table(out)] == ["Kick 03", "Snare"]
+    assert set(registry(out)) == {again[0]["id"], jobs["Snare"]["id"]}
+
+
+def test_without_imgui_the_window_says_once_how_to_get_it(env):
+    out = edit(env, steps=[{"run": EDIT}, {"defer": 1}])  # the edit opens the jobs window
+    assert out["browsed"] == ["ReaImGui"]
+    assert any("install ReaImGui" in t for t in out["gfx_text"])
+    out = jobs_session(env, saved(out), [{"defer": 1}])
+    assert out["browsed"] == [] and not any("install ReaImGui" in t for t in out["gfx_text"])
+
+
+def test_opt_in_opens_the_jobs_window_when_reaper_starts(env):
+    # issue 24: an opt-in (AI edit settings) that adds a marked block to Scripts/__startup.lua, and takes it out again
+    startup = env["tmp"] / "reaper-resource" / "Scripts" / "__startup.lua"
+    startup.parent.mkdir(parents=True)
+    startup.write_text("-- the user's own startup line\n", encoding="utf-8")
+    base = ["", "aiedit serve", "yes", "", "", "takes"]
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[[*base, "yes"]], steps=[{"run": SETTINGS}]))
+    assert out["errors"] == [] and out["inputs_asked"][0]["labels"][6] == "Open jobs window at start (yes/no)"
+    text = startup.read_text(encoding="utf-8")
+    assert text.startswith("-- the user's own startup line\n-- >>> aiedit: open the AI edit jobs window")
+    assert str(SCRIPTS / JOBS) in text or JOBS in text
+    # REAPER starts: it runs __startup.lua, which opens the jobs window
+    out = run(env["tmp"], dict(env["scenario"], steps=[{"run_path": str(startup)}, {"defer": 1}]))
+    assert out["errors"] == [] and out["gfx_open"] and list(out["toggles"].values()) == [1]
+    out = run(env["tmp"], dict(env["scenario"], user_inputs=[[*base, "no"]], steps=[{"run": SETTINGS}]))
+    assert out["inputs_asked"][0]["values"][6] == "yes"  # the dialog shows that it is on
+    assert startup.read_text(encoding="utf-8") == "-- the user's own startup line\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issues 23 and 24: models from daemon.json, the song's tempo, the dialog on ReaImGui
+
+MODELS = [{"name": "tiny-ace", "kind": "music", "modes": ["lora", "repaint", "cover", "flowedit"],
+           "takes": ["lyrics", "bpm", "key", "time_signature", "language"], "loaded": True},
+          {"name": "tiny", "kind": "sound effects", "modes": ["lora", "full", "sdedit", "zeta"], "takes": [],
+           "loaded": False}]
+
+
+def test_jobs_carry_the_projects_tempo_and_time_signature_at_each_item(env):
+    tempo = [{"time": 0.0, "bpm": 120, "num": 4, "denom": 4}, {"time": 5.0, "bpm": 96.5, "num": 6, "denom": 8},
+             {"time": 9.0, "bpm": 400, "num": 7, "denom": 8}]
+    edit(env, tempo_map=tempo)
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert (jobs["Kick 03"]["bpm"], jobs["Kick 03"]["time_signature"]) == (120, "4/4")  # the item starts at 2 s
+    assert (jobs["Snare"]["bpm"], jobs["Snare"]["time_signature"]) == (96.5, "6/8")  # at 6 s
+    assert "bpm" not in jobs["Door"] and jobs["Door"]["time_signature"] == "7/8"  # 400 bpm is outside [20, 300]
+    assert all("model" not in j for j in jobs.values())  # daemon.json lists no models: the daemon's default runs
+
+
+def test_dialog_offers_the_daemons_models_sends_lyrics_and_remembers_the_model_per_project(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)
+    out = edit(env, answers=[["a choir", "0.4", "cover", "1", "tiny-ace", "la la la"]])
+    asked = out["inputs_asked"][0]
+    assert asked["labels"][4] == "Model (tiny-ace (music) / tiny (sound effects))" and asked["labels"][5].startswith(
+        "Lyrics")
+    assert asked["labels"][2] == "Mode (lora / repaint / cover / flowedit)"
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert {(j["model"], j["mode"], j["lyrics"]) for j in jobs} == {("tiny-ace", "cover", "la la la")}
+    st = saved(out)
+    assert st["projextstate"]["aiedit/last_model"] == "tiny-ace"
+    assert json.loads(st["projextstate"]["aiedit/prompts"]) == ["a choir"]
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    # the next dialog starts from the project's last model; a model without lyrics gets none
+    out = edit(env, answers=[["a door", "0.4", "zeta", "1", "tiny", "ignored"]], **st)
+    assert out["inputs_asked"][0]["values"][4] == "tiny-ace" and out["inputs_asked"][0]["values"][0] == "a choir"
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert {(j["model"], j["mode"], "lyrics" in j) for j in jobs} == {("tiny", "zeta", False)}
+    out = edit(env, answers=[["x", "0.4", "full", "1", "tiny-ace", ""], False], **st)  # full: not tiny-ace's
+    assert out["inputs_asked"][1]["labels"][2].startswith("! Mode: one of lora / repaint / cover / flowedit")
+
+
+def test_imgui_dialog_in_plain_words(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)
+    base = [{"run": EDIT}, {"defer": 1}]
+    out = edit(env, answers=[], steps=[*base], imgui=True)
+    texts = out["imgui"]["texts"]
+    assert out["errors"] == [] and out["inputs_asked"] == []  # no GetUserInputs with ReaImGui
+    assert "Only 0:03.000 – 0:03.500 (the time selection) is regenerated in 1 of 3 items; the rest comes back " \
+        "unchanged." in texts
+    assert "Preview: quick edit, no learning (seconds)" in texts and "Careful edit: learns this sound first " \
+        "(minutes)" in texts
+    assert "Tempo from the project at each item (first: 120 bpm, 4/4)" in texts
+    combo = next(w for w in out["imgui"]["widgets"] if w.get("label") == "Model")
+    assert combo["value"] == "tiny-ace (music)"
+    steps = [*base, {"imgui_type": {"label": "Prompt", "value": "a choir, softly"}},
+             {"imgui_click": "Three to compare"}, {"imgui_click": "cover"},
+             {"imgui_type": {"label": "Lyrics", "value": "la la\nla"}}, {"imgui_type": {"label": "Key",
+                                                                                       "value": "F# minor"}},
+             {"imgui_click": "Edit 3 items"}, {"defer": 1}]
+    out = edit(env, answers=[], steps=steps, imgui=True)
+    assert out["errors"] == []
+    jobs = list(inbox_jobs(env["spool"]).values())
+    assert len(jobs) == 3
+    assert {(j["prompt"], tuple(j["etas"]), j["mode"], j["model"], j["lyrics"], j["key"]) for j in jobs} == {
+        ("a choir, softly", (0.3, 0.5, 0.7), "cover", "tiny-ace", "la la\nla", "F# minor")}
+    st = saved(out)
+    assert json.loads(st["projextstate"]["aiedit/prompts"]) == ["a choir, softly"]
+    assert persisted(out)["aiedit/last_mode"] == "cover"
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    # the other model: its modes only, no lyrics field; a wrong value is said in the dialog, which stays open
+    steps = [*base, {"imgui_type": {"label": "Model", "value": "tiny (sound effects)"}},
+             {"imgui_type": {"label": "Strengths", "value": "2,5"}}, {"imgui_click": "Edit 3 items"}, {"defer": 1}]
+    out = edit(env, answers=[], steps=steps, imgui=True, **st)
+    assert out["errors"] == [] and inbox_jobs(env["spool"]) == {}
+    texts = out["imgui"]["texts"]
+    assert "Strengths: η must be in [0, 1.5]: 2.5" in texts and "Lyrics" not in [
+        w.get("label") for w in out["imgui"]["widgets"]]
+    assert "Earlier prompts" in [w.get("label") for w in out["imgui"]["widgets"]]
+    out = edit(env, answers=[], steps=[*base, {"imgui_click": "Cancel"}, {"defer": 1}], imgui=True)
+    assert inbox_jobs(env["spool"]) == {} and out["pending_defer"] == 0
+
+
+def test_imgui_takes_show_their_spectrograms_beside_scores(env):
+    st, _ = imported(env)
+    env["scenario"]["tracks"] = st.pop("tracks")
+    out = imgui_session(env, st, [{"defer": 1}, {"imgui_click": "Kick 03##row"}, {"defer": 1}])
+    assert out["errors"] == []
+    rows = takes_of(out)
+    assert [r[0] for r in rows] == ["η=0.30", "η=0.50 ★ best", "η=0.70"]
+    assert rows[1][1] == "text 0.40 · audio 0.89 · sum 1.29"  # each take's CLAP scores
+    assert [r[2] for r in rows] == [f"[image eta{e:.2f}.png]" for e in (0.3, 0.5, 0.7)]
+    assert out["imgui"]["images_loaded"] == 4  # the input's picture and one per take, each loaded once
+    assert any(w["kind"] == "image" and w["file"].endswith("input.png") for w in out["imgui"]["widgets"])
+
+
+def test_batch_offers_the_models_and_sends_the_tempo_at_each_item(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)
+    tempo = [{"time": 0.0, "bpm": 120, "num": 4, "denom": 4}, {"time": 8.0, "bpm": 90, "num": 3, "denom": 4}]
+    sc = dict(env["scenario"], tempo_map=tempo, steps=[{"run": BATCH}],
+              user_inputs=[["metal", "0.5", "zeta", "1", "project", "no", "tiny"]])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and out["inputs_asked"][0]["labels"][6].startswith("Model (tiny-ace (music)")
+    jobs = by_label(inbox_jobs(env["spool"]))
+    assert {j["model"] for j in jobs.values()} == {"tiny"} and {j["mode"] for j in jobs.values()} == {"zeta"}
+    assert (jobs["Snare"]["bpm"], jobs["Door"]["bpm"], jobs["Door"]["time_signature"]) == (120, 90, "3/4")
+    assert saved(out)["projextstate"]["aiedit/last_model"] == "tiny"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# paths on every platform (issue 24's "default spool from USERPROFILE" risk, issue 27)
+
+
+def windows_default_spool(env, userprofile_ansi: bytes, resource: str, **getenv) -> str:
+    """The spool the scripts use on a Windows REAPER with no spool setting: read from the engine message (no
+    daemon answers there). ``userprofile_ansi`` is what REAPER's os.getenv returns: the ANSI code page bytes."""
+    sc = dict(env["scenario"], windows=True, resource_path=resource, extstate={},
+              getenv={"USERPROFILE": {"hex": userprofile_ansi.hex()}, "AIEDIT_SPOOL": False, **getenv})
+    out = edit(env, answers=[], mb_answers=[2], **{k: v for k, v in sc.items() if k != "tracks"})
+    msg = out["messages"][0]["msg"]
+    return msg.split("no fresh heartbeat in\n", 1)[1].split("\\daemon.json", 1)[0]
+
+
+@pytest.mark.parametrize(("name", "ansi"), [
+    ("José Müller", "José Müller".encode("cp1252")),  # in the code page: other bytes than UTF-8's
+    ("王小明", b"???"),  # not in a Western code page: '?' for each character
+    ("Ana Lúcia", "Ana Lúcia".encode("cp1252")),
+])
+def test_windows_default_spool_is_the_daemons_whatever_the_user_name(env, name, ansi):
+    """The daemon's default is Path.home()/.aiedit/spool, and Python reads USERPROFILE in full Unicode; REAPER's Lua
+    gets it in the ANSI code page. The scripts take the exact profile folder from REAPER's UTF-8 resource path."""
+    import ntpath
+
+    profile = f"C:\\Users\\{name}"
+    got = windows_default_spool(env, b"C:\\Users\\" + ansi, f"{profile}\\AppData\\Roaming\\REAPER")
+    assert got == ntpath.join(profile, ".aiedit", "spool")
+
+
+def test_windows_spool_when_the_profile_cannot_be_known_is_under_reapers_own_folder(env):
+    # a portable REAPER (resource path not under the profile) and a name the code page lacks: no exact profile, so
+    # the spool goes under REAPER's resource path and the engine command REAPER shows passes it as --spool
+    resource = "D:\\Portable REAPER 音"
+    got = windows_default_spool(env, b"C:\\Users\\???", resource)
+    assert got == resource + "\\aiedit\\spool"
+    # an ASCII name is exact whatever the resource path
+    assert windows_default_spool(env, b"C:\\Users\\jo", resource) == "C:\\Users\\jo\\.aiedit\\spool"
+    # a profile whose ASCII letters disagree with the resource path's is not taken from it
+    got = windows_default_spool(env, b"C:\\Users\\Jos\xe9", "C:\\Users\\Ana Lúcia\\AppData\\Roaming\\REAPER")
+    assert got == "C:\\Users\\Ana Lúcia\\AppData\\Roaming\\REAPER\\aiedit\\spool"
+
+
+def quote_in_lua(arg: str, windows: bool) -> str:
+    scripts = str(ROOT / "reaper_scripts")
+    code = (f"package.path = {json.dumps(scripts + '/?.lua;' + scripts + '/?/init.lua;')} .. package.path; "
+            f"reaper = {{}}; local M = require('aiedit'); M.is_windows = {str(windows).lower()}; "
+            "io.write(M.quote_arg(arg[1]))")
+    proc = subprocess.run([lua(), "-e", code, "-", arg], capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode("utf-8")
+
+
+def windows_argv(line: str) -> list[str]:
+    """The C runtime's split of a command line (CommandLineToArgvW's documented rules), for the test's check."""
+    out, cur, i, quoted, have = [], [], 0, False, False
+    while i < len(line):
+        c = line[i]
+        if c == "\\":
+            n = 0
+            while i < len(line) and line[i] == "\\":
+                n, i = n + 1, i + 1
+            if i < len(line) and line[i] == '"':
+                cur.append("\\" * (n // 2))
+                if n % 2:
+                    cur.append('"')
+                    i += 1
+                continue
+            cur.append("\\" * n)
+            continue
+        if c == '"':
+            quoted, have = not quoted, True
+        elif c in " \t" and not quoted:
+            if cur or have:
+                out.append("".join(cur))
+            cur, have = [], False
+        else:
+            cur.append(c)
+        i += 1
+    if cur or have:
+        out.append("".join(cur))
+    return out
+
+
+@pytest.mark.parametrize("path", ["C:\\Users\\José Müller\\aiedit env\\Scripts\\aiedit.exe",
+                                  "D:\\Spool 音\\", 'C:\\odd "quoted" dir\\x', "C:\\100% ^done & more\\a b"])
+def test_engine_start_arguments_survive_windows_quoting(path):
+    line = "aiedit.exe serve --spool " + quote_in_lua(path, windows=True)
+    assert windows_argv(line) == ["aiedit.exe", "serve", "--spool", path]
+
+
+@pytest.mark.parametrize("path", ["/Users/José Müller/Library/aiedit spool", "/tmp/a $HOME `id` \"q\" \\b/音"])
+def test_engine_start_arguments_survive_posix_shell_quoting(path):
+    proc = subprocess.run(["/bin/sh", "-c", "printf %s " + quote_in_lua(path, windows=False)], capture_output=True,
+                          timeout=30)
+    assert proc.stdout.decode("utf-8") == path
+
+
+def test_a_bare_engine_path_with_spaces_is_quoted_and_served(env):
+    exe = env["tmp"] / "Program Files" / "aiedit env" / "bin" / "aiedit"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    heartbeat(env["spool"], age=30)
+    for setting, want in ((str(exe), f'"{exe}" serve'), (f"{exe} serve --port 9051", f'"{exe}" serve --port 9051'),
+                          (f'"{exe}" serve', f'"{exe}" serve')):
+        ext = {"aiedit/spool": str(env["spool"]), "aiedit/engine_cmd": setting}
+        out = edit(env, mb_answers=[6], extstate=ext)
+        assert out["exec"] == [{"cmd": f'{want} --spool "{env["spool"]}"', "timeout": -2}], setting

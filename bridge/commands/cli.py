@@ -1,5 +1,5 @@
 """The ``aiedit`` console script: ``serve`` (the daemon), ``send`` (a client), ``edit`` (one edit, no
-daemon), ``models`` (list, pull, verify) and ``doctor`` (check the machine).
+daemon), ``models`` (list, pull, verify), ``doctor`` (check the machine) and ``selftest`` (how fast it edits here).
 
 Imports are deferred per subcommand so ``aiedit send`` and ``aiedit serve`` start in a fraction of a second;
 only ``edit`` (and the daemon's worker thread) ever import torch.
@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.models_cli import main as models_main
 
         return int(models_main(argv[1:]) or 0)
+    if argv[:1] == ["selftest"]:
+        from engine.selftest import main as selftest_main  # heavy (torch): loads the model and edits
+
+        return int(selftest_main(argv[1:]) or 0)
     from engine.config import ConfigError, fail
 
     try:
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_job_mb=args.max_job_mb,
                 max_queued=args.max_queued,
                 keep_days=args.keep_days,
+                max_models=args.max_models,
             )
         )
     from bridge.wire.client import run_send

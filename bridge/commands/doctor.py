@@ -96,7 +96,12 @@ def check_torch(device: str | None) -> list[Result]:
     except Exception as exc:  # missing or broken install
         return [Result("torch", "FAIL", f"cannot import torch: {exc}", "install torch (docs/install.md)")]
     out = [Result("torch", "ok", f"{torch.__version__}")]
+    mps = check_mps(device)
+    if mps is not None:
+        out.append(mps)
     if not torch.cuda.is_available():
+        if mps is not None and mps.level == "ok" and not (device and device.startswith("cuda")):
+            return out  # an Apple GPU does the work: no CUDA is expected here
         level = "FAIL" if device and device.startswith("cuda") else "warn"
         out.append(Result("cuda", level, "no CUDA device: edits run on the CPU (minutes per edit with a real model)",
                           "install the CUDA build of torch for your driver (docs/install.md), or set device = \"cpu\""
@@ -118,7 +123,60 @@ def check_torch(device: str | None) -> list[Result]:
                           "" if level == "ok" else "close other GPU programs, or use LoRA / SDEdit mode and a "
                           "smaller model (audioldm)"))
         out.append(sa3_fit(i, free))
+        out.append(ace_fit(i, free))
     return out
+
+
+def scripts_default_spool(resource: Path) -> Path:
+    """The spool REAPER's scripts use when their setting is empty (reaper_scripts/aiedit/fs.lua ``windows_home``,
+    settings.lua ``spool_dir``): ``~/.aiedit/spool`` as the daemon's default, except on Windows when REAPER cannot
+    read the profile folder exactly (its Lua gets USERPROFILE in the ANSI code page) and its resource folder is not
+    the usual ``<profile>\\AppData\\Roaming\\<name>`` to take it from: then ``<resource>/aiedit/spool``."""
+    default = Path(os.path.expanduser(LUA_DEFAULT_SPOOL))
+    if sys.platform != "win32":
+        return default
+    from pathlib import PureWindowsPath
+
+    profile = os.environ.get("USERPROFILE", "")
+    res = PureWindowsPath(resource)
+    under = (len(res.parts) >= 4 and [p.lower() for p in res.parts[-3:-1]] == ["appdata", "roaming"]
+             and str(PureWindowsPath(*res.parts[:-3])).lower() == str(PureWindowsPath(profile)).lower())
+    if profile and (profile.isascii() or under):
+        return Path(str(PureWindowsPath(profile, ".aiedit", "spool")))
+    if not profile:
+        return default
+    return Path(str(res / "aiedit" / "spool"))
+
+
+def check_mps(device: str | None) -> Result | None:
+    """The Apple GPU (engine/devices.py): reported where torch has the MPS backend or --device mps asks for it."""
+    from engine.devices import FALLBACK_ENV, mps_available, mps_built, mps_fallback_active
+
+    wanted = (device or "").strip().lower() == "mps"
+    if not mps_available():
+        if wanted:
+            why = "this torch was built without it" if not mps_built() else "it needs an Apple Silicon Mac, macOS 12.3+"
+            return Result("mps", "FAIL", f"--device mps: no Apple GPU (Metal/MPS) here — {why}",
+                          "set device = \"cpu\" (or auto), or install the macOS arm64 build of torch")
+        return None
+    fallback = (f"operations MPS lacks run on the CPU ({FALLBACK_ENV}=1)" if mps_fallback_active() else
+                f"{FALLBACK_ENV} is off, so an operation MPS lacks stops an edit")
+    return Result("mps", "ok" if mps_fallback_active() else "warn",
+                  f"Apple GPU (Metal) available{'' if wanted else ', chosen by device auto'}: weights fp32 there "
+                  f"(fp16 on MPS makes noise); {fallback}; nothing was measured on a Mac by aiedit's authors",
+                  "" if mps_fallback_active() else f"unset {FALLBACK_ENV} or set it to 1 (aiedit sets 1 itself)")
+
+
+def next_step(device: str | None) -> list[str]:
+    """The best model per kind this machine holds and the commands that get and measure it (engine/models/fit.py);
+    empty when torch or the device cannot be asked."""
+    from engine.errors import EngineError
+    from engine.models.fit import machine_memory, next_steps
+
+    try:
+        return next_steps(machine_memory(device))
+    except (EngineError, ImportError, RuntimeError):
+        return []
 
 
 def sa3_fit(gpu: int, free_gib: float) -> Result:
@@ -136,6 +194,18 @@ def sa3_fit(gpu: int, free_gib: float) -> Result:
                   "" if level == "ok" else "use sa3-small, close other GPU programs, or flowedit / sdedit mode")
 
 
+def ace_fit(gpu: int, free_gib: float) -> Result:
+    """Whether one GPU's free memory holds an ACE-Step 1.5 DiT (engine/models/catalog.py: ACE_GPU_GIB, bf16 weights
+    plus LoRA training; an estimate). The three variants are the same size."""
+    from engine.models.catalog import ACE_GPU_GIB
+
+    need = ACE_GPU_GIB["ace-step"]
+    ok = free_gib >= need
+    return Result(f"gpu {gpu} ace-step", "ok" if ok else "warn",
+                  f"ACE-Step 1.5 with {free_gib:.1f} GiB free: " + ("fits" if ok else f"needs ≈{need:.0f} GiB"),
+                  "" if ok else "close other GPU programs, or use cover / repaint / flowedit (no fine-tuning)")
+
+
 def check_model(spec: str) -> list[Result]:
     from engine.errors import EngineError
     from engine.models.registry import resolve, resolve_auto
@@ -146,12 +216,14 @@ def check_model(spec: str) -> list[Result]:
     if name == "auto":
         name, warning = resolve_auto()
         if warning:
-            out.append(Result("model", "warn", "auto → toy: no real model (Stable Audio 3, TANGO, AudioLDM 2, "
-                              "AudioLDM) found",
+            out.append(Result("model", "warn", "auto → toy: no real model (Stable Audio 3, ACE-Step, TANGO, "
+                              "AudioLDM 2, AudioLDM) found",
                               "`aiedit models list` shows what to pull; the toy model knows only the toy world"))
         else:
             out.append(Result("model", "ok", f"auto → {name}"))
-    if name in ("tiny", "tiny-sa3"):
+    from engine.models.catalog import BUILTIN
+
+    if name in BUILTIN:
         return [*out, Result("model", "warn", f"{name} has random weights: edits come back as noise",
                              "use --model auto (the default) or a real model")]
     try:
@@ -347,7 +419,7 @@ def check_reaper(resource_arg: str | None, sp: Spool, token: str | None, write: 
                           "is this REAPER's resource path? (Options → Show REAPER resource path)"))
         return out
     out.append(check_engine_cmd(settings))
-    theirs = settings.get("spool") or LUA_DEFAULT_SPOOL
+    theirs = settings.get("spool") or str(scripts_default_spool(resource))
     theirs_path = Path(os.path.expanduser(theirs)).resolve()
     if theirs_path != sp.root:
         out.append(Result("reaper spool", "FAIL", f"REAPER's scripts use {theirs_path}, the engine {sp.root}",
@@ -415,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = run(args)
     print_results(results)
+    steps = next_step(args.device)
+    if steps:
+        print("\nnext step to a first real edit:")
+        for line in steps:
+            print(f"  {line}")
     return 1 if any(r.level == "FAIL" for r in results) else 0
 
 

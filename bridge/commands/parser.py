@@ -35,19 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CLIENT=SERVER",
         help="translate client path prefixes to the daemon's (repeatable)",
     )
-    s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    s.add_argument("--device", default=None,
+                   help="auto (default: a CUDA GPU, else an Apple GPU, else the CPU) | cpu | cuda | cuda:N | mps")
     s.add_argument("--devices", default=None, metavar="LIST",
                    help="one worker per entry, each with its own model: cuda:0,cuda:1 | all (every visible GPU) | "
                         "cpu,cpu; jobs run side by side (with --ray: cuda,cpu,... name the actors)")
     s.add_argument("--ray", default=None, metavar="ADDRESS|local",
                    help="run the edits on Ray actors (one per GPU in the cluster): a cluster address "
                         "(ray start --head prints it) or local; needs pip install 'aiedit[cluster]'")
+    s.add_argument("--max-models", type=int, default=None, metavar="N",
+                   help="models each worker keeps loaded; a job naming another loads it and evicts the least "
+                        "recently used (default: as many as the free memory holds, at least 1)")
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
     s.add_argument("--cache-max-mb", type=float, default=None,
                    help="most disk the stage cache may use, least recently used entries dropped first (default: a "
                         "tenth of the free space there, at most 2048 MB)")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU")
+                   help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU or an Apple GPU")
     s.add_argument("--compile", action="store_true", help="torch.compile the UNet on CUDA (slow first edit)")
     s.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's; 1-2 on a busy shared CPU)")
@@ -96,4 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check this machine before a session (see `aiedit doctor --help`)",
                    add_help=False)
     sub.add_parser("models", help="list, pull or verify models (see `aiedit models --help`)", add_help=False)
+    sub.add_parser("selftest", help="how long a preview and a deep edit of a 10 s item take here (see `aiedit "
+                   "selftest --help`)", add_help=False)
     return ap

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from bridge.jobs.limits import Limits
+from bridge.jobs.models import ModelMenu
 from bridge.jobs.protocol import (
     REPLY_HOST_MSG,
     PathMap,
@@ -26,7 +27,6 @@ from bridge.jobs.protocol import (
     valid_id,
 )
 from bridge.jobs.records import dumps
-from bridge.jobs.served_model import ServedModel
 from bridge.jobs.table import JobTable
 from bridge.wire.throttle import Buckets
 from engine.errors import InputError
@@ -40,9 +40,9 @@ REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST = 2.0, 200.0
 
 
 class Admission:
-    def __init__(self, table: JobTable, model: ServedModel, *, token: str | None, path_map: PathMap,
+    def __init__(self, table: JobTable, models: ModelMenu, *, token: str | None, path_map: PathMap,
                  ip_version: int, limits: Limits, max_queued: int) -> None:
-        self.table, self.model = table, model
+        self.table, self.models = table, models
         self.token, self.path_map, self.ip_version = token, path_map, ip_version
         self.limits, self.max_queued = limits, max_queued
         self._refusals = Buckets(REFUSALS_RECORDED_PER_S, REFUSALS_RECORDED_BURST, max_keys=1)
@@ -84,10 +84,10 @@ class Admission:
             with t.lock:
                 if t.taken(job.id):
                     raise ProtocolError(f"job id {job.id!r} is already taken", job.id)
-                self.model.check(job)
+                job = self.models.check(job, self.path_map)  # its model named as daemon.json lists it
                 info, frames = check_source(job)
                 self.limits.check(job, info.sample_rate, info.channels, frames)
-                st = new_status(job, model=self.model.label, client_path=obj["source"]["path"])
+                st = new_status(job, model=job.model or self.models.label, client_path=obj["source"]["path"])
                 st.update(sample_rate=info.sample_rate, channels=info.channels, frames=frames)
                 try:
                     t.spool.create_job(job.id, obj, st)
@@ -105,8 +105,9 @@ class Admission:
                 t.queue.put(job.id, job.priority, key=job.retake_key)
                 t.emit(job.id, "/aiedit/ack", [job.id])
             log.info(
-                "accepted job %s (%s, %d take(s), %s)",
+                "accepted job %s (%s, %s, %d take(s), %s)",
                 job.id,
+                job.model,
                 job.params.mode,
                 len(job.params.etas),
                 job.priority,
@@ -130,7 +131,7 @@ class Admission:
         if jid and obj is not None and exc.record:
             with t.lock:
                 if not t.taken(jid) and self._may_record_refusal(from_spool):
-                    st = refused_status(obj, jid, msg, model=self.model.label)
+                    st = refused_status(obj, jid, msg, model=self.models.label)
                     t.status[jid] = st
                     t.write(st)
                     t.index_done(jid, st["updated"])

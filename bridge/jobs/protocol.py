@@ -23,7 +23,18 @@ import soundfile as sf
 
 from engine.audio_io import AudioInfo, check_inpaint, region_frames
 from engine.errors import InputError
-from engine.params import MAX_SAMPLE_STEPS, MAX_STEPS, MODES, STARTS, EditParams, EditRequest, Inpaint, Region
+from engine.params import (
+    MAX_SAMPLE_STEPS,
+    MAX_STEPS,
+    MODES,
+    MUSIC_FIELDS,
+    STARTS,
+    EditParams,
+    EditRequest,
+    Inpaint,
+    MusicContext,
+    Region,
+)
 
 VERSION = 1
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -38,7 +49,7 @@ MAX_INT = 2**63 - 1  # whole numbers beyond a signed 64-bit integer are refused 
 # The fields of a job object (docs/protocol.md). Only these are kept in memory: unknown fields are ignored, and a
 # client padding jobs with them must not make each queued job cost its whole datagram (issue 20).
 JOB_FIELDS = ("version", "id", "source", "prompt", "etas", "mode", "inpaint", "seed", "model", "priority", "reply",
-              "label", "steps", "guidance", "start", "source_prompt")
+              "label", "steps", "guidance", "start", "source_prompt", *MUSIC_FIELDS)
 
 
 class ProtocolError(Exception):
@@ -80,14 +91,25 @@ class Job:
 
     @property
     def retake_key(self) -> str | None:
-        """Equal for jobs that share stages 1-2 (same source region, prompt, seed and stage settings; other η):
-        the pool sends such a re-take to the worker that holds them (cf. ``engine.cache.cache_key``, which keys
-        on the decoded audio, known only to the worker). None without a seed: such a job shares nothing."""
+        """Equal for jobs that share stages 1-2 (same model, source region, prompt, musical context, seed and stage
+        settings; other η): the pool sends such a re-take to the worker that holds them (cf.
+        ``engine.cache.cache_key``, which keys on the decoded audio, known only to the worker). It reads
+        ``<model>|<hash>`` so the pool can tell its model (:func:`key_model`). None without a seed: such a job
+        shares nothing."""
         if self.params.seed is None:
             return None
         r = self.request.region
-        what = [self.source_path, r.start, r.length, self.model, self.params.stage_key()]
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        what = [self.source_path, r.start, r.length, self.model, self.params.stage_key(),
+                self.request.music.to_dict()]
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return f"{self.model or ''}|{digest}"
+
+
+def key_model(key: str | None) -> str | None:
+    """The model of a :attr:`Job.retake_key` (None for no key, or a job that named none)."""
+    if not key:
+        return None
+    return key.rpartition("|")[0] or None
 
 
 @dataclass(frozen=True)
@@ -289,7 +311,8 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
         source_prompt=source_prompt,
         **step_kw,
     )
-    request = EditRequest(source=server_path, region=Region(start, length), params=params).validate()
+    request = EditRequest(source=server_path, region=Region(start, length), params=params,
+                          music=parse_music(obj)).validate()
     return Job(
         id=jid,
         source_path=server_path,
@@ -300,6 +323,20 @@ def _parse_job(obj: dict[str, Any], jid: str, path_map: PathMap) -> Job:
         label=label,
         raw={k: obj[k] for k in JOB_FIELDS if k in obj},
     )
+
+
+def parse_music(obj: dict[str, Any]) -> MusicContext:
+    """The job's musical context (``lyrics``, ``bpm``, ``key``, ``time_signature``, ``language``), checked by
+    :meth:`engine.params.MusicContext.validate` (the one place its ranges live); its message is clipped, since it
+    quotes the value sent."""
+    values = {f: obj.get(f) for f in MUSIC_FIELDS}
+    if _is_number(values["bpm"]):
+        values["bpm"] = float(values["bpm"])
+    try:
+        return MusicContext(**values).validate()
+    except InputError as exc:
+        text = str(exc)
+        raise InputError(text if len(text) <= 200 else text[:197] + "...") from None
 
 
 def check_path_shape(path: str) -> None:

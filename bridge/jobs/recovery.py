@@ -12,15 +12,15 @@ import logging
 import time
 from typing import Any
 
+from bridge.jobs.models import ModelMenu
 from bridge.jobs.protocol import STATES_FINAL, Job, PathMap, ProtocolError, parse_job, valid_id
 from bridge.jobs.records import STOPPED_MSG, placeholder, status_ok
-from bridge.jobs.served_model import ServedModel
 from bridge.jobs.table import JobTable
 
 log = logging.getLogger("aiedit.service")
 
 
-def recover(table: JobTable, model: ServedModel, path_map: PathMap) -> None:
+def recover(table: JobTable, model: ModelMenu, path_map: PathMap) -> None:
     """Rebuild the job table from the spool: resume ``queued`` jobs, fail ``running`` ones (see module doc)."""
     t = table
     removed = t.spool.remove_partials()
@@ -53,7 +53,7 @@ def recover(table: JobTable, model: ServedModel, path_map: PathMap) -> None:
         log.info("resumed %d queued job(s)", len(resume))
 
 
-def _recover_one(t: JobTable, model: ServedModel, path_map: PathMap, jid: str,
+def _recover_one(t: JobTable, model: ModelMenu, path_map: PathMap, jid: str,
                  st: dict[str, Any] | None) -> tuple[dict[str, Any], Job | None]:
     """The status to keep for one job folder at start, and its job when it is to be queued again."""
     if not status_ok(jid, st):
@@ -70,7 +70,7 @@ def _recover_one(t: JobTable, model: ServedModel, path_map: PathMap, jid: str,
     elif state == "queued":
         try:
             job = parse_job(t.spool.read_job(jid), path_map=path_map)
-            model.check(job)  # the daemon may have restarted with another --model
+            job = model.check(job, path_map)  # the daemon may have restarted with another --model or models
             return st, job
         except Exception as exc:  # OSError, ValueError, RecursionError, ProtocolError...
             msg = exc if isinstance(exc, ProtocolError) else "its job.json is missing or unreadable"

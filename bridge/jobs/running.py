@@ -125,7 +125,8 @@ class Running:
 
     def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         """InputError when audio of this shape is over a work limit (before a take is written)."""
-        problem = self.limits.problem(sample_rate, channels, frames, len(job.params.etas), job.params.mode)
+        problem = self.limits.problem(sample_rate, channels, frames, len(job.params.etas), job.params.mode,
+                                      job.model)
         if problem:
             raise InputError(f"the source changed after the job was accepted: {problem}")
 

@@ -16,6 +16,7 @@ Nothing here imports torch: the answering path must stay fast while the worker t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -27,11 +28,11 @@ from bridge.jobs.admission import Admission
 from bridge.jobs.answers import ANSWER_BYTES, Answers
 from bridge.jobs.inbox import Inbox
 from bridge.jobs.limits import MAX_QUEUED, Limits
+from bridge.jobs.models import ModelMenu
 from bridge.jobs.protocol import VERSION, CancelRequest, Job, PathMap, ReplyTo
 from bridge.jobs.recovery import recover
 from bridge.jobs.retention import KEEP_DAYS, Retention
 from bridge.jobs.running import Running
-from bridge.jobs.served_model import ServedModel
 from bridge.jobs.spool import Spool
 from bridge.jobs.table import JobTable, SendFn
 from engine.audio_io import SourceAudio
@@ -59,11 +60,14 @@ class Service:
         self.token, self.path_map = token, path_map or PathMap()
         self.host, self.port = host, port
         self.started = time.time()
-        self.model = ServedModel(model)
+        self.models = ModelMenu(model)  # the default and the models on disk, listed once (no torch)
+        if self.limits.memory_for is None:  # the memory limit costs a job on the model it names
+            self.limits = dataclasses.replace(self.limits, memory_for=self.models.memory)
         self.workers_info: Callable[[], list[dict[str, Any]]] | None = None  # daemon.json's "workers" (workers.pool)
+        self.loaded_models: Callable[[], set[str]] | None = None  # the models some worker holds (workers.pool)
         self.table = JobTable(spool, send)
         self.queue, self.closed = self.table.queue, self.table.closed
-        self.admission = Admission(self.table, self.model, token=token, path_map=self.path_map,
+        self.admission = Admission(self.table, self.models, token=token, path_map=self.path_map,
                                    ip_version=self.ip_version, limits=self.limits, max_queued=max_queued)
         self.answers = Answers(self.table, token=token, ip_version=self.ip_version)
         self.inbox = Inbox(self.table, submit=self.submit, cancel=self.cancel, max_queued=max_queued)
@@ -74,7 +78,7 @@ class Service:
 
     def recover(self) -> None:
         """Rebuild the job table from the spool (:func:`bridge.jobs.recovery.recover`)."""
-        recover(self.table, self.model, self.path_map)
+        recover(self.table, self.models, self.path_map)
 
     # -- answering path (OSC thread, inbox thread) -----------------------------------------------------------
 
@@ -106,8 +110,9 @@ class Service:
             "host": self.host,
             "port": self.port,
             "spool": str(self.spool.root),
-            "model": self.model.label,  # what "auto" resolved to, once loaded
-            "modes": list(self.model.modes),  # the edit modes that model runs (docs/protocol.md)
+            "model": self.models.label,  # the default model ("auto" resolved)
+            "modes": list(self.models.modes),  # the edit modes that model runs (docs/protocol.md)
+            "models": self.models.info(self.loaded_models() if self.loaded_models is not None else ()),
             "started": self.started,
             "heartbeat": time.time(),
             **({"workers": self.workers_info()} if self.workers_info is not None else {}),
@@ -129,8 +134,9 @@ class Service:
     def progress(self, jid: str, stage: str, fraction: float) -> None:
         self.runner.progress(jid, stage, fraction)
 
-    def set_model_name(self, name: str, modes: tuple[str, ...] | None = None) -> None:
-        self.model.loaded(name, modes)
+    def model_loaded(self, name: str, modes: tuple[str, ...] | None = None) -> None:
+        """A worker loaded ``name``: daemon.json lists that model's own modes from now on."""
+        self.models.loaded(name, modes)
 
     def finish(self, jid: str, state: str, error: str | None = None, **fields: Any) -> None:
         self.runner.finish(jid, state, error, **fields)

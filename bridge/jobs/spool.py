@@ -157,6 +157,9 @@ else:
 
 
 def default_spool() -> Path:
+    """``$AIEDIT_SPOOL``, else ``~/.aiedit/spool`` (Windows: ``%USERPROFILE%``, read in full Unicode). REAPER's
+    scripts derive the same folder whatever the user's name (reaper_scripts/aiedit/fs.lua ``windows_home``; the one
+    case where they cannot is ``bridge.commands.doctor.scripts_default_spool``)."""
     return Path(os.environ.get("AIEDIT_SPOOL") or Path.home() / ".aiedit" / "spool")
 
 

@@ -1,7 +1,8 @@
-"""A worker thread: loads the model on first need, runs jobs one at a time, writes takes into the spool.
+"""A worker thread: loads each job's model on first need (keeping several, :mod:`bridge.workers.loaded`), runs
+jobs one at a time, writes takes into the spool.
 
 One thread per device because one model on one device runs one edit at a time; the queue decides the order and
-:mod:`bridge.workers.pool` which free worker takes which job. The model is loaded here, never on the answering path:
+:mod:`bridge.workers.pool` which free worker takes which job. Models are loaded here, never on the answering path:
 ``engine.load_editor`` imports torch and diffusers (seconds), and the daemon must answer ping within a second of
 starting.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from bridge.jobs.protocol import Job, take_name
 from bridge.jobs.service import Service
+from bridge.workers.loaded import LoadedModels, default_max_models, free_gib
 from bridge.workers.pool import LOAD_LOCK, Pool, Slot, worker_names
 from engine.errors import Cancelled, EngineError, ModelUnavailable
 from engine.params import ZERO_SHOT_MODES, EditParams
@@ -91,6 +93,10 @@ class ProgressMap:
 
 
 class Worker(threading.Thread):
+    """One device's worker. ``model`` is the daemon's ``--model`` (its default); a job may name another model the
+    daemon lists (:mod:`bridge.jobs.models`), and the worker keeps up to ``max_models`` loaded
+    (:mod:`bridge.workers.loaded`: least recently used evicted first; None = from the free memory)."""
+
     def __init__(
         self,
         service: Service,
@@ -104,6 +110,7 @@ class Worker(threading.Thread):
         compile_unet: bool = False,
         pool: Pool | None = None,
         slot: Slot | None = None,
+        max_models: int | None = None,
         cache_max_mb: float | None = None,
     ) -> None:
         super().__init__(name="aiedit-worker", daemon=True)
@@ -116,12 +123,16 @@ class Worker(threading.Thread):
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
         self.preload = preload
         self.cache_max_mb = cache_max_mb
-        self.editor: Any = None
+        self.models = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
+                                   on_evict=self._evicted, on_change=lambda names: pool.set_models(slot, names))
+        self._stage_cache: Any = None  # the first editor's stage cache, shared by every model this worker loads
 
     def run(self) -> None:
         if self.preload:
+            default = self.service.models.label
             try:
-                self._load()
+                self.models.acquire(default)
+                self.models.release(default)
             except EngineError as exc:
                 log.error("preloading failed on %s: %s", self.slot.name, exc)
         self.pool.set_state(self.slot, "idle")
@@ -132,81 +143,105 @@ class Worker(threading.Thread):
                 self._run_job(*item)
             self.pool.release(self.slot)
 
-    def _load(self) -> Any:
-        if self.editor is None:
-            with LOAD_LOCK:
-                return self._load_now()
-        return self.editor
+    def _default_limit(self) -> int:
+        """``--max-models`` unset: as many of the listed models as the free memory holds (bridge.workers.loaded)."""
+        self._set_up_torch()
+        menu = self.service.models
+        free = free_gib(self.device or _default_device())
+        n = default_max_models(free, [(m.name, m.family) for m in menu.models],
+                               gpu=(self.device or _default_device()).startswith("cuda"), precision=self.precision)
+        log.info("%s: %s GiB free: room for %d model(s) at once (aiedit serve --max-models to choose)",
+                 self.slot.name, "?" if free is None else f"{free:.1f}", n)
+        return n
 
-    def _load_now(self) -> Any:
-        if self.editor is None:
-            log.info("loading model %s on %s ...", self.model, self.slot.name)
+    def _set_up_torch(self) -> None:
+        if self.threads:  # torch is imported here anyway (by load_editor), on this thread only
+            import torch
+
+            torch.set_num_threads(self.threads)
+        if self.device and self.device.startswith("cuda:"):
+            import torch
+
+            # the current CUDA device is per thread: unqualified CUDA calls (memory queries, empty_cache)
+            # made on this worker's thread then concern its own GPU
+            torch.cuda.set_device(self.device)
+
+    def _load(self, name: str) -> Any:
+        """Load the listed model ``name`` (called by :class:`LoadedModels`, which evicted first if it had to)."""
+        with LOAD_LOCK:
+            spec = self.service.models.spec_of(name)
+            log.info("loading model %s on %s ...", name, self.slot.name)
             try:
                 import engine
 
-                if self.threads:  # torch is imported here anyway (by load_editor), on this thread only
-                    import torch
-
-                    torch.set_num_threads(self.threads)
-                if self.device and self.device.startswith("cuda:"):
-                    import torch
-
-                    # the current CUDA device is per thread: unqualified CUDA calls (memory queries, empty_cache)
-                    # made on this worker's thread then concern its own GPU
-                    torch.cuda.set_device(self.device)
-                self.editor = engine.load_editor(self.model, device=self.device, cache_dir=self.cache_dir,
-                                                 cache_max_mb=self.cache_max_mb, precision=self.precision,
-                                                 compile_unet=self.compile_unet)
+                self._set_up_torch()
+                editor = engine.load_editor(spec, device=self.device, cache_dir=self.cache_dir,
+                                            cache_max_mb=self.cache_max_mb, precision=self.precision,
+                                            compile_unet=self.compile_unet)
             except EngineError:
                 raise
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
-                log.exception("loading model %s failed", self.model)
-                raise ModelUnavailable(f"could not load model {self.model!r}: {_short(exc)}") from None
+                log.exception("loading model %s failed", name)
+                raise ModelUnavailable(f"could not load model {name!r}: {_short(exc)}") from None
+            if self._stage_cache is None:
+                self._stage_cache = editor.cache
+            else:  # keys name the model: one cache serves them all, and an evicted model's LoRA stages outlive it
+                editor.cache = self._stage_cache
             # torch and the model leave millions of long-lived objects: a full garbage collection walking them
             # stalled the answering thread for ~0.4 s (a 100-job burst); freeze them out of the collector.
             gc.collect()
             gc.freeze()
-            self.service.set_model_name(self.editor.model_name, self.editor.model.modes)
-            m = self.editor.model
+            self.service.model_loaded(name, editor.model.modes)
+            m = editor.model
             if self.device is None and self.slot.name.startswith("auto@"):  # now it knows where "auto" put it
                 self.slot.name = f"{m.device}@{socket.gethostname()}"
                 if self.slot.job:
                     self.service.set_worker(self.slot.job, self.slot.name)
-            log.info("model %s loaded on %s, weights %s", self.editor.model_name, m.device,
+            log.info("model %s loaded on %s, weights %s", name, m.device,
                      str(m.weight_dtype or m.dtype).removeprefix("torch."))
-        return self.editor
+            return editor
+
+    def _evicted(self, name: str, editor: Any) -> None:
+        """A full fine-tune's stages are a whole UNet of that model's (memory only): they go with it."""
+        if self._stage_cache is not None:
+            self._stage_cache.drop_full()
 
     def _run_job(self, job: Job, token: CancelToken) -> None:
         sv, jid = self.service, job.id
+        name = job.model or sv.models.label
         try:
-            loading = self.editor is None
+            loading = not self.models.has(name)
             report = self._reporter(jid)
             if loading:
-                report("loading", 0.0)
-            editor = self._load()
-            pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
-            token.check()
-            # the limits hold for the samples read (one descriptor, one header), not the file probed at the ack;
-            # the edit gets exactly those samples and opens nothing itself
-            audio = sv.read_source(job)
-            result = editor.edit(job.request, progress=lambda p: report(*pm(p)), cancel=token, audio=audio)
-            del audio
+                report("loading", 0.0)  # the status names the model (its "model"), the stage says it loads
+            with self.models.use(name) as editor:
+                pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
+                token.check()
+                # the limits hold for the samples read (one descriptor, one header), not the file probed at the
+                # ack; the edit gets exactly those samples and opens nothing itself, nor does the input's picture
+                audio = sv.read_source(job)
+                result = editor.edit(job.request, progress=lambda p: report(*pm(p)), cancel=token, audio=audio)
+                source_audio = audio.samples  # for its picture (docs/protocol.md)
+                del audio
             sv.check_output(job, result.sample_rate, result.channels, result.frames)  # a last guard before writing
             token.check()
             report("writing", pm.writing())
-            takes = write_takes(sv, job, [(t.eta, _float_wav(t.audio, result.sample_rate),
-                                           t.scores.to_dict() if t.scores is not None else None)
-                                          for t in result.takes], token)
+            pictures = make_pictures(source_audio, [t.audio for t in result.takes], result.sample_rate, jid)
+            takes, picture_fields = write_takes(sv, job, [(t.eta, _float_wav(t.audio, result.sample_rate),
+                                                           t.scores.to_dict() if t.scores is not None else None)
+                                                          for t in result.takes], token, pictures)
             sv.finish(
                 jid,
                 "done",
+                **picture_fields,
                 takes=takes,
-                model=editor.model_name,  # the model that ran ("auto" resolved)
+                model=name,  # the model that ran, as daemon.json lists it ("auto" resolved)
                 best=result.best,
                 sample_rate=result.sample_rate,
                 channels=result.channels,
                 frames=result.frames,
                 network_calls=result.network_calls,
+                notes=list(result.notes),
             )
             return
         except Cancelled:
@@ -230,6 +265,27 @@ class Worker(threading.Thread):
 
 
 TakeWriter = Callable[[Any], None]  # writes one take's WAV file into the open binary file it is given
+Pictures = tuple[bytes | None, list[bytes | None]]  # the input's spectrogram PNG and one per take (engine.pictures)
+INPUT_PICTURE = "input.png"
+
+
+def make_pictures(input_audio: Any, takes_audio: list[Any], sample_rate: int, jid: str) -> Pictures | None:
+    """The spectrogram pictures of a finished job (docs/protocol.md), made here, in the worker: never on the
+    answering thread. None, logged, when they cannot be made: a job never fails for a picture."""
+    try:
+        from engine.pictures import job_pictures
+
+        return job_pictures(input_audio, takes_audio, sample_rate)
+    except Exception as exc:  # a picture is a convenience: log it, keep the takes
+        log.warning("job %s: no spectrogram pictures (%s: %s)", jid, type(exc).__name__, _short(exc))
+        return None
+
+
+def _bytes(data: bytes) -> TakeWriter:
+    def write(fh: Any) -> None:
+        fh.write(data)
+
+    return write
 
 
 def _float_wav(audio: Any, sample_rate: int) -> TakeWriter:
@@ -243,24 +299,44 @@ def _float_wav(audio: Any, sample_rate: int) -> TakeWriter:
 
 
 def write_takes(service: Service, job: Job, takes: list[tuple[float, TakeWriter, dict[str, Any] | None]],
-                token: CancelToken) -> list[dict[str, Any]]:
+                token: CancelToken, pictures: Pictures | None = None) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Write every take (η, writer, scores) under a hidden name, then rename them all into place: the caller
     writes the final status right after, and a restart withdraws takes whose job never reached it (see
     Service.recover). Files are 0600 and written relative to folder descriptors (see :class:`bridge.jobs.spool.Spool`).
-    Shared by the local worker and the Ray one (:mod:`bridge.workers.remote`), whose takes arrive as bytes."""
+    Shared by the local worker and the Ray one (:mod:`bridge.workers.remote`), whose takes arrive as bytes.
+    ``pictures`` (the input's PNG and one per take) are written and renamed with the takes, as ``eta0.30.png``
+    beside ``eta0.30.wav`` and ``input.png``. Returns the status's takes and its ``input_spectrogram`` field."""
     spool = service.spool
     used: set[str] = set()
     pending: list[tuple[str, str]] = []
     out = []
-    for eta, write, scores in takes:
+    take_pngs = pictures[1] if pictures else []
+    for i, (eta, write, scores) in enumerate(takes):
         token.check()
         final = take_name(eta, used)
         pending.append((spool.write_partial_take(job.id, write), final))
-        out.append({"eta": eta, "path": service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
-                    "scores": scores})
+        entry: dict[str, Any] = {"eta": eta, "path": service.path_map.to_client(str(spool.takes_dir(job.id) / final)),
+                                 "scores": scores}
+        png = take_pngs[i] if i < len(take_pngs) else None
+        if png:
+            name = final.removesuffix(".wav") + ".png"
+            pending.append((spool.write_partial_take(job.id, _bytes(png)), name))
+            entry["spectrogram"] = service.path_map.to_client(str(spool.takes_dir(job.id) / name))
+        out.append(entry)
+    fields: dict[str, str] = {}
+    if pictures and pictures[0]:
+        pending.append((spool.write_partial_take(job.id, _bytes(pictures[0])), INPUT_PICTURE))
+        fields["input_spectrogram"] = service.path_map.to_client(str(spool.takes_dir(job.id) / INPUT_PICTURE))
     token.check()
     spool.publish_takes(job.id, pending)
-    return out
+    return out, fields
+
+
+def _default_device() -> str:
+    """Where ``--device`` unset puts the models (engine.load_editor's choice); imports torch (worker thread only)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _short(exc: BaseException) -> str:

@@ -4,10 +4,11 @@
 loaded model (:class:`bridge.workers.local.Worker`); ``--ray`` starts one per Ray actor
 (:mod:`bridge.workers.remote`). All of them take jobs from the daemon's one queue, so its order holds (interactive
 before batch, first come first served). The one freedom left is *which* of the queued jobs a free worker takes: a
-re-take (same source region, prompt, seed and stage settings, other η) is held back for the worker that ran its
-stages 1-2 while that worker is expected to be free soon, because only that worker has them in memory (a full
-fine-tune is never on disk); otherwise any worker takes it and reads the LoRA stages from the on-disk stage cache
-the workers share.
+re-take (same model, source region, prompt, seed and stage settings, other η) is held back for the worker that ran
+its stages 1-2 while that worker is expected to be free soon and still holds that model, because only that worker
+has them in memory (a full fine-tune is never on disk); otherwise any worker takes it and reads the LoRA stages from
+the on-disk stage cache the workers share. Likewise a job whose model another worker holds loaded (and this one
+does not) is left to that worker while it is free or soon free: loading a model costs more than waiting a little.
 
 Nothing here imports torch or Ray.
 """
@@ -21,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.jobs.protocol import key_model
 from bridge.jobs.queue import Choose
 
 HOLD_S = 15.0  # a re-take waits at most this long for the worker holding its stages ...
@@ -54,8 +56,8 @@ def parse_devices(spec: str | None, default: str | None = None) -> list[str | No
         d = part.strip()
         if d == "cuda":
             d = "cuda:0"
-        if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit()):
-            raise DeviceError(f"--devices: {part.strip()!r} is not a device (cpu, cuda, cuda:N; or all)")
+        if d not in ("cpu", "mps") and not (d.startswith("cuda:") and d[5:].isdigit()):
+            raise DeviceError(f"--devices: {part.strip()!r} is not a device (cpu, cuda, cuda:N, mps; or all)")
         out.append(d)
     if len(out) > 64:
         raise DeviceError("--devices: at most 64 workers")
@@ -82,6 +84,7 @@ class Slot:
     progress: float = 0.0  # of the running job, as the worker last reported it
     started: float = 0.0  # time.monotonic() when the running job started
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
+    models: tuple[str, ...] = ()  # the models it holds loaded, least recently used first
     extra: dict[str, Any] = field(default_factory=dict)  # more fields for daemon.json (e.g. the Ray actor)
 
 
@@ -101,9 +104,23 @@ class Pool:
         return slot
 
     def info(self) -> list[dict[str, Any]]:
-        """daemon.json's ``workers``: ``[{"name", "state", "job"}, ...]``."""
+        """daemon.json's ``workers``: ``[{"name", "state", "job", "models"}, ...]``."""
         with self._lock:
-            return [{"name": s.name, "state": s.state, "job": s.job, **s.extra} for s in self.slots]
+            return [{"name": s.name, "state": s.state, "job": s.job, "models": list(s.models), **s.extra}
+                    for s in self.slots]
+
+    def loaded(self) -> set[str]:
+        """The models some live worker holds (daemon.json's ``models[].loaded``)."""
+        with self._lock:
+            return {m for s in self.slots if s.state != "dead" for m in s.models}
+
+    def set_models(self, slot: Slot, names: list[str]) -> None:
+        """The models ``slot`` holds now; the re-take keys of a model it evicted are forgotten with it (its stages
+        in memory went with the model)."""
+        with self._lock:
+            slot.models = tuple(names)
+            for key in [k for k in slot.recent if key_model(k) not in slot.models]:
+                slot.recent.remove(key)
 
     def set_state(self, slot: Slot, state: str) -> None:
         with self._lock:
@@ -120,7 +137,7 @@ class Pool:
                 if slot.state not in ("idle", "busy"):
                     return None
                 for jid, key in order:
-                    holder = self._holder(key, slot)
+                    holder = self._holder(key, slot) or self._model_holder(key_model(key), slot)
                     if holder is not None and (holder.state == "idle" or self._soon(holder, now)):
                         first = self._held.setdefault(jid, now)
                         if now - first < HOLD_S:
@@ -161,6 +178,14 @@ class Pool:
             if key in s.recent and s.state in ("idle", "busy") and (best is None or s.started > best.started):
                 best = s
         return None if best is asking else best
+
+    def _model_holder(self, model: str | None, asking: Slot) -> Slot | None:
+        """Another live worker holding ``model`` loaded when ``asking`` does not (None otherwise): the idle one
+        first, else the one that started its job first."""
+        if model is None or model in asking.models:
+            return None
+        holders = [s for s in self.slots if s is not asking and s.state in ("idle", "busy") and model in s.models]
+        return min(holders, key=lambda s: (s.state != "idle", s.started), default=None)
 
     @staticmethod
     def _soon(s: Slot, now: float) -> bool:

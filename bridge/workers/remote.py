@@ -1,8 +1,10 @@
 """``aiedit serve --ray ADDRESS|local``: the edits run on Ray actors, the daemon stays REAPER's only door.
 
-Each actor (:class:`EditActor`, one per GPU across the cluster, or per ``--devices`` entry) holds one loaded model
-and runs one edit at a time. A daemon-side thread per actor (:class:`RemoteWorker`) takes jobs from the daemon's
-queue like a local worker does (:mod:`bridge.workers.pool`), so OSC, the spool and the job order are unchanged:
+Each actor (:class:`EditActor`, one per GPU across the cluster, or per ``--devices`` entry) holds up to
+``--max-models`` loaded models, as a local worker does (:mod:`bridge.workers.loaded`: a job may name any model the
+daemon lists, the least recently used is evicted), and runs one edit at a time. A daemon-side thread per actor
+(:class:`RemoteWorker`) takes jobs from the daemon's queue like a local worker does (:mod:`bridge.workers.pool`),
+so OSC, the spool and the job order are unchanged:
 
 - the source region travels by value (read here, float32 samples: no shared file system needed), the takes come
   back as WAV bytes and are written here, atomically, as a local worker writes them;
@@ -31,7 +33,7 @@ from typing import Any
 
 from bridge.jobs.protocol import Job
 from bridge.jobs.service import Service
-from bridge.workers.local import WRITING, ProgressMap, write_takes
+from bridge.workers.local import WRITING, ProgressMap, make_pictures, write_takes
 from bridge.workers.pool import Pool, Slot
 from engine.audio_io import SourceAudio
 from engine.errors import Cancelled, EngineError
@@ -144,28 +146,63 @@ def actor_kinds(ray: Any, devices: str | None) -> list[str]:
 
 
 class EditActor:
-    """Runs on a Ray node: one loaded model, one edit at a time, progress and cancel answered meanwhile
-    (created with ``max_concurrency`` > 1, so its methods run on threads)."""
+    """Runs on a Ray node: up to ``max_models`` loaded models (:class:`bridge.workers.loaded.LoadedModels`, as a
+    local worker keeps them; ``models`` = the daemon's (name, family) list for the default number), one edit at a
+    time, progress and cancel answered meanwhile (created with ``max_concurrency`` > 1, so its methods run on
+    threads)."""
 
     def __init__(self, model: str, kind: str, index: int, cache_dir: str | None, precision: str,
-                 compile_unet: bool, cache_max_mb: float | None = None) -> None:
+                 compile_unet: bool, max_models: int | None = None,
+                 models: list[tuple[str, str | None]] | None = None, name: str | None = None,
+                 cache_max_mb: float | None = None) -> None:
+        from bridge.workers.loaded import LoadedModels
+
         self.model, self.kind, self.index = model, kind, index
+        self.name = name or model  # the default model's listed name; ``model`` is what loads it
         self.cache_dir, self.precision, self.compile_unet = cache_dir, precision, compile_unet
         self.cache_max_mb = cache_max_mb
-        self.editor: Any = None
+        self.menu = list(models or [(self.name, None)])
+        self.specs: dict[str, str] = {self.name: model}
+        self.loaded = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
+                                   on_evict=self._evicted)
+        self._stage_cache: Any = None
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}
         self._progress: dict[str, tuple[str, float]] = {}
         self._early: dict[str, str] = {}  # cancels that arrived before their edit started
 
-    def ready(self) -> dict[str, Any]:
-        """Load the model; the worker's name (``cuda:<Ray's GPU id>@node`` or ``cpu:<index>@node``)."""
+    def _device(self) -> str:
+        return "cuda" if self.kind == "cuda" else "cpu"
+
+    def _default_limit(self) -> int:
+        from bridge.workers.loaded import default_max_models, free_gib
+
+        free = free_gib(self._device())
+        n = default_max_models(free, self.menu, gpu=self.kind == "cuda", precision=self.precision)
+        print(f"aiedit actor {self.index}: {'?' if free is None else f'{free:.1f}'} GiB free: room for {n} model(s) "
+              "at once", flush=True)  # into the actor's log (Ray's session logs on that node)
+        return n
+
+    def _load(self, name: str) -> Any:
         import engine
 
-        device = "cuda" if self.kind == "cuda" else "cpu"
-        self.editor = engine.load_editor(self.model, device=device, cache_dir=self.cache_dir,
-                                         cache_max_mb=self.cache_max_mb, precision=self.precision,
-                                         compile_unet=self.compile_unet)
+        editor = engine.load_editor(self.specs.get(name, name), device=self._device(), cache_dir=self.cache_dir,
+                                    cache_max_mb=self.cache_max_mb, precision=self.precision,
+                                    compile_unet=self.compile_unet)
+        if self._stage_cache is None:
+            self._stage_cache = editor.cache
+        else:  # one cache for every model (keys name the model), as on a local worker
+            editor.cache = self._stage_cache
+        return editor
+
+    def _evicted(self, name: str, editor: Any) -> None:
+        if self._stage_cache is not None:
+            self._stage_cache.drop_full()
+
+    def ready(self) -> dict[str, Any]:
+        """Load the default model; the worker's name (``cuda:<Ray's GPU id>@node`` or ``cpu:<index>@node``)."""
+        editor = self.loaded.acquire(self.name)
+        self.loaded.release(self.name)
         if self.kind == "cuda":
             import ray
 
@@ -173,13 +210,15 @@ class EditActor:
             label = f"cuda:{ids[0] if ids else 0}"
         else:
             label = f"cpu:{self.index}"
-        return {"name": f"{label}@{socket.gethostname()}", "model": self.editor.model_name,
-                "modes": tuple(self.editor.model.modes), "pid": os.getpid()}
+        return {"name": f"{label}@{socket.gethostname()}", "model": self.name,
+                "modes": tuple(editor.model.modes), "loaded": self.loaded.names(), "pid": os.getpid()}
 
-    def edit(self, jid: str, request: EditRequest, audio: Any, sample_rate: int) -> dict[str, Any]:
-        """Edit the region (``audio``: frames x channels float32) and return the takes as WAV bytes, or
+    def edit(self, jid: str, request: EditRequest, audio: Any, sample_rate: int, model: str | None = None,
+             spec: str | None = None) -> dict[str, Any]:
+        """Edit the region (``audio``: frames x channels float32) with the listed model ``model`` (loaded from
+        ``spec`` unless held; None: the default) and return the takes as WAV bytes, or
         ``{"state": "failed"|"cancelled", "error"}``; never raises (the daemon tells a dead actor from a failed
-        edit by the exception)."""
+        edit by the exception). ``loaded`` in every answer: the models held afterwards."""
         import io
 
         import numpy as np
@@ -187,38 +226,51 @@ class EditActor:
 
         t_start = time.time()
         token = CancelToken()
+        name = model or self.name
+        if spec is not None:
+            self.specs[name] = spec
+        loading = not self.loaded.has(name)
         with self._lock:
             self._tokens[jid] = token
-            self._progress[jid] = ("preparing", 0.0)
+            self._progress[jid] = ("loading" if loading else "preparing", 0.0)
             if jid in self._early:
                 token.cancel(self._early.pop(jid))
         try:
-            editor = self.editor
-            pm = ProgressMap(editor.resolve_params(request.params), loading=False)
-            source = SourceAudio(np.asarray(audio, dtype=np.float32), int(sample_rate))
-            del audio
-            result = editor.edit(request, progress=lambda p: self._set(jid, *pm(p)), cancel=token, audio=source)
+            with self.loaded.use(name) as editor:
+                token.check()
+                pm = ProgressMap(editor.resolve_params(request.params), loading=loading)
+                source = SourceAudio(np.asarray(audio, dtype=np.float32), int(sample_rate))
+                del audio
+                result = editor.edit(request, progress=lambda p: self._set(jid, *pm(p)), cancel=token,
+                                     audio=source)
+                modes = tuple(editor.model.modes)
             token.check()
+            # the pictures are made here, on the actor, like the takes (docs/protocol.md)
+            pictures = make_pictures(source.samples, [t.audio for t in result.takes], result.sample_rate, jid)
             takes = []
-            for t in result.takes:
+            for i, t in enumerate(result.takes):
                 buf = io.BytesIO()
                 sf.write(buf, np.asarray(t.audio, dtype=np.float32), result.sample_rate, format="WAV",
                          subtype="FLOAT")
                 takes.append({"eta": t.eta, "wav": buf.getvalue(),
-                              "scores": t.scores.to_dict() if t.scores is not None else None})
-            return {"state": "done", "model": editor.model_name, "best": result.best,
+                              "scores": t.scores.to_dict() if t.scores is not None else None,
+                              "png": pictures[1][i] if pictures else None})
+            return {"state": "done", "model": name, "modes": modes, "best": result.best,
+                    "input_png": pictures[0] if pictures else None,
                     "sample_rate": result.sample_rate, "channels": result.channels, "frames": result.frames,
-                    "network_calls": result.network_calls, "takes": takes, "t_start": t_start, "t_end": time.time()}
+                    "network_calls": result.network_calls, "notes": list(result.notes), "takes": takes,
+                    "loaded": self.loaded.names(), "t_start": t_start, "t_end": time.time()}
         except Cancelled:
-            return {"state": "cancelled", "error": token.reason or "cancelled"}
+            return {"state": "cancelled", "error": token.reason or "cancelled", "loaded": self.loaded.names()}
         except EngineError as exc:
-            return {"state": "failed", "error": str(exc)}
+            return {"state": "failed", "error": str(exc), "loaded": self.loaded.names()}
         except MemoryError:
-            return {"state": "failed", "error": "out of memory: try a shorter region or fewer η values"}
+            return {"state": "failed", "error": "out of memory: try a shorter region or fewer η values",
+                    "loaded": self.loaded.names()}
         except Exception as exc:
             traceback.print_exc()  # into the actor's log (Ray's session logs on that node)
             return {"state": "failed", "error": f"internal error on the Ray worker ({type(exc).__name__}: "
-                                                f"{str(exc).strip()[:200]})"}
+                                                f"{str(exc).strip()[:200]})", "loaded": self.loaded.names()}
         finally:
             with self._lock:
                 self._tokens.pop(jid, None)
@@ -242,13 +294,15 @@ class EditActor:
 class RemoteWorker(threading.Thread):
     """The daemon's side of one actor: takes jobs from the queue, ships them, streams progress, writes takes."""
 
-    def __init__(self, service: Service, pool: Pool, slot: Slot, ray: Any, kind: str, index: int, *, model: str,
-                 cache_dir: str | None, precision: str, compile_unet: bool,
+    def __init__(self, service: Service, pool: Pool, slot: Slot, ray: Any, kind: str, index: int, *,
+                 cache_dir: str | None, precision: str, compile_unet: bool, max_models: int | None = None,
                  cache_max_mb: float | None = None) -> None:
         super().__init__(name=f"aiedit-remote-{index}", daemon=True)
         self.service, self.pool, self.slot, self.ray = service, pool, slot, ray
         self.kind, self.index = kind, index
-        self.args = (model, kind, index, cache_dir, precision, compile_unet, cache_max_mb)
+        menu = service.models  # the actor loads the default by its spec, and knows every listed model's size
+        self.args = (menu.spec_of(menu.label), kind, index, cache_dir, precision, compile_unet, max_models,
+                     [(m.name, m.family) for m in menu.models], menu.label, cache_max_mb)
         self.actor: Any = None
         self.generation = 0
         self.failures = 0  # failed starts in a row
@@ -290,7 +344,8 @@ class RemoteWorker(threading.Thread):
         self.failures = 0
         self.actor = actor
         self.slot.name = info["name"]
-        self.service.set_model_name(info["model"], info["modes"])
+        self.service.model_loaded(info["model"], info["modes"])
+        self.pool.set_models(self.slot, info["loaded"])
         self.pool.set_state(self.slot, "idle")
         log.info("Ray worker %s ready as %s (pid %s)", name, info["name"], info["pid"])
         return True
@@ -347,8 +402,9 @@ class RemoteWorker(threading.Thread):
             sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
             return
         t_submit = time.time()
+        name = job.model or sv.models.label
         ref = self.actor.edit.remote(jid, dataclasses.replace(job.request, source=""), audio.samples,
-                                     audio.sample_rate)
+                                     audio.sample_rate, name, sv.models.spec_of(name))
         del audio
         cancel_sent = False
         try:
@@ -371,9 +427,12 @@ class RemoteWorker(threading.Thread):
             log.error("job %s: Ray error: %s", jid, _short(exc))
             sv.finish(jid, "failed", f"the Ray cluster failed during this job ({_short(exc)})")
             return
+        if "loaded" in out:
+            self.pool.set_models(self.slot, out["loaded"])
         if out["state"] != "done":
             sv.finish(jid, out["state"], out["error"])
             return
+        sv.model_loaded(out["model"], out["modes"])
         t_result = time.time()
         try:
             sv.check_output(job, out["sample_rate"], out["channels"], out["frames"])
@@ -382,8 +441,9 @@ class RemoteWorker(threading.Thread):
             return
         try:
             sv.progress(jid, "writing", 1.0 - WRITING)
-            takes = write_takes(sv, job, [(t["eta"], _bytes_writer(t["wav"]), t["scores"]) for t in out["takes"]],
-                                token)
+            pictures = (out.get("input_png"), [t.get("png") for t in out["takes"]])
+            takes, picture_fields = write_takes(sv, job, [(t["eta"], _bytes_writer(t["wav"]), t["scores"])
+                                                          for t in out["takes"]], token, pictures)
         except Cancelled:
             sv.spool.remove_takes(jid)
             sv.finish(jid, "cancelled", token.reason or "cancelled")
@@ -394,7 +454,8 @@ class RemoteWorker(threading.Thread):
             return
         written = time.time()
         sv.finish(jid, "done", takes=takes, model=out["model"], best=out["best"], sample_rate=out["sample_rate"],
-                  channels=out["channels"], frames=out["frames"], network_calls=out["network_calls"])
+                  channels=out["channels"], frames=out["frames"], network_calls=out["network_calls"],
+                  notes=out["notes"], **picture_fields)
         log.info("job %s ran on %s: submit→start %.3f s, result→takes written %.3f s (of which writing %.3f s)",
                  jid, self.slot.name, out["t_start"] - t_submit, written - out["t_end"], written - t_result)
 

@@ -8,7 +8,7 @@ way a diffusers pipeline composes components, so the stage code is written once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,10 +18,22 @@ import torch
 from torch import nn
 
 from engine.mel import MelConfig, wav_to_logmel
-from engine.params import DDPM_MODES, FLOW_MODES
+from engine.params import DDPM_MODES, FLOW_MODES, MusicContext
 from engine.schedules import DDPMSchedule, Schedule
 
-__all__ = ["DDPM_MODES", "FLOW_MODES", "AudioModel", "Conditioning"]
+__all__ = ["DDPM_MODES", "FLOW_MODES", "AudioModel", "Conditioning", "PromptContext"]
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What a prompt's conditioning may depend on besides its text, for models whose text encoding carries more
+    (ACE-Step writes a task instruction, the song's metadata and the clip's duration into it; the other families
+    ignore all of it). ``task`` is ``"text2music"`` (a plain edit), or a native mode (``"repaint"``, ``"cover"``:
+    ``engine.params.NATIVE_MODES``); ``seconds`` is the length of the window being edited."""
+
+    task: str = "text2music"
+    seconds: float | None = None
+    music: MusicContext = field(default_factory=MusicContext)
 
 
 @dataclass
@@ -143,6 +155,10 @@ class AudioModel(ABC):
     channels: int = 1  # audio channels the model hears and makes
     input_peak: float | None = 0.5  # peak the input is normalised to (AudioLDM's training); None = level kept
     modes: tuple[str, ...] = DDPM_MODES  # the edit modes this model can run (see engine.params.MODES)
+    takes: tuple[str, ...] = ()  # the musical-context fields its conditioning uses (engine.params.MUSIC_FIELDS)
+    guidance_distilled: bool = False  # guidance is baked into the weights: classifier-free guidance is not run
+    mode_notes: Mapping[str, str] = MappingProxyType({})  # a line the result carries when a mode runs on this model
+    repaint_seconds: tuple[float, float] = (0.0, float("inf"))  # the ranges its own repaint takes (native modes)
     can_invert: bool = True  # DDIM inversion (engine.inversion) for ``--start inversion``: ᾱ-schedule models
     max_seconds: float = 10.24  # the window the model was trained on; longer clips are edited in windows
     frame_multiple: int = 16  # mel frames must be a multiple of this (VAE × UNet downsampling)
@@ -187,9 +203,29 @@ class AudioModel(ABC):
     def encode_prompt(self, prompts: list[str]) -> Conditioning:
         """Text → conditioning, exactly as the model's own pipeline builds it (no guidance duplication)."""
 
+    def encode(self, prompts: list[str], context: PromptContext | None = None) -> Conditioning:
+        """Text (and, for models that take them, the task, duration and musical context) → conditioning. The empty
+        prompt is the unconditional branch of guidance. Families whose encoding is the text alone ignore
+        ``context``."""
+        return self.encode_prompt(prompts)
+
     @abstractmethod
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The UNet's output (ε or v, per ``prediction_type``) for noisy latents at timesteps ``t``."""
+
+    def guidance_rule(self) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None:
+        """A fresh combine ``(out_uncond, out_cond, guidance) → output`` for one sampling run, when the model's own
+        pipeline guides otherwise than classifier-free guidance (ACE-Step's APG keeps a momentum across steps);
+        None = ``out_u + g·(out_c − out_u)``."""
+        return None
+
+    def native_edit(self, task: str, z0: torch.Tensor, cond: Conditioning, plain: Conditioning,
+                    uncond: Conditioning | None, *, strengths: list[float], keep: torch.Tensor | None, steps: int,
+                    guidance: float, seed: int, on_step: Callable[[int, int, float | None], None]) -> torch.Tensor:
+        """Run one of the model's own tasks (``engine.params.NATIVE_MODES``) on the window latent ``z0``: one take
+        per strength, (len(strengths), *latent). ``cond`` is the prompt encoded for ``task``, ``plain`` for a plain
+        edit; ``keep`` (1 = keep) is the inpainting range. Only models that list such modes implement it."""
+        raise NotImplementedError(f"{self.name} has no native task {task!r}")
 
     def lora_target_modules(self) -> list[str]:
         """Module-name suffixes that get LoRA adapters (attention projections by default)."""

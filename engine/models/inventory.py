@@ -12,26 +12,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.models.catalog import (
+    ACE,
+    ACE_DIT_FOLDER,
+    ACE_MAIN,
+    ACE_SHARED,
     ALIASES,
     PIPELINE_FAMILIES,
     SA3,
     SHIPPED,
     SHIPPED_CLAP,
+    T5GEMMA,
     converted_home,
     family_of_hub_id,
+    kind_of,
 )
 
-# --model auto prefers these, best first: Stable Audio 3 (44.1 kHz stereo, 8-step sampling) > TANGO > AudioLDM 2 >
-# AudioLDM; within a family the larger checkpoint (SA3 medium, then small sfx, then small music).
-AUTO_ORDER = ("sa3-medium", "sa3-small", "sa3-small-music", "tango2-full", "tango2", "tango-full", "tango",
-              "audioldm2-large", "audioldm2", "audioldm2-music", "audioldm-l", "audioldm-m", "audioldm")
-FAMILY_RANK = {SA3: 0, "tango": 1, "audioldm2": 2, "audioldm": 3}
+# --model auto prefers these, best first. A daemon's default model answers every request, sounds and music alike,
+# so the music specialists come last: a music model turns a prompt for a door knock into music, while the others
+# can at least approach music. Among the rest: Stable Audio 3 (44.1 kHz stereo, 8-step sampling) > TANGO >
+# AudioLDM 2 > AudioLDM, the larger checkpoint first (the undistilled SA3 medium-base after the small one: 100 steps
+# where the others take 8). Among the music models: ACE-Step 1.5 (48 kHz stereo songs, lyrics; turbo first: 8
+# steps, then sft, then base) > SA3 small music > AudioLDM 2 music.
+AUTO_ORDER = ("sa3-medium", "sa3-small", "sa3-medium-base", "tango2-full", "tango2", "tango-full", "tango",
+              "audioldm2-large", "audioldm2", "audioldm-l", "audioldm-m", "audioldm", "ace-step", "ace-step-sft",
+              "ace-step-base", "sa3-small-music", "audioldm2-music")
+FAMILY_RANK = {SA3: 0, ACE: 0, "tango": 1, "audioldm2": 2, "audioldm": 3}
 TANGO_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
 TANGO_TEXT = "google/flan-t5-large"
 CLAP_SCORER = "laion/clap-htsat-unfused"
-TOY_WARNING = ("no real model (Stable Audio 3, TANGO, AudioLDM 2, AudioLDM) found on this machine: using the shipped "
-               "toy model, which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, hum, "
-               "hiss) — run `aiedit models list` to see how to get a real one")
+TOY_WARNING = ("no real model (Stable Audio 3, ACE-Step, TANGO, AudioLDM 2, AudioLDM) found on this machine: using "
+               "the shipped toy model, which knows only the toy world (beeps, knocks, clicks, bursts, chirps, bells, "
+               "hum, hiss) — run `aiedit models list` to see how to get a real one")
 
 
 def hub_cache() -> Path:
@@ -84,13 +95,48 @@ def family_of(folder: Path) -> str | None:
         return PIPELINE_FAMILIES.get(cls)
     if (folder / "main_config.json").is_file() and (folder / "vae_config.json").is_file():
         return "tango"
+    if ace_dit_ok(folder):
+        return ACE
     return None
+
+
+def ace_dit_ok(folder: Path) -> bool:
+    """An ACE-Step DiT folder as ACE-Step publishes it: an ACE-Step ``config.json`` and its weights (no tensor
+    read)."""
+    import json
+
+    cfg = folder / "config.json"
+    if not cfg.is_file() or not any((folder / f).is_file() for f in ("model.safetensors",
+                                                                      "model.safetensors.index.json")):
+        return False
+    try:
+        return "audio_acoustic_hidden_dim" in json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def ace_shared_missing(shared: Path | None) -> list[str]:
+    """What of ACE-Step's shared parts (``vae/``, ``Qwen3-Embedding-0.6B/``) ``shared`` lacks."""
+    need = [f"{d}/" for d in ACE_SHARED if shared is None or not (shared / d / "config.json").is_file()]
+    return [f"{ACE_MAIN} {' and '.join(need)}"] if need else []
+
+
+def ace_paths(alias: str) -> tuple[Path, Path | None] | None:
+    """(DiT folder, folder holding the shared parts) of an ACE-Step alias in the hub cache, or None when its DiT
+    is not there."""
+    snap = hub_snapshot(ALIASES[alias][1])
+    if snap is None:
+        return None
+    dit = snap / ACE_DIT_FOLDER[alias] if ACE_DIT_FOLDER[alias] else snap
+    return (dit, hub_snapshot(ACE_MAIN)) if ace_dit_ok(dit) else None
 
 
 def missing_files(folder: Path, family: str) -> list[str]:
     """Top-level files a loader opens first that the folder lacks (a cheap completeness check, no weights read)."""
     if family == "tango":
         return [f for f in TANGO_FILES if not (folder / f).is_file()]
+    if family == ACE and not (folder / "model_index.json").is_file():
+        return ace_shared_missing(folder.parent)  # an original DiT folder: vae/ and the text encoder beside it
     return [] if (folder / "model_index.json").is_file() else ["model_index.json"]
 
 
@@ -127,6 +173,9 @@ def sa3_converted(alias: str) -> Path | None:
 def find_alias(alias: str) -> Found | None:
     """The hub-cache snapshot of an alias (for Stable Audio 3: its converted folder), or None when absent."""
     family, repo = ALIASES[alias]
+    if family == ACE:
+        paths = ace_paths(alias)
+        return None if paths is None else Found(alias, family, paths[0], alias, ace_shared_missing(paths[1]))
     if family == SA3:
         conv = sa3_converted(alias)
         if conv is not None:
@@ -160,16 +209,16 @@ def find_in_dirs() -> list[Found]:
 
 
 def best_present() -> Found | None:
-    """The best usable real model on this machine (SA3 > TANGO > AudioLDM 2 > AudioLDM), or None. Reads no
-    weights."""
-    candidates: list[tuple[tuple[int, int], Found]] = []
+    """The best usable real model on this machine (:data:`AUTO_ORDER`: music specialists last; SA3 > TANGO >
+    AudioLDM 2 > AudioLDM), or None. Reads no weights."""
+    candidates: list[tuple[tuple[int, int, int], Found]] = []
     for i, alias in enumerate(AUTO_ORDER):
         f = find_alias(alias)
         if f is not None and f.usable:
-            candidates.append(((FAMILY_RANK[f.family], i), f))
+            candidates.append(((kind_of(alias) == "music", FAMILY_RANK[f.family], i), f))
     for j, f in enumerate(find_in_dirs()):
         if f.usable:  # a configured folder beats a cached alias of the same family: the user put it there
-            candidates.append(((FAMILY_RANK[f.family], -1 - j), f))
+            candidates.append(((kind_of(f.name, f.family) == "music", FAMILY_RANK[f.family], -1 - j), f))
     return min(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
@@ -189,7 +238,9 @@ EXTRAS: dict[str, list[tuple[str, str, bool]]] = {
               (CLAP_SCORER, "CLAP, for take scores", False)],
     "audioldm": [(CLAP_SCORER, "CLAP, for take scores", False)],
     "audioldm2": [],
-    SA3: [(CLAP_SCORER, "CLAP, for take scores", False)],
+    SA3: [(T5GEMMA, "T5Gemma text encoder, copied into the converted folder", True),
+          (CLAP_SCORER, "CLAP, for take scores", False)],
+    ACE: [(CLAP_SCORER, "CLAP, for take scores", False)],
 }
 
 
@@ -241,6 +292,8 @@ def _needs(family: str, folder: Path | None) -> list[Need]:
     for repo, why, required in EXTRAS[family]:
         if repo == TANGO_TEXT and folder is not None:
             present = tango_text_encoder(folder) is not None
+        elif repo == T5GEMMA and folder is not None:  # a converted folder carries its own copy
+            present = (folder / "text_encoder").is_dir() or hub_snapshot(repo) is not None
         else:
             present = hub_snapshot(repo) is not None
         out.append(Need(repo, why, required, present))
@@ -258,14 +311,28 @@ def entries() -> list[Entry]:
                          folder_size(folder) if present else 0, needs,
                          "shipped; knows only the toy world (docs/quality.md)"))
     for alias, (family, repo) in ALIASES.items():
+        if family == ACE:
+            found = find_alias(alias)
+            shared = Need(f"{ACE_MAIN} ({', '.join(f'{d}/' for d in ACE_SHARED)})",
+                          "the VAE and text encoder every ACE-Step DiT uses", True,
+                          not ace_shared_missing(hub_snapshot(ACE_MAIN)))
+            needs = ([] if repo == ACE_MAIN else [shared]) + _needs(family, None)
+            from engine.models.catalog import ACE_PULL_GB, LICENCES
+
+            note = f"{LICENCES[alias]}; pull ≈ {ACE_PULL_GB[alias]:.1f} GB"
+            out.append(Entry(alias, family, repo, found.folder if found else None, found is not None,
+                             folder_size(found.folder) if found else 0, needs, note))
+            continue
         if family == SA3:
             found = find_alias(alias)
             present = found is not None and found.usable
             note = "gated: accept the licence on its model page first (aiedit models pull explains)"
             if found is not None and not found.usable:
-                note = f"downloaded to {found.folder} but not converted yet: aiedit models pull {alias} says how"
+                note = (f"downloaded to {found.folder} but not converted yet: `aiedit models pull {alias}` converts "
+                        "it (what is downloaded is not fetched again)")
             out.append(Entry(alias, family, repo, found.folder if found else None, present,
-                             folder_size(found.folder) if found else 0, _needs(family, None), note))
+                             folder_size(found.folder) if found else 0,
+                             _needs(family, found.folder if present else None), note))
             continue
         snap = hub_snapshot(repo)
         present = snap is not None and not missing_files(snap, family)
@@ -277,11 +344,28 @@ def entries() -> list[Entry]:
     out.append(Entry("tiny", "tiny", "built in", None, True, 0, [], "random weights: tests only, never chosen by auto"))
     out.append(Entry("tiny-sa3", "tiny-sa3", "built in", None, True, 0, [],
                      "Stable Audio 3's classes at toy widths, random weights: tests only, never chosen by auto"))
+    out.append(Entry("tiny-ace", "tiny-ace", "built in", None, True, 0, [],
+                     "ACE-Step 1.5's classes at toy widths, random weights: tests only, never chosen by auto"))
     return out
+
+
+def pull_plan(name: str) -> list[tuple[str, list[str] | None]]:
+    """(repository, file patterns or None for all) that ``models pull NAME`` fetches. ACE-Step: the alias's DiT
+    folder and the shared VAE and text encoder from ACE-Step/Ace-Step1.5, not its 5 Hz planner LM."""
+    if name in ALIASES and ALIASES[name][0] == ACE:
+        repo, sub = ALIASES[name][1], ACE_DIT_FOLDER[name]
+        shared = [f"{d}/*" for d in ACE_SHARED]
+        extras = [(r, None) for r, _, _ in EXTRAS[ACE]]
+        if repo == ACE_MAIN:
+            return [(repo, [f"{sub}/*", *shared]), *extras]
+        return [(repo, None), (ACE_MAIN, shared), *extras]
+    return [(r, None) for r in repos_to_pull(name)]
 
 
 def repos_to_pull(name: str) -> list[str]:
     """The hub repositories ``models pull NAME`` fetches: the model and what it needs (required or not)."""
+    if name in ALIASES and ALIASES[name][0] == ACE:
+        return list(dict.fromkeys(r for r, _ in pull_plan(name)))
     if name in ALIASES:
         family, repo = ALIASES[name]
         return [repo, *(r for r, _, _ in EXTRAS[family])]
@@ -289,6 +373,12 @@ def repos_to_pull(name: str) -> list[str]:
         family = family_of_hub_id(name) or "audioldm"
         return [name, *(r for r, _, _ in EXTRAS[family])]
     raise KeyError(name)
+
+
+def optional_repos(name: str) -> set[str]:
+    """The repositories ``repos_to_pull`` lists that a model can run without (CLAP, for scores)."""
+    family = ALIASES[name][0] if name in ALIASES else (family_of_hub_id(name) or "audioldm")
+    return {r for r, _, required in EXTRAS[family] if not required}
 
 
 def cache_folder_of(repo: str, cache: Path | None = None) -> Path:

@@ -1,9 +1,11 @@
 """Model names → loaders. Offline by default: a missing model fails at once with how to get it, never hangs.
 
 A spec is ``auto`` (the best real model on this machine, else the shipped toy model: engine/models/inventory.py),
-a short name (``tiny``, ``tiny-sa3``, ``audioldm``, ``audioldm2``, ``tango``, ``sa3-small``, ``sa3-medium``…), a hub
-id (``cvssp/audioldm2``), or a local folder (diffusers layout with ``model_index.json``, or TANGO's snapshot layout
-with ``main_config.json``). Stable Audio 3 loads from a converted diffusers folder only (engine/models/catalog.py).
+a short name (``tiny``, ``tiny-sa3``, ``tiny-ace``, ``audioldm``, ``audioldm2``, ``tango``, ``sa3-small``,
+``sa3-medium``, ``ace-step``…), a hub id (``cvssp/audioldm2``), or a local folder (diffusers layout with
+``model_index.json``, TANGO's snapshot layout with ``main_config.json``, or an ACE-Step DiT folder with ``vae/`` and
+``Qwen3-Embedding-0.6B/`` beside it). Stable Audio 3 loads from a converted diffusers folder only; ACE-Step from
+its hub snapshots as published (engine/models/catalog.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from engine.errors import InputError, ModelUnavailable
 from engine.models.catalog import (
+    ACE,
     ALIASES,
     AUTO,
     BUILTIN,
@@ -38,7 +41,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "tiny" | "tiny-sa3" | "audioldm" | "audioldm2" | "tango" | "stable-audio-3"
+    family: str  # "tiny" | "tiny-sa3" | "tiny-ace" | "audioldm" | "audioldm2" | "tango" | "stable-audio-3" | "ace-step"
     source: str  # hub id or folder
     name: str  # what results and caches call it
 
@@ -61,14 +64,19 @@ def resolve(spec: str) -> ModelSpec:
         if family == SA3:
             folder = sa3_folder(s)
             return ModelSpec(family, str(folder) if folder else hub, s)
+        if family == ACE:
+            from engine.models.inventory import ace_paths
+
+            paths = ace_paths(s)
+            return ModelSpec(family, str(paths[0]) if paths else hub, s)
         return ModelSpec(family, hub, s)
     path = Path(os.path.expanduser(s))
     if path.is_dir():
         return ModelSpec(_family_of_folder(path), str(path.resolve()), path.resolve().name)
     if _HUB_ID.match(s) and not s.startswith(("/", ".")):
         family = family_of_hub_id(s)
-        alias = next((k for k, (f, repo) in ALIASES.items() if f == SA3 and repo == s), None)
-        if alias is not None:  # SA3 by hub id: the same converted folder as its alias
+        alias = next((k for k, (f, repo) in ALIASES.items() if f in (SA3, ACE) and repo == s), None)
+        if alias is not None:  # SA3 / ACE-Step by hub id: the same folders as its alias
             return resolve(alias)
         if family is None:
             raise InputError(f"cannot tell which model family {s!r} is: name a folder or one of "
@@ -105,13 +113,18 @@ def _family_of_folder(path: Path) -> str:
         cls = json.loads(index.read_text()).get("_class_name", "")
         if cls in PIPELINE_FAMILIES:
             return PIPELINE_FAMILIES[cls]
-        raise ModelUnavailable(f"{path} holds a {cls or 'unknown'} pipeline, not AudioLDM, AudioLDM 2, TANGO or "
-                               "Stable Audio 3")
+        raise ModelUnavailable(f"{path} holds a {cls or 'unknown'} pipeline, not AudioLDM, AudioLDM 2, TANGO, "
+                               "Stable Audio 3 or ACE-Step")
     if (path / "main_config.json").exists() and (path / "vae_config.json").exists():
         return "tango"
+    from engine.models.inventory import ace_dit_ok
+
+    if ace_dit_ok(path):
+        return ACE
     if (path / "model_config.json").is_file() and (path / "model.safetensors").is_file():
-        raise ModelUnavailable(f"{path} is a Stable Audio 3 checkpoint in stable-audio-tools layout: convert it to "
-                               "diffusers layout first (docs/install.md, Stable Audio 3)")
+        raise ModelUnavailable(f"{path} is a Stable Audio 3 checkpoint in stable-audio-tools layout: convert it with "
+                               f"`aiedit models pull sa3-small --from {path}` (or sa3-small-music, sa3-medium, "
+                               "sa3-medium-base: the model it is), then use --model with that name")
     raise ModelUnavailable(f"{path} is not a model folder: expected model_index.json (AudioLDM, AudioLDM 2, Stable "
                            "Audio 3) or main_config.json + vae_config.json (TANGO)")
 
@@ -120,7 +133,12 @@ def _missing(spec: ModelSpec, exc: BaseException) -> ModelUnavailable:
     if spec.family == SA3 and not Path(spec.source).is_dir():
         return ModelUnavailable(
             f"{spec.name} ({spec.source}, gated) is not converted on this machine: run `aiedit models pull "
-            f"{spec.name}` (it explains the licence and the conversion) or pass --model /path/to/converted/folder")
+            f"{spec.name}` (it explains the licence, fetches and converts; `--from DIR` converts a copied "
+            "checkpoint) or pass --model /path/to/converted/folder")
+    if spec.family == ACE and not Path(spec.source).is_dir():
+        return ModelUnavailable(
+            f"{spec.name} ({spec.source}, MIT, ungated) is not on this machine: run `aiedit models pull {spec.name}` "
+            "(or copy its hub-cache folders here), or pass --model /path/to/folder")
     if Path(spec.source).is_dir():
         return ModelUnavailable(f"cannot load the model in {spec.source}: {str(exc).splitlines()[0][:200]}")
     return ModelUnavailable(
@@ -164,6 +182,18 @@ def load_model(spec_text: str, *, device: str = "cpu", allow_download: bool = Fa
             from engine.models.stable_audio3 import tiny_stable_audio3
 
             model = tiny_stable_audio3()
+        elif spec.family == "tiny-ace":
+            from engine.models.ace_step import tiny_ace_step
+
+            model = tiny_ace_step()
+        elif spec.family == ACE:
+            if not Path(spec.source).is_dir():
+                raise FileNotFoundError(spec.source)
+            from engine.models.ace_step import load_ace_step
+            from engine.models.inventory import ace_paths
+
+            paths = ace_paths(spec.name) if spec.name in ALIASES else None
+            model = load_ace_step(spec.source, name=spec.name, shared=paths[1] if paths else None)
         elif spec.family == SA3:
             if not Path(spec.source).is_dir():
                 raise FileNotFoundError(spec.source)

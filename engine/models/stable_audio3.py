@@ -17,8 +17,8 @@ Glue over diffusers' own modules (``StableAudio3DiTModel``, ``AutoencoderSAME``,
 - inpainting: the DiT's local-additive input ``cat([mask, latent·mask])`` (1 = keep), the inpaint pipeline's own
   conditioning; the sampler then starts from pure noise and never blends.
 
-The hub checkpoints are not in diffusers layout (diffusers' SA3 docs: "convert them locally" with
-``scripts/convert_stable_audio_3_to_diffusers.py``); :func:`load_stable_audio3` reads such a converted folder
+The hub checkpoints are not in diffusers layout (diffusers' SA3 docs: "convert them locally"); ``aiedit models pull``
+converts them (engine/models/convert_sa3.py) and :func:`load_stable_audio3` reads such a converted folder
 (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``duration_embedder/``,
 ``scheduler/``).
 """
@@ -180,8 +180,8 @@ def load_stable_audio3(folder: str | Path, *, name: str | None = None) -> Stable
     if missing or not (path / "model_index.json").is_file():
         raise ModelUnavailable(
             f"{path} is not a Stable Audio 3 folder in diffusers layout (missing: "
-            f"{', '.join(missing or ['model_index.json'])}): convert the hub checkpoint with diffusers' "
-            "scripts/convert_stable_audio_3_to_diffusers.py (see docs/install.md)")
+            f"{', '.join(missing or ['model_index.json'])}): `aiedit models pull sa3-small|sa3-small-music|"
+            "sa3-medium|sa3-medium-base` fetches and converts a hub checkpoint (`--from DIR`: one copied by hand)")
     scheduler_cfg = scheduler_config(json.loads((path / "scheduler" / "scheduler_config.json").read_text()), path)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_cfg)
     model = StableAudio3(
@@ -240,8 +240,9 @@ def save_stable_audio3(model: StableAudio3, folder: str | Path) -> Path:
     return path
 
 
-def tiny_stable_audio3(seed: int = 0, *, max_seconds: float = 4.0) -> StableAudio3:
-    """SA3's classes at toy widths with random weights (engine/models/tiny_parts.py), offline."""
+def tiny_stable_audio3(seed: int = 0, *, max_seconds: float = 4.0, **widths: int) -> StableAudio3:
+    """SA3's classes at toy widths with random weights (engine/models/tiny_parts.py), offline; ``widths`` go to
+    :func:`~engine.models.tiny_parts.tiny_sa3_components`."""
     from engine.models.tiny_parts import tiny_sa3_components
 
-    return StableAudio3(name="tiny-sa3", max_seconds=max_seconds, **tiny_sa3_components(seed))
+    return StableAudio3(name="tiny-sa3", max_seconds=max_seconds, **tiny_sa3_components(seed, **widths))

@@ -86,14 +86,16 @@ def offline_gemma_tokenizer(model_max_length: int = 64):
     return GemmaTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length, padding_side="right")
 
 
-def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 32) -> dict:
+def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 32, embed_dim: int = 32,
+                        num_heads: int = 2) -> dict:
     """The components of diffusers' ``StableAudio3Pipeline`` at toy widths, random weights, offline.
 
     Real geometry where it matters to the editor: 44.1 kHz stereo in and out of ``AutoencoderSAME`` (downsampling
     1024 instead of the real 4096, so short test clips still have a few dozen latent frames), a DiT that predicts
     velocity with the inpainting (local-additive) input, T5Gemma cross-attention plus the duration token, and the
     distilled checkpoints' 8-step ping-pong ``FlowMatchEulerDiscreteScheduler``. Keys are the pipeline's own
-    (``StableAudio3Pipeline(**components)`` builds it).
+    (``StableAudio3Pipeline(**components)`` builds it). ``embed_dim``/``num_heads`` set the DiT's width (64 / 1 gives
+    the real models' 64-wide heads, whose rotary embedding the reference and diffusers size alike).
     """
     from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel
     from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
@@ -113,7 +115,8 @@ def tiny_sa3_components(seed: int = 0, *, latent_dim: int = 8, cond_dim: int = 3
         text_encoder = T5GemmaEncoderModel(T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(),
                                                          is_encoder_decoder=False))
         duration_embedder = StableAudio3DurationEmbedder(output_dim=cond_dim, fourier_dim=16)
-        transformer = StableAudio3DiTModel(io_channels=latent_dim, patch_size=1, embed_dim=32, depth=2, num_heads=2,
+        transformer = StableAudio3DiTModel(io_channels=latent_dim, patch_size=1, embed_dim=embed_dim, depth=2,
+                                           num_heads=num_heads,
                                            cond_token_dim=cond_dim, global_cond_dim=cond_dim,
                                            local_add_cond_dim=latent_dim + 1, timestep_features_dim=16, ff_mult=2,
                                            num_memory_tokens=4, use_differential_attention=True)
@@ -153,3 +156,86 @@ def sa3_scheduler_config(*, stochastic: bool) -> dict:
     ``StableAudio3DiTModel.forward`` docstring), hence ``num_train_timesteps=1``; ``stochastic_sampling`` is the
     distilled checkpoints' ping-pong re-noising (diffusers' SA3 pipeline docs: 8 steps), Euler for the base ones."""
     return dict(num_train_timesteps=1, shift=1.0, stochastic_sampling=stochastic)
+
+
+# -- ACE-Step 1.5 at toy widths -----------------------------------------------------------------------------------
+
+def offline_qwen_tokenizer(model_max_length: int = 4096):
+    """A Qwen2-style byte-level BPE tokenizer built in memory (no hub): one token per byte (the 256 byte symbols of
+    GPT-2's byte-level alphabet), no merges, and ``<|endoftext|>`` as Qwen's end, pad and template token (ACE-Step's
+    prompt template writes it into the text). ACE-Step's pipeline calls it exactly as the real Qwen3 one."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab: dict[str, int] = {}
+    for sym in sorted(ByteLevel.alphabet()):
+        vocab.setdefault(sym, len(vocab))
+    vocab["<|endoftext|>"] = len(vocab)
+    return Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=model_max_length, unk_token=None,
+                          pad_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+def tiny_ace_components(seed: int = 0, *, turbo: bool = True, latent_dim: int = 8, width: int = 32) -> dict:
+    """The components of diffusers' ``AceStepPipeline`` at toy widths, random weights, offline.
+
+    Real geometry where it matters to the editor: 48 kHz stereo in and out of ``AutoencoderOobleck`` with the real
+    ↓1920 (25 latent frames a second), a time-major DiT with patch size 2, sliding-window and full attention, the
+    in-context latents (source + chunk mask), a Qwen3 text encoder, the condition encoder's lyric and timbre
+    encoders and its packing, the 5 Hz audio tokenizer and detokenizer cover uses, and the Euler scheduler as the
+    pipeline configures it. ``turbo`` marks the DiT guidance-distilled (sampled without guidance); otherwise it is a
+    base-like checkpoint guided with APG. Keys are the pipeline's own (``AceStepPipeline(**components)``)."""
+    from diffusers import AceStepTransformer1DModel, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ace_step import (
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = offline_qwen_tokenizer()
+    heads = {"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "sliding_window": 16}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = Qwen3Model(Qwen3Config(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+                                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                              head_dim=16, max_position_embeddings=8192))
+        condition_encoder = AceStepConditionEncoder(hidden_size=width, intermediate_size=2 * width,
+                                                    text_hidden_dim=width, timbre_hidden_dim=latent_dim,
+                                                    num_lyric_encoder_hidden_layers=1,
+                                                    num_timbre_encoder_hidden_layers=1, **heads)
+        transformer = AceStepTransformer1DModel(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                                                in_channels=3 * latent_dim, audio_acoustic_hidden_dim=latent_dim,
+                                                patch_size=2, is_turbo=turbo,
+                                                model_version="turbo" if turbo else "base", **heads)
+        pool = {"hidden_size": width, "intermediate_size": 2 * width, "audio_acoustic_hidden_dim": latent_dim,
+                "pool_window_size": 5, "num_attention_pooler_hidden_layers": 1, **heads}
+        audio_tokenizer = AceStepAudioTokenizer(fsq_dim=width, **pool)
+        audio_token_detokenizer = AceStepAudioTokenDetokenizer(**pool)
+        vae = AutoencoderOobleck(encoder_hidden_size=2 * latent_dim, downsampling_ratios=[2, 4, 4, 6, 10],
+                                 channel_multiples=[1, 2, 2, 2, 2], decoder_channels=8,
+                                 decoder_input_channels=latent_dim, audio_channels=2, sampling_rate=48000)
+    _calibrate_oobleck(vae, latent_dim)
+    with torch.no_grad():  # the learned silence latent is the VAE's encoding of silence: the tiny VAE's, tiled
+        one = vae.encode(torch.zeros(1, 2, 48000)).latent_dist.mode().transpose(1, 2)
+        frames = condition_encoder.silence_latent.shape[1]
+        condition_encoder.silence_latent.copy_(one.repeat(1, -(-frames // one.shape[1]), 1)[:, :frames])
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
+    return {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
+            "transformer": transformer.eval(), "condition_encoder": condition_encoder.eval(),
+            "scheduler": scheduler, "audio_tokenizer": audio_tokenizer.eval(),
+            "audio_token_detokenizer": audio_token_detokenizer.eval()}
+
+
+def _calibrate_oobleck(vae, latent_dim: int) -> None:
+    """A random Oobleck encoder gives latents of std ≈ 0.06 and a posterior std ≈ 0.7, so its samples are mostly
+    noise. Trained, the posterior is narrow and the latents about unit scale: scale the mean half of the last conv
+    to unit std on a test tone and push the scale half far negative (posterior std ≈ 1e-4, the floor)."""
+    conv = vae.encoder.conv2
+    t = torch.arange(48000) / 48000
+    probe = 0.3 * torch.stack([torch.sin(2 * math.pi * 330 * t), torch.sin(2 * math.pi * 550 * t)])[None]
+    with torch.no_grad():
+        std = vae.encode(probe).latent_dist.mode().std().item()
+        gain = 1.0 / max(std, 1e-6)
+        conv.weight_g[:latent_dim] *= gain
+        conv.bias[:latent_dim] *= gain
+        conv.bias[latent_dim:] = -30.0

@@ -120,6 +120,10 @@ def shape_problems(cls: str, cfg: dict, tensors: dict[str, list[int]]) -> list[s
         expect("decoder.conv_out.weight", 0, cfg.get("out_channels"), "out_channels")
         expect("post_quant_conv.weight", 0, latent, "latent_channels")
         expect("quant_conv.weight", 0, 2 * latent if latent else None, "2 × latent_channels")
+    elif cls == "AceStep":  # ACE-Step's DiT as published: the patchify conv against the DiT's widths
+        expect("decoder.proj_in.1.weight", 0, cfg.get("hidden_size"), "hidden_size")
+        expect("decoder.proj_in.1.weight", 1, cfg.get("in_channels"), "in_channels")
+        expect("decoder.proj_out.1.weight", 1, cfg.get("audio_acoustic_hidden_dim"), "audio_acoustic_hidden_dim")
     elif cls == "SpeechT5HifiGan":
         expect("conv_pre.weight", 1, cfg.get("model_in_dim"), "model_in_dim")
         expect("conv_pre.weight", 0, cfg.get("upsample_initial_channel"), "upsample_initial_channel")
@@ -236,8 +240,28 @@ def verify_tango(report: Report, folder: Path) -> None:
                str(te) if te else "google/flan-t5-large is not cached: `aiedit models pull tango` fetches it")
 
 
+def verify_ace_dit(report: Report, folder: Path) -> None:
+    """An ACE-Step DiT folder as published (config.json, model.safetensors, silence_latent.pt); its shared VAE and
+    text encoder are verified as folders of their own (``aiedit models verify`` lists them)."""
+    cfg = _read_json(report, folder / "config.json", "config.json")
+    if cfg is None:
+        return
+    report.add("config.json", True, f"ACE-Step DiT {cfg.get('model_version') or ''}: {cfg.get('num_hidden_layers')} "
+               f"layers of {cfg.get('hidden_size')}".replace("  ", " "))
+    check_weights(report, folder, "DiT weights", "AceStep", cfg)
+    silence = folder / "silence_latent.pt"
+    if not silence.is_file():
+        report.add("silence_latent.pt", False, "missing (the learned silence latent the model conditions on)")
+        return
+    try:
+        torch_zip_ok(silence)
+        report.add("silence_latent.pt", True, f"{silence.stat().st_size / 1e6:.1f} MB")
+    except BadWeights as exc:
+        report.add("silence_latent.pt", False, str(exc))
+
+
 def verify_folder(folder: Path) -> Report:
-    """All checks for one model folder (diffusers layout or a TANGO snapshot)."""
+    """All checks for one model folder (diffusers layout, a TANGO snapshot or an ACE-Step DiT folder)."""
     from engine.models.inventory import family_of
 
     folder = Path(folder).expanduser()
@@ -250,6 +274,8 @@ def verify_folder(folder: Path) -> Report:
         verify_diffusers(report, folder)
     elif report.family == "tango":
         verify_tango(report, folder)
+    elif report.family == "ace-step":
+        verify_ace_dit(report, folder)
     else:
         report.add("layout", False, "neither model_index.json (AudioLDM, AudioLDM 2) nor main_config.json + "
                    "vae_config.json (TANGO)")

@@ -10,6 +10,8 @@ function M.trim(s) return (tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")) 
 -- Every edit mode the scripts know (docs/protocol.md). A daemon lists the ones its model runs in daemon.json
 -- "modes"; an old daemon does not, and then all are offered.
 M.MODES = { "lora", "full", "flowedit", "zeta", "sdedit" }
+-- modes a model lists in daemon.json "models" (issue 23: ACE-Step's own repaint and cover) are offered too
+local LISTED_ONLY = { repaint = true, cover = true }
 
 -- The modes to offer: daemon.json's "modes" (known ones, in its order), else every mode.
 function M.offered_modes(info)
@@ -17,6 +19,7 @@ function M.offered_modes(info)
   if type(listed) ~= "table" or #listed == 0 then return M.MODES end
   local known, out = {}, {}
   for _, m in ipairs(M.MODES) do known[m] = true end
+  for m in pairs(LISTED_ONLY) do known[m] = true end
   for _, m in ipairs(listed) do if known[m] then out[#out + 1] = m end end
   return #out > 0 and out or M.MODES
 end
@@ -42,12 +45,20 @@ function M.parse_mode(s, modes)
   return nil, "one of " .. table.concat(modes, " / ") .. " (or preview)"
 end
 
--- Zero-shot modes take noise strengths in (0, 1] instead of η.
-M.ZERO_SHOT = { sdedit = true, zeta = true, flowedit = true }
+-- Zero-shot modes take noise strengths in (0, 1] instead of η (cover: cover strengths in (0, 1]).
+M.ZERO_SHOT = { sdedit = true, zeta = true, flowedit = true, cover = true, repaint = true }
+
+-- "0,3 0,5" (a decimal comma, as typed where it is the decimal mark): a comma between two digits is a decimal
+-- comma when the text has no decimal point; any other comma separates values ("0.3,0.5", "0, 1").
+function M.decimal_commas(s)
+  s = tostring(s or "")
+  if s:find(".", 1, true) then return s end
+  return (s:gsub("(%d),(%d)", "%1.%2"))
+end
 
 function M.parse_etas(s, mode)
   local etas = M.array()
-  for part in tostring(s or ""):gmatch("[^,;%s]+") do
+  for part in M.decimal_commas(s):gmatch("[^,;%s]+") do
     local v = tonumber(part)
     if not v then return nil, "not a number: " .. part end
     if M.ZERO_SHOT[mode] then
@@ -65,7 +76,7 @@ end
 -- Empty or "random": a fresh seed (recorded with the takes so results stay reproducible).
 function M.parse_seed(s)
   s = M.trim(s):lower()
-  if s == "" or s == "random" then return math.random(0, 2147483646) end
+  if s == "" or s == "random" then return M.random(0, 2147483646) end
   local v = math.tointeger(tonumber(s))
   if not v or v < 0 then return nil, "seed must be a whole number ≥ 0 (or empty for random)" end
   return v
@@ -75,11 +86,40 @@ end
 function M.text_length(s) return utf8.len(s) or #s end
 
 -- GetUserInputs reads its defaults quote-aware: a lone ' or " makes it ignore the separator up to a closing
--- one, so one apostrophe in a remembered prompt sent every later default into the prompt field (issue 18).
--- Whether it also strips balanced quotes is not known. So a default is never shown with ASCII quotes: they become
--- typographic ones (’ ”), and when the user leaves the field as shown, the original text comes back.
+-- one, so one apostrophe in a remembered prompt sent every later default into the prompt field (issue 18), and an
+-- unclosed parenthesis does the same (issue 24). Whether it also strips balanced quotes is not known. So a default
+-- is never shown with ASCII quotes (they become ’ ”), nor with unbalanced parentheses (（ ）). Left as shown, the
+-- original text comes back; edited, the stand-ins the default brought are turned back into what they stood for
+-- (a JSON steps override or a quoted engine path stays valid, and a prompt keeps its plain apostrophes).
+local STAND_INS = { { "'", "’" }, { '"', "”" } }
+local PARENS = { { "(", "（" }, { ")", "）" } }
+
+local function balanced(d)
+  local depth = 0
+  for c in d:gmatch("[()]") do
+    depth = depth + (c == "(" and 1 or -1)
+    if depth < 0 then return false end
+  end
+  return depth == 0
+end
+
+-- The default as shown, and the stand-ins used in it ({ascii, shown} pairs).
 local function shown_default(d)
-  return (d:gsub("'", "’"):gsub('"', "”"))
+  local used = {}
+  local subs = { table.unpack(STAND_INS) }
+  if not balanced(d) then subs[#subs + 1], subs[#subs + 2] = PARENS[1], PARENS[2] end
+  for _, sub in ipairs(subs) do
+    if d:find(sub[1], 1, true) then
+      d = d:gsub(sub[1]:gsub("%p", "%%%0"), sub[2])
+      used[#used + 1] = sub
+    end
+  end
+  return d, used
+end
+
+local function unshown(v, used)
+  for _, sub in ipairs(used) do v = v:gsub(sub[2], (sub[1]:gsub("%%", "%%%%"))) end
+  return v
 end
 
 -- GetUserInputs with "\n" as the value separator: prompts may contain commas. The separator applies to
@@ -89,10 +129,10 @@ function M.user_inputs(title, captions, defaults, width)
   for _, c in ipairs(captions) do
     if c:find(",", 1, true) then error("dialog caption holds a comma: " .. c) end
   end
-  local shown = {}
+  local shown, used = {}, {}
   for i, d in ipairs(defaults) do
     defaults[i] = tostring(d):gsub("[\r\n]+", " ")
-    shown[i] = shown_default(defaults[i])
+    shown[i], used[i] = shown_default(defaults[i])
   end
   local caps = table.concat(captions, ",") .. ",separator=\n,extrawidth=" .. (width or 250)
   local ok, csv = reaper.GetUserInputs(title, #captions, caps, table.concat(shown, "\n"))
@@ -100,7 +140,9 @@ function M.user_inputs(title, captions, defaults, width)
   local vals = {}
   for v in (csv .. "\n"):gmatch("([^\n]*)\n") do vals[#vals + 1] = v end
   for i, v in ipairs(vals) do
-    if shown[i] ~= defaults[i] and v == shown[i] then vals[i] = defaults[i] end
+    if shown[i] ~= defaults[i] then
+      if v == shown[i] then vals[i] = defaults[i] else vals[i] = unshown(v, used[i] or {}) end
+    end
   end
   return vals
 end
@@ -128,5 +170,119 @@ function M.ask_fields(title, fields, defaults, width)
     if not bad then return out, v end
   end
 end
+
+---------------------------------------------------------------------------------------------
+-- Models, modes in plain words, the song's tempo, prompt history (issues 23 and 24)
+---------------------------------------------------------------------------------------------
+
+-- daemon.json "models": [{name, kind = "music" | "sound effects" | "general", modes, takes, loaded}], the default
+-- model first. An older daemon lists none: then the job names no model and the daemon's own runs.
+function M.models(info)
+  local out = {}
+  local listed = info and M.val(info.models)
+  if type(listed) ~= "table" then return out end
+  for _, m in ipairs(listed) do
+    if type(m) == "table" and type(M.val(m.name)) == "string" then
+      local takes = {}
+      for _, t in ipairs(type(M.val(m.takes)) == "table" and M.val(m.takes) or {}) do takes[t] = true end
+      out[#out + 1] = { name = M.val(m.name), kind = M.val(m.kind) or "general", modes = M.val(m.modes),
+                        takes = takes, loaded = M.val(m.loaded) == true }
+    end
+  end
+  return out
+end
+
+function M.model_label(m) return string.format("%s (%s)", m.name, m.kind or "general") end
+
+-- The model named `name` among `models`, else the default (the first), else nil.
+function M.pick_model(models, name)
+  for _, m in ipairs(models) do if m.name == name then return m end end
+  return models[1]
+end
+
+-- The modes to offer for a model: its own list, else daemon.json's (the default model's), else every mode.
+function M.model_modes(info, model)
+  if model and type(model.modes) == "table" and #model.modes > 0 then
+    return M.offered_modes({ modes = model.modes })
+  end
+  return M.offered_modes(info)
+end
+
+-- The modes in words: what each does and what it costs.
+M.MODE_WORDS = {
+  lora = "Careful edit: learns this sound first (minutes)",
+  full = "Deep edit: full fine-tune (slowest, minutes)",
+  flowedit = "Preview: quick edit, no learning (seconds)",
+  zeta = "Preview: quick edit, no learning (seconds)",
+  sdedit = "Rough preview: re-noise and redo (seconds)",
+  repaint = "Repaint the range: the music model's own (seconds)",
+  cover = "Restyle: a cover of the whole item (seconds)",
+}
+M.MODES_KNOWN = { "lora", "full", "flowedit", "zeta", "sdedit", "repaint", "cover" }
+
+function M.mode_words(mode) return M.MODE_WORDS[mode] or mode end
+
+-- How much to change, as presets of the strengths (the numbers stay editable).
+M.PRESETS = {
+  { name = "A touch", etas = "0.3", zero_shot = "0.3" },
+  { name = "Clearly", etas = "0.5", zero_shot = "0.5" },
+  { name = "A lot", etas = "0.8", zero_shot = "0.8" },
+  { name = "Three to compare", etas = "0.3, 0.5, 0.7", zero_shot = "0.3, 0.5, 0.7" },
+}
+
+-- The project's tempo and time signature at `time` (the tempo map's marker there), as job fields: bpm in [20, 300]
+-- and "N/D" with N 1-32 and D a power of two up to 32; a value outside those is left out.
+function M.musical_context(proj, time)
+  if not reaper.TimeMap_GetTimeSigAtTime then return {} end
+  local num, denom, bpm = reaper.TimeMap_GetTimeSigAtTime(proj, time)
+  local out = {}
+  bpm = tonumber(bpm)
+  if bpm and bpm >= 20 and bpm <= 300 then out.bpm = math.floor(bpm * 100 + 0.5) / 100 end
+  num, denom = math.tointeger(tonumber(num)), math.tointeger(tonumber(denom))
+  local denoms = { [1] = true, [2] = true, [4] = true, [8] = true, [16] = true, [32] = true }
+  if num and denom and num >= 1 and num <= 32 and denoms[denom] then
+    out.time_signature = string.format("%d/%d", num, denom)
+  end
+  return out
+end
+
+-- Optional musical text fields a model may take, with their limits (docs/protocol.md).
+M.TEXT_FIELDS = { lyrics = 4096, key = 32, language = 16 }
+
+function M.check_text_field(name, s)
+  s = tostring(s or "")
+  if name ~= "lyrics" then s = M.trim(s) end
+  if M.text_length(s) > M.TEXT_FIELDS[name] then
+    return nil, string.format("%s: at most %d characters", name, M.TEXT_FIELDS[name])
+  end
+  return s
+end
+
+-- Per-project memory (ProjExtState section "aiedit"): the last model and the prompt history (newest first).
+M.HISTORY_MAX = 20
+
+function M.project_value(proj, key)
+  local _, v = reaper.GetProjExtState(proj, M.SECTION, key)
+  return v or ""
+end
+
+function M.prompt_history(proj)
+  local list = M.json_decode(M.project_value(proj, "prompts"))
+  return type(list) == "table" and list or {}
+end
+
+function M.remember_prompt(proj, prompt)
+  local list = M.array({ prompt })
+  for _, p in ipairs(M.prompt_history(proj)) do
+    if p ~= prompt and #list < M.HISTORY_MAX and type(p) == "string" then list[#list + 1] = p end
+  end
+  -- long prompts are cut so the history stays well inside an ext-state value
+  local text = M.json_encode(list)
+  while #text > 3000 and #list > 1 do list[#list] = nil text = M.json_encode(list) end
+  reaper.SetProjExtState(proj, M.SECTION, "prompts", text)
+end
+
+function M.remember_model(proj, name) reaper.SetProjExtState(proj, M.SECTION, "last_model", name or "") end
+function M.last_model(proj) return M.project_value(proj, "last_model") end
 
 return M

@@ -19,12 +19,36 @@ function M.engine_info(spool)
   return info
 end
 
+-- One argument of the command line ExecProcess starts, quoted for the platform's parser:
+-- Windows: CreateProcess hands the line to the program, whose C runtime splits it (CommandLineToArgvW rules): inside
+--   double quotes, backslashes are literal except before a '"', where 2n backslashes + '"' are n backslashes and the
+--   end of the argument, and 2n+1 are n backslashes and a literal '"'. So backslashes before a '"' or the closing
+--   quote are doubled ("C:\dir\" would otherwise swallow its closing quote). No cmd.exe: '%' and '^' are literal.
+-- macOS/Linux: double quotes with \ " $ ` escaped, which a POSIX shell reads back exactly (as other REAPER scripts
+--   quote for ExecProcess) and which leaves spaces and non-ASCII characters alone.
 function M.quote_arg(s)
-  return '"' .. s:gsub('"', '\\"') .. '"'
+  if M.is_windows then
+    local out = s:gsub('(\\*)"', function(bs) return bs .. bs .. '\\"' end)
+    out = out:gsub("(\\+)$", "%1%1")
+    return '"' .. out .. '"'
+  end
+  return '"' .. s:gsub('([\\"$`])', "\\%1") .. '"'
+end
+
+-- The engine command from the settings, with the program quoted when the setting is a bare path with spaces
+-- (pasted from `aiedit doctor` or a file browser): "<path>" alone gets " serve" appended, "<path> serve ..." keeps
+-- its arguments. A setting that already starts with a quote is the user's own quoting and is left alone.
+function M.engine_command()
+  local cmd = M.trim(M.get_setting("engine_cmd"))
+  if cmd:sub(1, 1) == '"' or cmd:sub(1, 1) == "'" or not cmd:find(" ", 1, true) then return cmd end
+  if M.file_exists(cmd) then return M.quote_arg(cmd) .. " serve" end
+  local prog, rest = cmd:match("^(.-)(%s+serve.*)$")
+  if prog and prog:find(" ", 1, true) and M.file_exists(prog) then return M.quote_arg(prog) .. rest end
+  return cmd
 end
 
 function M.start_command(spool)
-  return M.get_setting("engine_cmd") .. " --spool " .. M.quote_arg(spool)
+  return M.engine_command() .. " --spool " .. M.quote_arg(spool)
 end
 
 -- Asks what to do when the engine is not running. Returns true to go on and queue the jobs
@@ -38,7 +62,7 @@ function M.ensure_engine(spool)
     "Yes: start it now from REAPER and queue the jobs.\n" ..
     "No: queue the jobs anyway (they run when the engine starts).\n" ..
     "Cancel: do nothing."
-  local program = M.get_setting("engine_cmd"):match('^%s*"([^"]+)"') or M.get_setting("engine_cmd"):match("^%s*(%S+)")
+  local program = M.engine_command():match('^%s*"([^"]+)"') or M.engine_command():match("^%s*(%S+)")
   if program and not M.is_abs(program) then
     -- ExecProcess does not search PATH the way a shell does, and a macOS app started from the Dock has no
     -- shell PATH at all: only a full path is sure to start

@@ -6,7 +6,7 @@ local M = require("aiedit.core")
 ---------------------------------------------------------------------------------------------
 
 M.DEFAULTS = {
-  spool = "",                  -- empty: $AIEDIT_SPOOL, else ~/.aiedit/spool (the daemon's default)
+  spool = "",                  -- empty: $AIEDIT_SPOOL, else ~/.aiedit/spool (the daemon's default; spool_dir)
   engine_cmd = "aiedit serve", -- how to start the daemon; --spool is appended
   activate_best = "yes",       -- make the best-scoring take active after import
   steps = "",                  -- optional JSON steps override, e.g. {"embed":3,"tune":3,"sample":4}
@@ -30,11 +30,17 @@ function M.set_setting(key, value)
   reaper.SetExtState(M.SECTION, key, tostring(value), true)
 end
 
--- The setting, else the daemon's own default ($AIEDIT_SPOOL, else ~/.aiedit/spool): one spool for both.
+-- The setting, else the daemon's own default ($AIEDIT_SPOOL, else ~/.aiedit/spool): one spool for both. On Windows
+-- the profile folder is derived so that it is the daemon's exactly whatever the user's name (fs.lua,
+-- windows_home); where REAPER cannot know it, the spool is REAPER's <resource path>/aiedit/spool, which the engine
+-- command REAPER shows and runs passes as --spool.
 function M.spool_dir()
   local p = M.trim(M.get_setting("spool"))
-  if p == "" then p = os.getenv("AIEDIT_SPOOL") or "" end
-  if p == "" then p = M.join(M.home(), ".aiedit", "spool") end
+  if p == "" then p = M.env_path("AIEDIT_SPOOL") or "" end
+  if p == "" then
+    local home = M.home()
+    p = home and M.join(home, ".aiedit", "spool") or M.join(reaper.GetResourcePath(), "aiedit", "spool")
+  end
   p = M.expand_user(p)
   return (p:gsub("[/\\]+$", ""))
 end

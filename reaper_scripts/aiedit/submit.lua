@@ -29,6 +29,7 @@ function M.submit_items(items, params_for, spool, ts, te, areas)
           record.project = proj
           ok_list[#ok_list + 1] = record
         else
+          if record.job_file then os.remove(record.job_file) end -- its copy: nothing will send it
           failed[#failed + 1] = { label = label, reason = werr }
         end
       else
@@ -47,6 +48,47 @@ function M.submit_items(items, params_for, spool, ts, te, areas)
     end
   end
   return ok_list, failed
+end
+
+-- The optional job fields for one item (docs/protocol.md): the model the dialog chose (absent = the daemon's
+-- default), the lyrics / key / language it was given for a model that takes them, and the project's tempo and
+-- time signature at the item's start (from the tempo map).
+function M.job_extra(params, item)
+  local extra = {}
+  if params.model and params.model ~= "" then extra.model = params.model end
+  for k, v in pairs(params.music or {}) do extra[k] = v end
+  local proj = reaper.GetItemProjectContext(item)
+  for k, v in pairs(M.musical_context(proj, reaper.GetMediaItemInfo_Value(item, "D_POSITION"))) do extra[k] = v end
+  return extra
+end
+
+-- `params` for each item, with its own extra fields.
+function M.params_per_item(params)
+  return function(item)
+    local p = {}
+    for k, v in pairs(params) do p[k] = v end
+    p.extra = M.job_extra(params, item)
+    return p
+  end
+end
+
+-- More jobs than this at once are queued only after a question (hundreds of selected items are easy to send by
+-- mistake, and each is minutes of engine time).
+M.MANY_JOBS = 50
+
+-- How many jobs `items` make (one per item, or per razor area).
+function M.count_jobs(items, areas)
+  local n = 0
+  for _, item in ipairs(items) do n = n + (areas and areas[item] and #areas[item] or 1) end
+  return n
+end
+
+-- True to go on: below M.MANY_JOBS at once, or when the user says yes to the count.
+function M.confirm_many(n, title)
+  if n <= M.MANY_JOBS then return true end
+  local msg = string.format("Queue %d AI edit jobs?\n\nEach item (or razor area) is one job for the engine; " ..
+    "they run one after another on each worker.", n)
+  return reaper.ShowMessageBox(msg, title, 4) == 6 -- 4: Yes/No; 6 = Yes
 end
 
 function M.summary(ok_list, failed)

@@ -7,7 +7,8 @@ pointer, and a closed tab's pointer must never be used again. ]]
 local M = require("aiedit.core")
 
 local W = { poll_every = 0.5, engine_every = 2.0, per_poll = 50, imports_per_poll = 2,
-            engine_start_grace = 20, row_h = 24, pad = 8, header = 34, footer = 70 }
+            engine_start_grace = 20, status_grace = 30, row_h = 24, pad = 8, header = 34, footer = 70 }
+M.STATUS_GRACE = W.status_grace
 
 -- The script folder (for the jobs action's path).
 function M.script_dir()
@@ -45,7 +46,7 @@ function M.open_jobs_window()
   return true
 end
 
-local function state_text(r)
+function M.state_text(r)
   if r.state == "imported" then return "done: " .. (r.message or "")
   elseif r.state == "failed" then return "failed: " .. (r.message or "")
   elseif r.state == "missing" then return "item gone: " .. (r.message or "")
@@ -62,14 +63,14 @@ end
 -- Job updates
 ---------------------------------------------------------------------------------------------
 
-local function log(ui, msg)
+function M.log(ui, msg)
   ui.messages[#ui.messages + 1] = msg
   if #ui.messages > 50 then table.remove(ui.messages, 1) end
 end
 
 -- A row may touch its project only while that tab is open and still holds the same project: a closed tab's
 -- ReaProject* is invalid (ValidatePtr2), and File > Open in the same tab keeps the pointer but changes the file.
-local function alive(ui, e)
+function M.row_alive(ui, e)
   return reaper.ValidatePtr2(0, e.proj, "ReaProject*") and ui.open[e.ident] == true
 end
 
@@ -80,9 +81,9 @@ local function still_ours(e)
   return cur ~= nil and cur ~= ""
 end
 
-local function save(ui, e)
-  local text = M.json_encode(e.record)
-  if text ~= e.text and alive(ui, e) and still_ours(e) then
+function M.save_row(ui, e)
+  local text = M.record_text(e.record)
+  if text ~= e.text and M.row_alive(ui, e) and still_ours(e) then
     reaper.SetProjExtState(e.proj, M.JOBS_SECTION, e.key, text)
     e.text = text
   end
@@ -92,7 +93,20 @@ local function finish(e, state, message)
   local r = e.record
   r.state, r.message, r.finished = state, message, os.time()
   if r.rendered then os.remove(r.rendered) r.rendered = nil end
-  r.job, r.waiting = nil, nil
+  -- the job's copy stays while "Retry" may send it again (failed, cancelled); cleared rows and imports remove it
+  if r.job_file and (state == "imported" or state == "missing") then os.remove(r.job_file) r.job_file = nil end
+  r.job, r.waiting, e.job, e.no_status_since = nil, nil, nil, nil
+end
+M.finish_row = finish
+
+-- The row's item: the pointer found last time while it is still valid and still that item (a GUID compare),
+-- else a search (which scans the project: once, not on every tick).
+function M.row_item(e)
+  local it = e.item_ptr
+  if it and reaper.ValidatePtr2(e.proj, it, "MediaItem*") and M.item_guid(it) == e.record.item then return it end
+  it = M.find_item(e.proj, e.record.item)
+  e.item_ptr = it
+  return it
 end
 
 -- One rendering slice for a job whose item must be rendered; submits the job when done. The item is read
@@ -100,12 +114,19 @@ end
 -- change during the render starts it over (the render, the job and the bookkeeping always agree).
 local function render_tick(ui, e)
   local r = e.record
-  local item = M.find_item(e.proj, r.item)
-  local take = item and M.find_take(item, r.take)
+  local item = M.row_item(e)
+  local take = item and (e.take_ptr and reaper.ValidatePtr2(e.proj, e.take_ptr, "MediaItem_Take*")
+    and M.take_guid(e.take_ptr) == r.take and e.take_ptr or M.find_take(item, r.take))
+  e.take_ptr = take
   if not take then
     if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
     finish(e, "failed", "the item was deleted before it was rendered")
     return
+  end
+  if not e.job then
+    local job, jerr = M.pending_job(r)
+    if not job then finish(e, "failed", jerr) return end
+    e.job = job
   end
   local changed = M.render_geometry_changed(item, take, r)
   if changed and e.render then
@@ -113,11 +134,16 @@ local function render_tick(ui, e)
     e.render, ui.renders[e] = nil, nil
   end
   if changed then
-    local ok, why = M.reanchor_render(item, take, r)
+    local ok, why = M.reanchor_render(item, take, r, e.job)
     if not ok then finish(e, "failed", why) return end
+    if r.job then r.job = e.job
+    elseif r.job_file then -- the job waiting on disk follows the item too (a restart resumes this one)
+      local dir, name = r.job_file:match("^(.*)[/\\]([^/\\]+)$")
+      M.write_atomic(dir, name, M.json_encode(e.job))
+    end
   end
   if not e.render then
-    local rd, err = M.render_begin(take, r.render.sr, r.render.channels, r.render.length, r.job.source.path)
+    local rd, err = M.render_begin(take, r.render.sr, r.render.channels, r.render.length, e.job.source.path)
     if not rd then finish(e, "failed", "could not render the item: " .. tostring(err)) return end
     e.render = rd
     ui.renders[e] = true
@@ -130,9 +156,11 @@ local function render_tick(ui, e)
   elseif done then
     e.render, ui.renders[e] = nil, nil
     local token = M.get_setting("token")
-    if token ~= "" then r.job.token = token end
-    local ok, werr = M.submit(r.spool, r.job)
-    if ok then r.job, r.state, r.stage = nil, "submitted", "queued"
+    if token ~= "" then e.job.token = token end
+    local ok, werr = M.submit(r.spool, e.job)
+    if ok then
+      r.job, e.job, r.state, r.stage = nil, nil, "submitted", "queued"
+      r.sent = os.time()
     else finish(e, "failed", "could not queue the job: " .. tostring(werr)) end
   end
 end
@@ -140,34 +168,85 @@ end
 -- Reads the job's status.json and acts on it. Completion racing with cancel: when the user
 -- cancelled, a job that still finished is not imported (its files stay in the spool). At most
 -- W.imports_per_poll imports per poll (each copies files and makes an undo point): the rest wait a tick.
+-- The text of the daemon's refusal of a spool file (`inbox/rejected/<name>.error.txt`), or nil.
+function M.rejection(spool, name)
+  local text = M.read_file(M.join(spool, "inbox", "rejected", name .. ".error.txt"))
+  if not text then return nil end
+  text = M.trim((text:gsub("[\r\n]+", " ")))
+  return text ~= "" and text or "refused"
+end
+
+-- A job with no status.json. Still in the inbox: it waits for the engine. Refused (its file in inbox/rejected/
+-- with the reason beside it, e.g. a wrong token): failed with that reason, at once. Neither for W.status_grace
+-- seconds (the engine removes the inbox file just before it writes the first status): failed (or, being
+-- cancelled, cancelled) with a line that says what may have happened, instead of "waiting" for ever.
+local function no_status(ui, e, now)
+  local r = e.record
+  if M.file_exists(M.join(r.spool, "inbox", r.id .. ".json")) then e.no_status_since = nil return end
+  local refused = M.rejection(r.spool, r.id .. ".json")
+  if refused then
+    finish(e, r.state == "cancelling" and "cancelled" or "failed", "refused by the engine: " .. refused)
+    M.log(ui, r.label .. ": " .. r.message)
+    return
+  end
+  e.no_status_since = e.no_status_since or now
+  if now - e.no_status_since < W.status_grace then return end
+  local why = string.format("the engine has no record of this job (no status in %d s, and it is no longer in " ..
+    "the inbox): refused, or its results deleted after the engine's --keep-days; see %s", W.status_grace,
+    M.join(r.spool, "aiedit.log"))
+  finish(e, r.state == "cancelling" and "cancelled" or "failed", why)
+  M.log(ui, r.label .. ": " .. r.message)
+end
+
 function M.update_job(ui, e)
   local r = e.record
   if not M.ACTIVE[r.state] or r.state == "rendering" then return end
   local st = M.read_status(r)
-  if not st then return end -- not picked up yet
+  if not st then return no_status(ui, e, reaper.time_precise()) end
+  e.no_status_since = nil
   local state = M.val(st.state) or "queued"
   r.stage = M.val(st.stage) or state
   r.progress = tonumber(M.val(st.progress)) or r.progress or 0
-  r.worker = M.val(st.worker) or r.worker -- which device/host runs it (several workers; absent in old daemons)
+  -- which device/host runs it (several workers): absent in old daemons (keep), null once requeued (clear)
+  if st.worker ~= nil then r.worker = M.val(st.worker) end
+  if st.model ~= nil and M.val(st.model) then r.model = M.val(st.model) end
+  -- when it started: the status's "created" (accepted; a queued wait counts too), else when first seen running
+  if state == "running" and not r.started then r.started = math.floor(tonumber(M.val(st.created)) or os.time()) end
+  if r.state == "cancelling" and state ~= "done" and state ~= "failed" and state ~= "cancelled" then
+    local refused = M.rejection(r.spool, "cancel-" .. r.id .. ".json")
+    if refused and not e.cancel_refused then -- the engine would not cancel it: the job goes on
+      e.cancel_refused = true
+      r.state = state
+      M.log(ui, r.label .. ": could not cancel: " .. refused)
+      return
+    end
+  end
   if state == "done" then
     if r.state == "cancelling" then
       finish(e, "cancelled", "finished before the cancel arrived: not imported; files kept in " ..
         M.join(r.spool, "jobs", r.id, "takes"))
     else
+      local wait = M.import_wait(e.proj, r, M.row_item(e))
+      if wait then -- e.g. an unsaved project: the takes wait in the spool, the job stays listed
+        if r.waiting ~= wait then M.log(ui, r.label .. ": " .. wait) end
+        r.state, r.waiting = "running", wait
+        return
+      end
       if ui.imports_left <= 0 then return end
       ui.imports_left = ui.imports_left - 1
       local ok, msg, kind = M.import_result(e.proj, r, st)
-      if kind == "wait" then -- e.g. an unsaved project: the takes wait in the spool, the job stays listed
-        if r.waiting ~= msg then log(ui, r.label .. ": " .. msg) end
+      if kind == "wait" then
+        if r.waiting ~= msg then M.log(ui, r.label .. ": " .. msg) end
         r.state, r.waiting = "running", msg
         return
       end
       finish(e, ok and "imported" or (kind or "failed"), msg)
+      if ok then e.status = st end
     end
-    log(ui, r.label .. ": " .. r.message)
+    M.log(ui, r.label .. ": " .. r.message)
   elseif state == "failed" then
     finish(e, "failed", M.val(st.error) or "failed")
-    log(ui, r.label .. ": failed: " .. r.message)
+    M.log(ui, r.label .. ": failed: " .. r.message)
   elseif state == "cancelled" then
     finish(e, "cancelled", M.val(st.error) or "cancelled")
   elseif r.state ~= "cancelling" then
@@ -177,11 +256,11 @@ end
 
 function M.request_cancel(ui, e)
   local r = e.record
-  if not M.ACTIVE[r.state] or r.state == "cancelling" or not alive(ui, e) then return end
+  if not M.ACTIVE[r.state] or r.state == "cancelling" or not M.row_alive(ui, e) then return end
   if r.state == "rendering" then
     if e.render then M.render_abort(e.render) e.render, ui.renders[e] = nil, nil end
     finish(e, "cancelled", "cancelled before it was sent")
-    save(ui, e)
+    M.save_row(ui, e)
     return
   end
   local how, err = M.cancel(r)
@@ -190,9 +269,9 @@ function M.request_cancel(ui, e)
   elseif how then
     r.state, r.waiting = "cancelling", nil
   else
-    log(ui, "could not cancel " .. r.id .. ": " .. tostring(err))
+    M.log(ui, "could not cancel " .. r.id .. ": " .. tostring(err))
   end
-  save(ui, e)
+  M.save_row(ui, e)
 end
 
 -- Open tabs now: ident -> {proj, file}, and one string of them (a change means a tab was opened, closed, or
@@ -209,9 +288,14 @@ end
 
 -- Loads the records of every open project not yet known. At the first load, jobs that ended in an
 -- earlier session are forgotten and "missing" ones retried (the project may have been reopened).
+-- The ReaImGui window keeps finished jobs listed across sessions (their takes can still be played, compared and
+-- kept) until "Clear finished", at most this many per project (the oldest go first); the plain window forgets them.
+M.KEEP_FINISHED = 50
+
 local function rescan(ui, first)
   for ident, p in pairs(ui.open_projects) do
     local proj = p.proj
+    local finished = {}
     for _, x in ipairs(M.registry_scan(proj, ui.known[ident])) do
       local r = x.record
       local e = { proj = proj, ident = ident, key = x.key, record = r, text = x.text }
@@ -221,9 +305,18 @@ local function rescan(ui, first)
         r.state = "running"
         ui.rows[#ui.rows + 1] = e
       elseif first and not M.ACTIVE[r.state] then
-        M.registry_remove(proj, x.key)
+        finished[#finished + 1] = e
       else
         ui.rows[#ui.rows + 1] = e
+      end
+    end
+    table.sort(finished, function(a, b) return (a.record.finished or 0) > (b.record.finished or 0) end)
+    for i, e in ipairs(finished) do
+      if ui.keep_finished and i <= M.KEEP_FINISHED then
+        ui.rows[#ui.rows + 1] = e
+      else
+        M.registry_remove(proj, e.key)
+        if e.record.job_file then os.remove(e.record.job_file) end
       end
     end
   end
@@ -280,9 +373,9 @@ local function poll(ui)
       local ok, err = pcall(M.update_job, ui, e)
       if not ok then
         finish(e, "failed", "error while updating: " .. tostring(err))
-        log(ui, e.record.label .. ": " .. e.record.message)
+        M.log(ui, e.record.label .. ": " .. e.record.message)
       end
-      save(ui, e)
+      M.save_row(ui, e)
     end
   end
   ui.cursor = #active > 0 and (ui.cursor + count) % #active or 0
@@ -304,7 +397,7 @@ local function render_some(ui)
       if reaper.ValidatePtr2(0, e.proj, "ReaProject*") and ui.open[e.ident] then
         local ok, err = pcall(render_tick, ui, e)
         if not ok then finish(e, "failed", "render error: " .. tostring(err)) end
-        save(ui, e)
+        M.save_row(ui, e)
         return true
       end
     end
@@ -322,120 +415,207 @@ local function check_engine_start(ui, now)
   t = tonumber(t)
   if not t or now - t < W.engine_start_grace then return end
   reaper.DeleteExtState(M.SECTION, "engine_start", false)
-  log(ui, "the engine did not start within " .. W.engine_start_grace .. " s: " .. tostring(cmd) ..
+  M.log(ui, "the engine did not start within " .. W.engine_start_grace .. " s: " .. tostring(cmd) ..
     "  (set its full path in AI edit settings; `aiedit doctor` prints it)")
 end
 
 ---------------------------------------------------------------------------------------------
--- Drawing and mouse
+-- Row actions (both windows)
 ---------------------------------------------------------------------------------------------
 
-local function hit(t, x, y) return x >= t.x and x < t.x + t.w and y >= t.y and y < t.y + t.h end
+M.FINISHED = { imported = true, failed = true, cancelled = true, missing = true }
 
-local function button(ui, id, label, x, y, w, h)
-  gfx.set(0.3, 0.3, 0.3, 1)
-  gfx.rect(x, y, w, h, 1)
-  gfx.set(1, 1, 1, 1)
-  gfx.x, gfx.y = x + 6, y + 3
-  gfx.drawstr(label)
-  ui.targets[#ui.targets + 1] = { id = id, x = x, y = y, w = w, h = h }
-end
-
--- ", 2 workers (1 busy)" from daemon.json "workers" (several workers; absent in older daemons: "").
-function M.workers_text(info)
-  local ws = M.val(info.workers)
-  if type(ws) ~= "table" or #ws == 0 then return "" end
-  local busy = 0
-  for _, w in ipairs(ws) do if type(w) == "table" and M.val(w.state) == "busy" then busy = busy + 1 end end
-  return string.format(", %d worker%s (%d busy)", #ws, #ws == 1 and "" or "s", busy)
-end
-
-local function visible_rows() return math.max(1, math.floor((gfx.h - W.header - W.footer) / W.row_h)) end
-
-local function draw(ui)
-  ui.targets = {}
-  gfx.set(0.12, 0.12, 0.12, 1)
-  gfx.rect(0, 0, gfx.w, gfx.h, 1)
-  gfx.set(1, 1, 1, 1)
-  gfx.x, gfx.y = W.pad, W.pad
-  local eng = ui.engine
-  gfx.drawstr(eng and ("engine: running, model " .. tostring(M.val(eng.model) or "?") .. M.workers_text(eng))
-    or ("engine not running: start it with  " .. M.start_command(ui.spool)))
-  button(ui, "cancel_all", "Cancel all", gfx.w - 90 - W.pad, W.pad - 2, 90, 20)
-  local y = W.header
-  local first = ui.scroll + 1
-  local last = math.min(#ui.rows, ui.scroll + visible_rows())
-  for i = first, last do
-    local r = ui.rows[i].record
-    gfx.set(0.9, 0.9, 0.9, 1)
-    gfx.x, gfx.y = W.pad, y + 4
-    local where = r.worker and M.ACTIVE[r.state] and ("  ·  " .. r.worker) or "" -- e.g. cuda:1@studio-2
-    gfx.drawstr((r.label ~= "" and r.label or r.id) .. "  ·  " .. (r.stage or "") .. where)
-    local bx, bw = 260, math.max(60, gfx.w - 260 - 280)
-    gfx.set(0.25, 0.25, 0.25, 1)
-    gfx.rect(bx, y + 4, bw, 14, 1)
-    gfx.set(0.2, 0.6, 0.9, 1)
-    gfx.rect(bx, y + 4, math.floor(bw * math.max(0, math.min(1, r.progress or 0))), 14, 1)
-    gfx.set(0.9, 0.9, 0.9, 1)
-    gfx.x, gfx.y = bx + bw + 10, y + 4
-    gfx.drawstr(state_text(r))
-    if M.ACTIVE[r.state] and r.state ~= "cancelling" then
-      button(ui, "cancel:" .. r.id, "Cancel", gfx.w - 70 - W.pad, y + 1, 70, 20)
+-- Removes finished rows from the window and their records from their projects (the takes stay where they are).
+function M.clear_finished(ui)
+  local keep = {}
+  for _, e in ipairs(ui.rows) do
+    if M.FINISHED[e.record.state] and M.row_alive(ui, e) then
+      reaper.SetProjExtState(e.proj, M.JOBS_SECTION, e.key, "")
+      if e.record.job_file then os.remove(e.record.job_file) end
+      if ui.audition and ui.audition.e == e then M.audition_stop(ui) end
+    else
+      keep[#keep + 1] = e
     end
-    y = y + W.row_h
   end
-  if #ui.rows > last - first + 1 then
-    gfx.set(0.6, 0.6, 0.6, 1)
-    gfx.x, gfx.y = W.pad, y + 2
-    gfx.drawstr(string.format("rows %d–%d of %d (mouse wheel scrolls)", first, last, #ui.rows))
-  end
-  gfx.set(0.7, 0.7, 0.7, 1)
-  local my = gfx.h - W.footer + 6
-  for i = math.max(1, #ui.messages - 2), #ui.messages do
-    gfx.x, gfx.y = W.pad, my
-    gfx.drawstr(ui.messages[i])
-    my = my + 18
-  end
-  AIEDIT_HIT_TARGETS = ui.targets -- for test harnesses (the fake clicks these); harmless in REAPER
-  gfx.update()
+  ui.rows = keep
+  ui.sel = math.min(ui.sel or 0, #keep)
 end
 
-local function on_click(ui, id)
-  if id == "cancel_all" then
-    for _, e in ipairs(ui.rows) do M.request_cancel(ui, e) end
+-- Sends a failed or cancelled job again under a new id (the engine keeps the old one's files): from the copy of
+-- the job the scripts keep (SPOOL/renders/<id>.job.json); an item that had to be rendered is rendered again.
+function M.retry(ui, e)
+  local r = e.record
+  if not (r.state == "failed" or r.state == "cancelled") or not M.row_alive(ui, e) then return false end
+  local job, err = M.pending_job(r)
+  if not job then M.log(ui, r.label .. ": cannot retry: " .. tostring(err)) return false end
+  local id = M.new_job_id(r.item, r.spool)
+  local old_id, old_key, old_file = r.id, e.key, r.job_file
+  job.id, job.token = id, nil
+  local nr = {}
+  for k, v in pairs(r) do nr[k] = v end
+  nr.id, nr.message, nr.finished, nr.worker, nr.started, nr.waiting = id, nil, nil, nil, nil, nil
+  nr.progress, nr.stage, nr.submitted, nr.kept, nr.scores, nr.best = 0.0, "queued", os.time(), nil, nil, nil
+  if r.how == "render" then
+    nr.rendered = M.join(r.spool, "renders", id .. ".wav")
+    job.source.path = nr.rendered
+    nr.state, nr.stage = "rendering", "rendering"
   else
-    local jid = id:match("^cancel:(.+)$")
-    for _, e in ipairs(ui.rows) do if e.record.id == jid then M.request_cancel(ui, e) end end
+    nr.state = "submitted"
   end
+  local jf, jerr = M.write_atomic(M.join(r.spool, "renders"), id .. ".job.json", M.json_encode(job))
+  if not jf then M.log(ui, r.label .. ": cannot retry: " .. tostring(jerr)) return false end
+  nr.job_file = jf
+  if nr.state == "submitted" then
+    local token = M.get_setting("token")
+    local sent = {}
+    for k, v in pairs(job) do sent[k] = v end
+    if token ~= "" then sent.token = token end
+    local ok, werr = M.submit(r.spool, sent)
+    if not ok then os.remove(jf) M.log(ui, r.label .. ": cannot retry: " .. tostring(werr)) return false end
+  end
+  reaper.SetProjExtState(e.proj, M.JOBS_SECTION, old_key, "")
+  if old_file then os.remove(old_file) end
+  e.key, e.record, e.text, e.job, e.status, e.results = id, nr, nil, nil, nil, nil
+  e.no_status_since, e.cancel_refused = nil, nil
+  ui.known[e.ident] = ui.known[e.ident] or {}
+  ui.known[e.ident][id:lower()] = true
+  ui.known[e.ident][old_id:lower()] = true
+  e.text = M.registry_write(e.proj, nr)
+  M.log(ui, r.label .. ": sent again as " .. id)
+  return true
 end
 
-local function handle_mouse(ui)
-  if gfx.mouse_wheel ~= 0 then
-    local step = gfx.mouse_wheel > 0 and -1 or 1
-    gfx.mouse_wheel = 0
-    ui.scroll = math.max(0, math.min(math.max(0, #ui.rows - visible_rows()), ui.scroll + step * 3))
+-- How many rows a "Cancel all" would cancel.
+function M.cancellable(ui)
+  local n = 0
+  for _, e in ipairs(ui.rows) do if M.ACTIVE[e.record.state] and e.record.state ~= "cancelling" then n = n + 1 end end
+  return n
+end
+
+function M.cancel_all(ui)
+  for _, e in ipairs(ui.rows) do M.request_cancel(ui, e) end
+end
+
+-- Selects the row's item alone and brings it into view (its project tab first), so a click on a row shows where
+-- the job belongs.
+function M.show_row_item(ui, e)
+  if not M.row_alive(ui, e) then return end
+  if reaper.EnumProjects(-1, "") ~= e.proj then
+    if not reaper.SelectProjectInstance then M.log(ui, "switch to the item's project tab to see it") return end
+    reaper.SelectProjectInstance(e.proj)
   end
-  local down = (gfx.mouse_cap & 1) == 1
-  -- act on release over the same button that was pressed: a drag-off cancels the click
-  if down and not ui.was_down then
-    ui.pressed = nil
-    for _, t in ipairs(ui.targets) do if hit(t, gfx.mouse_x, gfx.mouse_y) then ui.pressed = t.id end end
-  elseif not down and ui.was_down and ui.pressed then
-    for _, t in ipairs(ui.targets) do
-      if t.id == ui.pressed and hit(t, gfx.mouse_x, gfx.mouse_y) then on_click(ui, t.id) end
+  local item = M.row_item(e)
+  if not item then return end
+  reaper.SelectAllMediaItems(e.proj, false)
+  reaper.SetMediaItemSelected(item, true)
+  local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+  if reaper.GetPlayStateEx(e.proj) & 1 == 0 then reaper.SetEditCurPos2(e.proj, pos, true, false) end
+  reaper.SetOnlyTrackSelected(reaper.GetMediaItemTrack(item))
+  reaper.Main_OnCommand(40913, 0) -- Track: Vertical scroll selected tracks into view
+  reaper.UpdateArrange()
+end
+
+-- "0:42"
+function M.clock_text(seconds)
+  seconds = math.max(0, math.floor(seconds + 0.5))
+  if seconds >= 3600 then
+    return string.format("%d:%02d:%02d", seconds // 3600, (seconds % 3600) // 60, seconds % 60)
+  end
+  return string.format("%d:%02d", seconds // 60, seconds % 60)
+end
+
+-- What the progress bar says: stage, time so far and an estimate of what is left (from the progress so far).
+function M.progress_text(r, now)
+  now = now or os.time()
+  if r.state == "rendering" then return string.format("rendering %d%%", math.floor((r.progress or 0) * 2000 + 0.5)) end
+  if r.state == "submitted" then return "waiting " .. M.clock_text(now - (r.submitted or now)) end
+  if not M.ACTIVE[r.state] then return "" end
+  local from = r.started or r.submitted or now
+  local spent = now - from
+  local text = (r.stage or r.state) .. " " .. M.clock_text(spent)
+  local p = r.progress or 0
+  if p >= 0.05 and p < 1 and spent > 0 then text = text .. " · ~" .. M.clock_text(spent * (1 - p) / p) .. " left" end
+  return text
+end
+
+-- "0.30 · 0.50 · 0.70", and once imported with each take's score: "0.30 (1.29) · 0.50 (1.38 ★) · ...".
+function M.strengths_text(r)
+  local parts = {}
+  for i, eta in ipairs(r.etas or {}) do
+    local s = string.format("%.2f", tonumber(eta) or 0)
+    local score = r.scores and r.scores[i]
+    if type(score) == "number" then
+      s = s .. string.format(" (%.2f%s)", score, (r.best == i - 1) and " ★" or "")
     end
-    ui.pressed = nil
+    parts[#parts + 1] = s
   end
-  ui.was_down = down
+  return table.concat(parts, " · ")
 end
 
-local function close(ui)
-  if ui.closed then return end
+---------------------------------------------------------------------------------------------
+-- The window: one model, two views (ReaImGui when installed, else a plain gfx window)
+---------------------------------------------------------------------------------------------
+
+function M.new_window_state(keep_finished)
+  local ui = { rows = {}, targets = {}, last_poll = -1e9, last_engine = -1e9, last_beat = -1e9,
+               known = {}, cursor = 0, scroll = 0, messages = {}, renders = {}, sel = 0,
+               spool = M.spool_dir(), open = {}, imports_left = W.imports_per_poll, keep_finished = keep_finished }
+  refresh_projects(ui, true)
+  rescan(ui, true)
+  ui.rev = reaper.GetExtState(M.SECTION, "jobs_rev")
+  return ui
+end
+
+-- One tick of the model: heartbeat, engine check, a render slice, a poll when due, the audition's end.
+function M.window_tick(ui, now)
+  if now - ui.last_beat >= 1 then
+    ui.last_beat = now
+    reaper.SetExtState(M.SECTION, "window_heartbeat", tostring(now), false)
+  end
+  if now - ui.last_engine >= W.engine_every then
+    ui.last_engine = now
+    ui.engine = M.engine_info(ui.spool)
+    check_engine_start(ui, now)
+  end
+  render_some(ui)
+  if now - ui.last_poll >= W.poll_every then
+    ui.last_poll = now
+    poll(ui)
+  end
+  if ui.audition then M.audition_tick(ui) end
+end
+
+function M.close_window(ui)
+  if ui.closed then return false end
   ui.closed = true
+  if ui.audition then M.audition_stop(ui) end
   for e in pairs(ui.renders) do if e.render then M.render_abort(e.render) e.render = nil end end
   reaper.DeleteExtState(M.SECTION, "window_heartbeat", false)
   if reaper.set_action_options then reaper.set_action_options(8) end -- toolbar button off
-  gfx.quit()
+  return true
+end
+
+-- ReaImGui's API table (through its shim, API 0.9), or nil when it is not installed (or older than 0.9).
+function M.imgui_api()
+  if M.imgui_loaded ~= nil then return M.imgui_loaded or nil end
+  M.imgui_loaded = false
+  if not (reaper.APIExists and reaper.APIExists("ImGui_GetBuiltinPath")) then return nil end
+  local saved = package.path
+  package.path = reaper.ImGui_GetBuiltinPath() .. "/?.lua;" .. package.path
+  local ok, api = pcall(function() return require("imgui")("0.9") end)
+  package.path = saved
+  if ok and type(api) == "table" then M.imgui_loaded = api end
+  return M.imgui_loaded or nil
+end
+
+-- Without ReaImGui the plain window does the same work; say once how to get the better one, and open ReaPack's
+-- package browser at it.
+function M.imgui_hint(ui)
+  if reaper.GetExtState(M.SECTION, "imgui_hint") == "shown" then return end
+  reaper.SetExtState(M.SECTION, "imgui_hint", "shown", true)
+  M.log(ui, "For the full jobs window (play, compare and keep takes), install ReaImGui: Extensions > ReaPack > " ..
+    "Browse packages > ReaImGui (ReaTeam Extensions), then restart REAPER.")
+  if reaper.ReaPack_BrowsePackages then reaper.ReaPack_BrowsePackages("ReaImGui") end
 end
 
 -- Runs the jobs window. Called by the "AI edit jobs" action only: relaunching that action closes it
@@ -443,40 +623,11 @@ end
 function M.run_jobs_window()
   -- REAPER 7.03+; older versions show the task-control dialog on relaunch instead
   if reaper.set_action_options then reaper.set_action_options(1 | 4) end
-  local ui = { rows = {}, targets = {}, last_poll = -1e9, last_engine = -1e9, last_beat = -1e9,
-               known = {}, cursor = 0, scroll = 0, messages = {}, renders = {},
-               spool = M.spool_dir(), open = {}, imports_left = W.imports_per_poll }
-  refresh_projects(ui, true)
-  rescan(ui, true)
-  ui.rev = reaper.GetExtState(M.SECTION, "jobs_rev")
-  gfx.init("AI edit jobs", 760, 300)
-  -- a TrueType font draws η and · on every platform (the default bitmap font does not)
-  gfx.setfont(1, M.is_windows and "Segoe UI" or "Arial", 15)
-  reaper.atexit(function() close(ui) end)
-  local function loop()
-    local now = reaper.time_precise()
-    if now - ui.last_beat >= 1 then
-      ui.last_beat = now
-      reaper.SetExtState(M.SECTION, "window_heartbeat", tostring(now), false)
-    end
-    local ch = gfx.getchar()
-    if ch == 27 or ch < 0 then close(ui) return end -- Esc, or the window was closed
-    if now - ui.last_engine >= W.engine_every then
-      ui.last_engine = now
-      ui.engine = M.engine_info(ui.spool)
-      check_engine_start(ui, now)
-    end
-    render_some(ui)
-    if now - ui.last_poll >= W.poll_every then
-      ui.last_poll = now
-      poll(ui)
-    end
-    draw(ui)
-    handle_mouse(ui)
-    reaper.defer(loop)
-  end
-  loop()
-  return true
+  local ImGui = M.imgui_api()
+  local ui = M.new_window_state(ImGui ~= nil)
+  if ImGui then return M.run_imgui_window(ui, ImGui) end
+  M.imgui_hint(ui)
+  return M.run_gfx_window(ui)
 end
 
 return M

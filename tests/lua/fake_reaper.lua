@@ -66,13 +66,41 @@ Round 2 (issue 18): behaviour a real session on Windows or macOS shows, each sel
   much per GetUserInputs (the user typing), so heartbeats written by deferred scripts go stale meanwhile.
 - ExecProcess returns nil "on total failure" (scenario "exec_fails": true: the program was not found).
 - Track mute: "B_MUTE : bool * : muted".
+
+Round 3 (issue 24): transport, solo, selection and the rest of what the jobs window touches.
+- Transport: "GetPlayState()": "&1=playing, &2=pause, &=4 is recording" (scenario "play_state"; step
+  "set_play_state"); "GetPlayPosition()" (latency-compensated position: the fake's plays on from where play started,
+  one "dt" per defer cycle); "OnPlayButton()", "OnStopButton()" and their ...Ex(proj) forms; "SetEditCurPos(time,
+  moveview, seekplay)" / "GetCursorPosition()"; Main_OnCommand(40044) is "Transport: Play/stop" (toggles).
+- Track solo: "I_SOLO : int * : soloed, 0=not soloed, 1=soloed, 2=soloed in place, 5=safe soloed, 6=safe soloed in
+  place". Item: "B_MUTE : bool * : muted (item solo overrides)", "B_ALLTAKESPLAY : bool * : all takes play"; the
+  item values the scripts copy (D_VOL, fades, fade shapes, D_SNAPOFFSET, B_LOOPSRC) are kept as given.
+- Item selection: "SetMediaItemSelected(item, selected)", "IsMediaItemSelected(item)", "SelectAllMediaItems(proj,
+  selected)"; "SetOnlyTrackSelected(track)". Main_OnCommand(40129) is "Take: Delete active take from items" (the
+  selected items of the active project); 40913 "Track: Vertical scroll selected tracks into view" is recorded.
+- Deleting: "DeleteTrackMediaItem(tr, it)", "DeleteTrack(tr)". "TrackList_AdjustWindows(isMinor)" ("Updates the
+  TCP and optionally the MCP. Helpful to use after mass-changes to the tracks") is counted.
+- Sources: "PCM_Source_Destroy(src)" ("Deletes a PCM_source -- be sure that you remove any project reference
+  before deleting a source"): the fake counts sources created, destroyed and set on a take; a source neither set
+  nor destroyed is a leak (dump "sources_leaked").
+- Fixed lane names: "P_LANENAME:n : char * : lane name (returns NULL for non-fixed-lane-tracks)".
+- Tempo map: "TimeMap_GetTimeSigAtTime(proj, time)" returns "timesig_num, timesig_denom, tempo" of the effective
+  marker at that time (scenario "tempo_map": a list of {time, bpm, num, denom}, default 120 bpm 4/4).
+- Ext-state values: a project ext-state value is known to hold about 4 KB (community-documented, not in the API
+  text): the fake keeps the first 4095 bytes of a longer one, so a record that grows past it stops decoding.
+  Scenario "ext_keys_enum_upper": EnumProjExtState gives keys back upper-cased while Get/SetProjExtState keep
+  matching the exact key (the other half of the unsettled key-case question).
+- Lua 5.3 (REAPER 6; scenario "lua_version": "5.3"): math.random starts from the same seed in every session unless
+  the script calls math.randomseed (5.4 seeds it randomly at start).
+- GetUserInputs reads parentheses in its defaults like quotes (an unclosed "(" swallows every later default).
 ]]
 
 local F = { log = {}, messages = {}, console = {}, exec = {}, undo = {}, inputs_asked = {},
             deferred = {}, atexit = {}, gfx_frames = 0, gfx_text = {}, gfx_open = false,
             clock = 0.0, dt = 0.5, next_guid = 1, accessors = 0, refresh_depth = 0,
             counts = {}, opens = {}, task_control = {}, actions = {}, next_cmd = 50000,
-            instances = {}, current = nil, toggle = {} }
+            instances = {}, current = nil, toggle = {}, commands = {}, sources = { made = 0, destroyed = 0,
+            used = 0 }, play = { state = 0, pos = 0.0, started = nil }, edit_cursor = 0.0 }
 
 -- Count reads per path (daemon.json polling cost) without changing what io.open does.
 local real_open = io.open
@@ -138,7 +166,8 @@ local function make_take(spec, item)
                           I_PITCHMODE = -1, D_VOL = spec.vol or 1.0, D_PAN = 0.0, I_CHANMODE = 0 } }
   tk.source = spec.source and make_source(spec.source) or nil
   -- takes from the scenario are the user's originals: any write to them is an error
-  tk.original_guard = spec.from_scenario or false
+  -- (AI takes an earlier session imported carry "aiedit_job": the scripts may switch, keep or delete those)
+  tk.original_guard = (spec.from_scenario and not (spec.ext and spec.ext.aiedit_job)) or false
   if tk.source and tk.source.type == "MIDI" then tk.midi = true end
   return tk
 end
@@ -148,6 +177,7 @@ local function make_item(spec, track)
                notes = spec.notes or "", takes = {}, active = (spec.active_take or 1),
                values = { D_POSITION = spec.position or 0.0, D_LENGTH = spec.length or 1.0,
                           I_FIXEDLANE = spec.lane } }
+  for k, v in pairs(spec.values or {}) do it.values[k] = v end -- fades, volume, B_MUTE, B_ALLTAKESPLAY, ...
   for _, tspec in ipairs(spec.takes or {}) do
     tspec.from_scenario = true
     it.takes[#it.takes + 1] = make_take(tspec, it)
@@ -159,10 +189,12 @@ end
 local function make_track(tspec, proj)
   local tr = { kind = "track", project = proj, name = tspec.name or "", selected = tspec.selected or false,
                items = {}, guid = tspec.guid or guid(), razor = tspec.razor or "", razor_ext = tspec.razor_ext,
-               new = tspec.new, freemode = tspec.freemode, lanes = tspec.lanes, mute = 0 }
+               new = tspec.new, freemode = tspec.freemode, lanes = tspec.lanes, mute = tspec.mute or 0,
+               solo = tspec.solo or 0, lane_names = {} }
   if tr.freemode == 2 then
     tr.lanes = tr.lanes or 1
     tr.laneplays = { [0] = 1 }
+    for i, v in ipairs(tspec.laneplays or {}) do tr.laneplays[i - 1] = v end
   end
   for _, ispec in ipairs(tspec.items or {}) do tr.items[#tr.items + 1] = make_item(ispec, tr) end
   return tr
@@ -173,6 +205,9 @@ local function ext_key(section, key)
   if F.ext_keys_upper then key = key:upper() end
   return section .. "/" .. key
 end
+
+-- "about 4 KB" per value (see the header): longer values are cut.
+local EXT_VALUE_MAX = 4095
 
 -- One project tab. The first scenario layout (top-level "tracks") is project 1. `into`: an open tab whose
 -- ReaProject* is kept (File > Open in the same tab).
@@ -196,6 +231,16 @@ function F.load(scenario)
   F.ext_keys_upper = scenario.ext_keys_upper or false
   F.dialog_seconds = scenario.dialog_seconds or 0
   F.exec_fails = scenario.exec_fails or false
+  F.ext_keys_enum_upper = scenario.ext_keys_enum_upper or false
+  F.play.state = scenario.play_state or 0
+  F.tempo_map = scenario.tempo_map or { { time = 0, bpm = 120, num = 4, denom = 4 } }
+  if scenario.lua_version == "5.3" then math.randomseed(0) end -- Lua 5.3: the same sequence every session
+  F.resource_path = scenario.resource_path or "/tmp/reaper-resource"
+  if scenario.imgui then
+    scenario.imgui_builtin_path = scenario.imgui_builtin_path or ((F.here or "./") .. "imgui_builtin")
+    F.imgui_driver = dofile((F.here or "./") .. "fake_imgui.lua")
+    F.imgui_driver.install(F, F.reaper, scenario)
+  end
   F.apply_version(scenario.reaper_version or "7.27")
   local specs = scenario.projects or { { tracks = scenario.tracks, project_path = scenario.project_path,
     time_selection = scenario.time_selection, projextstate = scenario.projextstate,
@@ -208,6 +253,19 @@ function F.load(scenario)
   F.user_inputs = scenario.user_inputs or {}
   F.mb_answers = scenario.mb_answers or {}
   F.keys = {}
+  -- "getenv": {"NAME": "value" | {"hex": "433a5c..."}}: what os.getenv returns in this REAPER. On Windows that is
+  -- the ANSI code page form of the value (hex gives its exact bytes); names not listed come from the real process.
+  if scenario.getenv then
+    local real = F.real_getenv or os.getenv
+    F.real_getenv = real
+    os.getenv = function(name) -- luacheck: ignore 122 (the fake replaces what REAPER provides)
+      local v = scenario.getenv[name]
+      if v == nil then return real(name) end
+      if type(v) == "table" then return (v.hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)) end
+      if v == false then return nil end
+      return v
+    end
+  end
 end
 
 -- proj argument as ReaScript takes it: 0 or nil = the active project, else a ReaProject*.
@@ -303,7 +361,7 @@ function R.GetSelectedMediaItem(proj, idx)
   end
 end
 function R.CountMediaItems(proj) return #items_of(proj) end
-function R.GetMediaItem(proj, idx) return items_of(proj)[idx + 1] end
+function R.GetMediaItem(proj, idx) count("GetMediaItem") return items_of(proj)[idx + 1] end
 function R.CountTracks(proj) return #P(proj).tracks end
 function R.GetTrack(proj, idx) return P(proj).tracks[idx + 1] end
 function R.CountSelectedTracks(proj)
@@ -330,6 +388,7 @@ function R.GetItemProjectContext(it) return it.track.project end
 -- 2=lane plays and other lanes also play". Turning lanes on puts every existing item in lane 0, which plays.
 function R.GetMediaTrackInfo_Value(tr, key)
   if key == "B_MUTE" then return tr.mute end
+  if key == "I_SOLO" then return tr.solo end
   if F.version < 7 and (key == "I_NUMFIXEDLANES" or key:sub(1, 12) == "C_LANEPLAYS:") then return 0 end
   if key == "IP_TRACKNUMBER" then
     for i, t in ipairs(tr.project.tracks) do if t == tr then return i end end
@@ -350,6 +409,8 @@ function R.SetMediaTrackInfo_Value(tr, key, v)
   end
   if key == "B_MUTE" then
     tr.mute = v
+  elseif key == "I_SOLO" then
+    tr.solo = v
   elseif key == "I_FREEMODE" then
     if v == 2 and tr.freemode ~= 2 then
       tr.lanes, tr.laneplays = 1, { [0] = 1 }
@@ -417,6 +478,11 @@ function R.GetSetMediaTrackInfo_String(tr, key, value, set)
     return true, table.concat(tuples, ",")
   elseif key == "GUID" then
     return true, tr.guid
+  elseif key:sub(1, 11) == "P_LANENAME:" then
+    local lane = tonumber(key:sub(12))
+    if F.version < 7 or tr.freemode ~= 2 or not lane or lane >= (tr.lanes or 1) then return false, "" end
+    if set then tr.lane_names[lane] = value end
+    return true, tr.lane_names[lane] or ""
   end
   return false, ""
 end
@@ -515,6 +581,9 @@ function R.SetMediaItemTake_Source(tk, src)
   if type(src) ~= "table" or src.kind ~= "source" then
     error("SetMediaItemTake_Source: argument 2: expected PCM_source*")
   end
+  if src.destroyed then error("SetMediaItemTake_Source: a destroyed source") end
+  if src.created_from_file and not src.used then F.sources.used = F.sources.used + 1 end
+  src.used = true
   tk.source = src
   return true
 end
@@ -527,6 +596,7 @@ end
 function R.PCM_Source_CreateFromFile(path)
   local h = read_wav_header(path)
   if not h or not h.samplerate then return nil end
+  F.sources.made = F.sources.made + 1
   return make_source({ file = path, type = "WAVE", samplerate = h.samplerate,
                        channels = h.channels or 0, length = h.length or 0, created_from_file = true })
 end
@@ -602,6 +672,7 @@ function R.SetProjExtState(proj, section, key, value)
     for k in pairs(p.projext) do if k:sub(1, #section + 1) == section .. "/" then p.projext[k] = nil end end
     return 0
   end
+  if #value > EXT_VALUE_MAX then value = value:sub(1, EXT_VALUE_MAX) end
   p.projext[ext_key(section, key)] = (value ~= "" and value or nil)
   return 1
 end
@@ -625,7 +696,7 @@ function R.EnumProjExtState(proj, section, idx)
   end
   local k = keys[idx + 1]
   if not k then return false, "", "" end
-  return true, k, p.projext[section .. "/" .. k]
+  return true, F.ext_keys_enum_upper and k:upper() or k, p.projext[section .. "/" .. k]
 end
 
 -- user interaction
@@ -648,8 +719,8 @@ local function split_quoted(s, sep)
     if q then
       if c == q then q = nil end
       cur[#cur + 1] = c
-    elseif c == '"' or c == "'" then
-      q = c
+    elseif c == '"' or c == "'" or c == "(" then
+      q = c == "(" and ")" or c
       cur[#cur + 1] = c
     elseif c == sep then
       out[#out + 1] = table.concat(cur)
@@ -726,9 +797,11 @@ function R.file_exists(path) local f = io.open(path, "rb") if f then f:close() r
 function R.time_precise() return F.clock end
 function R.GetProjectPath(_) return F.active.media or F.active.path end
 function R.GetProjectPathEx(proj, _) local p = P(proj) return p.media or p.path end
-function R.GetResourcePath() return "/tmp/reaper-resource" end
+function R.GetResourcePath() return F.resource_path end
 function R.GetOS() return "Other" end
 function R.APIExists(name) return R[name] ~= nil end
+-- ReaPack (scenario "reapack": true): "ReaPack_BrowsePackages(filter)" opens its package browser at `filter`.
+function R.ReaPack_BrowsePackages(filter) F.browsed = F.browsed or {} F.browsed[#F.browsed + 1] = filter end
 
 -- Script instances: each run is an instance; defer/atexit belong to the instance that calls them.
 function R.get_action_context()
@@ -757,10 +830,99 @@ function R.AddRemoveReaScript(add, section, path, _)
   F.actions[F.next_cmd] = path
   return F.next_cmd
 end
+-- Native actions the scripts run (see the header); anything else is an error.
+local NATIVE = {}
 function R.Main_OnCommand(cmd, _)
+  if NATIVE[cmd] then
+    F.commands[#F.commands + 1] = cmd
+    return NATIVE[cmd]()
+  end
   local path = F.actions[cmd]
   if not path then error("Main_OnCommand: unknown command " .. tostring(cmd)) end
   F.launch(path, cmd)
+end
+
+-- transport ("&1=playing, &2=pause, &=4 is recording")
+function F.set_play_state(v)
+  F.play.state = v
+  if v & 1 == 1 then F.play.pos = F.edit_cursor end
+end
+function R.GetPlayState() return F.play.state end
+function R.GetPlayStateEx(proj) P(proj) return F.play.state end
+function R.GetPlayPosition() return F.play.state & 1 == 1 and F.play.pos or F.edit_cursor end
+function R.GetPlayPosition2() return R.GetPlayPosition() end
+function R.GetCursorPosition() return F.edit_cursor end
+function R.GetCursorPositionEx(proj) P(proj) return F.edit_cursor end
+function R.SetEditCurPos(t, moveview, _)
+  F.edit_cursor = t
+  if moveview then F.view_moved_to = t end
+end
+function R.SetEditCurPos2(proj, t, moveview, seekplay) P(proj) R.SetEditCurPos(t, moveview, seekplay) end
+function R.OnPlayButton()
+  if F.play.state & 4 == 4 then return end
+  F.play.state, F.play.pos = 1, F.edit_cursor
+  F.log[#F.log + 1] = { fn = "OnPlayButton", args = { F.edit_cursor } }
+end
+function R.OnStopButton() F.play.state = 0 F.log[#F.log + 1] = { fn = "OnStopButton", args = {} } end
+function R.OnPlayButtonEx(proj) P(proj) R.OnPlayButton() end
+function R.OnStopButtonEx(proj) P(proj) R.OnStopButton() end
+NATIVE[40044] = function() -- Transport: Play/stop
+  if F.play.state & 1 == 1 then R.OnStopButton() else R.OnPlayButton() end
+end
+
+-- selection
+function R.SetMediaItemSelected(it, sel) it.selected = sel and true or false end
+function R.IsMediaItemSelected(it) return it.selected end
+function R.SelectAllMediaItems(proj, sel)
+  for _, it in ipairs(items_of(proj)) do it.selected = sel and true or false end
+end
+function R.SetOnlyTrackSelected(tr) for _, t in ipairs(tr.project.tracks) do t.selected = (t == tr) end end
+function R.SetTrackSelected(tr, sel) tr.selected = sel and true or false end
+function R.SelectProjectInstance(proj) F.active = P(proj) end
+NATIVE[40913] = function() end -- Track: Vertical scroll selected tracks into view
+NATIVE[40129] = function() -- Take: Delete active take from items (selected items, active project)
+  for _, it in ipairs(items_of(F.active)) do
+    if it.selected and #it.takes > 0 then
+      local tk = it.takes[it.active]
+      if tk.original_guard then error("the original take was deleted") end
+      table.remove(it.takes, it.active)
+      tk.deleted = true
+      if it.active > #it.takes then it.active = #it.takes end
+    end
+  end
+end
+
+-- deleting items and tracks
+function R.DeleteTrackMediaItem(tr, it)
+  for i, x in ipairs(tr.items) do
+    if x == it then
+      for _, tk in ipairs(it.takes) do if tk.original_guard then error("an original item was deleted") end end
+      table.remove(tr.items, i)
+      it.deleted = true
+      return true
+    end
+  end
+  return false
+end
+function R.DeleteTrack(tr)
+  local list = tr.project.tracks
+  for i, t in ipairs(list) do if t == tr then table.remove(list, i) tr.deleted = true return end end
+end
+function R.TrackList_AdjustWindows(_) count("TrackList_AdjustWindows") end
+
+function R.PCM_Source_Destroy(src)
+  if src.destroyed then error("PCM_Source_Destroy: source destroyed twice") end
+  if src.used then error("PCM_Source_Destroy: the source is still used by a take") end
+  src.destroyed = true
+  F.sources.destroyed = F.sources.destroyed + 1
+end
+
+-- tempo map: the last marker at or before `time`
+function R.TimeMap_GetTimeSigAtTime(proj, time)
+  P(proj)
+  local m = F.tempo_map[1]
+  for _, x in ipairs(F.tempo_map) do if x.time <= time + 1e-9 then m = x end end
+  return m.num, m.denom, m.bpm
 end
 function R.GetToggleCommandStateEx(_, cmd)
   local path = F.actions[cmd]
@@ -854,10 +1016,13 @@ function F.run_defer_cycle()
   local fns = F.deferred
   F.deferred = {}
   F.clock = F.clock + F.dt
+  if F.play.state & 1 == 1 then F.play.pos = F.play.pos + F.dt end
   F.gfx_text = {}
+  if F.imgui_driver then F.imgui_driver.begin_cycle() end
   for _, d in ipairs(fns) do
     if not (d.inst and d.inst.dead) then in_instance(d.inst, d.fn) end
   end
+  if F.imgui_driver then F.imgui_driver.end_cycle() end
   return #fns
 end
 
@@ -894,12 +1059,15 @@ local function dump_tracks(proj, lib)
       for _, tk in ipairs(it.takes) do takes[#takes + 1] = dump_take(tk, lib) end
       local active = it.takes[it.active]
       items[#items + 1] = { guid = it.guid, values = it.values, takes = takes,
-                            active_take = active and active.guid or lib.null }
+                            active_take = active and active.guid or lib.null, selected = it.selected }
     end
     local plays = lib.array()
     for lane = 0, (tr.lanes or 1) - 1 do plays[#plays + 1] = (tr.laneplays or {})[lane] or 0 end
+    local names = lib.array()
+    for lane = 0, (tr.lanes or 1) - 1 do names[#names + 1] = tr.lane_names[lane] or "" end
     tracks[#tracks + 1] = { name = tr.name, items = items, new = tr.new or false, freemode = tr.freemode or 0,
-                            lanes = tr.lanes or 1, laneplays = plays, mute = tr.mute or 0 }
+                            lanes = tr.lanes or 1, laneplays = plays, mute = tr.mute or 0, solo = tr.solo or 0,
+                            lane_names = names, selected = tr.selected or false }
   end
   return tracks
 end
@@ -940,6 +1108,12 @@ function F.dump(lib)
     inputs_asked = lib.array(F.inputs_asked), jobs_active = AIEDIT_JOBS_ACTIVE or lib.null,
     counts = counts, opens = opens, task_control = lib.array(F.task_control), toggles = toggles,
     actions = actions, font = F.font or lib.null,
+    play = { state = F.play.state, pos = F.play.pos }, edit_cursor = F.edit_cursor,
+    view_moved_to = F.view_moved_to or lib.null, commands = lib.array(F.commands),
+    time_selection = lib.array({ F.projects[1].time_selection[1], F.projects[1].time_selection[2] }),
+    sources = { made = F.sources.made, destroyed = F.sources.destroyed, used = F.sources.used,
+                leaked = F.sources.made - F.sources.destroyed - F.sources.used },
+    imgui = F.imgui_dump and F.imgui_dump(lib) or lib.null, browsed = lib.array(F.browsed or {}),
   }
 end
 

@@ -20,11 +20,19 @@ dialog answers and a list of steps:
   {"write_file": {"path": ..., "text": ...}}  something outside REAPER writes a file (the daemon, a status)
   {"advance_clock": 5}                       time passes without a UI tick (REAPER busy, a modal dialog)
   {"save_project": {"index": 1, "file": ..., "media": ...}}  File > Save project as
+  {"imgui_click": "Cancel##<id>"}           click a ReaImGui widget (scenario "imgui": true), then a cycle
+  {"imgui_key": "Space"} / {"imgui_type": {"label", "value"}} / {"imgui_window": {...}} / {"imgui_close": true}
+  {"set_play_state": 5}                      REAPER starts recording (GetPlayState bits), 0 stops
+  {"select_items": ["<guid>", ...]}          the user selects these items only
+  {"edit_cursor": 3.5}                       the user moves the edit cursor
+Scenario "windows": true runs the scripts as on Windows (separator, quoting); "getenv" and "resource_path" set
+what os.getenv and reaper.GetResourcePath return (see fake_reaper.lua).
 Prints the resulting state (project, ExtState, undo log, messages, ...) as JSON on stdout.
 ]]
 
 local here = arg[0]:match("^(.*[/\\])") or "./"
 local F = dofile(here .. "fake_reaper.lua")
+F.here = here
 reaper, gfx = F.reaper, F.gfx
 
 local scenario_path = assert(arg[1], "usage: runner.lua SCENARIO.json")
@@ -37,6 +45,7 @@ fh:close()
 script_dir = scenario.script_dir or script_dir
 F.load(scenario)
 if scenario.dt then F.dt = scenario.dt end
+if scenario.windows then lib.is_windows, lib.sep = true, "\\" end -- a Windows REAPER (paths, quoting)
 
 local errors = lib.array()
 local function guarded(what, fn, ...)
@@ -64,6 +73,9 @@ for _, step in ipairs(scenario.steps or {}) do
   if step.run then
     F.script_path = script_dir .. step.run
     guarded("run " .. step.run, F.launch, F.script_path)
+  elseif step.run_path then -- run a script by its full path (e.g. REAPER running Scripts/__startup.lua)
+    F.script_path = step.run_path
+    guarded("run " .. step.run_path, F.launch, step.run_path)
   elseif step.defer then
     run_cycles(step.defer)
   elseif step.click then
@@ -89,6 +101,31 @@ for _, step in ipairs(scenario.steps or {}) do
     fh2:close()
   elseif step.advance_clock then
     F.clock = F.clock + step.advance_clock
+  elseif step.imgui_click then -- click a ReaImGui widget (label, visible label or "<id>/<label>"), one cycle
+    F.imgui_driver.queue_click(step.imgui_click)
+    run_cycles(1)
+  elseif step.imgui_key then -- press a key ("Space", "UpArrow", "A", ...) for one ReaImGui frame
+    F.imgui_driver.queue_key(step.imgui_key)
+    run_cycles(1)
+  elseif step.imgui_type then -- type a value into a field: {"label": ..., "value": ...}, one cycle
+    F.imgui_driver.queue_type(step.imgui_type.label, step.imgui_type.value)
+    run_cycles(1)
+  elseif step.imgui_window then -- the user moves, resizes or docks the window: {"x", "y", "w", "h", "dock"}
+    F.imgui_driver.queue_window(step.imgui_window)
+    run_cycles(1)
+  elseif step.imgui_close then -- the user clicks the window's close button
+    F.imgui.close_window = true
+    run_cycles(1)
+  elseif step.set_play_state then
+    F.set_play_state(step.set_play_state)
+  elseif step.select_items then -- the user selects these items (GUIDs) and nothing else
+    local want = {}
+    for _, g in ipairs(step.select_items) do want[g] = true end
+    for _, proj in ipairs(F.projects) do
+      for _, tr in ipairs(proj.tracks) do for _, it in ipairs(tr.items) do it.selected = want[it.guid] or false end end
+    end
+  elseif step.edit_cursor then
+    F.edit_cursor = step.edit_cursor
   elseif step.reset_counts then
     F.counts, F.opens = {}, {}
   elseif step.delete_item then
