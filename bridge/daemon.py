@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
@@ -425,12 +426,20 @@ class _Once:
 
 
 def _stage_device(cfg: ServeConfig) -> str:
-    """Where the stages of an edit run, for the memory limit: ``cuda`` when every worker is on a GPU (their
-    working memory is then the GPU's), else ``cpu`` (the host holds it; also when ``auto`` may find no GPU)."""
-    kinds = [d.strip() for d in (cfg.devices or cfg.device or "").split(",") if d.strip()]
+    """Where the stages of an edit run, for the memory limit: ``cuda`` when every worker is on a CUDA GPU (their
+    working memory is then the GPU's), else ``cpu`` (the host holds it; an Apple GPU shares the host's memory).
+    Unset (``auto``): ``cuda`` when an NVIDIA driver is present, told without importing torch."""
+    kinds = [d.strip() for d in (cfg.devices or cfg.device or "").split(",") if d.strip() and d.strip() != "auto"]
     if cfg.ray and not cfg.devices:
         return "cuda"  # one actor per GPU of the cluster
-    return "cuda" if kinds and all(k == "all" or k.startswith("cuda") for k in kinds) else "cpu"
+    if not kinds:
+        return "cuda" if _nvidia_driver() else "cpu"
+    return "cuda" if all(k == "all" or k.startswith("cuda") for k in kinds) else "cpu"
+
+
+def _nvidia_driver() -> bool:
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl")) or (
+        os.name == "nt" and shutil.which("nvidia-smi") is not None)
 
 
 def _in_use(exc: OSError) -> bool:

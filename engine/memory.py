@@ -68,7 +68,10 @@ MODELS: dict[str, ModelMemory] = {
     # ACE-Step 1.5: 48 kHz stereo, 25 latent frames of 64 a second, one window up to 10 minutes, a 2.4 B DiT
     "ace-step": ModelMemory(48000, 2, 600.0, 1600, train_mb=12000, take_mb=1200, full_mb=38000, fixed_mb=1000),
 }
-UNKNOWN = "ace-step"  # a family without a row is costed as the largest one
+# A model whose family cannot be told before it loads (a folder that is not there, a family without a row): its
+# audio at the largest rate and channel count, no guess at its stages — a job for a model that will fail to load
+# should be told so by the worker, not refused for memory on a guess. Every known family has its row (a test says so).
+UNKNOWN = ModelMemory(48000, 2, 600.0, 0, train_mb=0, take_mb=0, full_mb=0, fixed_mb=0)
 
 
 # Modes that only sample (no stages 1-2, no inversion): the rest cost a window's training memory as well.
@@ -95,11 +98,11 @@ class Estimate:
 
 
 def model_memory(model: str | None, family: str | None = None) -> ModelMemory:
-    """The row for a model name (the toys), else its family, else the largest."""
+    """The row for a model name (the toys), else its family, else :data:`UNKNOWN`."""
     for key in (model, family):
         if key is not None and key in MODELS:
             return MODELS[key]
-    return MODELS[UNKNOWN]
+    return UNKNOWN
 
 
 def estimate_job_bytes(shape: JobShape, model: str | ModelMemory, device: str = "cpu") -> Estimate:

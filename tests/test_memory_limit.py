@@ -26,14 +26,17 @@ def test_the_estimate_grows_with_length_takes_and_channels_and_with_training(mod
     assert _mb(model, seconds=120, takes=8) > 120 * 44100 * 2 * 8 * 4 / 1e6
 
 
-def test_every_family_has_a_row_and_unknown_models_cost_the_most():
+def test_every_family_has_a_row_and_an_unknown_model_is_costed_by_its_audio_only():
     from engine.models.catalog import ALIASES, BUILTIN, SHIPPED
 
     for family, _ in [*ALIASES.values(), *SHIPPED.values()]:
         assert family in MODELS
     assert all(name in MODELS for name in BUILTIN)
     assert model_memory("toy", "audioldm") is MODELS["toy"]
-    assert model_memory("someone/else", "a-new-family").train_mb == max(m.train_mb for m in MODELS.values())
+    unknown = model_memory("someone/else", None)
+    assert unknown.train_mb == unknown.take_mb == unknown.fixed_mb == 0  # told by the worker that it cannot load
+    assert unknown.sample_rate == max(m.sample_rate for m in MODELS.values())
+    assert unknown.channels == max(m.channels for m in MODELS.values())
 
 
 def test_a_job_over_the_memory_limit_is_refused_before_it_runs_with_the_numbers(tmp_path):
