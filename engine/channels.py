@@ -41,20 +41,22 @@ def downmix_matrix(channels: int) -> np.ndarray:
     return m
 
 
-def to_model_channels(data: np.ndarray, channels: int) -> np.ndarray:
+def to_model_channels(data: np.ndarray, channels: int, dtype: type | None = None) -> np.ndarray:
     """(frames, C_in) → what a model with ``channels`` hears: (frames,) mono, or (frames, 2) stereo (mono
     duplicated, more channels downmixed as the module docstring says). Mono and stereo inputs are unchanged from
-    before: a stereo file's mono mix is the mean of its two channels."""
+    before: a stereo file's mono mix is the mean of its two channels. ``dtype``: of the result and of the mixing
+    sums (a float32 source mixed in float64, say); a new array whenever it differs from the input's."""
+    dt = np.dtype(dtype or data.dtype)
     n_in = data.shape[1]
     if channels == 1:
         if n_in <= 2:
-            return data.mean(axis=1)
-        return (data @ downmix_matrix(n_in)).mean(axis=1)
+            return data.mean(axis=1, dtype=dt)
+        return (data.astype(dt, copy=False) @ downmix_matrix(n_in).astype(dt)).mean(axis=1)
     if n_in == channels:
-        return data
+        return data.astype(dt, copy=False)
     if n_in == 1:
-        return np.repeat(data, channels, axis=1)
-    return data @ downmix_matrix(n_in)
+        return np.repeat(data.astype(dt, copy=False), channels, axis=1)
+    return data.astype(dt, copy=False) @ downmix_matrix(n_in).astype(dt)
 
 
 def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:

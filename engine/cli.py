@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "two of compiling once per loaded model)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aiedit" / "stages"),
                     help="stage 1-2 cache folder ('' disables the disk cache)")
+    ap.add_argument("--cache-max-mb", type=float, default=None,
+                    help="most disk the stage cache may use (default: a tenth of the free space, at most 2048 MB)")
     ap.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
     apply_config(ap, "edit")  # ~/.aiedit/config.toml: its values become defaults; flags still win
     return ap
@@ -206,7 +208,8 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
 
     t0 = time.perf_counter()
     editor = load_editor(args.model, device=args.device, cache_dir=args.cache or None,
-                         allow_download=args.allow_download, precision=args.precision, compile_unet=args.compile)
+                         cache_max_mb=args.cache_max_mb, allow_download=args.allow_download,
+                         precision=args.precision, compile_unet=args.compile)
     load_s = time.perf_counter() - t0
     bar = ProgressBar()
     try:
