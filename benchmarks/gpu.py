@@ -244,10 +244,10 @@ def build_sa3(family: str, device: str) -> AudioModel:
     # The real tokenizer (Gemma's 256k SentencePiece) cannot be downloaded: an in-memory Gemma tokenizer with one
     # token per character stands in; it pads to the same 256 tokens, so the context length is the real one.
     tok = offline_gemma_tokenizer(model_max_length=256)
+    # The window is the product's (StableAudio3 reads it from the DiT's size: small 120 s, medium 380 s).
     model = StableAudio3(name=f"{family}-real", transformer=dit, vae=vae, text_encoder=text, tokenizer=tok,
                          duration_embedder=duration,
-                         scheduler=FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True)),
-                         max_seconds=120.0)
+                         scheduler=FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=True)))
     return model.to(device, torch.float32)
 
 
@@ -425,39 +425,82 @@ ROWS = ("steps", "lora", "retake", "sdedit", "flowedit", "repaint", "cover", "fu
 
 
 
-def toy_check(device: str, precision: str, json_path: str | None) -> dict:
-    """The fast path against the fp32 path on the shipped toy model (trained weights, so takes mean something):
-    one LoRA edit of a held-out toy clip with η = 0 and 1 through both, compared by log-mel L1 (toyworld.distance)
-    and by the toy CLAP's Text/Audio scores, next to the spread of two fp32 runs with different seeds."""
+def toy_check(device: str, precision: str, json_path: str | None, *, model: str = "toy",
+              mode: str | None = None) -> dict:
+    """The fast path against the fp32 path on a shipped toy model (trained weights, so takes mean something): one
+    edit of a held-out toy clip through both — on ``toy`` a LoRA edit with η = 0 and 1, on ``toy-flow`` (SA3's
+    classes, 44.1 kHz stereo) FlowEdit at strengths 0.6 and 0.9 unless ``mode`` says otherwise — compared by log-mel
+    L1 (toyworld.distance) and by the toy CLAP's Text/Audio scores, next to the spread of two fp32 runs with
+    different seeds. Also the codec alone: the same latent decoded by the fp32 codec and by a bf16 copy of it (SNR in
+    dB; the codec is kept fp32 on every device since issue 25, so this says what that is worth)."""
     from engine.editor import load_editor
     from engine.params import EditParams, EditRequest, Region
     from toyworld import world
     from toyworld.distance import logmel_l1
 
-    held_out = world.clip(world.HELD_OUT + 7)  # never seen in training
+    flow = model == "toy-flow"
+    mode = mode or ("flowedit" if flow else "lora")
+    etas = (0.6, 0.9) if mode in ("flowedit", "sdedit") else (0.0, 1.0)
+    sr = 44100 if flow else world.SR
+    held_out = world.clip(world.HELD_OUT + 7, sr=sr, stereo=flow)  # never seen in training
+    wave = held_out.wave.T if held_out.wave.ndim == 2 else held_out.wave
     runs = {"fp32": ("fp32", 0), "fp32-seed1": ("fp32", 1), precision: (precision, 0)}
     takes, scores = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "toy.wav"
-        sf.write(src, held_out.wave, 16000)
+        sf.write(src, wave, sr)
         for label, (prec_name, seed) in runs.items():
-            ed = load_editor("toy", device=device, precision=prec_name)
-            params = EditParams("three low beeps", etas=(0.0, 1.0), seed=seed)
+            ed = load_editor(model, device=device, precision=prec_name)
+            params = EditParams("three low beeps", etas=etas, seed=seed, mode=mode)
             res = ed.edit(EditRequest(str(src), Region(), params))
-            takes[label] = [t.audio[:, 0] for t in res.takes]
+            takes[label] = [t.audio.mean(axis=1) for t in res.takes]
             scores[label] = [t.scores.to_dict() if t.scores else None for t in res.takes]
+            if label == "fp32":
+                codec = codec_snr(ed.model, wave)
+
+    def l1(a: np.ndarray, b: np.ndarray) -> float:
+        if sr != world.SR:
+            import soxr
+
+            a, b = (soxr.resample(x, sr, world.SR).astype(np.float32) for x in (a, b))
+        return round(logmel_l1(a, b), 4)
 
     def dist(x: str, y: str) -> list[float]:
-        return [round(logmel_l1(a, b), 4) for a, b in zip(takes[x], takes[y], strict=True)]
+        return [l1(a, b) for a, b in zip(takes[x], takes[y], strict=True)]
 
     # The yardstick: how far two fp32 runs that differ only in their seed land from each other.
-    out = {"device": device, "precision": precision, "eta": [0.0, 1.0], "clip_seed": world.HELD_OUT + 7,
-           "logmel_l1_fast_vs_fp32": dist(precision, "fp32"),
+    out = {"device": device, "model": model, "mode": mode, "precision": precision, "eta": list(etas),
+           "clip_seed": world.HELD_OUT + 7, "logmel_l1_fast_vs_fp32": dist(precision, "fp32"),
            "logmel_l1_fp32_seed0_vs_seed1": dist("fp32-seed1", "fp32"),
-           "logmel_l1_eta0_vs_eta1_fp32": round(logmel_l1(*takes["fp32"]), 4), "scores": scores}
+           "logmel_l1_take0_vs_take1_fp32": l1(*takes["fp32"]), "scores": scores, "codec": codec}
     print(json.dumps(out, indent=1), flush=True)
     if json_path:
         Path(json_path).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def codec_snr(model: AudioModel, wave: np.ndarray) -> dict:
+    """The clip's latent decoded by the model's own (fp32) codec and by bf16 copies of it: SNR of the bf16 decode
+    and of the bf16 encode-then-decode against fp32, in dB."""
+    import copy
+
+    x = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(wave.T if wave.ndim == 2 else wave), dtype=np.float32))
+    n = x.shape[-1]
+    padded = torch.zeros(1, model.channels, model.padded_length(n))
+    padded[0, :, :n] = x[:model.channels]
+    low = copy.copy(model)
+    for name in model.codec_modules:
+        if name in model.modules():
+            setattr(low, name, torch.nn.Module.to(copy.deepcopy(getattr(model, name)), dtype=torch.bfloat16))
+
+    def snr(ref: torch.Tensor, y: torch.Tensor) -> float:
+        return round(float(10 * torch.log10(ref.pow(2).sum() / (y - ref).pow(2).sum().clamp_min(1e-20))), 2)
+
+    with torch.no_grad():
+        z = model.audio_to_latent(padded)
+        ref = model.latent_to_audio(z)
+        out = {"decode_bf16_snr_db": snr(ref, low.latent_to_audio(z)),
+               "roundtrip_bf16_snr_db": snr(ref, low.latent_to_audio(low.audio_to_latent(padded)))}
     return out
 
 
@@ -479,10 +522,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight storage (engine.precision): auto = bf16 on a CUDA GPU, fp32 on CPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet forward (reduce-overhead)")
     ap.add_argument("--toy-check", action="store_true",
-                    help="instead: compare --precision with fp32 on the toy model (η = 0 and 1 takes)")
+                    help="instead: compare --precision with fp32 on a toy model (--toy-model; its codec too)")
+    ap.add_argument("--toy-model", choices=("toy", "toy-flow"), default="toy",
+                    help="--toy-check's model: toy (LoRA, η 0 and 1) or toy-flow (FlowEdit, strengths 0.6 and 0.9)")
+    ap.add_argument("--toy-mode", default=None, help="--toy-check's edit mode (default: by model, see --toy-model)")
     a = ap.parse_args(argv)
     if a.toy_check:
-        toy_check(a.device, a.precision, a.json)
+        toy_check(a.device, a.precision, a.json, model=a.toy_model, mode=a.toy_mode)
         return 0
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = sorted(set(rows) - set(ROWS))

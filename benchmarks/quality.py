@@ -161,9 +161,10 @@ def methods_for(a: argparse.Namespace, modes: tuple[str, ...] = ("lora", "full",
     lora = dict(mode="lora", etas=ETAS, tune_steps=a.lora_steps, tune_lr=a.lora_lr, tune_draws=a.lora_draws,
                 lora_rank=a.lora_rank, sampler=a.sampler)
     if "flowedit" in modes:
-        m = {"flowedit": dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS),
-             f"flowedit (guidance {a.zeta_guidance:g})": dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS,
-                                                               guidance=a.zeta_guidance),
+        fe = dict(mode="flowedit", etas=FLOWEDIT_STRENGTHS)
+        if a.flowedit_steps is not None:  # else FlowEdit's default for the device (engine.flowedit)
+            fe["sample_steps"] = a.flowedit_steps
+        m = {"flowedit": fe, f"flowedit (guidance {a.zeta_guidance:g})": {**fe, "guidance": a.zeta_guidance},
              "ours (LoRA)": lora}
         if a.full:
             m["ours (full)"] = dict(mode="full", etas=ETAS, tune_steps=a.full_steps, tune_lr=a.full_lr)
@@ -200,6 +201,7 @@ def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     editor = load_editor(a.model, device="cpu")
     assert editor.scorer is not None, "the toy CLAP is missing"
+    editor.flowedit_draws = a.flowedit_draws
     model = editor.model
     if a.flow_sigma != "uniform":  # the flow stages' training σ draw (engine review finding 5)
         model.schedule.training_sigma = a.flow_sigma
@@ -367,6 +369,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tag", default=None, help="appended to every method name, e.g. the configuration's name")
     ap.add_argument("--zeta-guidance", type=float, default=7.5,
                     help="guidance of the second zeta (flow models: FlowEdit) row")
+    ap.add_argument("--flowedit-steps", type=int, default=None,
+                    help="FlowEdit's grid steps (default: the device's, engine.flowedit: 28 on CUDA; on a CPU the grid "
+                         "on which the strongest take runs 6 steps)")
+    ap.add_argument("--flowedit-draws", type=int, default=None,
+                    help="FlowEdit's noise draws a step (default: the device's: 2 on CUDA, 1 on a CPU)")
     ap.add_argument("--json", default=None, help="write every take's scores here")
     ap.add_argument("--from-json", nargs="+", default=None,
                     help="only summarise rows written by earlier --json runs (several files: their rows together)")

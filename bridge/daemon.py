@@ -17,7 +17,6 @@ import shutil
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,9 @@ from bridge.wire.secret import token_problem
 from bridge.wire.server import OscFrontend
 from bridge.workers.local import Worker
 from bridge.workers.pool import DeviceError, Pool, parse_devices, worker_names
+from bridge.workers.shared_cache import SharedCache
+from engine.cache_files import CacheFiles
+from engine.memory import default_max_job_mb
 
 log = logging.getLogger("aiedit.daemon")
 
@@ -55,6 +57,7 @@ class ServeConfig:
     devices: str | None = None  # "cuda:0,cuda:1" | "all" | "cpu,cpu": one worker each (see bridge.workers.pool)
     ray: str | None = None  # a Ray cluster address, or "local": the workers are Ray actors (bridge.workers.remote)
     cache_dir: str | None = None
+    cache_max_mb: float | None = None  # the disk stage cache's cap (engine.cache_files; None: from the free space)
     precision: str = "auto"
     compile: bool = False
     threads: int | None = None
@@ -62,6 +65,7 @@ class ServeConfig:
     max_seconds: float = 120.0
     max_channels: int = 8
     max_output_mb: float = 1024.0
+    max_job_mb: float | None = None  # None: engine.memory.default_max_job_mb()
     max_queued: int = MAX_QUEUED
     keep_days: float = KEEP_DAYS
     max_history: int = MAX_HISTORY
@@ -187,6 +191,8 @@ class Daemon:
         if cfg.max_queued < 1 or cfg.keep_days < 0 or cfg.max_history < 1:
             raise StartupError("--max-queued and --max-history must be at least 1 and --keep-days at least 0 (0: "
                                "keep every job)")
+        if cfg.max_job_mb is not None and not cfg.max_job_mb > 0:
+            raise StartupError("--max-job-mb must be more than 0")
         if cfg.max_models is not None and cfg.max_models < 1:
             raise StartupError("--max-models must be at least 1 (or left out: as many as the free memory holds)")
         try:
@@ -226,7 +232,9 @@ class Daemon:
             path_map=path_map,
             host=cfg.host,
             port=self.osc.port,
-            limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb),
+            limits=Limits(cfg.max_seconds, cfg.max_channels, cfg.max_output_mb,
+                          max_job_mb=cfg.max_job_mb if cfg.max_job_mb is not None else default_max_job_mb(),
+                          device=_stage_device(cfg)),
             max_queued=cfg.max_queued,
             keep_days=cfg.keep_days,
             max_history=cfg.max_history,
@@ -235,7 +243,7 @@ class Daemon:
         self.pool = Pool()
         self.service.workers_info = self.pool.info
         self.service.loaded_models = self.pool.loaded
-        self.shared_cache: str | None = None
+        self.shared_cache = SharedCache()
         self.exit_code = 0
         self._ray_thread: threading.Thread | None = None
         self._ray_release = threading.Event()  # set by stop() once the workers are done with Ray
@@ -276,12 +284,15 @@ class Daemon:
         cache_dir = cfg.cache_dir
         if cache_dir is None and len(devices) > 1:
             # several workers share the LoRA stage results through the disk (a re-take on another worker then
-            # skips stages 1-2); a private folder (0700) made afresh outside the spool and removed at stop: a fixed
-            # name in the spool could be a planted link that the cache would write through and load stages from
-            self.shared_cache = cache_dir = tempfile.mkdtemp(prefix="aiedit-stage-cache-")
+            # skips stages 1-2): a private folder of this daemon's (bridge.workers.shared_cache), or none when the
+            # temporary folder cannot hold one
+            cache_dir = self.shared_cache.create()
+        if cache_dir is not None:
+            cache_mb = cfg.cache_max_mb
+            CacheFiles(cache_dir, None if cache_mb is None else int(cache_mb * 1e6)).sweep()
         return [Worker(self.service, cfg.model, device=device, cache_dir=cache_dir, preload=cfg.preload,
                        threads=cfg.threads, precision=cfg.precision, compile_unet=cfg.compile, pool=self.pool,
-                       slot=self.pool.add(name), max_models=cfg.max_models)
+                       slot=self.pool.add(name), max_models=cfg.max_models, cache_max_mb=cfg.cache_max_mb)
                 for device, name in zip(devices, worker_names(devices), strict=True)]
 
     def _join_ray(self) -> None:
@@ -292,23 +303,36 @@ class Daemon:
 
         cfg = self.cfg
         ray = None
+        # ray.init has no deadline of its own (a port that answers but is not Ray held it for ever, jobs queued
+        # meanwhile): past JOIN_S the daemon stops with one line. A timer, as ray.init must run on this thread
+        # (see the end of this method); the thread left in it is a daemon thread and ends with the process.
+        ended = _Once()  # the join ends once: joined, failed, or past its deadline
+        timer = None
+        if (cfg.ray or "local") != "local":
+            timer = threading.Timer(remote.JOIN_S, self._ray_join_timeout, args=(ended,))
+            timer.daemon = True
+            timer.start()
         try:
             ray = remote.connect(cfg.ray or "local")
             kinds = remote.actor_kinds(ray, cfg.devices)
         except remote.RayUnavailable as exc:
-            print(f"aiedit serve: {exc}", file=sys.stderr)
-            log.error("%s", exc)
-            self.exit_code = 2
-            self.stop_event.set()
+            if ended.claim():
+                self._ray_failed(str(exc))
             if ray is not None:
                 ray.shutdown()
+            return
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not ended.claim():  # the deadline passed just as ray.init returned: the daemon is stopping
+            ray.shutdown()
             return
         for i, kind in enumerate(kinds):
             if self.service.closed.is_set():
                 return
             w = remote.RemoteWorker(self.service, self.pool, self.pool.add(f"ray:{i}"), ray, kind, i,
                                     cache_dir=cfg.cache_dir, precision=cfg.precision, compile_unet=cfg.compile,
-                                    max_models=cfg.max_models)
+                                    max_models=cfg.max_models, cache_max_mb=cfg.cache_max_mb)
             self.workers.append(w)
             w.start()
         log.info("joined the Ray cluster at %s: %d actor(s) (%s)", cfg.ray, len(kinds), ", ".join(kinds))
@@ -316,6 +340,20 @@ class Daemon:
         # with PR_SET_PDEATHSIG (ray._private.utils), which kills them when the *thread* that forked them ends.
         self._ray_release.wait()
         ray.shutdown()  # the actors belong to this driver: Ray ends them (and a "local" instance) with it
+
+    def _ray_join_timeout(self, ended: _Once) -> None:
+        from bridge.workers import remote
+
+        if ended.claim():
+            self._ray_failed(f"cannot join the Ray cluster at {self.cfg.ray!r}: no answer within "
+                             f"{remote.JOIN_S:.0f} s (is it a Ray head node, and its version this one?)")
+
+    def _ray_failed(self, message: str) -> None:
+        """A cluster that cannot be joined stops the daemon with one line, as a start-up error would."""
+        print(f"aiedit serve: {message}", file=sys.stderr)
+        log.error("%s", message)
+        self.exit_code = 2
+        self.stop_event.set()
 
     def start(self) -> None:
         self.service.recover()
@@ -354,8 +392,7 @@ class Daemon:
         if self._ray_thread is not None:
             self._ray_release.set()
             self._ray_thread.join(timeout=STOP_WAIT_S)  # it shuts Ray down (unless ray.init is still under way)
-        if self.shared_cache:
-            shutil.rmtree(self.shared_cache, ignore_errors=True)
+        self.shared_cache.remove()
         self.service.maintain()  # a last try at statuses a spool fault left unwritten
         self.osc.close()
         self.heartbeat.stop()
@@ -381,6 +418,36 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+
+
+class _Once:
+    """True for the first :meth:`claim` only, whichever thread makes it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            first, self._claimed = not self._claimed, True
+            return first
+
+
+def _stage_device(cfg: ServeConfig) -> str:
+    """Where the stages of an edit run, for the memory limit: ``cuda`` when every worker is on a CUDA GPU (their
+    working memory is then the GPU's), else ``cpu`` (the host holds it; an Apple GPU shares the host's memory).
+    Unset (``auto``): ``cuda`` when an NVIDIA driver is present, told without importing torch."""
+    kinds = [d.strip() for d in (cfg.devices or cfg.device or "").split(",") if d.strip() and d.strip() != "auto"]
+    if cfg.ray and not cfg.devices:
+        return "cuda"  # one actor per GPU of the cluster
+    if not kinds:
+        return "cuda" if _nvidia_driver() else "cpu"
+    return "cuda" if all(k == "all" or k.startswith("cuda") for k in kinds) else "cpu"
+
+
+def _nvidia_driver() -> bool:
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl")) or (
+        os.name == "nt" and shutil.which("nvidia-smi") is not None)
 
 
 def _in_use(exc: OSError) -> bool:

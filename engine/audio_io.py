@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -43,6 +45,61 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     if info.frames <= 0:
         raise InputError(f"{p.name} holds no audio")
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+@dataclass(frozen=True)
+class SourceAudio:
+    """A region already read: ``samples`` (frames, channels) float32 at ``sample_rate``. What the editor edits when
+    its caller has read (and checked) the audio itself, so the edit cannot see other samples than were checked."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+
+Check = Callable[[AudioInfo, int], None]  # (the header's facts, the region's frame count): raise to refuse
+
+
+def read_source(source: str | os.PathLike[str] | int | BinaryIO, region: Region, check: Check | None = None, *,
+                name: str | None = None) -> SourceAudio:
+    """Read ``region`` of ``source`` (a path, an open descriptor or a binary file object) in one pass: the header is
+    parsed once, ``check`` sees its facts and the region's frame count before any sample is read, and exactly that
+    many frames are read through the same handle, so a file rewritten meanwhile cannot enlarge the read (a file
+    shortened meanwhile fails it). Float32: what the takes are written in, and half the memory of float64.
+
+    InputError when the source is not readable audio, the region falls outside it, or it changed while read.
+    A descriptor or file object is left open, at an unspecified offset."""
+    label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "the source")
+    target = os.fspath(source) if isinstance(source, os.PathLike) else source
+    try:
+        f = sf.SoundFile(target, "r", closefd=False) if isinstance(target, int) else sf.SoundFile(target, "r")
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+        raise InputError(f"cannot read {label} as audio ({_short(exc)})") from None
+    with f:
+        info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames))
+        if info.frames <= 0 or info.sample_rate <= 0 or info.channels <= 0:
+            raise InputError(f"{label} holds no audio")
+        start, count = region_frames(info, region)
+        if check is not None:
+            check(info, count)
+        try:
+            if start:
+                f.seek(start)
+            data = f.read(count, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise InputError(f"cannot read {label} ({_short(exc)})") from None
+    if data.shape != (count, info.channels):
+        raise InputError(f"{label} changed while it was read: {data.shape[0]} of {count} frames")
+    if not np.all(np.isfinite(data)):
+        np.nan_to_num(data, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return SourceAudio(data, info.sample_rate)
 
 
 def region_frames(info: AudioInfo, region: Region) -> tuple[int, int]:
@@ -91,19 +148,14 @@ def check_inpaint(inp: Inpaint | None, frames: int, sample_rate: int) -> None:
                          f"{sample_rate} Hz")
 
 
-def read_region(path: str | os.PathLike[str], region: Region) -> tuple[np.ndarray, int]:
-    """(frames, channels) float64 samples of the region and the file's sample rate. Opens read-only."""
-    info = probe(path)
-    start, count = region_frames(info, region)
-    try:
-        data, sr = sf.read(str(path), start=start, frames=count, dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise InputError(f"cannot read {Path(path).name} ({_short(exc)})") from None
-    if data.shape[0] == 0:
-        raise InputError(f"{Path(path).name} holds no audio in that region")
-    if not np.all(np.isfinite(data)):
-        data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
-    return data, int(sr)
+def read_region(path: str | os.PathLike[str], region: Region) -> SourceAudio:
+    """The region of the file at ``path`` (see :func:`read_source`), opened once, read-only."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"audio file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"not a file: {p}")
+    return read_source(p, region)
 
 
 def write_wav_atomic(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int) -> Path:

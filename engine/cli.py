@@ -14,7 +14,18 @@ from pathlib import Path
 
 from engine.config import ConfigError, apply_config, fail
 from engine.errors import Cancelled, EngineError, InputError
-from engine.params import MAX_LYRICS, MODES, STARTS, EditParams, EditRequest, Inpaint, MusicContext, Region
+from engine.models.catalog import default_etas
+from engine.params import (
+    MAX_LYRICS,
+    MODES,
+    PAPER_STAGE_DEFAULTS,
+    STARTS,
+    EditParams,
+    EditRequest,
+    Inpaint,
+    MusicContext,
+    Region,
+)
 from engine.progress import Progress
 
 STAGE_LABEL = {"preparing": "prepare", "embedding": "stage 1 embed", "finetune": "stage 2 tune",
@@ -25,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aiedit edit", description="Edit an audio file with a text prompt.")
     ap.add_argument("input", help="audio file (anything libsndfile reads); never modified")
     ap.add_argument("--prompt", required=True, help="what the sound should become")
-    ap.add_argument("--eta", type=float, nargs="+", default=[0.25, 0.5, 0.75],
-                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta, flowedit: strengths in (0, 1])")
+    ap.add_argument("--eta", type=float, nargs="+", default=None,
+                    help="edit strengths η in [0, 1.5], one take each (sdedit, zeta, flowedit: strengths in (0, 1]); "
+                         "default 0.25 0.5 0.75, on Stable Audio 3 flowedit 0.75 0.85 0.95 and sdedit 0.4 0.55 0.7 "
+                         "(lower ones are near-copies there)")
     ap.add_argument("--mode", choices=list(MODES), default="lora",
                     help="lora | full (the paper's three stages), sdedit (preview), zeta (zero-shot edit, ᾱ-schedule "
                          "models), flowedit (zero-shot edit, flow models such as Stable Audio 3), repaint (the "
@@ -55,15 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help='such as "4/4", "6/8" (N 1-32, D 1, 2, 4, 8, 16 or 32)')
     music.add_argument("--language", default=None, help='language code of the lyrics, such as "en"')
     ap.add_argument("--out", default="aiedit-takes", help="folder for the takes and the JSON sidecar")
-    ap.add_argument("--embed-steps", type=int, default=None, help="stage 1 steps (default: the model's, else 500)")
-    ap.add_argument("--embed-lr", type=float, default=None, help="stage 1 Adam rate (default: the model's, else 2e-3)")
-    ap.add_argument("--tune-steps", type=int, default=None, help="stage 2 steps (default: the model's, else 1500)")
+    d = PAPER_STAGE_DEFAULTS  # the help shows the engine's own fallbacks, so it cannot go stale
+    ap.add_argument("--embed-steps", type=int, default=None,
+                    help=f"stage 1 steps (default: the model's, else {d['embed_steps']})")
+    ap.add_argument("--embed-lr", type=float, default=None,
+                    help=f"stage 1 Adam rate (default: the model's, else {d['embed_lr']:g})")
+    ap.add_argument("--tune-steps", type=int, default=None,
+                    help=f"stage 2 steps (default: the model's, else {d['lora_steps']} LoRA / {d['full_steps']} full)")
     ap.add_argument("--tune-draws", type=int, default=None,
-                    help="stage 2 noise draws per step, in one batch (default: the model's, else 4 LoRA / 1 full)")
+                    help=f"stage 2 noise draws per step, in one batch (default: the model's, else {d['lora_draws']} "
+                         f"LoRA / {d['full_draws']} full)")
     ap.add_argument("--tune-lr", type=float, default=None,
-                    help="stage 2 Adam rate (default: the model's, else 1e-6 full / 1e-4 LoRA)")
+                    help=f"stage 2 Adam rate (default: the model's, else {d['lora_lr']:g} LoRA / "
+                         f"{d['full_lr']:g} full)")
     ap.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
-    ap.add_argument("--sample-steps", type=int, default=None, help="stage 3 steps (default: the model's)")
+    ap.add_argument("--sample-steps", type=int, default=None,
+                    help="stage 3 steps (default: the model's; flowedit: 28 on CUDA, without CUDA the grid on which "
+                         "the strongest take runs 6 steps)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     ap.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
                     help="stage 3 sampler on ᾱ-schedule models: ddim (default) or dpm (DPM-Solver++, for fewer "
@@ -74,9 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on CPU and Apple GPUs "
                          "(trained tensors and losses are fp32 either way)")
     ap.add_argument("--compile", action="store_true",
-                    help="torch.compile the UNet (CUDA; pays a minute of compiling per model and shape)")
+                    help="compile the training and sampling steps, one graph each, CUDA graphs on a GPU (a minute or "
+                         "two of compiling once per loaded model)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "aiedit" / "stages"),
                     help="stage 1-2 cache folder ('' disables the disk cache)")
+    ap.add_argument("--cache-max-mb", type=float, default=None,
+                    help="most disk the stage cache may use (default: a tenth of the free space, at most 2048 MB)")
     ap.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
     apply_config(ap, "edit")  # ~/.aiedit/config.toml: its values become defaults; flags still win
     return ap
@@ -90,13 +114,25 @@ def request_from_args(a: argparse.Namespace) -> EditRequest:
         except ValueError:
             raise InputError(f"--inpaint wants START:END in seconds, got {a.inpaint!r}") from None
         inpaint = Inpaint(s, e)
-    params = EditParams(prompt=a.prompt, etas=tuple(a.eta), mode=a.mode, seed=a.seed, inpaint=inpaint,
+    etas = tuple(a.eta) if a.eta else default_etas(_family(a.model), a.mode)
+    params = EditParams(prompt=a.prompt, etas=etas, mode=a.mode, seed=a.seed, inpaint=inpaint,
                         embed_steps=a.embed_steps, embed_lr=a.embed_lr, tune_steps=a.tune_steps, tune_lr=a.tune_lr,
                         lora_rank=a.lora_rank, sample_steps=a.sample_steps, guidance=a.guidance, sampler=a.sampler,
                         start=a.start_from, source_prompt=a.source_prompt, source_guidance=a.source_guidance,
                         tune_draws=a.tune_draws)
     return EditRequest(str(Path(a.input).expanduser().resolve()), Region(a.start, a.length), params,
                        music_from_args(a)).validate()
+
+
+def _family(model: str) -> str:
+    """The model family a ``--model`` names (for its default strengths), or "" when it cannot be told yet (the load
+    then says why)."""
+    from engine.models.registry import resolve
+
+    try:
+        return resolve(model).family
+    except EngineError:
+        return ""
 
 
 def music_from_args(a: argparse.Namespace) -> MusicContext:
@@ -172,7 +208,8 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
 
     t0 = time.perf_counter()
     editor = load_editor(args.model, device=args.device, cache_dir=args.cache or None,
-                         allow_download=args.allow_download, precision=args.precision, compile_unet=args.compile)
+                         cache_max_mb=args.cache_max_mb, allow_download=args.allow_download,
+                         precision=args.precision, compile_unet=args.compile)
     load_s = time.perf_counter() - t0
     bar = ProgressBar()
     try:
@@ -187,6 +224,7 @@ def _run(args: argparse.Namespace, request: EditRequest) -> int:
                "channels": result.channels, "frames": result.frames, "cache_hit": result.cache_hit,
                "timings": {k: round(v, 3) for k, v in result.timings.items()} | {"load": round(load_s, 3)},
                "network_calls": result.network_calls, "music": request.music.to_dict(), "notes": result.notes,
+               "windows": result.windows, "window_seconds": editor.model.max_seconds,
                "takes": [], "best": result.best}
     for take in result.takes:
         path = write_wav_atomic(out / f"{stem}_{request.params.mode}_eta{take.eta:.2f}.wav", take.audio,

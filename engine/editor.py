@@ -19,17 +19,17 @@ import soxr
 import torch
 
 from engine import calls
-from engine.audio_io import read_region
-from engine.cache import StageCache, cache_key
-from engine.errors import InputError, OutOfMemory
-from engine.flowedit import DEFAULT_STEPS as FLOWEDIT_STEPS
-from engine.flowedit import flowedit
+from engine.audio_io import SourceAudio, read_region
+from engine.cache import StageCache, cache_key, misfit
+from engine.channels import to_input_channels, to_model_channels
+from engine.errors import InputError, NotFinite, OutOfMemory
+from engine.flowedit import default_draws, default_steps, flowedit
 from engine.inversion import ddim_invert, extract_noise_maps, zeta_sample
 from engine.models.base import AudioModel, Conditioning, PromptContext
 from engine.params import NATIVE_MODES, ZERO_SHOT_MODES, EditParams, EditRequest, MusicContext
 from engine.progress import CancelToken, Progress, ProgressFn
 from engine.result import EditResult, Take
-from engine.splice import Window, overlap_add, plan_windows, splice
+from engine.splice import OverlapAdd, Window, plan_windows, splice
 from engine.stages import finetune, optimize_embedding, sample, tuned
 
 log = logging.getLogger("aiedit.engine")
@@ -53,6 +53,7 @@ class Editor:
 
     def __init__(self, model: AudioModel, scorer=None, cache: StageCache | None = None) -> None:
         self.model = model
+        self.flowedit_draws: int | None = None  # FlowEdit's noise draws a step; None = by device (engine.flowedit)
         self.scorer = scorer
         self.cache = cache if cache is not None else StageCache()
         self._prompt_cache: dict[tuple[str, PromptContext], tuple[Conditioning, Conditioning]] = {}
@@ -62,14 +63,17 @@ class Editor:
         return self.model.name
 
     def edit(self, request: EditRequest, progress: ProgressFn | None = None,
-             cancel: CancelToken | None = None) -> EditResult:
-        """Run one request; raises InputError, OutOfMemory, Cancelled (all before anything is returned)."""
+             cancel: CancelToken | None = None, audio: SourceAudio | None = None) -> EditResult:
+        """Run one request; raises InputError, OutOfMemory, Cancelled (all before anything is returned).
+
+        ``audio``: the region, already read by the caller (:func:`engine.audio_io.read_source`, e.g. from a
+        descriptor it checked); the request's source and region are then not opened or read again."""
         request.validate()
         self.check_mode(request.params)
         report = progress or (lambda p: None)
         token = cancel or CancelToken()
         try:
-            return self._edit(request, report, token)
+            return self._edit(request, report, token, audio)
         except torch.cuda.OutOfMemoryError:
             raise self._oom() from None
         except RuntimeError as exc:
@@ -98,8 +102,10 @@ class Editor:
         """The parameters an edit will really use: unset numbers filled from this model's defaults, then the
         paper's (what results record, and what the cache keys on)."""
         m = self.model
-        # FlowEdit integrates an ODE on the velocity difference: its own, finer step count (engine.flowedit)
-        steps = FLOWEDIT_STEPS if params.mode == "flowedit" else m.default_steps
+        steps = m.default_steps
+        if params.mode == "flowedit" and m.schedule.kind == "flow":
+            # FlowEdit integrates an ODE on the velocity difference: its own step count, by device (engine.flowedit)
+            steps = default_steps(m.schedule, params.etas, m.device)
         defaults = {**m.stage_defaults, "sample_steps": steps, "guidance": m.default_guidance}
         return params.resolved(defaults).validate()
 
@@ -120,13 +126,16 @@ class Editor:
             notes.append(m.mode_notes[p.mode])
         return p, music, notes
 
-    def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken) -> EditResult:
+    def _edit(self, request: EditRequest, report: ProgressFn, token: CancelToken,
+              audio: SourceAudio | None) -> EditResult:
         p, music, notes = self.context_notes(request, self.resolve_params(request.params))
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
         t0 = time.perf_counter()
         report(Progress("preparing", 0, 1))
-        data, sr = read_region(request.source, request.region)
+        src = audio if audio is not None else read_region(request.source, request.region)
+        data, sr = src.samples, src.sample_rate
+        del src, audio
         frames, channels = data.shape
         span = self._inpaint_span(p, frames, sr)
         if span is not None and p.mode == "repaint":
@@ -136,46 +145,48 @@ class Editor:
                 raise InputError(f"{self.model_name} repaints ranges of {lo:g} s to {hi:g} s: the range "
                                  f"{p.inpaint.start:.3f}-{p.inpaint.end:.3f} s is {length:.3f} s long")
         msr = self.model.sample_rate
-        heard = to_model_channels(data, self.model.channels)
-        heard = soxr.resample(heard, sr, msr, quality="VHQ") if sr != msr else heard
-        dc, gain = 0.0, 1.0
-        if self.model.input_peak is not None:  # AudioLDM's training normalisation; undone on the way out
-            dc = float(heard.mean())
-            peak = float(np.max(np.abs(heard - dc))) if heard.size else 0.0
-            gain = self.model.input_peak / peak if peak > 1e-6 else 1.0
-        x = (heard - dc) * gain
+        x, dc, gain = self._model_input(data, sr)
+        total = len(x)
         window = int(self.model.max_seconds * msr)
-        focus = (span.model_start, span.model_end) if span else (0, len(x))
+        focus = (span.model_start, span.model_end) if span else (0, total)
         overlap = min(int(WINDOW_OVERLAP_S * msr), window // 4)
-        windows = plan_windows(len(x), focus, window, overlap)
+        windows = plan_windows(total, focus, window, overlap)
+        log.info("%s: %.1f s edited in %d window%s (the model's window: %g s)", self.model.name, total / msr,
+                 len(windows), "" if len(windows) == 1 else "s", self.model.max_seconds)
         timings["prepare"] = time.perf_counter() - t0
         report(Progress("preparing", 1, 1))
 
-        pieces: list[list[tuple[Window, np.ndarray]]] = [[] for _ in p.etas]
+        # Each take is joined as its windows arrive, in one float32 buffer at the model's rate (the decoder's own
+        # precision): holding every window of every take in float64 until the end cost 3x the takes (issue 26).
+        joined: list[OverlapAdd | None] = [None] * len(p.etas)
         cache_hits = 0
         for k, win in enumerate(windows):
-            waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, music, report,
-                                           token, timings, counts)
+            with self.model.clip_duration((win.end - win.start) / msr):  # the window's length, not the padded one
+                waves, hit = self._edit_window(x[win.start:win.end], win, k, len(windows), span, p, music, report,
+                                               token, timings, counts)
             cache_hits += hit
             for j, w in enumerate(waves):
-                pieces[j].append((win, w))
+                if joined[j] is None:
+                    joined[j] = OverlapAdd(total, w.shape[1:])
+                joined[j].add(win, w)
+            del waves
+        del x
 
         t0 = time.perf_counter()
         takes: list[Take] = []
-        for eta, parts in zip(p.etas, pieces, strict=True):
-            y = overlap_add(parts, len(x)) / gain + dc
-            y = soxr.resample(y, msr, sr, quality="VHQ") if sr != msr else y
-            y = to_input_channels(_fit_length(y, frames), channels)
-            if span is not None:
-                audio = splice(data, y, span.start, span.end, round(INPAINT_FADE_S * sr))
-            else:
-                audio = y
-            takes.append(Take(float(eta), _to_float32(audio)))
+        fade = round(INPAINT_FADE_S * sr)
+        for j, eta in enumerate(p.etas):
+            buf, joined[j] = joined[j], None  # each take's buffer is freed once the take is made
+            takes.append(Take(float(eta), self._take(buf.out, dc, gain, sr, frames, channels, data, span, fade)))
+            del buf
         timings["assemble"] = time.perf_counter() - t0
 
         trained = p.mode not in ZERO_SHOT_MODES
+        recorded = p.to_dict()
+        if p.mode == "flowedit":
+            recorded["noise_draws"] = self.noise_draws()
         result = EditResult(takes, sr, channels, frames, cache_hit=cache_hits == len(windows) and trained,
-                            timings=timings, windows=len(windows), params=p.to_dict(), network_calls=counts,
+                            timings=timings, windows=len(windows), params=recorded, network_calls=counts,
                             notes=notes)
         if self.scorer is not None:
             token.check()
@@ -188,6 +199,38 @@ class Editor:
             timings["score"] = time.perf_counter() - t0
             report(Progress("scoring", 1, 1))
         return result
+
+    def _model_input(self, data: np.ndarray, sr: int) -> tuple[np.ndarray, float, float]:
+        """(what the model hears as float32, dc, gain): the input's channels mapped to the model's, at its rate,
+        DC-removed and peak-normalised where the family was trained so. Computed in float64: a source near
+        float32's largest value (issue 20) would overflow in its own precision."""
+        m = self.model
+        heard = to_model_channels(data, m.channels, dtype=np.float64)
+        if sr != m.sample_rate:
+            heard = soxr.resample(heard, sr, m.sample_rate, quality="VHQ")
+        dc, gain = 0.0, 1.0
+        if m.input_peak is not None:  # AudioLDM's training normalisation; undone on the way out
+            dc = float(heard.mean())
+            heard -= dc
+            peak = float(np.max(np.abs(heard))) if heard.size else 0.0
+            gain = m.input_peak / peak if peak > 1e-6 else 1.0
+            heard *= gain
+        return heard.astype(np.float32), dc, gain
+
+    def _take(self, joined: np.ndarray, dc: float, gain: float, sr: int, frames: int, channels: int,
+              data: np.ndarray, span: _Span | None, fade: int) -> np.ndarray:
+        """One take from its joined model-rate output: level restored, at the input's rate, channels and exact
+        length, spliced into the input outside an inpainting range; float32. One take at a time, in float64 (the
+        gain of a near-overflow source is undone without overflowing)."""
+        y = joined.astype(np.float64)
+        y /= gain
+        y += dc
+        if sr != self.model.sample_rate:
+            y = soxr.resample(y, self.model.sample_rate, sr, quality="VHQ")
+        y = to_input_channels(_fit_length(y, frames), channels)
+        if span is not None:
+            return _to_float32(splice(data, y, span.start, span.end, fade))
+        return _to_float32(y)
 
     def _inpaint_span(self, p: EditParams, frames: int, sr: int) -> _Span | None:
         if p.inpaint is None:
@@ -269,11 +312,11 @@ class Editor:
             with calls.stage(m, "sampling", counts):
                 latents = flowedit(m, z0, e_src, e_target, uncond, strengths=[float(s) for s in p.etas],
                                    steps=steps, guidance=guidance, source_guidance=float(p.source_guidance),
-                                   seed=seed, keep=keep, on_step=stepper("sampling"))
+                                   seed=seed, keep=keep, draws=self.noise_draws(), on_step=stepper("sampling"))
             timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - t0
         else:
             key = self.stage_cache_key(seg, p, seed, music)
-            cached = self.cache.get(key)
+            cached = self.cache.get(key, check=lambda entry: misfit(entry, m.unet, e_target))
             if cached is not None:
                 hit = True
                 e_opt, tuning = cached[0].to(m.device, m.dtype), cached[1]
@@ -307,11 +350,20 @@ class Editor:
         token.check()
         t0 = time.perf_counter()
         report(Progress("decoding", 0, 1, k, nwin))
-        decoded = m.latent_to_audio(latents)[:, :, :n].cpu().numpy().astype(np.float64)  # (takes, C, n)
+        _check_finite(latents, "latents")
+        decoded = m.latent_to_audio(latents)[:, :, :n]
+        _check_finite(decoded, "audio")
+        decoded = decoded.float().cpu().numpy()  # (takes, C, n), the decoder's float32
         waves = decoded[:, 0] if seg.ndim == 1 else decoded.transpose(0, 2, 1)
         timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
         report(Progress("decoding", 1, 1, k, nwin))
         return list(waves), hit
+
+    def noise_draws(self) -> int:
+        """FlowEdit's noise draws a step: :attr:`flowedit_draws` when set, else the device's (engine.flowedit)."""
+        if self.flowedit_draws is not None:
+            return int(self.flowedit_draws)
+        return default_draws(self.model.device)
 
     def stage_cache_key(self, seg: np.ndarray, p: EditParams, seed: int, music: MusicContext | None = None) -> str:
         """What stages 1-2 of one window depend on: the model, the audio, the stage parameters, the musical context
@@ -367,10 +419,22 @@ class Editor:
         return latents
 
 
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    """NotFinite when the model's output holds NaN or Inf: a take made of it would be silence (or noise) marked
+    done."""
+    if not bool(torch.isfinite(t).all()):
+        raise NotFinite(f"the edit produced {what} that are not finite (NaN or Inf): the model's weights or its "
+                        "fine-tune diverged; try other steps or learning rates, or reload the model")
+
+
 def _to_float32(audio: np.ndarray) -> np.ndarray:
     """Samples as float32, clipped to its finite range: undoing the gain of a source with samples near ±3e38
-    overflows float32 to ±inf, which would poison the scores and the take (issue 20)."""
+    overflows float32 to ±inf, which would poison the scores and the take (issue 20). In place where it can."""
     limit = float(np.finfo(np.float32).max)
+    if audio.dtype == np.float64 and audio.flags.writeable:
+        np.clip(audio, -limit, limit, out=audio)
+        np.nan_to_num(audio, copy=False, nan=0.0)
+        return audio.astype(np.float32)
     return np.nan_to_num(np.clip(audio, -limit, limit), nan=0.0).astype(np.float32)
 
 
@@ -380,35 +444,13 @@ def _fit_length(y: np.ndarray, frames: int) -> np.ndarray:
     return np.pad(y, [(0, frames - len(y))] + [(0, 0)] * (y.ndim - 1))
 
 
-def to_model_channels(data: np.ndarray, channels: int) -> np.ndarray:
-    """(frames, C_in) → what a model with ``channels`` hears: (frames,) mono mix, or (frames, 2) stereo (mono
-    duplicated; more than two channels folded, even ones to the left and odd ones to the right)."""
-    if channels == 1:
-        return data.mean(axis=1)
-    if data.shape[1] == channels:
-        return data
-    if data.shape[1] == 1:
-        return np.repeat(data, channels, axis=1)
-    return np.stack([data[:, 0::2].mean(axis=1), data[:, 1::2].mean(axis=1)], axis=1)
-
-
-def to_input_channels(y: np.ndarray, channels: int) -> np.ndarray:
-    """The inverse of :func:`to_model_channels`: a model's (frames,) or (frames, 2) output → (frames, channels)."""
-    if y.ndim == 1:
-        return np.repeat(y[:, None], channels, axis=1)
-    if y.shape[1] == channels:
-        return y
-    if channels == 1:
-        return y.mean(axis=1, keepdims=True)
-    return y[:, np.arange(channels) % y.shape[1]]
-
-
 def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str | None = None, *,
                 scorer: str | None = "auto", allow_download: bool = False, precision: str = "auto",
-                compile_unet: bool = False) -> Editor:
+                compile_unet: bool = False, cache_max_mb: float | None = None) -> Editor:
     """Load a model by name, hub id or folder (see ``engine.models.registry``) and wrap it in an Editor.
 
     ``precision``/``compile_unet``: see ``engine.precision`` (auto = bf16 weights on a CUDA GPU, fp32 on CPU).
+    ``cache_max_mb``: the disk stage cache's cap (None: from the free space, see ``engine.cache_files``).
     ``scorer="auto"`` uses the model's own CLAP where it has one, else ``laion/clap-htsat-unfused`` (a tiny CLAP
     for the tiny model); if those weights are missing the edit still runs and takes carry no scores.
     """
@@ -420,4 +462,7 @@ def load_editor(model: str = "tiny", device: str | None = None, cache_dir: str |
     clap = None
     if scorer is not None:
         clap = load_scorer_for(m, scorer, device=dev, allow_download=allow_download)
-    return Editor(m, clap, StageCache(cache_dir))
+    cap = None if cache_max_mb is None else int(cache_max_mb * 1e6)
+    cache = StageCache(cache_dir, max_bytes=cap)
+    cache.sweep()  # what a killed run left, and the cap (which may have changed since)
+    return Editor(m, clap, cache)

@@ -19,6 +19,10 @@ class ModelUnavailable(EngineError):
     """The model's weights cannot be found or loaded."""
 
 
+class NotFinite(EngineError):
+    """The model produced NaN or Inf (diverged weights or training): the job fails rather than return silence."""
+
+
 class OutOfMemory(EngineError):
     """The device ran out of memory; the edit was abandoned and memory released."""
 

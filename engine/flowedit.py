@@ -24,6 +24,13 @@ target rows use ``guidance``; the source rows use ``source_guidance`` when a sou
 unconditional branch alone without one (its CFG would be v_u + g·(v_u − v_u) = v_u: wasted rows).
 
 Inpainting: the known part of the latent is put back after each step (the decoded audio is spliced anyway).
+
+Cost by device (:func:`default_steps`, :func:`default_draws`): on a CUDA GPU a call is launch-bound, so rows are
+nearly free and the paper's settings stay (28 steps, 2 draws batched). Without CUDA (a CPU, Apple's MPS) a call costs
+about its rows, so the preview takes 1 draw and a grid just fine enough that the strongest take gets
+:data:`CPU_CALLS` steps: one strength then costs 2 × 6 = 12 rows against SDEdit's 8 (1.5×), and every strength and
+branch shares each call. The quality cost of both choices is measured on toy-flow (docs/performance.md, "A preview
+a CPU can afford").
 """
 
 from __future__ import annotations
@@ -33,14 +40,38 @@ import torch
 from engine.models.base import AudioModel, Conditioning
 from engine.stages import StepFn, _noop, guided_prediction
 
-__all__ = ["DEFAULT_STEPS", "NOISE_DRAWS", "flowedit"]
+__all__ = ["CPU_CALLS", "CPU_DRAWS", "DEFAULT_STEPS", "NOISE_DRAWS", "default_draws", "default_steps",
+           "flowedit"]
 
 NOISE_DRAWS = 2  # the paper's n_avg: noise draws averaged per step (1 already works; 2 steadies short schedules)
 # FlowEdit's own step count when none is given (not the model's sampling default: 8 for the distilled SA3
-# checkpoints). The paper runs T = 28 (FLUX, a guidance-distilled model like SA3's distilled ones) to 50 (SD3) Euler
-# steps; 8 steps leave very coarse Euler steps on V_Δ, whose error adds up along the path instead of being
-# corrected by the sampler's re-noising. 28 = the FLUX setting, the cheaper end of the paper's range.
+# checkpoints). The paper runs T = 28 (FLUX) to 50 (SD3) Euler steps; 8 steps leave very coarse Euler steps on V_Δ,
+# whose error adds up along the path instead of being corrected by the sampler's re-noising. 28 = the FLUX setting,
+# the cheaper end of the paper's range. (FLUX-dev is guidance-distilled, not step-distilled; SA3's distilled
+# checkpoints are step-distilled by ARC post-training and sample unguided in 8 steps: that shortcut is their own
+# sampler's, FlowEdit's Euler ODE on V_Δ does not inherit it.)
 DEFAULT_STEPS = 28
+# Without CUDA: the strongest take's sequential steps, and the draws per step (docs/performance.md measures both).
+CPU_CALLS = 6
+CPU_DRAWS = 1
+
+
+def default_steps(schedule, strengths: list[float] | tuple[float, ...], device: torch.device | str) -> int:
+    """The grid's step count T when the caller gave none: on CUDA the paper's :data:`DEFAULT_STEPS`; elsewhere the
+    coarsest grid (of the sampler's own law) on which the strongest take, starting at σ = the highest strength,
+    still runs :data:`CPU_CALLS` steps (at most DEFAULT_STEPS)."""
+    if torch.device(device).type == "cuda":
+        return DEFAULT_STEPS
+    top = max((min(1.0, float(s)) for s in strengths if isinstance(s, (int, float)) and s > 0), default=1.0)
+    steps = CPU_CALLS
+    while steps < DEFAULT_STEPS and steps - schedule.start_step(top, schedule.grid(steps)) < CPU_CALLS:
+        steps += 1
+    return steps
+
+
+def default_draws(device: torch.device | str) -> int:
+    """Noise draws a step: the paper's 2 on CUDA (one batched call either way), 1 elsewhere (rows cost time)."""
+    return NOISE_DRAWS if torch.device(device).type == "cuda" else CPU_DRAWS
 
 
 @torch.no_grad()

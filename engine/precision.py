@@ -1,11 +1,18 @@
 """Numeric precision and the CUDA fast path, kept out of the stage code.
 
 On a GPU the edit's training steps are launch-bound (notes in docs/performance.md): autocast re-casts every fp32
-weight at every step. ``bf16`` instead stores the frozen weights (text encoders, VAE, vocoder, the UNet while it is
-frozen or under LoRA) in bfloat16 once. The model's *interface* dtype (``AudioModel.dtype``: latents, conditionings)
-stays float32, so the tensors that train — e_opt, LoRA adapters (peft keeps them in fp32), a full fine-tune's
-master weights — and the loss stay fp32; hooks cast at the UNet's boundary. ``auto`` is bf16 on CUDA GPUs that
-support it and fp32 everywhere else, so the CPU path is unchanged bit for bit.
+weight at every step. ``bf16`` instead stores the frozen weights (text encoders, the UNet while it is frozen or under
+LoRA) in bfloat16 once. ``auto`` is bf16 on CUDA GPUs that support it and fp32 everywhere else, so the CPU path is
+unchanged bit for bit. What stays fp32 on every device:
+
+- the model's *interface* dtype (``AudioModel.dtype``: latents, conditionings), so the tensors that train — e_opt,
+  LoRA adapters (peft keeps them in fp32), a full fine-tune's master weights — and the loss;
+- the audio codec (``AudioModel.codec_modules``: VAE, vocoder, SA3's SAME): a bf16 decode of the same toy-flow latent
+  is 18 dB SNR against fp32, and it moved FlowEdit takes 2-2.7× more than a change of seed (issue 25);
+- the conditioning up to the denoiser's first layers that read it (``AudioModel.conditioning_kwargs`` and
+  ``conditioning_entries``: SA3's context and global projections, the UNets' cross-attention keys and values): the
+  interpolated e(η) was rounded to bf16 at the denoiser's input, so η values 0.01 apart could reach it as one tensor.
+  Those layers compute in fp32 and hand bf16 on; the latent and the inpainting input are cast at the boundary.
 
 Also here: the training noise generator (on the model's device on CUDA, the seeded CPU generator elsewhere) and
 the optimiser (fused, capturable Adam on CUDA). Compiling the steps is ``engine.graphs``.
@@ -45,15 +52,24 @@ def resolve(precision: str, device: torch.device | str) -> torch.dtype:
 
 
 def apply(model: AudioModel, precision: str = "auto", *, compile_unet: bool = False) -> AudioModel:
-    """Store the model's weights in the precision's dtype (once) and install the UNet boundary casts."""
+    """Store the model's weights in the precision's dtype (once: the codec and the conditioning's entry layers in
+    the interface dtype) and install the denoiser's boundary casts."""
     wdt = resolve(precision, model.device)
     model.weight_dtype = wdt
-    for module in model.modules().values():
-        if any(p.dtype != wdt for p in module.parameters()):
-            torch.nn.Module.to(module, dtype=wdt)  # (diffusers' own ``to`` warns about from_pretrained here)
-    if wdt != torch.float32 and not getattr(model.unet, "_aiedit_casts", False):
-        model.unet.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
+    store(model)
+    if wdt != model.dtype and not getattr(model.unet, "_aiedit_casts", False):
+        entries = model.conditioning_entries()
+        ref = _compute_reference(model.unet, entries)
+        keep = frozenset(model.conditioning_kwargs) if entries else frozenset()
+
+        def cast_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return _cast_inputs(ref.dtype, keep, args, kwargs)
+        model.unet.register_forward_pre_hook(cast_inputs, with_kwargs=True)
         model.unet.register_forward_hook(_output_to_fp32)
+        for name in entries:  # fp32 layers inside a bf16 denoiser: fp32 in, the denoiser's compute dtype out
+            sub = model.unet.get_submodule(name)
+            sub.register_forward_pre_hook(lambda mod, args: tuple(_to(a, model.dtype) for a in args))
+            sub.register_forward_hook(lambda mod, args, out: _to(out, ref.dtype))
         model.unet._aiedit_casts = True  # type: ignore[attr-defined]
     if compile_unet:
         from engine import graphs
@@ -62,18 +78,42 @@ def apply(model: AudioModel, precision: str = "auto", *, compile_unet: bool = Fa
     return model
 
 
+def store(model: AudioModel) -> None:
+    """Each module in its storage dtype (``AudioModel.storage_dtype``: the codec in the interface dtype, the rest
+    in the weight dtype), then the conditioning's entry layers of a low-precision denoiser back in the interface
+    dtype. Also what a full fine-tune's exit calls, since it moves the whole denoiser."""
+    for name, module in model.modules().items():
+        target = model.storage_dtype(name)
+        if any(p.dtype != target for p in module.parameters()):
+            torch.nn.Module.to(module, dtype=target)  # (diffusers' own ``to`` warns about from_pretrained here)
+    if low_precision(model):
+        for name in model.conditioning_entries():
+            torch.nn.Module.to(model.unet.get_submodule(name), dtype=model.dtype)
+
+
 def weight_dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def _cast_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Latents and conditioning tensors → the UNet's weight dtype (timesteps and masks are left alone: a bf16
-    timestep would round 999 to 1000)."""
-    wdt = weight_dtype(module)  # fp32 while a full fine-tune trains its master weights (autocast does the rest)
+def _compute_reference(unet: torch.nn.Module, entries: list[str]) -> torch.nn.Parameter:
+    """A denoiser weight outside the entry layers: its dtype is the one the denoiser computes in (bf16, or fp32
+    while a full fine-tune trains its master weights). Module casts change a parameter's data in place, so the
+    reference follows them."""
+    inside = tuple(f"{e}." for e in entries)
+    return next(p for n, p in unet.named_parameters() if not n.startswith(inside))
+
+
+def _to(x, dtype: torch.dtype):
+    return x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() and x.dtype != dtype else x
+
+
+def _cast_inputs(wdt: torch.dtype, keep: frozenset, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The latent and the float inputs of :data:`UNET_FLOAT_KWARGS` → the denoiser's compute dtype, except the
+    conditioning in ``keep`` (its entry layers read it in fp32). Timesteps and masks are left alone: a bf16
+    timestep would round 999 to 1000."""
     if args and torch.is_tensor(args[0]) and args[0].is_floating_point():
         args = (args[0].to(wdt), *args[1:])
-    kwargs = {k: (v.to(wdt) if k in UNET_FLOAT_KWARGS and torch.is_tensor(v) and v.is_floating_point() else v)
-              for k, v in kwargs.items()}
+    kwargs = {k: (_to(v, wdt) if k in UNET_FLOAT_KWARGS and k not in keep else v) for k, v in kwargs.items()}
     return args, kwargs
 
 
@@ -105,7 +145,7 @@ def full_finetune_weights(model: AudioModel) -> Iterator[None]:
         try:
             yield
         finally:
-            torch.nn.Module.to(model.unet, dtype=model.weight_dtype)
+            store(model)
 
 
 @contextlib.contextmanager

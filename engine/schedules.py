@@ -52,13 +52,6 @@ class Schedule(ABC):
                                                                                               torch.Tensor]:
         """(noisy input, regression target) for clean latents at the drawn timesteps."""
 
-    def training_example(self, z0: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                   torch.Tensor]:
-        """(noisy input, timestep, target): :meth:`draw` then :meth:`training_pair`."""
-        t, noise = self.draw(z0, gen)
-        z_t, target = self.training_pair(z0, t, noise)
-        return z_t, t, target
-
     @abstractmethod
     def sampler(self, kind: str, steps: int):
         """A fresh stateful sampler for ``steps`` steps, its tables and timesteps on the host."""
@@ -296,6 +289,9 @@ class FlowSchedule(Schedule):
         return out.to(pred.dtype)
 
     def add_noise(self, sched, z, noise, t):
+        """x_σ = (1 − σ)·z + σ·noise. SA3 inpaints with its own masked conditioning and never blends, but ACE-Step's
+        latent-blending inpainting (its plain edits with ``--inpaint``) runs on this (issue 25 found it unused
+        before ACE-Step landed)."""
         sigma = (t.to(z.device, torch.float32) / self.num_train_timesteps).view(-1, *([1] * (z.dim() - 1)))
         return ((1.0 - sigma) * z + sigma * noise).to(z.dtype)
 

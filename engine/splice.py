@@ -49,24 +49,35 @@ def equal_gain(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overlap_add(pieces: list[tuple[Window, np.ndarray]], total: int) -> np.ndarray:
-    """Join windowed results, crossfading each overlap with equal-gain ramps.
+    """Join windowed results, crossfading each overlap with equal-gain ramps (float64; see :class:`OverlapAdd`)."""
+    acc = OverlapAdd(total, pieces[0][1].shape[1:], np.float64)
+    for win, audio in pieces:
+        acc.add(win, audio)
+    return acc.out
+
+
+class OverlapAdd:
+    """:func:`overlap_add` one window at a time, in window order, into one buffer (``out``): a long clip's windows
+    need not all be held until the last one is done.
 
     Overlapping windows are edits of the same input, so their content is correlated (nearly identical at low η):
     equal-power gains would add to +3 dB mid-overlap, equal-gain ones keep the level.
     """
-    out = np.zeros((total, *pieces[0][1].shape[1:]), dtype=np.float64)  # (total,) or (total, channels)
-    covered_to = None
-    for win, audio in pieces:
-        seg = audio[: win.end - win.start].astype(np.float64)
-        if covered_to is None or covered_to <= win.start:
+
+    def __init__(self, total: int, tail: tuple[int, ...] = (), dtype: type = np.float32) -> None:
+        self.out = np.zeros((total, *tail), dtype=dtype)  # (total,) or (total, channels)
+        self.covered_to: int | None = None
+
+    def add(self, win: Window, audio: np.ndarray) -> None:
+        out, seg = self.out, audio[: win.end - win.start]
+        if self.covered_to is None or self.covered_to <= win.start:
             out[win.start:win.end] = seg
         else:
-            n = covered_to - win.start
+            n = self.covered_to - win.start
             fade_out, fade_in = (g.reshape(-1, *([1] * (seg.ndim - 1))) for g in equal_gain(n))
-            out[win.start:covered_to] = out[win.start:covered_to] * fade_out + seg[:n] * fade_in
-            out[covered_to:win.end] = seg[n:]
-        covered_to = win.end
-    return out
+            out[win.start:self.covered_to] = out[win.start:self.covered_to] * fade_out + seg[:n] * fade_in
+            out[self.covered_to:win.end] = seg[n:]
+        self.covered_to = win.end
 
 
 def splice(original: np.ndarray, edit: np.ndarray, start: int, end: int, fade: int) -> np.ndarray:

@@ -321,13 +321,19 @@ def sample(model: AudioModel, conds: list[Conditioning], uncond: Conditioning | 
     if min(strengths) < 1.0 and z_ref is None:
         raise ValueError("SDEdit needs the input latent")
     if len(set(strengths)) > 1 and not schedule.joint_strengths(sampler):
-        # One loop per distinct strength (its takes batched); the rows come back in the caller's order.
+        # One loop per distinct strength (its takes batched); the rows come back in the caller's order. Progress
+        # counts the loops as one run of ``steps`` each, so it never goes back (a loop that truncates its grid
+        # ends early and the count jumps to the next loop's start).
         out = torch.empty((n, *latent_shape), device=model.device, dtype=model.dtype)
-        for level in dict.fromkeys(strengths):
+        levels = list(dict.fromkeys(strengths))
+        for k, level in enumerate(levels):
             rows = [j for j, x in enumerate(strengths) if x == level]
+
+            def counted(i: int, total: int, loss: float | None, k: int = k) -> None:
+                on_step(k * steps + min(i, steps), steps * len(levels), loss)
             out[rows] = sample(model, [conds[j] for j in rows], uncond, latent_shape=latent_shape, steps=steps,
                                guidance=guidance, seed=seed, sampler=sampler, z_ref=z_ref, keep=keep,
-                               strength=level, x_T=x_T, on_step=on_step)
+                               strength=level, x_T=x_T, on_step=counted)
         return out
     sched = make_sampler(model, sampler, steps)
     gen = torch.Generator().manual_seed(seed)

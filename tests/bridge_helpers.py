@@ -97,7 +97,7 @@ class Daemon:
     """``python -m bridge serve`` in a subprocess on a tmp spool; a context manager that stops it on exit."""
 
     def __init__(self, spool: Path, *args: str, model: str = "tiny", start: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, preexec: Any = None) -> None:
         self.spool = Path(spool)
         self.args = ["--model", model, "--spool", str(self.spool), *args]
         if "--port" not in args:
@@ -105,6 +105,7 @@ class Daemon:
         # One torch thread unless told otherwise: on a shared, loaded CPU, OpenMP threads spinning against other
         # processes made a tiny edit 50x slower (50 s instead of 0.8 s).
         self.env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.preexec = preexec  # run in the child before it starts (resource limits)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.started_in = 0.0  # seconds from spawn to the first pong
@@ -116,7 +117,7 @@ class Daemon:
         self.spool.parent.mkdir(parents=True, exist_ok=True)  # the daemon makes the spool itself (0700)
         t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", *self.args], cwd=ROOT,
-                                     env=self.env, stdout=subprocess.DEVNULL,
+                                     env=self.env, stdout=subprocess.DEVNULL, preexec_fn=self.preexec,
                                      stderr=open(self.spool.parent / f"{self.spool.name}.stderr", "ab"))
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:

@@ -256,15 +256,13 @@ def test_ray_worker_checks_the_limits_again_on_the_file_it_reads(inproc, tmp_pat
 
 def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_the_slot(inproc, tmp_path,
                                                                                         monkeypatch):
-    from bridge.workers import remote
-
     p = inproc
     src = make_wav(tmp_path / "src.wav", seconds=0.5)
-    real = remote.read_region
+    real = p.service.read_source
     for jid, exc in (("room", MemoryError()), ("rbug", KeyError("boom"))):
         def fail(*args, exc=exc):
             raise exc
-        monkeypatch.setattr(remote, "read_region", fail)
+        monkeypatch.setattr(p.service, "read_source", fail)
         p.submit(json.loads(job_json(jid, src, etas=[0.5])))
         st = p.wait(jid, timeout=60)
         assert st["state"] == "failed", st
@@ -274,7 +272,7 @@ def test_an_unexpected_error_in_the_ray_worker_thread_fails_the_job_and_frees_th
             time.sleep(0.05)
     assert "out of memory" in p.status("room")["error"]
     assert "internal error (KeyError" in p.status("rbug")["error"]
-    monkeypatch.setattr(remote, "read_region", real)
+    monkeypatch.setattr(p.service, "read_source", real)
     p.submit(json.loads(job_json("rafter", src, etas=[0.5])))  # the same thread runs the next job
     st = p.wait("rafter")
     assert st["state"] == "done" and len(st["takes"]) == 1, st
@@ -306,3 +304,50 @@ def test_an_actor_that_cannot_be_placed_is_killed_and_queued_jobs_fail_with_the_
             time.sleep(0.2)
     finally:
         p.close()
+
+
+class _NotRay:
+    """A TCP service that is not Ray: it accepts, says ``banner`` (or nothing), reads and never answers more."""
+
+    def __init__(self, banner: bytes) -> None:
+        import threading
+
+        self.banner = banner
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.banner:
+                conn.sendall(self.banner)
+
+    def close(self) -> None:
+        for c in [*self.conns, self.sock]:
+            c.close()
+
+
+@pytest.mark.parametrize("banner", [b"", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"])
+def test_a_cluster_address_where_another_service_listens_stops_the_daemon_with_one_line(tmp_path, banner):
+    """Finding 10: jobs were acked and queued for ever, with no error, when --ray named a port that is not Ray's."""
+    other = _NotRay(banner)
+    try:
+        r = subprocess.run([sys.executable, "-m", "bridge", "serve", "--model", "tiny", "--port", "0", "--spool",
+                            str(tmp_path / "spool"), "--ray", f"127.0.0.1:{other.port}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=90, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        other.close()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert (f"aiedit serve: 127.0.0.1:{other.port} is not a Ray cluster (it does not answer as Ray's head node "
+            "does): give the address `ray start --head` prints (default port 6379)") in r.stderr.splitlines()
+    assert [line for line in r.stderr.splitlines() if line.startswith("aiedit serve:")] == [
+        f"aiedit serve: 127.0.0.1:{other.port} is not a Ray cluster (it does not answer as Ray's head node does): "
+        "give the address `ray start --head` prints (default port 6379)"]

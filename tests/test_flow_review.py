@@ -158,13 +158,18 @@ def test_flowedit_strength_is_the_start_sigma_and_equal_starts_run_once(sa3):
     torch.testing.assert_close(both[:1], out, rtol=0, atol=1e-5)  # a take equals its solo run
 
 
-def test_flowedit_has_its_own_finer_default_step_count(sa3):
+def test_flowedit_has_its_own_default_step_count_by_device(sa3):
+    """On CUDA the paper's 28-step grid; without CUDA the coarsest grid on which the strongest take still runs
+    CPU_CALLS steps (issue 25: a preview a CPU can afford); SDEdit keeps the model's own 8."""
     from engine.editor import Editor
-    from engine.flowedit import DEFAULT_STEPS
+    from engine.flowedit import CPU_CALLS, DEFAULT_STEPS, default_steps
     from engine.params import EditParams
 
     ed = Editor(sa3)
-    assert ed.resolve_params(EditParams("a bell", mode="flowedit")).sample_steps == DEFAULT_STEPS >= 24
+    steps = ed.resolve_params(EditParams("a bell", mode="flowedit", etas=(0.5, 0.9))).sample_steps
+    grid = sa3.schedule.grid(steps)
+    assert steps < DEFAULT_STEPS and steps - sa3.schedule.start_step(0.9, grid) == CPU_CALLS
+    assert default_steps(sa3.schedule, (0.5, 0.9), "cuda") == DEFAULT_STEPS >= 24
     assert ed.resolve_params(EditParams("a bell", mode="sdedit")).sample_steps == sa3.default_steps == 8
 
 

@@ -126,3 +126,108 @@ def test_cuda_settings_are_decided_on_the_host():
     assert graphs.default_mode("cuda") == "reduce-overhead" and graphs.default_mode("cpu") is None
     assert precision.adam_options("cuda") == {"fused": True, "capturable": True}
     assert precision.adam_options("cpu") == {}
+
+
+# -- Stable Audio 3 (issue 25): the flow DiT's steps, on the tiny SA3 ----------------------------------------------
+
+@pytest.fixture
+def sa3():
+    from engine.models.stable_audio3 import tiny_stable_audio3
+
+    torch._dynamo.reset()
+    m = tiny_stable_audio3()
+    with m.clip_duration(0.36):  # as the editor runs every step: the window's own length as the duration input
+        yield m
+    torch._dynamo.reset()
+
+
+def _sa3_z0(m):
+    g = torch.Generator().manual_seed(1)
+    return m.audio_to_latent(0.3 * torch.randn(1, 2, 16 * m.downsampling, generator=g))
+
+
+def test_sa3_training_step_is_one_graph_for_both_stages(sa3):
+    z0 = _sa3_z0(sa3)
+    e = sa3.encode_prompt(["a beep"]).trainable()
+    gen = torch.Generator().manual_seed(0)
+    with torch.enable_grad():
+        t, noise = draw_noise(sa3, z0, gen)
+        assert _breaks(lambda z, c, tt, n: loss_at(sa3, z, c, tt, n), z0, e, t, noise) == (1, 0)  # stage 1
+        from peft.tuners.lora import LoraModel
+
+        from engine.stages import ADAPTER, _lora_config
+        lora = LoraModel(sa3.unet, _lora_config(4, sa3.lora_target_modules()), ADAPTER)
+        try:  # stage 2 (LoRA on the DiT's attention projections), 4 noise draws in one batch
+            z4 = z0.expand(4, *z0.shape[1:])
+            t, noise = draw_noise(sa3, z4, gen)
+            assert _breaks(lambda z, c, tt, n: loss_at(sa3, z, c, tt, n), z4, e.detach().repeat(4), t,
+                           noise) == (1, 0)
+        finally:
+            lora.unload()
+
+
+def test_sa3_sampling_step_is_one_graph(sa3):
+    """The flow models' sampling call (guidance off, as the distilled checkpoints run) and the guided one."""
+    z0 = _sa3_z0(sa3)
+    e = sa3.encode_prompt(["a beep", "a bell", "rain"])
+    x = torch.randn(3, *z0.shape[1:])
+    assert _breaks(lambda x, t, c: sa3.predict_noise(x, t, c), x, torch.full((3,), 0.7), e) == (1, 0)
+    both = guidance_batch(e, sa3.encode_prompt([""]))
+
+    def guided(x2, t2, both, g):
+        out_u, out_c = sa3.predict_noise(x2, t2, both).unflatten(0, (2, -1)).unbind(0)
+        return out_u + g * (out_c - out_u)
+    assert _breaks(guided, torch.cat([x, x]), torch.full((6,), 0.7), both, torch.tensor(3.0)) == (1, 0)
+
+
+def test_sa3_another_eta_count_does_not_recompile_any_step(sa3):
+    """Three-stage sampling, SDEdit and FlowEdit with 1-5 takes (FlowEdit's batch also grows inside a run as takes
+    join): once compiled, no further graph."""
+    from engine.flowedit import flowedit
+
+    backend = CountingBackend()
+    graphs.enable(sa3, backend=backend)
+    z0 = _sa3_z0(sa3)
+    e, u = sa3.encode_prompt(["a beep", ""]).split([1, 1])
+    shape = tuple(z0.shape[1:])
+    sample(sa3, [e, e], None, latent_shape=shape, steps=3, guidance=1.0, seed=0)
+    flowedit(sa3, z0, u, e, None, strengths=[0.5, 0.9], steps=6, guidance=1.0, seed=0)
+    first = backend.graphs
+    assert first >= 1
+    for n in (3, 5, 1):
+        out = sample(sa3, [e] * n, None, latent_shape=shape, steps=3, guidance=1.0, seed=0, z_ref=z0,
+                     strength=[0.6] * n)
+        fe = flowedit(sa3, z0, u, e, None, strengths=[0.3 + 0.6 * k / max(1, n - 1) for k in range(n)], steps=6,
+                      guidance=1.0, seed=0)
+        assert out.shape[0] == fe.shape[0] == n and torch.isfinite(out).all() and torch.isfinite(fe).all()
+    assert backend.graphs == first, "a flow step was compiled again for another batch size"
+
+
+def test_sa3_compiled_steps_match_eager(sa3):
+    """Stage 1, LoRA stage 2 (2 draws), sampling with the tuning and FlowEdit, through the compiled callables: the
+    eager numbers; a second edit with another η count compiles nothing new."""
+    from engine.flowedit import flowedit
+
+    z0 = _sa3_z0(sa3)
+    e, u = sa3.encode_prompt(["a beep", ""]).split([1, 1])
+    shape = tuple(z0.shape[1:])
+
+    def edit(n_eta: int):
+        e_opt, l1 = optimize_embedding(sa3, z0, e, steps=2, lr=1e-2, seed=0)
+        tuning, l2 = finetune(sa3, z0, e_opt, mode="lora", steps=2, lr=1e-3, rank=4, seed=0, draws=2)
+        with tuned(sa3, tuning):
+            out = sample(sa3, [e_opt.lerp(e, k / 4) for k in range(n_eta)], None, latent_shape=shape, steps=3,
+                         guidance=1.0, seed=0)
+        fe = flowedit(sa3, z0, u, e, None, strengths=[0.5, 0.9][:n_eta], steps=6, guidance=1.0, seed=0)
+        return l1 + l2, out, fe
+
+    ref_losses, ref, ref_fe = edit(2)
+    backend = CountingBackend()
+    graphs.enable(sa3, backend=backend)
+    losses, out, fe = edit(2)
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(ref_losses), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fe, ref_fe, rtol=1e-4, atol=1e-5)
+    compiled_once = backend.graphs
+    edit(3)
+    assert backend.graphs == compiled_once, "a second edit compiled a step again"

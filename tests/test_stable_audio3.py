@@ -105,7 +105,10 @@ def test_base_checkpoints_euler_sampling_equals_the_pipeline_too():
     parts = tiny_sa3_components(seed=1)
     parts["scheduler"] = FlowMatchEulerDiscreteScheduler(**sa3_scheduler_config(stochastic=False))
     m = StableAudio3(name="tiny-sa3-base", **parts)
-    assert m.default_steps == 100 and not m.schedule.stochastic
+    # The pipeline's 100 Euler steps; guided at Stability's 7 by default (issue 25: it sampled unguided), the
+    # pipeline-equal unguided run is one argument away (below).
+    assert m.default_steps == 100 and not m.schedule.stochastic and m.default_guidance == 7.0
+    assert tiny_stable_audio3().default_guidance == 1.0  # the distilled checkpoints bake guidance in
     ours = _adapter(m, seed=2, steps=6)
     theirs = pipeline_of(m, StableAudio3Pipeline)(
         PROMPT, duration=_duration(m), num_inference_steps=6, generator=torch.Generator().manual_seed(2),
@@ -149,3 +152,26 @@ def test_several_sdedit_strengths_each_equal_their_own_audio_to_audio_run(sa3):
                        strength=s)
         assert torch.equal(row[None], alone)
     assert (both[0] - both[1]).abs().max() > 1e-2
+
+
+def test_duration_conditioning_is_the_clips_length_not_the_padded_latents(sa3):
+    """Issue 25: a 0.5 s clip pads to 22 latent frames (0.511 s); the pipeline conditions on the requested 0.5 s, and
+    so does the adapter inside ``clip_duration`` (what the editor wraps each window in)."""
+    from diffusers import StableAudio3AudioToAudioPipeline
+
+    frames, seconds = 22, 0.5
+    assert math.ceil(seconds * sa3.sample_rate / sa3.downsampling) == frames and sa3.seconds_of(frames) > 0.51
+    g = torch.Generator().manual_seed(3)
+    wave = 0.3 * torch.randn(1, 2, frames * sa3.downsampling, generator=g)
+    z0 = sa3.audio_to_latent(wave)
+    cond = sa3.encode_prompt([PROMPT])
+    kw = dict(latent_shape=(sa3.unet.config.io_channels, frames), steps=8, guidance=1.0, seed=4, z_ref=z0,
+              strength=0.6)
+    with sa3.clip_duration(seconds):
+        ours = sample(sa3, [cond], None, **kw)
+    theirs = pipeline_of(sa3, StableAudio3AudioToAudioPipeline)(
+        PROMPT, duration=seconds, audio=wave, init_noise_level=0.6, num_inference_steps=8,
+        generator=torch.Generator().manual_seed(4), output_type="latent").audios
+    assert torch.allclose(ours, theirs, atol=ATOL, rtol=0)
+    padded = sample(sa3, [cond], None, **kw)  # without it: the padded length, which the DiT hears as other input
+    assert (padded - ours).abs().max() > 1e-4

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models each worker keeps loaded; a job naming another loads it and evicts the least "
                         "recently used (default: as many as the free memory holds, at least 1)")
     s.add_argument("--cache-dir", default=None, help="where the engine keeps its stage cache")
+    s.add_argument("--cache-max-mb", type=float, default=None,
+                   help="most disk the stage cache may use, least recently used entries dropped first (default: a "
+                        "tenth of the free space there, at most 2048 MB)")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weight storage: auto = bf16 on a CUDA GPU that supports it, fp32 on a CPU or an Apple GPU")
     s.add_argument("--compile", action="store_true", help="torch.compile the UNet on CUDA (slow first edit)")
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-channels", type=int, default=8, help="most channels a source may have (default 8)")
     s.add_argument("--max-output-mb", type=float, default=1024.0,
                    help="largest estimated size of one job's takes (seconds x channels x takes; default 1024 MB)")
+    s.add_argument("--max-job-mb", type=float, default=None,
+                   help="largest estimated memory one edit may need beyond the loaded model (from its length, "
+                        "channels, takes, mode and model; default: half this machine's memory)")
     s.add_argument("--max-queued", type=int, default=1000,
                    help="most jobs waiting at once; more are refused as busy (default 1000)")
     s.add_argument("--keep-days", type=float, default=14.0,

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bridge.jobs.protocol import Job, PathMap, ProtocolError
+from engine.memory import ModelMemory, model_memory
 
 log = logging.getLogger("aiedit.service")
 
@@ -138,6 +139,12 @@ class ModelMenu:
     def family_of(self, name: str) -> str | None:
         m = self._by_name.get(name)
         return m.family if m is not None else None
+
+    def memory(self, name: str | None) -> ModelMemory:
+        """The memory figures (engine.memory) of a listed model (None: the default), by its name (the shipped toys)
+        or family; the largest family's when neither is known."""
+        m = self.default if name is None else self._by_name.get(name)
+        return model_memory(m.name, m.family) if m is not None else model_memory(None)
 
     def names_line(self) -> str:
         names = [m.name for m in self.models]

@@ -5,16 +5,16 @@ queue it again; and, at shutdown, stop the running jobs. Local worker threads an
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bridge.jobs.limits import Limits
-from bridge.jobs.protocol import STATES_FINAL, Job, probe_source
+from bridge.jobs.protocol import STATES_FINAL, Job, open_regular
 from bridge.jobs.table import JobTable
-from engine.audio_io import region_frames
+from engine.audio_io import SourceAudio, read_source
 from engine.errors import InputError
-from engine.params import Region
 from engine.progress import CancelToken
 
 log = logging.getLogger("aiedit.service")
@@ -107,22 +107,29 @@ class Running:
                 return
             t.finish(jid, state, error, **fields)
 
-    def check_source_again(self, job: Job, path: str) -> Region:
-        """The work limits, checked again on the file the worker is about to read (``path``: its pinned
-        descriptor): a source replaced or grown since it was accepted fails the job with the numbers. Returns
-        the region that was checked, in exact frames of this file: read that, and a file that grows in place
-        after this check cannot make the read (or the edit) larger than what was checked."""
+    def read_source(self, job: Job) -> SourceAudio:
+        """The job's region, read for its edit: the file is opened once (read-only, ``O_NONBLOCK``, a regular file
+        by ``fstat`` on that descriptor: a FIFO swapped in after the ack cannot hang the worker), its header parsed
+        once, the work limits checked on that header, and exactly the frames checked read through the same handle.
+        The edit gets these samples (``Editor.edit(audio=...)``) and opens nothing itself, so a header rewritten in
+        place after this check cannot make the edit larger than what was checked. InputError, with the numbers,
+        when the source was replaced, grew past a limit or changed while it was read."""
+        fd = open_regular(job.source_path)
         try:
-            info = probe_source(path)
-            start, frames = region_frames(info, job.request.region)
+            return read_source(fd, job.request.region,
+                               lambda info, frames: self.check_output(job, info.sample_rate, info.channels, frames),
+                               name=os.path.basename(job.source_path))
         except InputError as exc:
-            raise InputError(f"the source changed after the job was accepted: {exc}") from None
-        self.check_output(job, info.sample_rate, info.channels, frames)
-        return Region(start / info.sample_rate, frames / info.sample_rate)
+            text = str(exc)
+            prefix = "the source changed after the job was accepted: "
+            raise InputError(text if text.startswith(prefix) else prefix + text) from None
+        finally:
+            os.close(fd)
 
     def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         """InputError when audio of this shape is over a work limit (before a take is written)."""
-        problem = self.limits.problem(sample_rate, channels, frames, len(job.params.etas))
+        problem = self.limits.problem(sample_rate, channels, frames, len(job.params.etas), job.params.mode,
+                                      job.model)
         if problem:
             raise InputError(f"the source changed after the job was accepted: {problem}")
 

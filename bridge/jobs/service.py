@@ -16,6 +16,7 @@ Nothing here imports torch: the answering path must stay fast while the worker t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -34,7 +35,7 @@ from bridge.jobs.retention import KEEP_DAYS, Retention
 from bridge.jobs.running import Running
 from bridge.jobs.spool import Spool, Wait
 from bridge.jobs.table import MAX_HISTORY, JobTable, SendFn
-from engine.params import Region
+from engine.audio_io import SourceAudio
 from engine.progress import CancelToken
 
 
@@ -61,6 +62,8 @@ class Service:
         self.host, self.port = host, port
         self.started = time.time()
         self.models = ModelMenu(model)  # the default and the models on disk, listed once (no torch)
+        if self.limits.memory_for is None:  # the memory limit costs a job on the model it names
+            self.limits = dataclasses.replace(self.limits, memory_for=self.models.memory)
         self.workers_info: Callable[[], list[dict[str, Any]]] | None = None  # daemon.json's "workers" (workers.pool)
         self.loaded_models: Callable[[], set[str]] | None = None  # the models some worker holds (workers.pool)
         self.table = JobTable(spool, send)
@@ -158,8 +161,8 @@ class Service:
     def finish(self, jid: str, state: str, error: str | None = None, **fields: Any) -> None:
         self.runner.finish(jid, state, error, **fields)
 
-    def check_source_again(self, job: Job, path: str) -> Region:
-        return self.runner.check_source_again(job, path)
+    def read_source(self, job: Job) -> SourceAudio:
+        return self.runner.read_source(job)
 
     def check_output(self, job: Job, sample_rate: int, channels: int, frames: int) -> None:
         self.runner.check_output(job, sample_rate, channels, frames)

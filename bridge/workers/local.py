@@ -9,17 +9,14 @@ starting.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import gc
 import logging
-import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from bridge.jobs.protocol import Job, open_regular, take_name
+from bridge.jobs.protocol import Job, take_name
 from bridge.jobs.service import Service
 from bridge.workers.loaded import LoadedModels, default_max_models, free_gib
 from bridge.workers.pool import LOAD_LOCK, Pool, Slot, worker_names
@@ -40,8 +37,9 @@ class ProgressMap:
     The engine runs embedding → finetune → (inverting) → sampling → decoding per window (long clips are edited
     in windows), preceded by ``preparing`` and followed by ``scoring``. Step-driven stages are weighted by their step
     counts (a fine-tuning step costs about 1.5 embedding steps, a sampling step about 0.7 per η); stages
-    skipped by a cache hit just make the bar jump. In SDEdit mode sampling restarts once per η, which is
-    counted.
+    skipped by a cache hit just make the bar jump. Every stage's (step, total) runs once from 1 to its total, SDEdit's
+    several strengths included (the engine counts their loops as one: issue 25; the bar stalled at 1/n on a model
+    whose strengths share one loop).
     """
 
     def __init__(self, params: EditParams, *, loading: bool) -> None:
@@ -63,9 +61,6 @@ class ProgressMap:
             self.offset[k] = acc
             acc += self.share[k]
         self.core = 1.0 - self.loading - PREPARING - SCORING - WRITING
-        self.runs = n if p.mode == "sdedit" else 1
-        self._run = 0
-        self._last: tuple[int, str, int] = (-1, "", -1)
 
     def loaded(self) -> float:
         return self.loading
@@ -82,14 +77,6 @@ class ProgressMap:
         if pr.stage not in self.share:
             return pr.stage, 0.0  # unknown stage: name passes, the bar holds (progress is kept monotone)
         window, stage = pr.window, pr.stage
-        if stage == "sampling" and self.runs > 1:
-            last_w, last_s, last_step = self._last
-            if (last_w, last_s) == (window, stage) and pr.step < last_step:
-                self._run += 1
-            elif (last_w, last_s) != (window, stage):
-                self._run = 0
-            f = (min(self._run, self.runs - 1) + f) / self.runs
-        self._last = (window, stage, pr.step)
         within = self.offset[stage] + self.share[stage] * f
         windows = max(1, pr.windows)
         return stage, self.loading + PREPARING + self.core * (window + within) / windows
@@ -114,6 +101,7 @@ class Worker(threading.Thread):
         pool: Pool | None = None,
         slot: Slot | None = None,
         max_models: int | None = None,
+        cache_max_mb: float | None = None,
     ) -> None:
         super().__init__(name="aiedit-worker", daemon=True)
         if pool is None or slot is None:  # a lone worker
@@ -124,6 +112,7 @@ class Worker(threading.Thread):
         self.precision, self.compile_unet = precision, compile_unet
         self.service, self.model, self.device, self.cache_dir = service, model, device, cache_dir
         self.preload = preload
+        self.cache_max_mb = cache_max_mb
         self.models = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
                                    on_evict=self._evicted, on_change=lambda names: pool.set_models(slot, names))
         self._stage_cache: Any = None  # the first editor's stage cache, shared by every model this worker loads
@@ -177,7 +166,8 @@ class Worker(threading.Thread):
 
                 self._set_up_torch()
                 editor = engine.load_editor(spec, device=self.device, cache_dir=self.cache_dir,
-                                            precision=self.precision, compile_unet=self.compile_unet)
+                                            cache_max_mb=self.cache_max_mb, precision=self.precision,
+                                            compile_unet=self.compile_unet)
             except EngineError:
                 raise
             except Exception as exc:  # ImportError, OSError, a bad checkpoint: readable, and keep serving
@@ -217,15 +207,13 @@ class Worker(threading.Thread):
             with self.models.use(name) as editor:
                 pm = ProgressMap(editor.resolve_params(job.params), loading=loading)
                 token.check()
-                with pinned_source(job.source_path) as source:
-                    # the limits hold for the file read (this descriptor), not the one probed at the ack; the edit
-                    # reads the region checked, in its exact frames, so a file growing in place meanwhile cannot
-                    # enlarge it
-                    region = sv.check_source_again(job, source)
-                    request = dataclasses.replace(job.request, source=source, region=region)
-                    result = editor.edit(request, progress=lambda p: report(*pm(p)), cancel=token)
-                    source_audio = _read_input(source, region, jid)  # for its picture (docs/protocol.md)
-            sv.check_output(job, result.sample_rate, result.channels, result.frames)  # grown in place meanwhile
+                # the limits hold for the samples read (one descriptor, one header), not the file probed at the
+                # ack; the edit gets exactly those samples and opens nothing itself, nor does the input's picture
+                audio = sv.read_source(job)
+                result = editor.edit(job.request, progress=lambda p: report(*pm(p)), cancel=token, audio=audio)
+                source_audio = audio.samples  # for its picture (docs/protocol.md)
+                del audio
+            sv.check_output(job, result.sample_rate, result.channels, result.frames)  # a last guard before writing
             token.check()
             report("writing", pm.writing())
             pictures = make_pictures(source_audio, [t.audio for t in result.takes], result.sample_rate, jid)
@@ -269,17 +257,6 @@ class Worker(threading.Thread):
 TakeWriter = Callable[[Any], None]  # writes one take's WAV file into the open binary file it is given
 Pictures = tuple[bytes | None, list[bytes | None]]  # the input's spectrogram PNG and one per take (engine.pictures)
 INPUT_PICTURE = "input.png"
-
-
-def _read_input(source: str, region: Any, jid: str) -> Any:
-    """The input region as the edit read it, for its picture; None (logged) when it cannot be read again."""
-    from engine.audio_io import read_region
-
-    try:
-        return read_region(source, region)[0]
-    except (EngineError, OSError) as exc:
-        log.warning("job %s: no picture of the input (%s)", jid, _short(exc))
-        return None
 
 
 def make_pictures(input_audio: Any, takes_audio: list[Any], sample_rate: int, jid: str) -> Pictures | None:
@@ -343,19 +320,6 @@ def write_takes(service: Service, job: Job, takes: list[tuple[float, TakeWriter,
     token.check()
     spool.publish_takes(job.id, pending)
     return out, fields
-
-
-@contextlib.contextmanager
-def pinned_source(path: str) -> Iterator[str]:
-    """The source as a path the engine may open without blocking: the file is opened here with ``O_NONBLOCK``
-    and checked to be a regular file, and on systems with ``/dev/fd`` the engine reads that very descriptor, so
-    a source swapped for a FIFO after acceptance cannot hang the worker. Elsewhere the checked path is used."""
-    fd = open_regular(path)
-    try:
-        fd_path = f"/dev/fd/{fd}"
-        yield fd_path if os.path.exists(fd_path) else path
-    finally:
-        os.close(fd)
 
 
 def _default_device() -> str:

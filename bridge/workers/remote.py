@@ -6,7 +6,7 @@ daemon lists, the least recently used is evicted), and runs one edit at a time. 
 (:class:`RemoteWorker`) takes jobs from the daemon's queue like a local worker does (:mod:`bridge.workers.pool`),
 so OSC, the spool and the job order are unchanged:
 
-- the source region travels by value (read here, float64 samples: no shared file system needed), the takes come
+- the source region travels by value (read here, float32 samples: no shared file system needed), the takes come
   back as WAV bytes and are written here, atomically, as a local worker writes them;
 - progress is polled from the actor (a threaded actor answers while it edits); cancel is an actor method that
   sets the edit's cancel token (Ray cannot interrupt a running task of a threaded actor, and the engine stops
@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 import traceback
@@ -34,11 +33,11 @@ from typing import Any
 
 from bridge.jobs.protocol import Job
 from bridge.jobs.service import Service
-from bridge.workers.local import WRITING, ProgressMap, make_pictures, pinned_source, write_takes
+from bridge.workers.local import WRITING, ProgressMap, make_pictures, write_takes
 from bridge.workers.pool import Pool, Slot
-from engine.audio_io import read_region
+from engine.audio_io import SourceAudio
 from engine.errors import Cancelled, EngineError
-from engine.params import EditRequest, Region
+from engine.params import EditRequest
 from engine.progress import CancelToken
 
 log = logging.getLogger("aiedit.remote")
@@ -85,8 +84,16 @@ def connect(address: str) -> Any:
     return ray
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS is one) answers with its own
+# SETTINGS frame (RFC 9113 §3.4), anything else (a web server, ssh, a silent port) does not.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+PROBE_S = 5.0  # connect, and the first answer
+JOIN_S = 120.0  # joining a cluster as a whole: past this the daemon stops with one line (bridge.daemon)
+
+
 def _probe(address: str) -> None:
-    """Fail fast when nothing listens at a ``host:port`` address: ``ray.init`` itself retries for many minutes."""
+    """Fail fast when nothing listens at a ``host:port`` address, or something that is not Ray does: ``ray.init``
+    retries for many minutes against the first and hangs for ever against the second."""
     if address in ("local", "auto") or "://" in address:
         return
     host, sep, port = address.rpartition(":")
@@ -94,10 +101,31 @@ def _probe(address: str) -> None:
         raise RayUnavailable(f"--ray {address!r}: give the head node as HOST:PORT (ray start --head prints it), "
                              "or local")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S)
     except OSError as exc:
         raise RayUnavailable(f"nothing answers at {address} ({exc.strerror or exc}): is `ray start --head` "
                              "running there?") from None
+    with sock:
+        answer = b""
+        try:
+            sock.sendall(H2_PREFACE)
+            while len(answer) < 9:
+                chunk = sock.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:  # a timeout, a reset
+            pass
+    if not _grpc_settings(answer):
+        raise RayUnavailable(f"{address} is not a Ray cluster (it does not answer as Ray's head node does): give "
+                             "the address `ray start --head` prints (default port 6379)")
+
+
+def _grpc_settings(answer: bytes) -> bool:
+    """An HTTP/2 SETTINGS frame header on stream 0 (gRPC), or a TLS record (a Ray cluster with TLS enabled)."""
+    if len(answer) >= 1 and answer[0] in (0x15, 0x16):  # TLS alert or handshake: ray.init with TLS decides
+        return True
+    return len(answer) == 9 and answer[3] == 0x04 and answer[5:9] == b"\x00\x00\x00\x00"
 
 
 def actor_kinds(ray: Any, devices: str | None) -> list[str]:
@@ -125,12 +153,14 @@ class EditActor:
 
     def __init__(self, model: str, kind: str, index: int, cache_dir: str | None, precision: str,
                  compile_unet: bool, max_models: int | None = None,
-                 models: list[tuple[str, str | None]] | None = None, name: str | None = None) -> None:
+                 models: list[tuple[str, str | None]] | None = None, name: str | None = None,
+                 cache_max_mb: float | None = None) -> None:
         from bridge.workers.loaded import LoadedModels
 
         self.model, self.kind, self.index = model, kind, index
         self.name = name or model  # the default model's listed name; ``model`` is what loads it
         self.cache_dir, self.precision, self.compile_unet = cache_dir, precision, compile_unet
+        self.cache_max_mb = cache_max_mb
         self.menu = list(models or [(self.name, None)])
         self.specs: dict[str, str] = {self.name: model}
         self.loaded = LoadedModels(self._load, limit=max_models, default_limit=self._default_limit,
@@ -157,7 +187,8 @@ class EditActor:
         import engine
 
         editor = engine.load_editor(self.specs.get(name, name), device=self._device(), cache_dir=self.cache_dir,
-                                    precision=self.precision, compile_unet=self.compile_unet)
+                                    cache_max_mb=self.cache_max_mb, precision=self.precision,
+                                    compile_unet=self.compile_unet)
         if self._stage_cache is None:
             self._stage_cache = editor.cache
         else:  # one cache for every model (keys name the model), as on a local worker
@@ -184,7 +215,7 @@ class EditActor:
 
     def edit(self, jid: str, request: EditRequest, audio: Any, sample_rate: int, model: str | None = None,
              spec: str | None = None) -> dict[str, Any]:
-        """Edit the region (``audio``: frames x channels float64) with the listed model ``model`` (loaded from
+        """Edit the region (``audio``: frames x channels float32) with the listed model ``model`` (loaded from
         ``spec`` unless held; None: the default) and return the takes as WAV bytes, or
         ``{"state": "failed"|"cancelled", "error"}``; never raises (the daemon tells a dead actor from a failed
         edit by the exception). ``loaded`` in every answer: the models held afterwards."""
@@ -208,15 +239,14 @@ class EditActor:
             with self.loaded.use(name) as editor:
                 token.check()
                 pm = ProgressMap(editor.resolve_params(request.params), loading=loading)
-                with tempfile.TemporaryDirectory(prefix="aiedit-") as tmp:
-                    path = os.path.join(tmp, "source.wav")
-                    sf.write(path, np.asarray(audio, dtype=np.float64), sample_rate, subtype="DOUBLE")
-                    req = dataclasses.replace(request, source=path, region=Region(0.0, None))
-                    result = editor.edit(req, progress=lambda p: self._set(jid, *pm(p)), cancel=token)
+                source = SourceAudio(np.asarray(audio, dtype=np.float32), int(sample_rate))
+                del audio
+                result = editor.edit(request, progress=lambda p: self._set(jid, *pm(p)), cancel=token,
+                                     audio=source)
                 modes = tuple(editor.model.modes)
             token.check()
             # the pictures are made here, on the actor, like the takes (docs/protocol.md)
-            pictures = make_pictures(audio, [t.audio for t in result.takes], result.sample_rate, jid)
+            pictures = make_pictures(source.samples, [t.audio for t in result.takes], result.sample_rate, jid)
             takes = []
             for i, t in enumerate(result.takes):
                 buf = io.BytesIO()
@@ -265,13 +295,14 @@ class RemoteWorker(threading.Thread):
     """The daemon's side of one actor: takes jobs from the queue, ships them, streams progress, writes takes."""
 
     def __init__(self, service: Service, pool: Pool, slot: Slot, ray: Any, kind: str, index: int, *,
-                 cache_dir: str | None, precision: str, compile_unet: bool, max_models: int | None = None) -> None:
+                 cache_dir: str | None, precision: str, compile_unet: bool, max_models: int | None = None,
+                 cache_max_mb: float | None = None) -> None:
         super().__init__(name=f"aiedit-remote-{index}", daemon=True)
         self.service, self.pool, self.slot, self.ray = service, pool, slot, ray
         self.kind, self.index = kind, index
         menu = service.models  # the actor loads the default by its spec, and knows every listed model's size
         self.args = (menu.spec_of(menu.label), kind, index, cache_dir, precision, compile_unet, max_models,
-                     [(m.name, m.family) for m in menu.models], menu.label)
+                     [(m.name, m.family) for m in menu.models], menu.label, cache_max_mb)
         self.actor: Any = None
         self.generation = 0
         self.failures = 0  # failed starts in a row
@@ -365,19 +396,16 @@ class RemoteWorker(threading.Thread):
 
         sv, jid, ray = self.service, job.id, self.ray
         try:
-            with pinned_source(job.source_path) as source:
-                # the limits hold for the file read (the same descriptor), not the one probed at the ack; the read
-                # is pinned to the frames checked, so a file growing in place meanwhile cannot make it larger
-                region = sv.check_source_again(job, source)
-                audio, sr = read_region(source, region)
-            sv.check_output(job, sr, audio.shape[1], audio.shape[0])  # rewritten in place between the two
+            # the limits hold for the samples read (one descriptor, one header), not the file probed at the ack
+            audio = sv.read_source(job)
         except (EngineError, OSError) as exc:
             sv.finish(jid, "failed", str(exc) if isinstance(exc, EngineError) else f"cannot read the source: {exc}")
             return
         t_submit = time.time()
         name = job.model or sv.models.label
-        ref = self.actor.edit.remote(jid, dataclasses.replace(job.request, source=""), audio, sr, name,
-                                     sv.models.spec_of(name))
+        ref = self.actor.edit.remote(jid, dataclasses.replace(job.request, source=""), audio.samples,
+                                     audio.sample_rate, name, sv.models.spec_of(name))
+        del audio
         cancel_sent = False
         try:
             while not ray.wait([ref], timeout=POLL_S)[0]:

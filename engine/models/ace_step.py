@@ -167,6 +167,11 @@ class AceStep(AudioModel):
         """The repaint ranges this model takes: at least two latent frames, at most one window."""
         return REPAINT_MIN_S, self.max_seconds
 
+    def conditioning_entries(self) -> list[str]:
+        """The DiT projects the packed condition once (``condition_embedder``) before any cross-attention reads it:
+        that layer stays in full precision under bf16 (engine.precision)."""
+        return ["condition_embedder"]
+
     def lora_target_modules(self) -> list[str]:
         """The DiT's attention projections, self- and cross-attention alike (``AceStepAttention``: ``to_q``,
         ``to_k``, ``to_v``, ``to_out.0``; grouped-query, so K/V are narrower than Q)."""

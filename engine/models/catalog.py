@@ -119,6 +119,10 @@ def memory_gib(name: str) -> float | None:
             return float(table[name])
     return None
 
+# The longest clip each SA3 size makes in one pass (the Stability-AI/stable-audio-3 README's model table, "Max
+# length": Small 120 s, Medium 380 s; its model overview says "~2min" and "~4.75min"). The editor cuts windows only
+# beyond it. Keyed by size: a converted folder says its size through its DiT (stable_audio3.sa3_max_seconds).
+SA3_MAX_SECONDS: dict[str, float] = {"small": 120.0, "medium": 380.0}
 
 BUILTIN = ("tiny", "tiny-sa3", "tiny-ace")
 AUTO = "auto"
@@ -155,6 +159,23 @@ PIPELINE_FAMILIES = {"AudioLDM2Pipeline": "audioldm2", "AudioLDMPipeline": "audi
 
 FLOW_FAMILIES = (SA3, "tiny-sa3")
 MUSIC_FAMILIES = (ACE, "tiny-ace")  # flow models with their own repaint and cover
+
+
+# Default strengths of the zero-shot modes on Stable Audio 3 when a request names none (the CLI; a protocol job always
+# names its own). The ᾱ-schedule defaults 0.25 / 0.5 / 0.75 are near-copies there: on toy-flow (SA3's classes) FlowEdit
+# moved the latent 5 % / 9 % / 18 % of the way to a fresh generation and SDEdit 10 % / 40 % / 70 %. These move
+# 18 / 26 / 44 % (FlowEdit, its Text peaks at 0.85 and falls at 1) and 19 / 52 / 76 % (SDEdit), measured by
+# benchmarks/flow_choices.py (docs/performance.md, "Flow-model default strengths"). Stability's own audio-to-audio
+# example uses 0.9 on the distilled medium model. ACE-Step keeps the general defaults (not measured on it).
+FLOW_STRENGTHS: dict[str, tuple[float, ...]] = {"flowedit": (0.75, 0.85, 0.95), "sdedit": (0.4, 0.55, 0.7)}
+DEFAULT_ETAS: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+
+def default_etas(family: str, mode: str) -> tuple[float, ...]:
+    """The η / strengths a request gets when it names none."""
+    if family in FLOW_FAMILIES and mode in FLOW_STRENGTHS:
+        return FLOW_STRENGTHS[mode]
+    return DEFAULT_ETAS
 
 
 def modes_of_family(family: str) -> tuple[str, ...]:
