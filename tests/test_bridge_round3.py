@@ -461,15 +461,18 @@ def test_12_inbox_files_waiting_for_room_are_not_read_every_second(tmp_path):
         lst.send("/aiedit/job", json.dumps(job("queued", src, priority="batch")))
         lst.wait("/aiedit/ack", "queued", timeout=10)
         inbox = d.spool / "inbox"
+        start, landed = read_bytes(d.proc.pid), 0
         for i in range(3000):
             tmp = inbox / f".w{i:04d}.tmp"
-            tmp.write_text(json.dumps(job(f"w{i:04d}", src, priority="batch", label="x" * 200)))
+            landed += tmp.write_text(json.dumps(job(f"w{i:04d}", src, priority="batch", label="x" * 200)))
             os.replace(tmp, inbox / f"w{i:04d}.json")
-        last = read_bytes(d.proc.pid)  # they are read once as they land: wait until that is over
-        for _ in range(60):
+        # they are read once as they land: wait until every byte of them was read and a second passes quietly (a
+        # quiet second alone can be a loaded machine starving the inbox thread half way through)
+        last = read_bytes(d.proc.pid)
+        for _ in range(90):
             time.sleep(1.0)
             now = read_bytes(d.proc.pid)
-            if now - last < 20_000:
+            if now - start >= landed and now - last < 20_000:
                 break
             last = now
         before = read_bytes(d.proc.pid)
