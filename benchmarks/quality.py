@@ -62,6 +62,8 @@ STYLE_PAIRS = [("knock", "low_beep"), ("high_beep", "knock"), ("click", "high_be
 ADD_PAIRS = [("knock", "bell"), ("low_beep", "burst"), ("click", "chirp"), ("high_beep", "knock"),
              ("burst", "high_beep"), ("chirp", "click")]
 GAP_S = 0.5
+ROUND_TRIP = "round trip"  # the input through the codec alone: what η = 0 can at best give back
+TARGET_TRIP = "target through the codec"  # the oracle target through the codec: the Text an edit can at best reach
 KINDS = ("addition", "style", "inpaint")
 # two-sided 95 % Student t quantiles by degrees of freedom (no scipy here); beyond 30 the normal 1.96 is close
 T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 11: 2.20,
@@ -183,6 +185,8 @@ def methods_for(a: argparse.Namespace, modes: tuple[str, ...] = ("lora", "full",
     for v in (a.sample_variants.split(",") if a.sample_variants else []):
         kind, steps = v.split(":")  # the LoRA row again with another sampler: a re-take from the stage cache
         m[f"ours (LoRA; {kind} {steps})"] = {**lora, "sampler": kind, "sample_steps": int(steps)}
+    # the codec alone (audio → latent → audio): the ceiling of every take's Audio, and what η = 0 should reach
+    m[ROUND_TRIP] = dict(mode=ROUND_TRIP)
     if a.methods:
         wanted = [x.strip() for x in a.methods.split(",")]
         unknown = [x for x in wanted if x not in m]
@@ -210,6 +214,8 @@ def run(a: argparse.Namespace) -> dict:
     cases = [c for c in cases if int(c.name.lstrip("adinpstyle")) >= a.first]  # add3, style3, inpaint3 → 3
     methods = methods_for(a, tuple(getattr(model, "modes", ("lora", "full", "sdedit", "zeta"))))
     for mname, kw in methods.items():
+        if kw["mode"] == ROUND_TRIP:
+            continue
         r = editor.resolve_params(EditParams(prompt="x", **{"guidance": a.guidance, "sample_steps": a.sample_steps,
                                                             **kw, "etas": (0.5,)},
                                              embed_steps=a.embed_steps, embed_lr=a.embed_lr))
@@ -230,6 +236,19 @@ def run(a: argparse.Namespace) -> dict:
                              audio=oracle.audio, kept=kept, added=added, wall=0.0, recon_l1=None))
             stage12: dict[str, float] = {}
             for mname, kw in methods.items():
+                if kw["mode"] == ROUND_TRIP:  # the input through the codec, and the oracle target through it
+                    for clip, label in ((case.input, mname), (case.target, mname.replace(ROUND_TRIP, TARGET_TRIP))):
+                        t0 = time.perf_counter()
+                        y = round_trip(model, clip.wave)
+                        wall = time.perf_counter() - t0
+                        s = editor.scorer.score([frames_channels(y)], sr, frames_channels(case.input.wave),
+                                                case.prompt)[0]
+                        kept, added = onset_scores(case, mono16(y, sr))
+                        rows.append(dict(case=case.name, kind=case.kind, method=label, eta=None, text=s.text,
+                                         audio=s.audio, kept=kept, added=added, wall=wall,
+                                         recon_l1=logmel_l1(mono16(y, sr), ref16)))
+                        print(f"  {case.name:9s} {label:22s} {wall:6.1f} s  {s.text:+.2f}/{s.audio:+.2f}", flush=True)
+                    continue
                 p = EditParams(prompt=case.prompt, seed=0, embed_steps=a.embed_steps, embed_lr=a.embed_lr,
                                inpaint=Inpaint(*case.gap) if case.gap else None,
                                **{"guidance": a.guidance, "sample_steps": a.sample_steps, **kw})
@@ -253,6 +272,18 @@ def run(a: argparse.Namespace) -> dict:
             if a.json:  # after every case, so a run cut short still leaves its rows
                 Path(a.json).write_text(json.dumps({"settings": vars(a), "rows": rows}, indent=1))
     return {"settings": vars(a), "rows": rows}
+
+
+@torch.no_grad()
+def round_trip(model, wave: np.ndarray) -> np.ndarray:
+    """The model's codec alone on a world clip ((n,) or (channels, n) at the model's rate): encode, decode, same
+    shape back. No edit, no sampling: what the codec costs every take."""
+    x = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+    x = x.reshape(1, -1, x.shape[-1])
+    n = x.shape[-1]
+    x = torch.nn.functional.pad(x, (0, model.padded_length(n) - n))
+    y = model.latent_to_audio(model.audio_to_latent(x.to(model.device)))[:, :, :n].float().cpu().numpy()
+    return y[0].reshape(np.shape(wave))
 
 
 def ci(values: list[float]) -> tuple[float, float]:
@@ -284,6 +315,55 @@ def best_per_case(rows: list[dict], kind: str, method: str) -> list[dict]:
     return list(best.values())
 
 
+def paired(rows: list[dict], kind: str, method: str, a: float, b: float, key: str) -> tuple[float, float, int]:
+    """Mean and 95 % half-width of ``key`` at η = b minus η = a, paired by case (only cases that have both)."""
+    at = {e: {r["case"]: r[key] for r in rows if r["kind"] == kind and r["method"] == method and r["eta"] == e}
+          for e in (a, b)}
+    common = sorted(set(at[a]) & set(at[b]))
+    m, h = ci([at[b][c] - at[a][c] for c in common]) if common else (math.nan, math.nan)
+    return m, h, len(common)
+
+
+def paired_methods(rows: list[dict], kind: str, a: str, b: str, key: str) -> tuple[float, float, int]:
+    """Mean and 95 % half-width of ``key`` of method ``b`` minus method ``a`` (names by prefix), paired by case."""
+    at = {m: {r["case"]: r[key] for r in rows if r["kind"] == kind and r["method"].startswith(m)} for m in (a, b)}
+    common = sorted(set(at[a]) & set(at[b]))
+    m_, h = ci([at[b][c] - at[a][c] for c in common]) if common else (math.nan, math.nan)
+    return m_, h, len(common)
+
+
+def sweep_check(rows: list[dict], kinds: list[str]) -> list[str]:
+    """The three-stage edit's η sweep against what the paper shows (Fig. 4): η = 0 gives the input back (its Audio
+    inside the codec round trip's interval, or above it) and Text rises with η (Text at η = 1 minus Text at η = 0,
+    paired by case, larger than its own interval)."""
+    out = ["", "η sweep with 95 % intervals (three-stage rows): Text and Audio at η = 0 and 1; "
+           "ΔText = Text(1) − Text(0) paired by case; η = 0 Audio against the codec round trip's"]
+    for k in kinds:
+        rt = [r["audio"] for r in rows if r["kind"] == k and r["method"].startswith(ROUND_TRIP)]
+        ceiling = [r for r in rows if r["kind"] == k and r["method"].startswith(TARGET_TRIP)]
+        if ceiling and rt:
+            d, h, n = paired_methods(rows, k, ROUND_TRIP, TARGET_TRIP, "text")
+            out.append(f"{k:9s} through the codec: Text of the target − Text of the input {d:+.2f} ± {h:.2f} "
+                       f"({n} cases): the most any edit's ΔText can show here")
+        rt_m, rt_h = ci(rt) if rt else (math.nan, math.nan)
+        for m in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["kind"] == k and r["method"] == m]
+            if not any(r["eta"] == 0.0 for r in sel) or not any(r["eta"] == 1.0 for r in sel):
+                continue
+            cell = {e: (fmt([r["text"] for r in sel if r["eta"] == e], 0), fmt([r["audio"] for r in sel
+                                                                             if r["eta"] == e], 0))
+                    for e in (0.0, 1.0)}
+            d, h, n = paired(rows, k, m, 0.0, 1.0, "text")
+            a0 = ci([r["audio"] for r in sel if r["eta"] == 0.0])[0]
+            back = ("no round trip row" if not rt else
+                    f"η = 0 Audio {a0:.2f} vs round trip {rt_m:.2f} ± {rt_h:.2f}: "
+                    + ("inside" if abs(a0 - rt_m) <= rt_h else "above" if a0 > rt_m else "below"))
+            rises = "rises" if d - h > 0 else "does not rise"
+            out.append(f"{k:9s} {m:22s} η=0 Text {cell[0.0][0]} Audio {cell[0.0][1]}; η=1 Text {cell[1.0][0]} "
+                       f"Audio {cell[1.0][1]}; ΔText {d:+.2f} ± {h:.2f} ({n} cases: {rises}); {back}")
+    return out
+
+
 def summarise(rows: list[dict]) -> str:
     out = []
     kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
@@ -306,7 +386,7 @@ def summarise(rows: list[dict]) -> str:
     out.append("η / strength sweep (Fig. 4), mean over cases: Text / Audio / kept F1 / log-mel L1 to the input")
     for k in kinds:
         for m in methods:
-            if m in ("target (oracle)", "generate"):
+            if m in ("target (oracle)", "generate") or m.startswith((ROUND_TRIP, TARGET_TRIP)):
                 continue
             etas = sorted({r["eta"] for r in rows if r["kind"] == k and r["method"] == m})
             cells = []
@@ -316,6 +396,7 @@ def summarise(rows: list[dict]) -> str:
                              f"/{np.mean([r['kept'] for r in sel]):.2f}/{np.mean([r['recon_l1'] for r in sel]):.2f}")
             if cells:
                 out.append(f"{k:9s} {m:22s} " + "  ".join(cells))
+    out += sweep_check(rows, kinds)
     out.append("")
     out.append("The bar (issues 12, 16): kept F1 ≥ 0.8 and Text ≥ SDEdit's + 0.2 at the picked take (additions, "
                "style); for FlowEdit also ≤ 1/10 of the LoRA edit's wall time")
@@ -324,7 +405,8 @@ def summarise(rows: list[dict]) -> str:
         if not sd:
             continue
         sd_text = float(np.mean([r["text"] for r in sd]))
-        for m in [m for m in methods if m not in ("target (oracle)", "SDEdit", "generate")]:
+        for m in [m for m in methods if m not in ("target (oracle)", "SDEdit", "generate")
+                  and not m.startswith((ROUND_TRIP, TARGET_TRIP))]:
             b = best_per_case(rows, k, m)
             kept, text = ci([r["kept"] for r in b]), ci([r["text"] for r in b])
             ok = kept[0] >= 0.8 and text[0] >= sd_text + 0.2

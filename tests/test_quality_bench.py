@@ -37,3 +37,25 @@ def test_interval_is_the_student_t_half_width():
     assert m == 2.5 and math.isclose(h, 3.18 * np.std([1, 2, 3, 4], ddof=1) / 2)
     assert math.isnan(ci([0.5])[1])
     assert ci([0.3] * 40) == (0.3, 0.0)
+
+
+def _rows(method: str, by_eta: dict[float | None, list[tuple[float, float]]]) -> list[dict]:
+    return [dict(case=f"add{i}", kind="addition", method=method, eta=eta, text=t, audio=a, kept=1.0, added=None,
+                 wall=0.0, recon_l1=0.0)
+            for eta, vals in by_eta.items() for i, (t, a) in enumerate(vals)]
+
+
+def test_sweep_check_pairs_text_by_case_and_compares_eta0_with_the_round_trip():
+    from benchmarks.quality import ROUND_TRIP, paired, sweep_check
+
+    # Text rises by 0.1 on every case (paired: no spread), though the cases' own Texts spread widely
+    rising = _rows("ours", {0.0: [(0.1, 0.8), (0.5, 0.9), (0.9, 0.85)], 1.0: [(0.2, 0.3), (0.6, 0.3), (1.0, 0.3)]})
+    flat = _rows("flat", {0.0: [(0.3, 0.2), (0.5, 0.1), (0.4, 0.3)], 1.0: [(0.35, 0.2), (0.45, 0.1), (0.4, 0.3)]})
+    rt = _rows(ROUND_TRIP, {None: [(0.5, 0.82), (0.5, 0.88), (0.5, 0.85)]})
+    d, h, n = paired(rising, "addition", "ours", 0.0, 1.0, "text")
+    assert math.isclose(d, 0.1) and h < 1e-9 and n == 3
+    lines = sweep_check(rising + flat + rt, ["addition"])
+    ours = next(x for x in lines if " ours " in x)
+    assert "(3 cases: rises)" in ours and ": inside" in ours
+    flat_line = next(x for x in lines if " flat " in x)
+    assert "does not rise" in flat_line and ": below" in flat_line
