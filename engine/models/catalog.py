@@ -135,7 +135,7 @@ SHIPPED: dict[str, tuple[str, Path]] = {"toy": ("audioldm", WEIGHTS_DIR / "toy")
 SHIPPED_TRAIN: dict[str, str] = {"toy": "python -m toyworld.train", "toy-flow": "python -m toyworld.train_flow"}
 # Their own CLAP scorers (a folder ``ClapScorer.load`` reads) and the edit defaults that suit them. Both score with
 # the toy CLAP (16 kHz mono: the scorer averages the channels and resamples).
-SHIPPED_CLAP: dict[str, Path] = {"toy": WEIGHTS_DIR / "toy_clap", "toy-flow": WEIGHTS_DIR / "toy_clap"}
+SHIPPED_CLAP: dict[str, Path] = {"toy": WEIGHTS_DIR / "toy_clap", "toy-flow": WEIGHTS_DIR / "toy_flow_clap"}
 # The toy model's stage settings were swept on held-out clips (docs/quality.md): the paper's rates are tuned for
 # models 100-1000× larger and move this one too little in 300 steps (full at 1e-6).
 # Issue 17: stage 1 100 @ 1e-2 → 40 @ 2.5e-2 and LoRA 300 @ 3e-3 → 75 steps × 4 noise draws @ 6e-3 (same draws
