@@ -62,7 +62,9 @@ def test_toy_flow_is_the_sa3_family_on_its_own_folder(flow_editor):
 
 def test_flowedit_edits_a_stereo_44k_clip_in_its_format(flow_editor, stereo_clip):
     """One FlowEdit request through the real adapter: both takes have the input's rate, channels and length; the
-    stronger one moves further from the input; the weaker keeps more of it than plain generation would."""
+    stronger one moves further from the input. Distances are to the codec's round trip of the input (what a take
+    with no edit would be): since issue 25's decoder the codec's own error (log-mel L1 ≈ 0.5 to the clean clip) is
+    far larger than what 0.6 vs 0.9 changes, and both takes carry it."""
     from engine.params import EditParams, EditRequest
     from toyworld.distance import logmel_l1
     from toyworld.onsets import SR as SR16
@@ -79,7 +81,9 @@ def test_flowedit_edits_a_stereo_44k_clip_in_its_format(flow_editor, stereo_clip
     def mono16(x: np.ndarray) -> np.ndarray:
         return soxr.resample(x.mean(axis=1), 44100, SR16).astype(np.float32)
 
-    ref = mono16(clip.wave.T)
+    from benchmarks.quality import round_trip
+
+    ref = mono16(round_trip(flow_editor.model, clip.wave).T)
     d = [logmel_l1(mono16(t.audio), ref) for t in res.takes]
     assert 0 < d[0] < d[1], d
 
