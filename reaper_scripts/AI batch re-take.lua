@@ -1,5 +1,5 @@
 -- @description AI batch re-take
--- @version 0.4.1
+-- @version 0.4.2
 -- @author aiedit
 -- @noindex
 -- @about
@@ -73,7 +73,10 @@ local function ask(info, proj)
   local modes = lib.model_modes(info, model)
   local last_mode = lib.get_setting("last_mode")
   if not lib.parse_mode(last_mode, modes) then last_mode = modes[1] end
-  local defaults = { lib.get_setting("last_prompt"), lib.get_setting("last_etas"), last_mode,
+  -- the model's strengths for that mode (the user's own for that model and mode, else its defaults); an older
+  -- daemon gives none: the one remembered "last_etas"
+  local etas = lib.etas_for(model, lib.parse_mode(last_mode, modes)) or lib.get_setting("last_etas")
+  local defaults = { lib.get_setting("last_prompt"), etas, last_mode,
                      lib.get_setting("last_seed"), lib.get_setting("last_scope"), lib.get_setting("last_use_notes") }
   local fields = {
     { name = "Prompt", hint = "default", check = function(s)
@@ -103,11 +106,15 @@ local function ask(info, proj)
     local function modes_of(v) return lib.model_modes(info, parse_model(v[7] or "", models) or model) end
     fields[3].check = function(s, v) return lib.parse_mode(s, modes_of(v)) end
     fields[2].check = function(s, v) return lib.parse_etas(s, lib.parse_mode(v[3], modes_of(v)) or "lora") end
+    fields[2].refill = lib.etas_refill(function(v) return parse_model(v[7] or "", models) or model,
+                                         lib.parse_mode(v[3], modes_of(v)) end, model,
+                                       lib.parse_mode(last_mode, modes), etas)
   end
   local p, v = lib.ask_fields(TITLE, fields, defaults, 320)
   if not p then return nil end
   lib.set_setting("last_prompt", p[1])
   lib.set_setting("last_etas", lib.trim(v[2]))
+  lib.remember_etas(p[7], p[3], v[2])
   lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
   lib.set_setting("last_seed", lib.trim(v[4]))
   lib.set_setting("last_scope", p[5])

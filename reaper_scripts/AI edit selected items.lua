@@ -1,5 +1,5 @@
 -- @description AI edit selected items
--- @version 0.4.1
+-- @version 0.4.2
 -- @author aiedit
 -- @about
 --   # AI edit selected items
@@ -20,7 +20,9 @@
 --   A jobs window on ReaImGui (play, A/B against the original, keep one take; scores and spectrograms); a
 --   dialog in plain words with the engine's models and the project's tempo; refused or vanished jobs end with
 --   their reason. On Windows the default spool is the engine's own, also for user names outside ASCII; the
---   engine command is quoted for Windows and macOS/Linux (paths with spaces).
+--   engine command is quoted for Windows and macOS/Linux (paths with spaces). The dialogs start from the chosen
+--   model's own strengths for the chosen kind of edit (Stable Audio 3's preview 0.75/0.85/0.95), with presets
+--   around them, and remember your numbers per model and kind of edit.
 
 local dir = (select(2, reaper.get_action_context()):match("^(.*[/\\])") or "")
 package.path = dir .. "?.lua;" .. dir .. "?/init.lua;" .. package.path
@@ -54,8 +56,11 @@ local function ask_params(info, proj)
   local modes = lib.model_modes(info, model)
   local last_mode = lib.get_setting("last_mode")
   if not lib.parse_mode(last_mode, modes) then last_mode = modes[1] end -- e.g. zeta remembered, flow model now
-  local defaults = { lib.prompt_history(proj)[1] or lib.get_setting("last_prompt"), lib.get_setting("last_etas"),
-                     last_mode, lib.get_setting("last_seed") }
+  -- the model's strengths for that mode (the user's own for that model and mode, else its defaults); an older
+  -- daemon gives none: the one remembered "last_etas"
+  local etas = lib.etas_for(model, lib.parse_mode(last_mode, modes)) or lib.get_setting("last_etas")
+  local defaults = { lib.prompt_history(proj)[1] or lib.get_setting("last_prompt"), etas, last_mode,
+                     lib.get_setting("last_seed") }
   local function chosen(v) return #models > 0 and (parse_model(v[5] or "", models) or model) or nil end
   local function modes_of(v) return lib.model_modes(info, chosen(v)) end
   local fields = {
@@ -67,7 +72,8 @@ local function ask_params(info, proj)
       end },
     { name = "η values", hint = "e.g. 0.3 0.5 0.7", check = function(s, v)
         return lib.parse_etas(s, lib.parse_mode(v[3], modes_of(v)) or "lora")
-      end },
+      end, refill = lib.etas_refill(function(v) return chosen(v), lib.parse_mode(v[3], modes_of(v)) end, model,
+                                    lib.parse_mode(last_mode, modes), etas) },
     { name = "Mode", hint = table.concat(modes, " / "), check = function(s, v)
         return lib.parse_mode(s, modes_of(v))
       end },
@@ -95,6 +101,7 @@ local function ask_params(info, proj)
   if not p then return nil end
   lib.set_setting("last_prompt", p[1])
   lib.set_setting("last_etas", lib.trim(v[2]))
+  lib.remember_etas(p[5], p[3], v[2])
   lib.set_setting("last_mode", lib.trim(v[3]) ~= "" and lib.trim(v[3]) or "lora")
   lib.set_setting("last_seed", lib.trim(v[4]))
   local params = { prompt = p[1], etas = p[2], mode = p[3], seed = p[4], priority = "interactive", music = {} }
@@ -144,6 +151,8 @@ local function main()
                                  title = TITLE }, function(params)
       lib.set_setting("last_prompt", params.prompt)
       lib.set_setting("last_etas", params.etas_text)
+      if params.model then lib.remember_etas(lib.pick_model(lib.models(info), params.model), params.mode,
+                                             params.etas_text) end
       lib.set_setting("last_mode", params.mode)
       lib.set_setting("last_seed", params.seed_text)
       go(params)

@@ -1,5 +1,5 @@
 -- @description AI edit settings
--- @version 0.4.1
+-- @version 0.4.2
 -- @author aiedit
 -- @noindex
 -- @about

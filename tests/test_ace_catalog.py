@@ -33,9 +33,11 @@ def test_describe_gives_every_model_its_kind_modes_and_context_fields():
     assert kinds["tango"] == "sound effects"
     assert set(kinds.values()) <= set(catalog.KINDS)
     ace = catalog.describe("ace-step")
-    assert ace == {"name": "ace-step", "kind": "music", "takes": list(MUSIC_FIELDS),
-                   "modes": ["lora", "full", "sdedit", "flowedit", "repaint", "cover"]}
+    modes = ["lora", "full", "sdedit", "flowedit", "repaint", "cover"]
+    assert ace == {"name": "ace-step", "kind": "music", "takes": list(MUSIC_FIELDS), "modes": modes,
+                   "strengths": {m: [0.25, 0.5, 0.75] for m in modes}}  # ACE-Step: the general ones (not measured)
     assert catalog.describe("sa3-small")["modes"] == ["lora", "full", "sdedit", "flowedit"]
+    assert catalog.describe("sa3-small")["strengths"]["flowedit"] == [0.75, 0.85, 0.95]
     assert catalog.describe("toy")["takes"] == [] and "zeta" in catalog.describe("toy")["modes"]
     assert catalog.describe("/models/my-song-model", family="ace-step")["kind"] == "music"
 

@@ -62,7 +62,8 @@ def test_a_tiny_daemon_lists_the_built_in_models_with_their_modes_kind_and_takes
     assert names[0] == "tiny" and {"tiny-sa3", "tiny-ace", "toy", "toy-flow"} <= set(names)
     by = {m["name"]: m for m in info}
     assert by["tiny-ace"] == {"name": "tiny-ace", "kind": "music", "modes": list(MUSIC_FLOW_MODES),
-                              "takes": list(MUSIC_FIELDS), "loaded": True}
+                              "takes": list(MUSIC_FIELDS), "loaded": True,
+                              "strengths": {m: [0.25, 0.5, 0.75] for m in MUSIC_FLOW_MODES}}
     assert by["tiny"]["modes"] == ["lora", "full", "sdedit", "zeta"] and by["tiny"]["takes"] == []
     assert by["tiny-sa3"]["modes"] == ["lora", "full", "sdedit", "flowedit"] and not by["tiny"]["loaded"]
     assert by["toy"]["kind"] == "sound effects"

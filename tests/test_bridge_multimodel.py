@@ -70,6 +70,23 @@ def test_one_daemon_runs_jobs_naming_three_models_evicting_and_reloading_with_ma
                 break
             time.sleep(0.2)
         assert loaded == {"tiny"} and d.daemon_json()["workers"][0]["models"] == ["tiny"]
+        # a loaded model's own mode list replaced the one known from its name: its strengths still cover each mode
+        after = {m["name"]: m for m in d.daemon_json()["models"]}
+        assert after["tiny-sa3"]["strengths"]["flowedit"] == [0.75, 0.85, 0.95]
+        assert set(after["tiny-ace"]["strengths"]) == set(after["tiny-ace"]["modes"])
+
+
+def test_daemon_json_gives_each_models_default_strengths_per_mode(tmp_path):
+    """A protocol job always names its strengths, so a client's dialog needs the model's defaults (issue 25): the
+    general 0.25 / 0.5 / 0.75 are near-copies in FlowEdit and SDEdit on a flow model."""
+    with Daemon(tmp_path / "spool") as d:
+        models = {m["name"]: m for m in d.daemon_json()["models"]}
+    sa3, tiny = models["tiny-sa3"]["strengths"], models["tiny"]["strengths"]
+    assert sa3["flowedit"] == [0.75, 0.85, 0.95] and sa3["sdedit"] == [0.4, 0.55, 0.7]
+    assert sa3["lora"] == sa3["full"] == [0.25, 0.5, 0.75]  # η, not a noise level: the general ones
+    assert tiny["lora"] == tiny["sdedit"] == tiny["zeta"] == [0.25, 0.5, 0.75]  # a sound model: general
+    for m in models.values():
+        assert list(m["strengths"]) == m["modes"], m["name"]  # one entry per mode it runs, in its order
 
 
 def test_a_re_take_on_a_named_model_finds_its_stage_cache(tmp_path):

@@ -1806,6 +1806,118 @@ def test_batch_offers_the_models_and_sends_the_tempo_at_each_item(env):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# issue 25: each model's default strengths per mode (daemon.json "strengths") fill the dialogs
+
+
+def flow_daemon(env) -> None:
+    """daemon.json as a tiny test daemon writes it (bridge.jobs.models: its real "strengths"), tiny-sa3 first."""
+    from bridge.jobs.models import ModelMenu
+
+    info = {m["name"]: m for m in ModelMenu("tiny-sa3").info(loaded={"tiny-sa3"})}
+    assert info["tiny-sa3"]["strengths"]["flowedit"] == [0.75, 0.85, 0.95]
+    heartbeat(env["spool"], model="tiny-sa3", modes=info["tiny-sa3"]["modes"],
+              models=[info["tiny-sa3"], info["tiny"]])
+
+
+def sent(env, out: dict | None = None) -> set:
+    """(model, mode, etas) of the queued jobs, and the inbox emptied for the next session."""
+    assert out is None or out["errors"] == []
+    jobs = list(inbox_jobs(env["spool"]).values())
+    for p in (env["spool"] / "inbox").glob("*.json"):
+        p.unlink()
+    return {(j.get("model"), j["mode"], tuple(j["etas"])) for j in jobs}
+
+
+def test_imgui_dialog_fills_each_models_strengths_per_mode_and_remembers_them_per_model_and_mode(env):
+    flow_daemon(env)
+    base = [{"run": EDIT}, {"defer": 1}]
+    edit_ = [{"imgui_type": {"label": "Prompt", "value": "a door"}}, {"imgui_click": "Edit 3 items"}, {"defer": 1}]
+    # SA3 + FlowEdit: its own 0.75 / 0.85 / 0.95 (the general numbers are near-copies there), and its presets
+    out = edit(env, answers=[], steps=[*base, {"imgui_click": "flowedit"}, {"defer": 1}], imgui=True)
+    assert out["errors"] == [] and "Defaults for tiny-sa3, flowedit: 0.75, 0.85, 0.95" in out["imgui"]["texts"]
+    assert next(w for w in out["imgui"]["widgets"] if w.get("label") == "Strengths")["value"] == "0.75, 0.85, 0.95"
+    out = edit(env, answers=[], steps=[*base, {"imgui_click": "flowedit"}, *edit_], imgui=True)
+    assert sent(env, out) == {("tiny-sa3", "flowedit", (0.75, 0.85, 0.95))}
+    for preset, etas in (("A touch", (0.75,)), ("Clearly", (0.85,)), ("A lot", (0.95,))):
+        out = edit(env, answers=[], steps=[*base, {"imgui_click": "flowedit"}, {"imgui_click": preset}, *edit_],
+                   imgui=True)
+        assert sent(env, out) == {("tiny-sa3", "flowedit", etas)}, preset
+    # the user's own numbers for SA3 + FlowEdit; the sound model's LoRA gets the general ones, not these
+    out = edit(env, answers=[], imgui=True, steps=[*base, {"imgui_click": "flowedit"}, {"imgui_type": {
+        "label": "Strengths", "value": "0.9"}}, *edit_])
+    assert sent(env, out) == {("tiny-sa3", "flowedit", (0.9,))}
+    st = saved(out)
+    out = edit(env, answers=[], imgui=True, **st, steps=[*base, {"imgui_type": {
+        "label": "Model", "value": "tiny (general)"}}, *edit_])
+    assert sent(env, out) == {("tiny", "lora", (0.25, 0.5, 0.75))}  # flowedit is not tiny's: its first mode, general
+    # and a number chosen for tiny + LoRA stays there: back on SA3, FlowEdit is the user's 0.9, LoRA the general
+    st = saved(out)
+    out = edit(env, answers=[], imgui=True, **st, steps=[*base, {"imgui_type": {"label": "Strengths",
+                                                                                "value": "1.2"}}, *edit_])
+    assert sent(env, out) == {("tiny", "lora", (1.2,))}
+    st = saved(out)
+    out = edit(env, answers=[], imgui=True, **st, steps=[*base, {"imgui_type": {"label": "Model", "value": "tiny-sa3 "
+                                                                          "(general)"}}, *edit_])
+    assert sent(env, out) == {("tiny-sa3", "lora", (0.25, 0.5, 0.75))}
+    out = edit(env, answers=[], imgui=True, **st, steps=[*base, {"imgui_type": {"label": "Model", "value": "tiny-sa3 "
+                                                                          "(general)"}}, {"imgui_click": "flowedit"},
+                                                   *edit_])
+    assert sent(env, out) == {("tiny-sa3", "flowedit", (0.9,))}
+
+
+def test_plain_dialog_fills_the_models_strengths_and_refills_them_when_the_model_or_mode_changes(env):
+    flow_daemon(env)
+    ext = {**env["scenario"]["extstate"], "aiedit/last_mode": "flowedit", "aiedit/last_etas": "0.3"}
+    out = edit(env, answers=[False], extstate=ext)
+    assert out["inputs_asked"][0]["values"][1:5] == ["0.75, 0.85, 0.95", "flowedit", "0", "tiny-sa3"]
+    # the mode changed, the strengths left as shown: the dialog comes back with LoRA's, saying so
+    out = edit(env, extstate=ext, answers=[["a door", "0.75, 0.85, 0.95", "lora", "1", "tiny-sa3"],
+                                           ["a door", "0.25, 0.5, 0.75", "lora", "1", "tiny-sa3"]])
+    assert out["errors"] == [] and out["inputs_asked"][1]["values"][1] == "0.25, 0.5, 0.75"
+    assert out["inputs_asked"][1]["labels"][1].startswith("! η values: 0.25; 0.5; 0.75 for tiny-sa3 lora")
+    assert sent(env, out) == {("tiny-sa3", "lora", (0.25, 0.5, 0.75))}
+    # numbers the user typed are kept whatever the model and mode, and remembered for that model and mode only
+    out = edit(env, extstate=ext, answers=[["a door", "0.9", "flowedit", "1", "tiny-sa3"]])
+    assert sent(env, out) == {("tiny-sa3", "flowedit", (0.9,))}
+    st = saved(out)
+    out = edit(env, answers=[["a door", "0.9", "zeta", "1", "tiny"], ["a door", "0.25, 0.5, 0.75", "zeta", "1",
+                                                                       "tiny"]], **st)
+    assert out["inputs_asked"][0]["values"][1] == "0.9"  # tiny-sa3 + flowedit, remembered
+    assert out["inputs_asked"][1]["values"][1] == "0.25, 0.5, 0.75"  # not carried into tiny's zeta
+    assert sent(env, out) == {("tiny", "zeta", (0.25, 0.5, 0.75))}
+
+
+def test_batch_fills_the_models_strengths_per_mode(env):
+    flow_daemon(env)
+    ext = {**env["scenario"]["extstate"], "aiedit/last_mode": "sdedit", "aiedit/last_etas": "0.3"}
+    sc = dict(env["scenario"], extstate=ext, steps=[{"run": BATCH}],
+              user_inputs=[["metal", "0.4, 0.55, 0.7", "flowedit", "1", "selected items", "no", "tiny-sa3"],
+                           ["metal", "0.75, 0.85, 0.95", "flowedit", "1", "selected items", "no", "tiny-sa3"]])
+    out = run(env["tmp"], sc)
+    assert out["errors"] == [] and out["inputs_asked"][0]["values"][1] == "0.4, 0.55, 0.7"  # SA3's SDEdit
+    assert out["inputs_asked"][1]["values"][1] == "0.75, 0.85, 0.95"  # refilled for FlowEdit
+    assert sent(env, out) == {("tiny-sa3", "flowedit", (0.75, 0.85, 0.95))}
+
+
+def test_an_older_daemon_without_strengths_keeps_the_general_presets_and_the_remembered_numbers(env):
+    heartbeat(env["spool"], modes=["lora", "repaint", "cover", "flowedit"], models=MODELS)  # no "strengths"
+    ext = {**env["scenario"]["extstate"], "aiedit/last_etas": "0.35", "aiedit/last_mode": "flowedit"}
+    out = edit(env, answers=[False], extstate=ext)
+    assert out["inputs_asked"][0]["values"][1] == "0.35"
+    out = edit(env, extstate=ext, answers=[["a door", "0.35", "lora", "1", "tiny-ace", ""]])
+    assert len(out["inputs_asked"]) == 1 and sent(env) == {("tiny-ace", "lora", (0.35,))}  # asked once
+    base = [{"run": EDIT}, {"defer": 1}, {"imgui_type": {"label": "Prompt", "value": "a door"}}]
+    out = edit(env, answers=[], imgui=True, extstate=ext, steps=[*base, {"imgui_click": "lora"},
+                                                                 {"imgui_click": "A lot"},
+                                                                 {"imgui_click": "Edit 3 items"}, {"defer": 1}])
+    assert sent(env, out) == {("tiny-ace", "lora", (0.8,))}
+    assert not any(t.startswith("Defaults for") for t in out["imgui"]["texts"])
+    out = edit(env, answers=[], imgui=True, extstate=ext, steps=[*base, {"imgui_click": "cover"},
+                                                           {"imgui_click": "Edit 3 items"}, {"defer": 1}])
+    assert sent(env, out) == {("tiny-ace", "cover", (0.35,))}  # a change of mode keeps the numbers, as before
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # paths on every platform (issue 24's "default spool from USERPROFILE" risk, issue 27)
 
 

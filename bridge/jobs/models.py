@@ -43,12 +43,13 @@ class Model:
     folder: str | None = None
 
     def describe(self) -> dict:
-        from engine.models.catalog import describe
+        from engine.models.catalog import describe, strengths_of
         from engine.params import MODES
 
         out = describe(self.name, self.family)
         if self.family is None:  # cannot be told before it loads: every mode, as the worker will then correct
             out["modes"] = list(MODES)
+            out["strengths"] = strengths_of("", MODES)
         return out
 
 
@@ -87,7 +88,8 @@ class ModelMenu:
         return tuple(self._info[self.default.name]["modes"])
 
     def info(self, loaded: Iterable[str] = ()) -> list[dict]:
-        """daemon.json's ``models``: the default first, each ``{"name", "kind", "modes", "takes", "loaded"}``."""
+        """daemon.json's ``models``: the default first, each ``{"name", "kind", "modes", "takes", "strengths",
+        "loaded"}``."""
         held = set(loaded)
         return [{**self._info[m.name], "loaded": m.name in held} for m in self.models]
 
@@ -95,7 +97,10 @@ class ModelMenu:
         """A worker loaded ``name``: its own mode list replaces the one known from its name (they agree, except for
         a model whose family could not be told before it loaded)."""
         if name in self._info and modes:
-            self._info[name] = {**self._info[name], "modes": list(modes)}
+            from engine.models.catalog import strengths_of
+
+            strengths = strengths_of(self.family_of(name) or "", modes)
+            self._info[name] = {**self._info[name], "modes": list(modes), "strengths": strengths}
 
     # -- what a job may name ---------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ ACE-Step 1.5 facts and their sources:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 SA3 = "stable-audio-3"
@@ -178,6 +179,12 @@ def default_etas(family: str, mode: str) -> tuple[float, ...]:
     return DEFAULT_ETAS
 
 
+def strengths_of(family: str, modes: Iterable[str]) -> dict[str, list[float]]:
+    """``{mode: default strengths}`` for each of ``modes`` (daemon.json's ``strengths``): a client's dialog offers
+    these, since a protocol job always names its own and the general ones are near-copies on flow models."""
+    return {m: list(default_etas(family, m)) for m in modes}
+
+
 def modes_of_family(family: str) -> tuple[str, ...]:
     """The edit modes a family runs, known without loading it (the daemon advertises them before the model loads;
     the loaded model's ``AudioModel.modes`` says the same)."""
@@ -225,11 +232,13 @@ def takes_of(family: str | None) -> tuple[str, ...]:
 
 
 def describe(name: str, family: str | None = None) -> dict:
-    """``{"name", "kind", "modes", "takes"}`` of a model, without torch or loading it: what the daemon lists in
-    ``daemon.json``'s ``models``. ``family`` is needed only for a folder (``registry.resolve(spec).family``)."""
+    """``{"name", "kind", "modes", "takes", "strengths"}`` of a model, without torch or loading it: what the daemon
+    lists in ``daemon.json``'s ``models``. ``family`` is needed only for a folder (``registry.resolve(spec).family``).
+    """
     fam = family or family_of_name(name) or ""
-    return {"name": name, "kind": kind_of(name, fam), "modes": list(modes_of_family(fam)),
-            "takes": list(takes_of(fam))}
+    modes = modes_of_family(fam)
+    return {"name": name, "kind": kind_of(name, fam), "modes": list(modes), "takes": list(takes_of(fam)),
+            "strengths": strengths_of(fam, modes)}
 
 
 def resident_gib(name: str, family: str | None = None, *, gpu: bool = False, precision: str = "auto") -> float:

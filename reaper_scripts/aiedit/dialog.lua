@@ -148,8 +148,10 @@ function M.user_inputs(title, captions, defaults, width)
 end
 
 -- Asks until every field is valid or the user cancels. fields: {name = "Prompt", hint = "...", check =
--- function(value, values) -> parsed or nil, why}. A wrong field is shown in its own caption ("! Mode: why"),
--- so the dialog says which field is wrong; no caption names another field. Returns the parsed values or nil.
+-- function(value, values) -> parsed or nil, why, refill = optional function(value, values) -> a new value and why,
+-- or nil}. A refilled field comes back with its new value and why. A wrong field is shown in its own caption
+-- ("! Mode: why"), so the dialog says which field is wrong; no caption names another field. Returns the parsed
+-- values or nil.
 function M.ask_fields(title, fields, defaults, width)
   local notes = {}
   while true do
@@ -164,8 +166,14 @@ function M.ask_fields(title, fields, defaults, width)
     defaults, notes = v, {}
     local out, bad = {}, false
     for i, f in ipairs(fields) do
-      local val, why = f.check(v[i] or "", v)
-      if val == nil then notes[i], bad = why or "invalid", true else out[i] = val end
+      local new, note = nil, nil
+      if f.refill then new, note = f.refill(v[i] or "", v) end
+      if new then
+        v[i], notes[i], bad = new, note, true
+      else
+        local val, why = f.check(v[i] or "", v)
+        if val == nil then notes[i], bad = why or "invalid", true else out[i] = val end
+      end
     end
     if not bad then return out, v end
   end
@@ -175,8 +183,28 @@ end
 -- Models, modes in plain words, the song's tempo, prompt history (issues 23 and 24)
 ---------------------------------------------------------------------------------------------
 
--- daemon.json "models": [{name, kind = "music" | "sound effects" | "general", modes, takes, loaded}], the default
--- model first. An older daemon lists none: then the job names no model and the daemon's own runs.
+-- daemon.json "strengths" of a model: {mode = {numbers}} for each mode whose list is usable (1-16 numbers in
+-- (0, 1.5]); anything else is left out, and that mode keeps the general presets.
+local function parse_strengths(t)
+  local out = {}
+  t = M.val(t)
+  if type(t) ~= "table" then return out end
+  for mode, list in pairs(t) do
+    list = M.val(list)
+    if type(mode) == "string" and type(list) == "table" and #list >= 1 and #list <= 16 then
+      local nums = {}
+      for i, v in ipairs(list) do
+        if type(v) ~= "number" or v <= 0 or v > 1.5 then nums = nil break end
+        nums[i] = v
+      end
+      if nums and #nums == #list then out[mode] = nums end
+    end
+  end
+  return out
+end
+
+-- daemon.json "models": [{name, kind = "music" | "sound effects" | "general", modes, takes, strengths, loaded}], the
+-- default model first. An older daemon lists none: then the job names no model and the daemon's own runs.
 function M.models(info)
   local out = {}
   local listed = info and M.val(info.models)
@@ -186,7 +214,7 @@ function M.models(info)
       local takes = {}
       for _, t in ipairs(type(M.val(m.takes)) == "table" and M.val(m.takes) or {}) do takes[t] = true end
       out[#out + 1] = { name = M.val(m.name), kind = M.val(m.kind) or "general", modes = M.val(m.modes),
-                        takes = takes, loaded = M.val(m.loaded) == true }
+                        takes = takes, loaded = M.val(m.loaded) == true, strengths = parse_strengths(m.strengths) }
     end
   end
   return out
@@ -222,13 +250,111 @@ M.MODES_KNOWN = { "lora", "full", "flowedit", "zeta", "sdedit", "repaint", "cove
 
 function M.mode_words(mode) return M.MODE_WORDS[mode] or mode end
 
--- How much to change, as presets of the strengths (the numbers stay editable).
+-- How much to change, as presets of the strengths (the numbers stay editable): the general ones, for a model
+-- whose daemon.json gives no strengths (an older daemon).
 M.PRESETS = {
   { name = "A touch", etas = "0.3", zero_shot = "0.3" },
   { name = "Clearly", etas = "0.5", zero_shot = "0.5" },
   { name = "A lot", etas = "0.8", zero_shot = "0.8" },
   { name = "Three to compare", etas = "0.3, 0.5, 0.7", zero_shot = "0.3, 0.5, 0.7" },
 }
+
+-- Strengths as the dialogs show them: "0.75, 0.85, 0.95".
+function M.etas_text(list)
+  local parts = {}
+  for i, v in ipairs(list) do parts[i] = string.format("%g", v) end
+  return table.concat(parts, ", ")
+end
+
+-- The model's default strengths for `mode` (daemon.json "strengths"), or nil when the daemon gives none.
+function M.model_strengths(model, mode)
+  return model and model.strengths and mode and model.strengths[mode] or nil
+end
+
+-- The presets for a model and mode. With the model's defaults for that mode, the presets span them: "A touch" is
+-- the gentlest default, "Clearly" the middle one, "A lot" the strongest, "Three to compare" exactly the defaults
+-- (what the dialog fills in). Not the general presets scaled by the model's middle value: the defaults are the
+-- range measured to edit without losing the input (docs/performance.md, "Flow-model default strengths": FlowEdit
+-- on a flow model moves 18-44 % at 0.75-0.95, its Text peaks at 0.85, and from 1 the input is lost), and a ratio of
+-- 0.3 / 0.5 / 0.8 around 0.85 would put "A touch" at 0.51, a near-copy (11 % moved), and "A lot" past 1. Going
+-- beyond the range stays one typed number away. Without defaults (an older daemon) the general presets.
+function M.presets(model, mode)
+  local d = M.model_strengths(model, mode)
+  local out = {}
+  if not d then
+    for i, p in ipairs(M.PRESETS) do out[i] = { name = p.name, etas = M.ZERO_SHOT[mode] and p.zero_shot or p.etas } end
+    return out
+  end
+  local sorted = { table.unpack(d) }
+  table.sort(sorted)
+  local n = #sorted
+  return { { name = "A touch", etas = M.etas_text({ sorted[1] }) },
+           { name = "Clearly", etas = M.etas_text({ sorted[(n + 1) // 2] }) },
+           { name = "A lot", etas = M.etas_text({ sorted[n] }) },
+           { name = "Three to compare", etas = M.etas_text(d) } }
+end
+
+-- Strengths the user chose, per model and mode (setting "etas_by_model", a JSON object): a FlowEdit strength is a
+-- noise level where a LoRA η is not, and a sound model's numbers are near-copies on a flow model, so a value
+-- chosen for one model and mode never fills the dialog for another.
+local function pair_key(model, mode) return model.name .. "\t" .. mode end
+
+local function chosen_etas()
+  local t = M.json_decode(M.get_setting("etas_by_model"))
+  return type(t) == "table" and t or {}
+end
+
+-- The strengths to fill in for `model` and `mode`: the user's own for that same model and mode, else the model's
+-- defaults; nil when daemon.json gives no defaults (an older daemon: the caller keeps the one "last_etas").
+function M.etas_for(model, mode)
+  local d = M.model_strengths(model, mode)
+  if not d then return nil end
+  local mine = chosen_etas()[pair_key(model, mode)]
+  if type(mine) == "string" and M.parse_etas(mine, mode) then return mine end
+  return M.etas_text(d)
+end
+
+-- Remembers `text` as the user's strengths for `model` and `mode` (a model with defaults only). The defaults
+-- themselves are not stored, so a later engine's new defaults reach the dialog.
+function M.remember_etas(model, mode, text)
+  local d = M.model_strengths(model, mode)
+  if not d then return end
+  local t, key = M.object({}), pair_key(model, mode)
+  for k, v in pairs(chosen_etas()) do if k ~= key and type(v) == "string" then t[k] = v end end
+  local etas = M.parse_etas(text, mode)
+  if etas and M.etas_text(etas) ~= M.etas_text(d) then t[key] = M.trim(text) end
+  local encoded = M.json_encode(t)
+  while #encoded > 3000 do -- stays well inside an ExtState value: others are forgotten first
+    local other = nil
+    for k in pairs(t) do if k ~= key then other = k break end end
+    if not other then break end
+    t[other] = nil
+    encoded = M.json_encode(t)
+  end
+  M.set_setting("etas_by_model", encoded)
+end
+
+-- For a GetUserInputs dialog whose Model or Mode field the user may change: a field `refill` (M.ask_fields) for the
+-- strengths. When the user changed the model or mode and left the strengths as shown (numbers for the choice the
+-- dialog showed), the new choice's strengths (M.etas_for) are put in and the dialog asks again saying so; numbers
+-- the user typed are kept. pair(values) -> model, mode (nil when they do not parse).
+function M.etas_refill(pair, model, mode, shown)
+  local key = model and mode and pair_key(model, mode)
+  return function(text, values)
+    local m, md = pair(values)
+    if not (m and md) then return nil end
+    local k = pair_key(m, md)
+    if k == key then shown = text return nil end
+    local untouched = M.trim(text) == M.trim(shown or "")
+    local new = M.etas_for(m, md)
+    key, shown = k, text
+    if untouched and new and M.trim(new) ~= M.trim(text) then
+      shown = new
+      return new, string.format("%s for %s %s - OK to use them", new, m.name, md)
+    end
+    return nil
+  end
+end
 
 -- The project's tempo and time signature at `time` (the tempo map's marker there), as job fields: bpm in [20, 300]
 -- and "N/D" with N 1-32 and D a power of two up to 32; a value outside those is left out.

@@ -68,6 +68,10 @@ function M.run_edit_dialog(ImGui, d, on_ok)
   s.model = M.pick_model(models, M.last_model(d.proj))
   local function modes() return M.model_modes(d.info, s.model) end
   s.mode = M.parse_mode(M.get_setting("last_mode"), modes()) or modes()[1]
+  -- the model's strengths for the chosen mode (the user's own for that model and mode, else its defaults) when
+  -- daemon.json gives them; an older daemon's dialog keeps the one remembered "last_etas"
+  local function refill() s.etas = M.etas_for(s.model, s.mode) or s.etas end
+  refill()
   local labels = {}
   for i, m in ipairs(models) do labels[i] = M.model_label(m) end
   local first = true
@@ -94,16 +98,24 @@ function M.run_edit_dialog(ImGui, d, on_ok)
         if changed and models[pick + 1] then
           s.model = models[pick + 1]
           if not M.parse_mode(s.mode, modes()) then s.mode = modes()[1] end
+          refill()
         end
       end
       ImGui.Text(ctx, "What kind of edit")
       for _, m in ipairs(modes()) do
-        if ImGui.RadioButton(ctx, M.mode_words(m) .. "##" .. m, s.mode == m) then s.mode = m end
+        if ImGui.RadioButton(ctx, M.mode_words(m) .. "##" .. m, s.mode == m) and s.mode ~= m then
+          s.mode = m
+          refill()
+        end
       end
       ImGui.Text(ctx, "How much to change (one take per strength)")
-      for i, p in ipairs(M.PRESETS) do
+      for i, p in ipairs(M.presets(s.model, s.mode)) do
         if i > 1 then ImGui.SameLine(ctx) end
-        if ImGui.Button(ctx, p.name) then s.etas = M.ZERO_SHOT[s.mode] and p.zero_shot or p.etas end
+        if ImGui.Button(ctx, p.name) then s.etas = p.etas end
+      end
+      local defaults = M.model_strengths(s.model, s.mode)
+      if defaults then
+        ImGui.TextDisabled(ctx, string.format("Defaults for %s, %s: %s", s.model.name, s.mode, M.etas_text(defaults)))
       end
       local top = M.ZERO_SHOT[s.mode] and 1.0 or 1.5
       local first_eta = tonumber((M.decimal_commas(s.etas):match("[%d.]+"))) or 0.5

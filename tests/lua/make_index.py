@@ -39,7 +39,9 @@ CHANGELOG = ("A jobs window on ReaImGui: play a take alone, A/B it against the o
              "start. The plain windows stay when ReaImGui is missing. On Windows the default spool is the engine's "
              "own, also for user names outside ASCII (else a folder under REAPER's resource path, passed to the "
              "engine REAPER starts); the engine command is quoted for Windows and macOS/Linux, and an engine path "
-             "with spaces pasted bare is quoted.")
+             "with spaces pasted bare is quoted. The dialogs start from the chosen model's own strengths for the "
+             "chosen kind of edit (Stable Audio 3's preview 0.75/0.85/0.95, where 0.25/0.5/0.75 came back nearly "
+             "unchanged), with presets around them, and remember your numbers per model and kind of edit.")
 
 
 def script_version() -> str:
