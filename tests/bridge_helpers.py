@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -30,11 +31,29 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge.wire.client import OscClient
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STEPS = {"embed": 3, "tune": 3, "sample": 4}
+
+
+def osc(address: str, *args) -> bytes:
+    """One OSC message as raw bytes (for datagrams the client would never build)."""
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+def bundle(*elements: bytes, sizes: list[int] | None = None, tag: bytes = b"\0" * 7 + b"\1") -> bytes:
+    """An OSC bundle of ``elements``; ``sizes`` overrides each element's size prefix and ``tag`` the time tag
+    (malformed bundles for the hardening and fuzz tests)."""
+    out = b"#bundle\x00" + tag
+    for i, e in enumerate(elements):
+        out += struct.pack(">i", sizes[i] if sizes else len(e)) + e
+    return out
 
 
 def free_port() -> int:

@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from bridge_helpers import Daemon, Listener, job, make_wav, seed_queued_jobs
-from pythonosc.osc_message_builder import OscMessageBuilder
+from bridge_helpers import Daemon, Listener, bundle, job, make_wav, osc, seed_queued_jobs
 
 from bridge.jobs.protocol import decode_json, parse_job
 
@@ -46,18 +45,6 @@ FINAL = ("done", "failed", "cancelled")
 TINY = {"embed": 1, "tune": 1, "sample": 2}
 
 
-def osc(address: str, *args) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    return b.build().dgram
-
-
-def bundle(*elements: bytes, sizes: list[int] | None = None, tag: bytes = b"\0" * 7 + b"\1") -> bytes:
-    out = b"#bundle\x00" + tag
-    for i, e in enumerate(elements):
-        out += struct.pack(">i", sizes[i] if sizes else len(e)) + e
-    return out
 
 
 def _default_steps(text: str) -> bool:

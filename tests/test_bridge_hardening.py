@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from bridge_helpers import ROOT, Daemon, Listener, job, make_wav
-from pythonosc.osc_message_builder import OscMessageBuilder
+from bridge_helpers import ROOT, Daemon, Listener, bundle, job, make_wav, osc
 
 from bridge.jobs import safe_dir
 from bridge.jobs.protocol import REPLY_HOST_MSG
@@ -27,18 +25,6 @@ TOK = "s3cret-0123456789abcdef"  # the daemon refuses tokens under 16 characters
 HANG_BUNDLE = bytes.fromhex("2362756e646c65000000000000000001fffffffc")
 
 
-def osc(address: str, *args) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    return b.build().dgram
-
-
-def bundle(*elements: bytes, sizes: list[int] | None = None) -> bytes:
-    out = b"#bundle\x00" + b"\x00" * 7 + b"\x01"
-    for i, e in enumerate(elements):
-        out += struct.pack(">i", sizes[i] if sizes else len(e)) + e
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -17,23 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from bridge_helpers import ROOT, TINY_STEPS, Daemon, Listener, job, make_wav, seed_queued_jobs
-from pythonosc.osc_message_builder import OscMessageBuilder
+from bridge_helpers import ROOT, TINY_STEPS, Daemon, Listener, bundle, job, make_wav, osc, seed_queued_jobs
 
 TOK = "s3cret-0123456789abcdef"  # the daemon refuses tokens under 16 characters
 
 LONG = {"embed": 20000, "tune": 20000, "sample": 4}
 
 
-def osc(address: str, *args) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    return b.build().dgram
-
-
-def bundle(*elements: bytes) -> bytes:
-    return b"#bundle\x00" + b"\x00" * 7 + b"\x01" + b"".join(struct.pack(">i", len(e)) + e for e in elements)
 
 
 def strict_json(text: str):

@@ -12,29 +12,20 @@ import contextlib
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from bridge_helpers import ROOT, Daemon, Listener, job, make_wav
-from pythonosc.osc_message_builder import OscMessageBuilder
+from bridge_helpers import ROOT, Daemon, Listener, bundle, job, make_wav, osc
+
+from benchmarks.bench_bridge import heavy_wav
 
 LONG = {"embed": 20000, "tune": 20000, "sample": 4}
 TOKEN = "round3-token-0123456789abcdef"
 
 
-def osc(address: str, *args) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        b.add_arg(a)
-    return b.build().dgram
-
-
-def bundle(*elements: bytes) -> bytes:
-    return b"#bundle\x00" + b"\x00" * 7 + b"\x01" + b"".join(struct.pack(">i", len(e)) + e for e in elements)
 
 
 def cpu_s(pid: int) -> float:
@@ -355,15 +346,6 @@ def test_4_submit_then_cancel_cannot_grow_the_history_past_its_bound(tmp_path):
 
 # -- 5. a per-sender job budget; the probe is off the answering thread ---------------------------------------------
 
-
-def heavy_wav(path: Path, chunks: int = 100_000) -> Path:
-    """A WAV header followed by ``chunks`` empty chunks before its data: slow for libsndfile to probe."""
-    fmt = struct.pack("<HHIIHH", 1, 1, 16_000, 32_000, 2, 16)
-    data = b"\0\0" * 8000
-    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + (b"junk" + b"\0\0\0\0") * chunks
-            + b"data" + struct.pack("<I", len(data)) + data)
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-    return path
 
 
 def test_5_probing_slow_files_does_not_hold_up_another_clients_answers(tmp_path):
