@@ -37,6 +37,7 @@ Single-threaded by default (the machine is shared); timings go to stdout and ``<
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -217,15 +218,19 @@ DECODER_STEPS = 1500
 CLAP_NFFT, CLAP_HOP = 2822, 441
 
 
-def clap_mel_power(y: torch.Tensor) -> torch.Tensor:
-    """(B, channels, n) at 44.1 kHz → (B, 64, frames): the mel power the toy CLAP hears, of the channel average."""
+@functools.cache
+def _clap_mel_filters() -> torch.Tensor:
     from transformers.audio_utils import mel_filter_bank
 
-    fb = torch.from_numpy(mel_filter_bank(num_frequency_bins=CLAP_NFFT // 2 + 1, num_mel_filters=64, min_frequency=0,
-                                          max_frequency=8000, sampling_rate=SR, norm="slaney",
-                                          mel_scale="slaney").T.astype(np.float32))
+    return torch.from_numpy(mel_filter_bank(num_frequency_bins=CLAP_NFFT // 2 + 1, num_mel_filters=64, min_frequency=0,
+                                            max_frequency=8000, sampling_rate=SR, norm="slaney",
+                                            mel_scale="slaney").T.astype(np.float32))
+
+
+def clap_mel_power(y: torch.Tensor) -> torch.Tensor:
+    """(B, channels, n) at 44.1 kHz → (B, 64, frames): the mel power the toy CLAP hears, of the channel average."""
     spec = torch.stft(y.mean(dim=1), CLAP_NFFT, CLAP_HOP, window=torch.hann_window(CLAP_NFFT), return_complex=True)
-    return fb @ ((spec.real ** 2 + spec.imag ** 2) * (16000 / SR) ** 2)
+    return _clap_mel_filters() @ ((spec.real ** 2 + spec.imag ** 2) * (16000 / SR) ** 2)
 
 
 def train_decoder_mel(out: Path, q: float) -> dict:
